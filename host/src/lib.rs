@@ -1,0 +1,1 @@
+//! Airlock: a multi-tenant connector runtime.

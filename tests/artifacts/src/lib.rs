@@ -1,0 +1,1 @@
+//! Paths of guest components built for tests.
