@@ -1,1 +1,9 @@
-//! Airlock: a multi-tenant connector runtime.
+//! Airlock: a multi-tenant connector runtime. Connectors are WebAssembly components run in
+//! wasmtime behind the WIT contract in `wit/`, each invocation in a fresh sandbox under the
+//! tenant's limits. See `docs/ARCHITECTURE.md` for the codemap.
+
+pub mod benchmark;
+pub mod cli;
+pub mod outbound;
+pub mod runtime;
+pub mod secrets;

@@ -1,0 +1,182 @@
+//! Same-run latency measurements behind `airlock bench` and `cargo bench`: isolated
+//! invocations with the pooling allocator and `InstancePre`, the same on the on-demand
+//! allocator, spawning a trivial process as the container-free baseline, and a compute-heavy
+//! action with limits on and off.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::runtime::{EngineOptions, InvokeRequest, Runtime, RuntimeOptions, SharedComponent};
+
+/// Latency percentiles of one scenario, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Distribution {
+    pub iterations: usize,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+}
+
+impl Distribution {
+    pub fn from_samples(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let at = |q: f64| {
+            let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+            samples.get(index).copied().map_or(0.0, us)
+        };
+        let mean = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().copied().map(us).sum::<f64>() / samples.len() as f64
+        };
+        Self { iterations: samples.len(), p50_us: at(0.50), p90_us: at(0.90), p99_us: at(0.99), mean_us: mean }
+    }
+}
+
+/// A runtime for benchmarking: pooled or on-demand, limits enforced or not.
+pub fn runtime(pooling: bool, enforce_limits: bool) -> Result<Runtime, String> {
+    let engine = EngineOptions { pooling, enforce_limits, ..EngineOptions::default() };
+    Runtime::new(RuntimeOptions { engine, ..RuntimeOptions::default() }).map_err(|e| e.to_string())
+}
+
+/// Times `iterations` sequential invocations after a short warm-up. Every invocation must
+/// succeed: a benchmark of failures would measure the wrong thing.
+pub async fn invocations(
+    runtime: &Runtime,
+    component: &SharedComponent,
+    action: &str,
+    input: &str,
+    iterations: usize,
+) -> Result<Distribution, String> {
+    let warmup = (iterations / 10).clamp(1, 200);
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let request = InvokeRequest::action("bench", action, input);
+        let started = Instant::now();
+        let outcome = runtime.invoke(component, request).await;
+        let elapsed = started.elapsed();
+        if let Err(error) = outcome.result {
+            return Err(format!("invocation failed during the benchmark: {error}"));
+        }
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+    }
+    Ok(Distribution::from_samples(samples))
+}
+
+/// Times spawning `program` (a trivial process such as `/bin/true`) and waiting for it.
+pub fn process_spawns(program: &Path, iterations: usize) -> Result<Distribution, String> {
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let status = std::process::Command::new(program)
+            .status()
+            .map_err(|e| format!("cannot spawn {}: {e}", program.display()))?;
+        samples.push(started.elapsed());
+        if !status.success() {
+            return Err(format!("{} exited with {status}", program.display()));
+        }
+    }
+    Ok(Distribution::from_samples(samples))
+}
+
+/// One benchmark run's figures and the ratios the targets are stated in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub pooled: Distribution,
+    pub on_demand: Distribution,
+    pub process_spawn: Distribution,
+    /// On-demand p50 / pooled p50.
+    pub on_demand_over_pooled: f64,
+    /// Process-spawn p50 / pooled p50.
+    pub spawn_over_pooled: f64,
+    pub compute: Option<ComputeReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComputeReport {
+    pub limits_on: Distribution,
+    pub limits_off: Distribution,
+    /// Limits-on p50 / limits-off p50: the cost of fuel metering and epoch checks.
+    pub on_over_off: f64,
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub component: &'a [u8],
+    pub action: &'a str,
+    pub input: &'a str,
+    pub iterations: usize,
+    /// A compute-heavy action of the same component and its input, for limits on vs off.
+    pub compute: Option<(&'a str, &'a str)>,
+    pub compute_iterations: usize,
+    pub spawn_program: &'a Path,
+}
+
+pub async fn run(plan: &Plan<'_>) -> Result<Report, String> {
+    let measure = |pooling: bool, enforce: bool| async move {
+        let runtime = runtime(pooling, enforce)?;
+        let component = runtime.load(plan.component).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((runtime, component))
+    };
+    let (pooled_rt, pooled_c) = measure(true, true).await?;
+    let pooled = invocations(&pooled_rt, &pooled_c, plan.action, plan.input, plan.iterations).await?;
+    drop((pooled_c, pooled_rt));
+    let (demand_rt, demand_c) = measure(false, true).await?;
+    let on_demand = invocations(&demand_rt, &demand_c, plan.action, plan.input, plan.iterations).await?;
+    drop((demand_c, demand_rt));
+    let spawn_iterations = plan.iterations.min(2_000);
+    let process_spawn = process_spawns(plan.spawn_program, spawn_iterations)?;
+    let compute = match plan.compute {
+        Some((action, input)) => {
+            let (on_rt, on_c) = measure(true, true).await?;
+            let limits_on = invocations(&on_rt, &on_c, action, input, plan.compute_iterations).await?;
+            drop((on_c, on_rt));
+            let (off_rt, off_c) = measure(true, false).await?;
+            let limits_off = invocations(&off_rt, &off_c, action, input, plan.compute_iterations).await?;
+            Some(ComputeReport { on_over_off: ratio(limits_on.p50_us, limits_off.p50_us), limits_on, limits_off })
+        }
+        None => None,
+    };
+    Ok(Report {
+        on_demand_over_pooled: ratio(on_demand.p50_us, pooled.p50_us),
+        spawn_over_pooled: ratio(process_spawn.p50_us, pooled.p50_us),
+        pooled,
+        on_demand,
+        process_spawn,
+        compute,
+    })
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let row = |f: &mut std::fmt::Formatter<'_>, name: &str, d: &Distribution| {
+            writeln!(
+                f,
+                "{name:<28} {:>7} iters  p50 {:>9.1} µs  p90 {:>9.1} µs  p99 {:>9.1} µs",
+                d.iterations, d.p50_us, d.p90_us, d.p99_us
+            )
+        };
+        row(f, "pooled + InstancePre", &self.pooled)?;
+        row(f, "on-demand allocator", &self.on_demand)?;
+        row(f, "process spawn", &self.process_spawn)?;
+        writeln!(f, "on-demand / pooled (p50)    {:.2}x", self.on_demand_over_pooled)?;
+        writeln!(f, "process spawn / pooled (p50) {:.1}x", self.spawn_over_pooled)?;
+        if let Some(compute) = &self.compute {
+            row(f, "compute, limits on", &compute.limits_on)?;
+            row(f, "compute, limits off", &compute.limits_off)?;
+            writeln!(f, "limits on / off (p50)       {:.3}x", compute.on_over_off)?;
+        }
+        Ok(())
+    }
+}

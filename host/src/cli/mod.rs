@@ -1,0 +1,65 @@
+//! The `airlock` command line: argument types and dispatch to each subcommand.
+
+mod bench;
+mod invoke;
+mod units;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about = "Run connectors as sandboxed WebAssembly components")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one action of a component in a fresh sandbox and print the result.
+    Invoke(invoke::InvokeArgs),
+    /// Print a component's validated manifest.
+    Manifest(ManifestArgs),
+    /// Measure isolated invocations against the on-demand allocator and a process spawn.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Path to the component (.wasm).
+    pub component: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Flags shared by every command that loads components.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Directory for precompiled components (speeds up repeated loads).
+    #[arg(long, env = "AIRLOCK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Invoke(args) => invoke::run(args).await,
+            Command::Manifest(args) => invoke::manifest(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+/// Exit codes: 0 success, 1 the invocation failed (its kind is printed), 2 bad arguments
+/// (clap's own), 3 the component or the environment could not be set up.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_SETUP: u8 = 3;

@@ -1,0 +1,318 @@
+//! One invocation: request and outcome types, and the flow from input checks through a fresh
+//! instance to a classified, scrubbed result with its stats.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::component::LoadedComponent;
+use super::contract::GuestErrorKind;
+use super::error::{ErrorKind, InvokeError};
+use super::guest_state::{GuestState, GuestStateAccess};
+use super::limits::TenantLimits;
+use super::logs::{LogSink, Logs};
+use super::manifest::CompiledAction;
+use super::state::{StateScope, StateStore};
+use super::Runtime;
+use crate::outbound::{Credential, Grant, LimitHit, Scrubber};
+
+/// Which export to call.
+#[derive(Debug, Clone)]
+pub enum Call {
+    /// `invoke(action, input)`; `input` is JSON text.
+    Action { action: String, input: String },
+    /// `test-connection()`.
+    TestConnection,
+}
+
+/// Everything one invocation needs besides the component.
+pub struct InvokeRequest {
+    pub tenant: String,
+    pub call: Call,
+    pub limits: TenantLimits,
+    pub credential: Credential,
+    /// Where the guest's `state` import reads and writes; `None` uses the runtime's
+    /// in-memory store.
+    pub state: Option<Arc<dyn StateStore>>,
+}
+
+impl InvokeRequest {
+    pub fn action(tenant: impl Into<String>, action: impl Into<String>, input: impl Into<String>) -> Self {
+        Self::new(tenant, Call::Action { action: action.into(), input: input.into() })
+    }
+
+    pub fn test_connection(tenant: impl Into<String>) -> Self {
+        Self::new(tenant, Call::TestConnection)
+    }
+
+    fn new(tenant: impl Into<String>, call: Call) -> Self {
+        Self {
+            tenant: tenant.into(),
+            call,
+            limits: TenantLimits::default(),
+            credential: Credential::None,
+            state: None,
+        }
+    }
+
+    pub fn with_limits(mut self, limits: TenantLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
+    }
+
+    pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
+        self
+    }
+}
+
+/// What an invocation consumed. Present on success and on every failure.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub fuel_used: u64,
+    pub duration_us: u64,
+    pub peak_memory_bytes: u64,
+    pub outbound_requests: u32,
+    pub outbound_denied: u32,
+    pub outbound_bytes_out: u64,
+    pub outbound_bytes_in: u64,
+    /// The limit that stopped or refused the guest, if any, even when the guest recovered.
+    pub limit_hit: Option<ErrorKind>,
+}
+
+/// The result of an invocation: output or a named error, plus logs and stats either way.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvokeOutcome {
+    pub result: Result<Value, InvokeError>,
+    pub logs: Logs,
+    pub stats: Stats,
+}
+
+impl InvokeOutcome {
+    fn refused(error: InvokeError, started: Instant) -> Self {
+        let stats = Stats { duration_us: elapsed_us(started), ..Stats::default() };
+        Self { result: Err(error), logs: Logs::default(), stats }
+    }
+}
+
+fn elapsed_us(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How the guest call ended, before output checks.
+enum Ended {
+    Returned(Result<String, super::contract::ConnectorError>),
+    Failed(wasmtime::Error),
+    TimedOut,
+}
+
+impl Runtime {
+    /// Runs one call in a fresh instance of `component` under `request.limits`.
+    pub async fn invoke(&self, component: &LoadedComponent, request: InvokeRequest) -> InvokeOutcome {
+        let started = Instant::now();
+        let (action, timeout) = match check_call(component, &request) {
+            Ok(checked) => checked,
+            Err(error) => return InvokeOutcome::refused(error, started),
+        };
+        let tenant_hosts = match request.limits.host_patterns() {
+            Ok(hosts) => hosts,
+            Err(error) => return InvokeOutcome::refused(InvokeError::new(ErrorKind::Internal, error.to_string()), started),
+        };
+        let permit = match self.admission.enter().await {
+            Ok(permit) => permit,
+            Err(error) => return InvokeOutcome::refused(error, started),
+        };
+
+        let manifest = component.manifest.manifest();
+        let limits = &request.limits;
+        let session = self.gate.session(Grant {
+            declared_hosts: component.manifest.hosts().to_vec(),
+            tenant_hosts,
+            auth: manifest.auth.clone(),
+            credential: request.credential,
+            limits: limits.outbound(),
+        });
+        let scrubber = session.scrubber();
+        let logs = LogSink::new(limits.max_log_bytes);
+        let state = GuestStateAccess {
+            store: request.state.unwrap_or_else(|| self.default_state.clone()),
+            scope: StateScope { tenant: request.tenant, connector: manifest.name.clone() },
+            max_value_bytes: limits.max_state_value_bytes,
+            max_keys: limits.max_state_keys,
+        };
+        let guest = GuestState::new(limits.memory_bytes, logs.clone(), Some(session), Some(state));
+        let mut store = self.new_store(guest, limits.fuel);
+
+        let run = async {
+            let instance = component.pre.instantiate_async(&mut store).await?;
+            match &request.call {
+                Call::Action { action, input } => instance.call_invoke(&mut store, action, input).await,
+                Call::TestConnection => instance
+                    .call_test_connection(&mut store)
+                    .await
+                    .map(|r| r.map(|()| "null".to_owned())),
+            }
+        };
+        let ended = match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(returned)) => Ended::Returned(returned),
+            Ok(Err(error)) => Ended::Failed(error),
+            Err(_) => Ended::TimedOut,
+        };
+
+        let mut stats = Stats::default();
+        if self.options.engine.enforce_limits {
+            stats.fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        }
+        let guest = store.data();
+        stats.peak_memory_bytes = guest.limiter.peak_bytes as u64;
+        let mut limit_hit = guest.limit_hit;
+        if let Some(session) = &guest.outbound {
+            let outbound = session.stats();
+            stats.outbound_requests = outbound.requests;
+            stats.outbound_denied = outbound.denied;
+            stats.outbound_bytes_out = outbound.bytes_out;
+            stats.outbound_bytes_in = outbound.bytes_in;
+            if let Some(hit) = session.limit_hit() {
+                limit_hit.get_or_insert(match hit {
+                    LimitHit::HttpDenied(_) => ErrorKind::HttpDenied,
+                    LimitHit::OutboundLimit(_) => ErrorKind::OutboundLimit,
+                });
+            }
+        }
+        if guest.limiter.refused {
+            limit_hit.get_or_insert(ErrorKind::MemoryLimit);
+        }
+        let memory_refused = guest.limiter.refused;
+        // Return the slot to the pool before the permit lets the next invocation in.
+        drop(store);
+        drop(permit);
+
+        let result = match ended {
+            Ended::TimedOut => Err(InvokeError::new(
+                ErrorKind::Timeout,
+                format!("the invocation ran longer than {} ms", timeout.as_millis()),
+            )),
+            Ended::Failed(error) => Err(classify_trap(&error, memory_refused)),
+            Ended::Returned(Err(guest_error)) => Err(connector_error(guest_error, limit_hit, &scrubber)),
+            Ended::Returned(Ok(output)) => check_output(action, output, limits, &scrubber),
+        };
+        if let Err(error) = &result
+            && matches!(error.kind, ErrorKind::Timeout | ErrorKind::FuelExhausted | ErrorKind::OutputTooLarge | ErrorKind::InvalidOutput)
+        {
+            limit_hit.get_or_insert(error.kind);
+        }
+        stats.limit_hit = limit_hit;
+        stats.duration_us = elapsed_us(started);
+        let mut logs = logs.finish();
+        for line in &mut logs.lines {
+            line.message = scrubber.scrub_str(&line.message);
+        }
+        InvokeOutcome { result, logs, stats }
+    }
+}
+
+/// Checks the call against the manifest before any instance exists. Returns the action (for
+/// output checks) and the wall-clock budget.
+fn check_call<'a>(
+    component: &'a LoadedComponent,
+    request: &InvokeRequest,
+) -> Result<(Option<&'a CompiledAction>, Duration), InvokeError> {
+    let limits = &request.limits;
+    let tenant_timeout = limits.timeout();
+    let Call::Action { action, input } = &request.call else {
+        return Ok((None, tenant_timeout));
+    };
+    let compiled = component.manifest.action(action).ok_or_else(|| {
+        InvokeError::new(ErrorKind::UnknownAction, format!("the connector has no action `{action}`"))
+    })?;
+    if input.len() as u64 > limits.max_input_bytes {
+        return Err(InvokeError::new(
+            ErrorKind::InvalidInput,
+            format!("input is {} bytes, more than the {} allowed", input.len(), limits.max_input_bytes),
+        ));
+    }
+    let value: Value = serde_json::from_str(input)
+        .map_err(|e| InvokeError::new(ErrorKind::InvalidInput, format!("input is not JSON: {e}")))?;
+    compiled.check_input(&value).map_err(|violation| {
+        InvokeError::new(ErrorKind::InvalidInput, violation.message).at(violation.pointer)
+    })?;
+    let timeout = compiled
+        .spec
+        .timeout_ms
+        .map_or(tenant_timeout, |ms| tenant_timeout.min(Duration::from_millis(ms)));
+    Ok((Some(compiled), timeout))
+}
+
+fn classify_trap(error: &wasmtime::Error, memory_refused: bool) -> InvokeError {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => {
+            InvokeError::new(ErrorKind::FuelExhausted, "the guest used all the fuel of its invocation")
+        }
+        // A refused growth usually surfaces as an allocation-failure abort (`unreachable`):
+        // report the limit, not the symptom.
+        Some(_) | None if memory_refused => InvokeError::new(
+            ErrorKind::MemoryLimit,
+            format!("the guest trapped after its memory limit refused a growth: {}", trap_message(error)),
+        ),
+        Some(trap) => InvokeError::new(ErrorKind::GuestTrap, format!("the guest trapped: {trap}")),
+        None => InvokeError::new(ErrorKind::Internal, format!("the invocation failed in the host: {error:#}")),
+    }
+}
+
+fn trap_message(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    }
+}
+
+fn connector_error(
+    error: super::contract::ConnectorError,
+    limit_hit: Option<ErrorKind>,
+    scrubber: &Scrubber,
+) -> InvokeError {
+    // A limit the host enforced explains the failure better than whatever the guest made of
+    // the refusal; the guest's own kind stays available in `connector_kind`.
+    let kind = match (limit_hit, error.kind) {
+        (Some(kind @ (ErrorKind::HttpDenied | ErrorKind::OutboundLimit | ErrorKind::StateLimit)), _) => kind,
+        (_, GuestErrorKind::HttpDenied) => ErrorKind::HttpDenied,
+        _ => ErrorKind::ConnectorError,
+    };
+    InvokeError {
+        kind,
+        message: scrubber.scrub_str(&error.message),
+        pointer: None,
+        connector_kind: Some(error.kind.as_str().to_owned()),
+        retryable: kind == ErrorKind::ConnectorError && error.retryable,
+    }
+}
+
+fn check_output(
+    action: Option<&CompiledAction>,
+    output: String,
+    limits: &TenantLimits,
+    scrubber: &Scrubber,
+) -> Result<Value, InvokeError> {
+    if output.len() as u64 > limits.max_output_bytes {
+        return Err(InvokeError::new(
+            ErrorKind::OutputTooLarge,
+            format!("output is {} bytes, more than the {} allowed", output.len(), limits.max_output_bytes),
+        ));
+    }
+    let output = scrubber.scrub_str(&output);
+    let value: Value = serde_json::from_str(&output)
+        .map_err(|e| InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}")))?;
+    if let Some(action) = action {
+        action.check_output(&value).map_err(|violation| {
+            InvokeError::new(ErrorKind::InvalidOutput, violation.message).at(violation.pointer)
+        })?;
+    }
+    Ok(value)
+}

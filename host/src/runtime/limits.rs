@@ -1,0 +1,261 @@
+//! Per-tenant limits: the values an operator tunes per tenant, their defaults, the operator
+//! caps they are validated against, and the wasmtime `ResourceLimiter` that enforces memory.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outbound::{HostPattern, OutboundLimits};
+
+/// Everything one invocation of one tenant may consume. Defaults are documented in
+/// `docs/limits.md`; [`TenantLimits::validate`] checks a value against [`LimitCaps`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Wasm fuel per invocation (roughly one unit per wasm instruction).
+    pub fuel: u64,
+    /// Linear memory of the instance, in bytes (all memories and tables' growth together).
+    pub memory_bytes: u64,
+    /// Wall-clock budget of the whole invocation, host calls included.
+    pub timeout_ms: u64,
+    /// Outbound HTTP requests per invocation (every redirect hop counts).
+    pub max_requests: u32,
+    /// Bytes one request body may carry.
+    pub max_request_body_bytes: u64,
+    /// Bytes one response body may carry; the gate stops reading past it.
+    pub max_response_body_bytes: u64,
+    /// Request bytes the invocation may send in total.
+    pub max_total_bytes_out: u64,
+    /// Response bytes the invocation may receive in total.
+    pub max_total_bytes_in: u64,
+    /// Per-request timeout of outbound HTTP.
+    pub request_timeout_ms: u64,
+    /// Bytes of the input JSON.
+    pub max_input_bytes: u64,
+    /// Bytes of the output JSON.
+    pub max_output_bytes: u64,
+    /// Bytes of log lines and captured stdout/stderr kept per invocation; the rest is dropped.
+    pub max_log_bytes: u64,
+    /// Bytes of one state value.
+    pub max_state_value_bytes: u64,
+    /// State keys per tenant and connector.
+    pub max_state_keys: u32,
+    /// Hosts the tenant lets its connectors reach, intersected with each connector's
+    /// declared hosts. `["*"]` defers entirely to the connector's declaration.
+    pub allowed_hosts: Vec<String>,
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            fuel: 2_000_000_000,
+            memory_bytes: 64 * MIB,
+            timeout_ms: 30_000,
+            max_requests: 50,
+            max_request_body_bytes: 4 * MIB,
+            max_response_body_bytes: 8 * MIB,
+            max_total_bytes_out: 16 * MIB,
+            max_total_bytes_in: 32 * MIB,
+            request_timeout_ms: 10_000,
+            max_input_bytes: MIB,
+            max_output_bytes: MIB,
+            max_log_bytes: 256 * KIB,
+            max_state_value_bytes: 64 * KIB,
+            max_state_keys: 1_000,
+            allowed_hosts: vec!["*".to_owned()],
+        }
+    }
+}
+
+/// The most an operator lets any tenant be granted. Limits above a cap are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitCaps {
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+    pub max_requests: u32,
+    pub max_body_bytes: u64,
+    pub max_total_bytes: u64,
+    pub request_timeout_ms: u64,
+    pub max_input_bytes: u64,
+    pub max_output_bytes: u64,
+    pub max_log_bytes: u64,
+    pub max_state_value_bytes: u64,
+    pub max_state_keys: u32,
+}
+
+impl Default for LimitCaps {
+    fn default() -> Self {
+        Self {
+            fuel: 100_000_000_000,
+            memory_bytes: 512 * MIB,
+            timeout_ms: 300_000,
+            max_requests: 1_000,
+            max_body_bytes: 64 * MIB,
+            max_total_bytes: 256 * MIB,
+            request_timeout_ms: 120_000,
+            max_input_bytes: 16 * MIB,
+            max_output_bytes: 16 * MIB,
+            max_log_bytes: 4 * MIB,
+            max_state_value_bytes: MIB,
+            max_state_keys: 100_000,
+        }
+    }
+}
+
+/// A limit that is zero where it must be positive, above its cap, or an unparsable host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("limit `{field}` {reason}")]
+pub struct LimitError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl TenantLimits {
+    /// Checks every field against `caps`. Zero is refused where it would make every invocation
+    /// fail; it is allowed for counts a tenant may legitimately switch off (requests, state).
+    pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
+        let checks: [(&'static str, u64, u64, bool); 14] = [
+            ("fuel", self.fuel, caps.fuel, false),
+            ("memory_bytes", self.memory_bytes, caps.memory_bytes, false),
+            ("timeout_ms", self.timeout_ms, caps.timeout_ms, false),
+            ("max_requests", self.max_requests.into(), caps.max_requests.into(), true),
+            ("max_request_body_bytes", self.max_request_body_bytes, caps.max_body_bytes, true),
+            ("max_response_body_bytes", self.max_response_body_bytes, caps.max_body_bytes, true),
+            ("max_total_bytes_out", self.max_total_bytes_out, caps.max_total_bytes, true),
+            ("max_total_bytes_in", self.max_total_bytes_in, caps.max_total_bytes, true),
+            ("request_timeout_ms", self.request_timeout_ms, caps.request_timeout_ms, false),
+            ("max_input_bytes", self.max_input_bytes, caps.max_input_bytes, false),
+            ("max_output_bytes", self.max_output_bytes, caps.max_output_bytes, false),
+            ("max_log_bytes", self.max_log_bytes, caps.max_log_bytes, true),
+            ("max_state_value_bytes", self.max_state_value_bytes, caps.max_state_value_bytes, true),
+            ("max_state_keys", self.max_state_keys.into(), caps.max_state_keys.into(), true),
+        ];
+        for (field, value, cap, zero_ok) in checks {
+            if value == 0 && !zero_ok {
+                return Err(LimitError { field, reason: "must be positive".into() });
+            }
+            if value > cap {
+                return Err(LimitError { field, reason: format!("is {value}, above the cap of {cap}") });
+            }
+        }
+        self.host_patterns()?;
+        Ok(())
+    }
+
+    pub fn host_patterns(&self) -> Result<Vec<HostPattern>, LimitError> {
+        self.allowed_hosts
+            .iter()
+            .map(|h| {
+                h.parse::<HostPattern>().map_err(|e| LimitError {
+                    field: "allowed_hosts",
+                    reason: format!("has `{h}`: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn outbound(&self) -> OutboundLimits {
+        OutboundLimits {
+            max_requests: self.max_requests,
+            max_request_body_bytes: self.max_request_body_bytes,
+            max_response_body_bytes: self.max_response_body_bytes,
+            max_total_bytes_out: self.max_total_bytes_out,
+            max_total_bytes_in: self.max_total_bytes_in,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
+    }
+}
+
+/// Enforces the memory limit for one store and remembers whether it refused a growth, so a
+/// trap that follows is reported as `memory_limit` rather than a generic guest trap.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    max_bytes: usize,
+    pub(crate) peak_bytes: usize,
+    pub(crate) refused: bool,
+}
+
+impl MemoryLimiter {
+    pub fn new(max_bytes: u64) -> Self {
+        Self {
+            max_bytes: usize::try_from(max_bytes).unwrap_or(usize::MAX),
+            peak_bytes: 0,
+            refused: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        self.peak_bytes = self.peak_bytes.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Tables hold function references; 100k entries is far beyond any real connector.
+        Ok(desired <= 100_000)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.refused = true;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn defaults_fit_the_default_caps() {
+        TenantLimits::default().validate(&LimitCaps::default()).expect("defaults are valid");
+    }
+
+    #[test]
+    fn validate_refuses_values_above_caps_and_zero_where_positive_is_needed() {
+        let caps = LimitCaps::default();
+        let over = TenantLimits { timeout_ms: 300_001, ..TenantLimits::default() };
+        assert_eq!(over.validate(&caps).map_err(|e| e.field), Err("timeout_ms"));
+        let zero = TenantLimits { fuel: 0, ..TenantLimits::default() };
+        assert_eq!(zero.validate(&caps).map_err(|e| e.field), Err("fuel"));
+        let no_requests = TenantLimits { max_requests: 0, ..TenantLimits::default() };
+        assert!(no_requests.validate(&caps).is_ok());
+        let bad_host = TenantLimits { allowed_hosts: vec!["https://x".into()], ..TenantLimits::default() };
+        assert_eq!(bad_host.validate(&caps).map_err(|e| e.field), Err("allowed_hosts"));
+    }
+
+    #[test]
+    fn limiter_refuses_growth_past_the_cap_and_tracks_the_peak() {
+        let mut limiter = MemoryLimiter::new(2 * 65536);
+        assert!(limiter.memory_growing(0, 65536, None).expect("no trap"));
+        assert!(limiter.memory_growing(65536, 2 * 65536, None).expect("no trap"));
+        assert!(!limiter.refused);
+        assert!(!limiter.memory_growing(2 * 65536, 3 * 65536, None).expect("no trap"));
+        assert!(limiter.refused);
+        assert_eq!(limiter.peak_bytes, 2 * 65536);
+    }
+}

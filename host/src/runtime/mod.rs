@@ -1,0 +1,207 @@
+//! The sandboxed runtime: one engine, a cache of loaded components, and invocations that each
+//! get a fresh instance under the tenant's limits.
+//!
+//! Flow of an invocation: [`Runtime::invoke`] checks the action and the input against the
+//! manifest, waits for a pool slot ([`admission`]), builds a `Store` holding the tenant's
+//! limits, an empty WASI context, an outbound session and a log buffer ([`guest_state`]),
+//! instantiates from the component's `InstancePre`, calls the export under fuel, memory and
+//! wall-clock limits, classifies how it ended ([`error::ErrorKind`]), checks the output, and
+//! scrubs secrets from everything it returns.
+
+mod admission;
+mod artifacts;
+mod component;
+mod contract;
+mod engine;
+mod error;
+mod guest_state;
+mod invoke;
+mod limits;
+mod logs;
+mod manifest;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+pub use component::{LoadedComponent, SharedComponent, digest};
+pub use engine::{EPOCH_TICK, EngineOptions};
+pub use error::{ErrorKind, InvokeError, LoadError, RuntimeError};
+pub use invoke::{Call, InvokeOutcome, InvokeRequest, Stats};
+pub use limits::{LimitCaps, LimitError, TenantLimits};
+pub use logs::{LogLevel, LogLine, LogSource, Logs};
+pub use manifest::{ActionSpec, Manifest, ManifestError, RetryPolicy, ValidatedManifest};
+pub use state::{MemoryStateStore, StateError, StateScope, StateStore};
+
+use crate::outbound::{Gate, OutboundConfig};
+use admission::Admission;
+use artifacts::ArtifactCache;
+use contract::{Connector, ConnectorPre};
+use guest_state::GuestState;
+
+/// Everything the runtime is configured with at start.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    pub engine: EngineOptions,
+    pub outbound: OutboundConfig,
+    /// Where precompiled components are cached; `None` compiles on every load.
+    pub cache_dir: Option<PathBuf>,
+    /// Loaded components kept in memory (each holds its compiled code and `InstancePre`).
+    pub component_cache_capacity: u64,
+    /// Invocations that may wait for a pool slot before new ones are refused as overloaded.
+    pub queue_capacity: usize,
+    /// How long one invocation may wait for a pool slot.
+    pub queue_timeout: Duration,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions::default(),
+            outbound: OutboundConfig::default(),
+            cache_dir: None,
+            component_cache_capacity: 256,
+            queue_capacity: 1024,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The runtime. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    gate: Gate,
+    artifacts: Option<ArtifactCache>,
+    components: moka::sync::Cache<String, SharedComponent>,
+    admission: Admission,
+    default_state: Arc<dyn StateStore>,
+    options: RuntimeOptions,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+/// Limits for reading a manifest at load: no network, no state, small budgets.
+const LOAD_FUEL: u64 = 1_000_000_000;
+const LOAD_MEMORY: u64 = 64 * 1024 * 1024;
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+const LOAD_LOG_BYTES: u64 = 16 * 1024;
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
+        let engine = engine::build(&options.engine)?;
+        if options.engine.enforce_limits {
+            engine::spawn_ticker(&engine)?;
+        }
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Engine(format!("linking WASI: {e:#}")))?;
+        Connector::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError::Engine(format!("linking the contract: {e:#}")))?;
+        let artifacts = match &options.cache_dir {
+            Some(dir) => Some(
+                ArtifactCache::new(dir.clone(), &engine)
+                    .map_err(|e| RuntimeError::Cache(format!("{}: {e}", dir.display())))?,
+            ),
+            None => None,
+        };
+        let gate = Gate::new(options.outbound.clone())?;
+        let slots = usize::try_from(options.engine.pool_size).unwrap_or(usize::MAX);
+        Ok(Self {
+            admission: Admission::new(slots, options.queue_capacity, options.queue_timeout),
+            components: moka::sync::Cache::new(options.component_cache_capacity),
+            default_state: Arc::new(MemoryStateStore::default()),
+            engine,
+            linker,
+            gate,
+            artifacts,
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Loads a component from a file (see [`Runtime::load`]).
+    pub async fn load_file(&self, path: &Path) -> Result<SharedComponent, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|e| LoadError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.load(&bytes).await
+    }
+
+    /// Validates, compiles (once per digest) and links a component and reads its manifest.
+    /// Loading the same bytes again returns the cached component.
+    pub async fn load(&self, bytes: &[u8]) -> Result<SharedComponent, LoadError> {
+        let digest = component::digest(bytes);
+        if let Some(loaded) = self.components.get(&digest) {
+            return Ok(loaded);
+        }
+        component::check_header(bytes)?;
+        let compiled = self.artifacts.as_ref().and_then(|cache| cache.get(&self.engine, &digest));
+        let compiled = match compiled {
+            Some(compiled) => compiled,
+            None => {
+                let engine = self.engine.clone();
+                let owned = bytes.to_vec();
+                // Cranelift is CPU-bound for tens to hundreds of milliseconds: keep it off the
+                // async workers that serve invocations.
+                let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
+                    .await
+                    .map_err(|e| LoadError::Compile(e.to_string()))?
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.artifacts {
+                    cache.put(&digest, &compiled);
+                }
+                compiled
+            }
+        };
+        component::check_imports(&self.engine, &compiled)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
+        let pre = ConnectorPre::new(pre).map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
+        let manifest = self.read_manifest(&pre).await?;
+        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), manifest, pre });
+        self.components.insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    async fn read_manifest(&self, pre: &ConnectorPre<GuestState>) -> Result<ValidatedManifest, LoadError> {
+        let state = GuestState::new(LOAD_MEMORY, logs::LogSink::new(LOAD_LOG_BYTES), None, None);
+        let mut store = self.new_store(state, LOAD_FUEL);
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_manifest(&mut store).await
+        };
+        let json = match tokio::time::timeout(LOAD_TIMEOUT, call).await {
+            Ok(Ok(json)) => json,
+            Ok(Err(error)) => return Err(LoadError::ManifestCall(format!("{error:#}"))),
+            Err(_) => return Err(LoadError::ManifestCall(format!("did not return within {LOAD_TIMEOUT:?}"))),
+        };
+        Ok(ValidatedManifest::parse(&json)?)
+    }
+
+    fn new_store(&self, state: GuestState, fuel: u64) -> wasmtime::Store<GuestState> {
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        if self.options.engine.enforce_limits {
+            // Both only fail when the engine has fuel or epochs disabled, checked just above.
+            let _ = store.set_fuel(fuel);
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Yield(1)));
+        }
+        store
+    }
+}
