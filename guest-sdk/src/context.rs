@@ -1,0 +1,42 @@
+//! `Context`, the handle an action gets to the host's capabilities: HTTP, logs and state.
+
+use std::fmt;
+use std::rc::Rc;
+
+use crate::host::Host;
+use crate::http::Http;
+use crate::log::Log;
+use crate::state::State;
+
+/// Passed to every action and to `test_connection`. It owns no credential: the host adds
+/// those to outbound requests itself.
+pub struct Context {
+    host: Rc<dyn Host>,
+}
+
+impl Context {
+    pub(crate) fn new(host: Rc<dyn Host>) -> Self {
+        Context { host }
+    }
+
+    /// The outbound HTTP client.
+    pub fn http(&self) -> Http<'_> {
+        Http::new(&*self.host)
+    }
+
+    /// The invocation's log (captured by the host, capped in size).
+    pub fn log(&self) -> Log<'_> {
+        Log::new(&*self.host)
+    }
+
+    /// The tenant- and connector-scoped key-value store.
+    pub fn state(&self) -> State<'_> {
+        State::new(&*self.host)
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Context")
+    }
+}

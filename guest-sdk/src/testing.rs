@@ -1,0 +1,352 @@
+//! `MockHost`: runs a connector natively under `cargo test` with canned HTTP responses,
+//! captured logs, in-memory state and the host's declared-hosts check.
+//!
+//! ```
+//! # use airlock_sdk::prelude::*;
+//! # use airlock_sdk::testing::{MockHost, MockResponse};
+//! # use serde_json::json;
+//! # struct Echo;
+//! # impl Connector for Echo {
+//! #     fn definition() -> Definition {
+//! #         Definition::new("echo", "0.1.0").host("api.example.test").action(Action::new(
+//! #             "get",
+//! #             |cx: &Context, _: serde_json::Value| -> Result<serde_json::Value, ConnectorError> {
+//! #                 cx.http().get("https://api.example.test/thing").send()?.error_for_status()?.json()
+//! #             },
+//! #         ))
+//! #     }
+//! # }
+//! let host = MockHost::new()
+//!     .on_get("https://api.example.test/thing", MockResponse::json(200, json!({"id": 1})));
+//! assert_eq!(host.invoke::<Echo>("get", json!({})), Ok(json!({"id": 1})));
+//! assert_eq!(host.requests()[0].method, "GET");
+//! ```
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::Connector;
+use crate::error::ConnectorError;
+use crate::export;
+use crate::host::Host;
+use crate::http::{HttpError, Request, Response};
+use crate::log::Level;
+use crate::state::StateError;
+
+/// A canned answer: a response, or the transport error the host would report.
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    result: Result<Response, HttpError>,
+}
+
+impl MockResponse {
+    pub fn status(status: u16) -> Self {
+        Self::bytes(status, Vec::new())
+    }
+
+    pub fn bytes(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        MockResponse {
+            result: Ok(Response::new(status, Vec::new(), body.into())),
+        }
+    }
+
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self::bytes(status, body.into()).header("content-type", "text/plain")
+    }
+
+    pub fn json(status: u16, body: Value) -> Self {
+        Self::bytes(status, body.to_string()).header("content-type", "application/json")
+    }
+
+    /// The host fails the request instead of answering (denied, timeout, ...).
+    pub fn error(error: HttpError) -> Self {
+        MockResponse { result: Err(error) }
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        if let Ok(response) = &mut self.result {
+            response.push_header(name.into(), value.into());
+        }
+        self
+    }
+}
+
+/// One line the connector logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub level: Level,
+    pub message: String,
+}
+
+type Route = Box<dyn Fn(&Request) -> Option<MockResponse>>;
+
+/// A stand-in for the Airlock host. Builder methods take and return `self`; everything else
+/// takes `&self`, so one host can serve several invocations and be inspected between them.
+#[derive(Clone, Default)]
+pub struct MockHost {
+    inner: Rc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    routes: RefCell<Vec<Route>>,
+    requests: RefCell<Vec<Request>>,
+    logs: RefCell<Vec<LogEntry>>,
+    state: RefCell<BTreeMap<String, Vec<u8>>>,
+    state_failure: RefCell<Option<StateError>>,
+    /// The running connector's declared hosts, as the real host's gate would check them.
+    hosts: RefCell<Vec<String>>,
+}
+
+impl MockHost {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers requests with this method whose URL starts with `url_prefix`. Routes are tried
+    /// in the order they were added; the first match answers.
+    pub fn on(self, method: &str, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        let method = method.to_ascii_uppercase();
+        let prefix = url_prefix.into();
+        self.on_request(move |req| {
+            (req.method == method && req.url.starts_with(&prefix)).then(|| response.clone())
+        })
+    }
+
+    pub fn on_get(self, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        self.on("GET", url_prefix, response)
+    }
+
+    pub fn on_post(self, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        self.on("POST", url_prefix, response)
+    }
+
+    pub fn on_put(self, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        self.on("PUT", url_prefix, response)
+    }
+
+    pub fn on_patch(self, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        self.on("PATCH", url_prefix, response)
+    }
+
+    pub fn on_delete(self, url_prefix: impl Into<String>, response: MockResponse) -> Self {
+        self.on("DELETE", url_prefix, response)
+    }
+
+    /// The general route: return `Some` to answer the request, `None` to pass it on.
+    pub fn on_request(self, route: impl Fn(&Request) -> Option<MockResponse> + 'static) -> Self {
+        self.inner.routes.borrow_mut().push(Box::new(route));
+        self
+    }
+
+    pub fn with_state(self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.inner
+            .state
+            .borrow_mut()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    pub fn with_state_json(self, key: impl Into<String>, value: Value) -> Self {
+        self.with_state(key, value.to_string())
+    }
+
+    /// Makes every state operation fail with `error`.
+    pub fn failing_state(self, error: StateError) -> Self {
+        *self.inner.state_failure.borrow_mut() = Some(error);
+        self
+    }
+
+    /// Runs one action the way the host would: `input` crosses as a JSON string, the output
+    /// comes back parsed.
+    pub fn invoke<C: Connector>(
+        &self,
+        action: &str,
+        input: Value,
+    ) -> Result<Value, ConnectorError> {
+        let output = self.invoke_raw::<C>(action, &input.to_string())?;
+        // The host would reject non-JSON output; a test should see that as an error too.
+        serde_json::from_str(&output).map_err(|e| {
+            ConnectorError::internal(format_args!("action returned invalid JSON: {e}"))
+        })
+    }
+
+    /// Like [`MockHost::invoke`] with the input as raw text, for malformed-input tests.
+    pub fn invoke_raw<C: Connector>(
+        &self,
+        action: &str,
+        input: &str,
+    ) -> Result<String, ConnectorError> {
+        self.load::<C>();
+        export::invoke::<C>(self.inner.clone(), action, input)
+    }
+
+    pub fn test_connection<C: Connector>(&self) -> Result<(), ConnectorError> {
+        self.load::<C>();
+        export::test_connection::<C>(self.inner.clone())
+    }
+
+    /// The manifest exactly as the component would export it.
+    ///
+    /// # Panics
+    /// When the definition breaks a rule the host would reject it for (bad names, no actions,
+    /// duplicate actions, ...), so the connector's tests fail before a deploy does.
+    pub fn manifest<C: Connector>(&self) -> Value {
+        let problems = C::definition().problems();
+        assert!(
+            problems.is_empty(),
+            "invalid connector manifest: {problems:#?}"
+        );
+        match serde_json::from_str(&export::manifest::<C>()) {
+            Ok(manifest) => manifest,
+            Err(e) => panic!("manifest is not JSON: {e}"),
+        }
+    }
+
+    /// Every request the connector sent, in order (including refused ones).
+    pub fn requests(&self) -> Vec<Request> {
+        self.inner.requests.borrow().clone()
+    }
+
+    pub fn logs(&self) -> Vec<LogEntry> {
+        self.inner.logs.borrow().clone()
+    }
+
+    pub fn state(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.state.borrow().get(key).cloned()
+    }
+
+    /// A state value parsed as JSON; `None` when absent or not JSON of type `T`.
+    pub fn state_json<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.state(key)
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+    }
+
+    fn load<C: Connector>(&self) {
+        *self.inner.hosts.borrow_mut() = C::definition().hosts().to_vec();
+    }
+}
+
+impl Inner {
+    fn state_op<T>(
+        &self,
+        op: impl FnOnce(&mut BTreeMap<String, Vec<u8>>) -> T,
+    ) -> Result<T, StateError> {
+        match &*self.state_failure.borrow() {
+            Some(err) => Err(err.clone()),
+            None => Ok(op(&mut self.state.borrow_mut())),
+        }
+    }
+}
+
+impl Host for Inner {
+    fn send(&self, request: Request) -> Result<Response, HttpError> {
+        self.requests.borrow_mut().push(request.clone());
+        let host = url_host(&request.url).ok_or_else(|| {
+            HttpError::InvalidRequest(format!("no host in url {:?}", request.url))
+        })?;
+        if !self
+            .hosts
+            .borrow()
+            .iter()
+            .any(|pattern| host_allowed(pattern, &host))
+        {
+            return Err(HttpError::Denied(format!(
+                "host {host} is not declared in the connector's manifest"
+            )));
+        }
+        let answer = self
+            .routes
+            .borrow()
+            .iter()
+            .find_map(|route| route(&request));
+        match answer {
+            Some(answer) => answer.result,
+            // A request nobody planned for is a broken test, not a behaviour to assert on.
+            None => panic!(
+                "MockHost has no route for {} {}; add one with on_get/on_post/on_request",
+                request.method, request.url
+            ),
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push(LogEntry {
+            level,
+            message: message.to_string(),
+        });
+    }
+
+    fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.state_op(|state| state.get(key).cloned())
+    }
+
+    fn state_set(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.state_op(|state| {
+            state.insert(key.to_string(), value.to_vec());
+        })
+    }
+
+    fn state_delete(&self, key: &str) -> Result<(), StateError> {
+        self.state_op(|state| {
+            state.remove(key);
+        })
+    }
+}
+
+/// The lowercased host of an absolute URL, without userinfo or port.
+fn url_host(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// The manifest's host rule: exact, `*.suffix` (subdomains only) or `*`.
+fn host_allowed(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*") {
+        Some("") => true,
+        Some(suffix) if suffix.starts_with('.') => host.ends_with(&suffix.to_ascii_lowercase()),
+        _ => pattern.eq_ignore_ascii_case(host),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_extracts_the_host() {
+        assert_eq!(
+            url_host("https://API.github.com/user").as_deref(),
+            Some("api.github.com")
+        );
+        assert_eq!(
+            url_host("http://u:p@a.test:8080/x?y").as_deref(),
+            Some("a.test")
+        );
+        assert_eq!(url_host("http://[::1]:80/").as_deref(), Some("::1"));
+        assert_eq!(url_host("https://a.test?x=1").as_deref(), Some("a.test"));
+        assert_eq!(url_host("not a url"), None);
+        assert_eq!(url_host("https:///path"), None);
+    }
+
+    #[test]
+    fn host_patterns_follow_the_manifest_rules() {
+        assert!(host_allowed("*", "anything.test"));
+        assert!(host_allowed("api.github.com", "api.github.com"));
+        assert!(!host_allowed("api.github.com", "evil.github.com"));
+        assert!(host_allowed("*.slack.com", "hooks.slack.com"));
+        assert!(!host_allowed("*.slack.com", "slack.com"));
+        assert!(!host_allowed("*.slack.com", "evilslack.com"));
+    }
+}
