@@ -1,0 +1,12 @@
+//! Integration tests of the runtime, the outbound gate and the CLI against real components
+//! built once by `airlock-test-artifacts`, and real HTTP servers on loopback.
+
+mod support;
+
+mod cli;
+mod connectors;
+mod isolation;
+mod limits;
+mod loading;
+mod outbound;
+mod scheduling;
