@@ -300,13 +300,6 @@ impl Session {
             let next = url
                 .join(&location)
                 .map_err(|err| HttpError::Other(format!("invalid redirect location: {err}")))?;
-            // A server that echoes the credential into a Location would otherwise have the
-            // gate carry it to wherever that Location points.
-            if self.scrubber.contains_secret(next.as_str().as_bytes()) {
-                return Err(
-                    self.deny("redirect target contains the connection's credential".into())
-                );
-            }
             if switches_to_get(response.status(), &method) {
                 if method != Method::HEAD {
                     method = Method::GET;
@@ -330,6 +323,12 @@ impl Session {
         body: Option<&Bytes>,
     ) -> Result<Hop, HttpError> {
         let credentialed = self.check_url(url)?;
+        // A server that echoes the credential into a Location would otherwise have the gate
+        // carry it to wherever that Location points. Declared hosts may see it: they get it
+        // anyway.
+        if !credentialed && self.scrubber.contains_secret(url.as_str().as_bytes()) {
+            return Err(self.deny("the URL contains the connection's credential".into()));
+        }
         self.charge(body.map_or(0, |b| b.len() as u64))?;
 
         let mut url = url.clone();

@@ -570,7 +570,7 @@ async fn redirect_to_private_name_is_denied_by_the_resolver() {
 }
 
 #[tokio::test]
-async fn redirect_carrying_the_credential_is_not_followed() {
+async fn credential_in_redirect_url_to_undeclared_host_is_denied() {
     let server = spawn_server().await;
     let grant = Grant {
         auth: AuthSpec::ApiKey {
@@ -591,6 +591,16 @@ async fn redirect_carrying_the_credential_is_not_followed() {
     };
     assert!(!reason.contains(SECRET) && !reason.contains(&leak));
     assert_eq!(server.count(), 1);
+    // Back to the declared host, which holds the credential anyway, is fine.
+    let target = format!("http://{API}/echo?stolen={leak}");
+    assert_eq!(
+        s.send(get(&api(&redirect_to(&target, 302))))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(server.count(), 3);
 }
 
 #[tokio::test]
