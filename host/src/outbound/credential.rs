@@ -3,14 +3,15 @@
 
 use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use url::form_urlencoded;
 
 use crate::secrets::Secret;
 
-/// How a connector authenticates, as declared in its manifest (`docs/manifest.md`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// How a connector authenticates, as declared in its manifest (`docs/manifest.md`). Holds no
+/// secret, so it serializes as the manifest wrote it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuthSpec {
     #[default]
@@ -19,7 +20,7 @@ pub enum AuthSpec {
         #[serde(rename = "in")]
         in_: ApiKeyLocation,
         name: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
     },
     Basic,
@@ -29,14 +30,14 @@ pub enum AuthSpec {
     #[serde(rename = "oauth2")]
     OAuth2 {
         token_url: String,
-        #[serde(default)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         authorization_url: Option<String>,
         #[serde(default)]
         scopes: Vec<String>,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiKeyLocation {
     Header,
@@ -270,6 +271,21 @@ mod tests {
                 .is_err()
         );
         assert!(serde_json::from_str::<AuthSpec>(r#"{"type":"kerberos"}"#).is_err());
+    }
+
+    #[test]
+    fn serializes_back_to_manifest_json() {
+        for json in [
+            r#"{"type":"none"}"#,
+            r#"{"type":"api_key","in":"header","name":"Authorization","prefix":"Bearer "}"#,
+            r#"{"type":"api_key","in":"query","name":"key"}"#,
+            r#"{"type":"basic"}"#,
+            r#"{"type":"custom_header","headers":["X-Api-Key"]}"#,
+            r#"{"type":"oauth2","token_url":"https://t.test/token","scopes":["a"]}"#,
+        ] {
+            let spec: AuthSpec = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&spec).unwrap(), json);
+        }
     }
 
     #[test]
