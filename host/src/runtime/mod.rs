@@ -131,6 +131,11 @@ impl Runtime {
         &self.options
     }
 
+    /// Pool slots free for invocations right now.
+    pub fn available_slots(&self) -> usize {
+        self.admission.available()
+    }
+
     /// Loads a component from a file (see [`Runtime::load`]).
     pub async fn load_file(&self, path: &Path) -> Result<SharedComponent, LoadError> {
         let bytes = tokio::fs::read(path).await.map_err(|e| LoadError::Read {
