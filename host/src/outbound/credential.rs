@@ -157,22 +157,17 @@ pub fn apply(
 }
 
 /// Every string that reveals the credential if it appears in a response, a log or an output:
-/// the raw values and the forms the gate derives from them (the `prefix+key` header value, the
-/// basic-auth blob). The scrubber adds encodings of each.
-pub fn secret_forms(spec: &AuthSpec, credential: &Credential) -> Vec<Secret> {
+/// the raw values and the forms the gate derives from them that do not contain a raw value
+/// (the basic-auth blob). The scrubber adds encodings of each.
+///
+/// The `prefix+key` header value needs no pattern of its own: it contains the key, so
+/// scrubbing the key already redacts it, and leaves the harmless prefix readable
+/// (`Bearer ***`), which tells whoever reads a log what kind of credential was there.
+pub fn secret_forms(credential: &Credential) -> Vec<Secret> {
     let mut forms = Vec::new();
     match credential {
         Credential::None => {}
-        Credential::ApiKey(key) => {
-            forms.push(key.clone());
-            if let AuthSpec::ApiKey {
-                prefix: Some(prefix),
-                ..
-            } = spec
-            {
-                forms.push(Secret::from(format!("{prefix}{}", key.expose())));
-            }
-        }
+        Credential::ApiKey(key) => forms.push(key.clone()),
         Credential::Basic { username, password } => {
             forms.push(password.clone());
             forms.push(Secret::from(basic_blob(username, password)));
@@ -310,22 +305,14 @@ mod tests {
 
     #[test]
     fn secret_forms_include_derived_values() {
-        let spec = AuthSpec::ApiKey {
-            in_: ApiKeyLocation::Header,
-            name: "Authorization".into(),
-            prefix: Some("Token ".into()),
-        };
-        let forms = secret_forms(&spec, &Credential::ApiKey(Secret::from("k1")));
+        let forms = secret_forms(&Credential::ApiKey(Secret::from("k1")));
         let forms: Vec<&str> = forms.iter().map(Secret::expose).collect();
-        assert_eq!(forms, ["k1", "Token k1"]);
+        assert_eq!(forms, ["k1"]);
 
-        let forms = secret_forms(
-            &AuthSpec::Basic,
-            &Credential::Basic {
-                username: "u".into(),
-                password: Secret::from("p"),
-            },
-        );
+        let forms = secret_forms(&Credential::Basic {
+            username: "u".into(),
+            password: Secret::from("p"),
+        });
         let forms: Vec<&str> = forms.iter().map(Secret::expose).collect();
         assert_eq!(forms, ["p", "dTpw"]);
     }

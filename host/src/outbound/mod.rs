@@ -220,7 +220,7 @@ impl Gate {
 
     /// Starts the session of one invocation.
     pub fn session(&self, grant: Grant) -> Session {
-        let scrubber = Scrubber::new(credential::secret_forms(&grant.auth, &grant.credential));
+        let scrubber = Scrubber::new(credential::secret_forms(&grant.credential));
         Session {
             gate: Arc::clone(&self.inner),
             reserved_headers: credential::reserved_headers(&grant.auth),
