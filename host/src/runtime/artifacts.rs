@@ -1,14 +1,14 @@
 //! The on-disk cache of precompiled components, keyed by the component's content digest and
 //! the engine's compatibility hash, written atomically.
 //!
-//! Trust boundary: a precompiled artifact is native code. `Component::deserialize_file` is
+//! Trust boundary: a precompiled artifact is native code. `Component::deserialize` is
 //! `unsafe` because wasmtime cannot verify that the bytes came from its own compiler. Airlock
 //! only ever deserializes files it wrote itself into the cache directory, named by digests it
 //! computed; whoever can write to that directory can run native code in the host process, so
 //! it must be owned by the Airlock user and writable by nobody else (operations guide).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -32,16 +32,18 @@ impl ArtifactCache {
     }
 
     /// The cached compilation of `digest`, if one exists and deserializes.
+    ///
+    /// The file is read into memory rather than mapped (`deserialize_file`): a mapping would
+    /// turn anyone truncating the file in place into a SIGBUS in the host.
     pub fn get(&self, engine: &Engine, digest: &str) -> Option<Component> {
         let path = self.path(digest);
-        if !path.exists() {
-            return None;
-        }
+        let bytes = std::fs::read(&path).ok()?;
         #[allow(unsafe_code)]
-        // SAFETY: the file is in our private cache directory under a name derived from the
-        // component's digest and this engine's compatibility hash, and was written by `put`
-        // from `Component::serialize` (see the module docs for the trust boundary).
-        let component = unsafe { Component::deserialize_file(engine, &path) };
+        // SAFETY: the bytes come from our private cache directory, under a name derived from
+        // the component's digest and this engine's compatibility hash, written by `put` from
+        // `Component::serialize` (see the module docs for the trust boundary). wasmtime still
+        // checks the header and the engine compatibility before using them.
+        let component = unsafe { Component::deserialize(engine, &bytes) };
         match component {
             Ok(component) => Some(component),
             Err(error) => {
@@ -68,9 +70,5 @@ impl ArtifactCache {
         file.as_file().sync_all()?;
         file.persist(self.path(digest))?;
         Ok(())
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }

@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use airlock::connector::types::{ConnectorError, ErrorKind as GuestErrorKind};
+pub use airlock::connector::types::ErrorKind as GuestErrorKind;
 use airlock::connector::{http, log, state};
 
 /// The interfaces of our own contract a component may import.
