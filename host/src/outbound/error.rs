@@ -39,6 +39,8 @@ pub enum HttpError {
 pub enum OutboundError {
     #[error("resolve override for {host:?}: {reason}")]
     InvalidOverride { host: String, reason: String },
+    #[error("extra root certificate #{index}: {reason}")]
+    InvalidCertificate { index: usize, reason: String },
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
 }

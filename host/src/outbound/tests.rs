@@ -181,6 +181,40 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// An HTTPS echo server (same routes as [`spawn_server`]) with a certificate for API, signed
+/// by a fresh test CA; returns the server and the CA's PEM.
+async fn spawn_tls_server() -> (TestServer, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec![API.to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        leaf.pem().into_bytes(),
+        leaf_key.serialize_pem().into_bytes(),
+    )
+    .await
+    .unwrap();
+
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let router = axum::Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&seen));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = axum_server::from_tcp_rustls(listener, tls).unwrap();
+    tokio::spawn(async move { server.serve(router.into_make_service()).await });
+    (TestServer { addr, seen }, ca_cert.pem())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gate and request helpers
 
@@ -191,7 +225,7 @@ fn loopback_config(addr: SocketAddr) -> OutboundConfig {
         allow_http: true,
         allowed_private_ranges: vec!["127.0.0.0/8".parse().unwrap()],
         resolve_overrides: overrides(addr),
-        max_redirects: 5,
+        ..OutboundConfig::default()
     }
 }
 
@@ -818,6 +852,52 @@ async fn slow_response_times_out() {
     let started = std::time::Instant::now();
     assert_eq!(s.send(get(&api("/slow"))).await, Err(HttpError::Timeout));
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn https_to_a_trusted_ca_works_and_an_untrusted_certificate_fails_to_connect() {
+    let (server, ca_pem) = spawn_tls_server().await;
+    let https_only = |extra_root_certificates: Vec<String>| OutboundConfig {
+        allowed_private_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+        resolve_overrides: overrides(server.addr),
+        extra_root_certificates,
+        ..OutboundConfig::default()
+    };
+    let url = format!("https://{API}/echo");
+
+    let mut s = session(https_only(vec![ca_pem]), bearer_grant(&[API]));
+    assert_eq!(s.send(get(&url)).await.unwrap().status, 200);
+    let expected = format!("Bearer {SECRET}");
+    assert_eq!(
+        server.seen()[0].header("authorization"),
+        [expected.as_str()]
+    );
+
+    // The certificate is checked: without the test CA the handshake fails.
+    let mut s = session(https_only(vec![]), bearer_grant(&[API]));
+    assert!(matches!(
+        s.send(get(&url)).await,
+        Err(HttpError::ConnectFailed(_))
+    ));
+    assert_eq!(server.count(), 1);
+}
+
+#[test]
+fn invalid_extra_root_certificates_are_refused() {
+    for pem in ["", "not a certificate"] {
+        let config = OutboundConfig {
+            extra_root_certificates: vec![pem.to_owned()],
+            ..OutboundConfig::default()
+        };
+        let result = Gate::new(config);
+        assert!(
+            matches!(
+                result,
+                Err(OutboundError::InvalidCertificate { index: 0, .. })
+            ),
+            "{pem:?}: {result:?}"
+        );
+    }
 }
 
 #[tokio::test]
