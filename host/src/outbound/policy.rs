@@ -101,7 +101,7 @@ impl HostPattern {
         !matches!(self, HostPattern::Any)
     }
 
-    pub fn matches(&self, host: &RequestHost) -> bool {
+    pub(crate) fn matches(&self, host: &RequestHost) -> bool {
         match self {
             HostPattern::Any => true,
             HostPattern::Exact(name) => normalize_name(name) == host.name,
@@ -125,14 +125,14 @@ pub(crate) fn normalize_name(name: &str) -> String {
 
 /// A request's host in the form patterns are compared against.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHost {
+pub(crate) struct RequestHost {
     /// Normalized name, or the canonical IP literal (`[...]` for IPv6).
     pub name: String,
     pub is_ip: bool,
 }
 
 impl RequestHost {
-    pub fn of(url: &Url) -> Option<RequestHost> {
+    pub(crate) fn of(url: &Url) -> Option<RequestHost> {
         Some(match url.host()? {
             url::Host::Domain(domain) => RequestHost {
                 name: normalize_name(domain),
