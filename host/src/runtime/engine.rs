@@ -37,6 +37,9 @@ impl Default for EngineOptions {
     }
 }
 
+/// Linear memory per pool slot reset with memset rather than returned to the kernel.
+const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
+
 /// Slots kept beside `pool_size` for loads, which instantiate a component to read its manifest.
 pub(crate) const LOAD_SLOTS: u32 = 8;
 
@@ -64,10 +67,13 @@ pub(crate) fn build(options: &EngineOptions) -> Result<Engine, RuntimeError> {
             .max_memories_per_component(2)
             .max_core_instances_per_component(16)
             .max_tables_per_component(16)
-            // Resetting a few resident pages with memset is cheaper than madvise for the
-            // small heaps connectors use.
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(16 * 1024);
+            // Reset the pages a guest dirtied with memset (found with Linux's PAGEMAP_SCAN
+            // where available) instead of madvise: the next instance in the slot then takes
+            // no page faults. Measured: instantiate + call fell from ~19 µs to ~7 µs. The cost
+            // is up to KEEP_RESIDENT of resident memory per pool slot.
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(64 * 1024)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .memory_init_cow(true);
