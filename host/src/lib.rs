@@ -5,5 +5,7 @@
 pub mod benchmark;
 pub mod cli;
 pub mod outbound;
+pub mod quota;
 pub mod runtime;
 pub mod secrets;
+pub mod store;

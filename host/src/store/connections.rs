@@ -1,0 +1,147 @@
+//! Connections: a tenant's credentials for a connector. Non-secret fields are JSON; the
+//! secret fields are one encrypted envelope (text), never plaintext.
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms, parse_json};
+
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub id: String,
+    pub connector: String,
+    pub name: String,
+    pub auth_type: String,
+    /// Non-secret credential fields (user name, client id, header names, expiry).
+    pub fields: Value,
+    /// The encoded envelope of the secret fields, if the auth type has any.
+    pub secret: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What the API hands over to create a connection; the secret is already encrypted.
+#[derive(Debug, Clone)]
+pub struct NewConnection {
+    pub id: String,
+    pub connector: String,
+    pub name: String,
+    pub auth_type: String,
+    pub fields: Value,
+    pub secret: Option<String>,
+}
+
+const COLUMNS: &str = "id, connector, name, auth_type, fields, secret, created_at, updated_at";
+
+fn connection(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
+    let fields: String = row.try_get("fields")?;
+    Ok(ConnectionRecord {
+        id: row.try_get("id")?,
+        connector: row.try_get("connector")?,
+        name: row.try_get("name")?,
+        auth_type: row.try_get("auth_type")?,
+        fields: parse_json(&fields, "connection fields")?,
+        secret: row.try_get("secret")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates a connection; a name already used in the tenant is a conflict.
+    pub async fn create_connection(
+        &self,
+        tenant_id: &str,
+        new: NewConnection,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO connections (tenant_id, id, connector, name, auth_type, fields, secret, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(tenant_id)
+        .bind(&new.id)
+        .bind(&new.connector)
+        .bind(&new.name)
+        .bind(&new.auth_type)
+        .bind(new.fields.to_string())
+        .bind(new.secret.clone())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(ConnectionRecord {
+            id: new.id,
+            connector: new.connector,
+            name: new.name,
+            auth_type: new.auth_type,
+            fields: new.fields,
+            secret: new.secret,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    pub async fn list_connections(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(connection).collect()
+    }
+
+    pub async fn connection(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<ConnectionRecord, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        connection(&row)
+    }
+
+    pub async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Replaces a connection's envelope only if it still holds `expected` (compare-and-swap),
+    /// so a re-encryption never overwrites a concurrent update. Returns whether it did.
+    pub async fn swap_connection_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        expected: &str,
+        replacement: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET secret = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND secret = $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(expected)
+        .bind(replacement)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,180 @@
+//! The database: one `sqlx::Any` pool over SQLite or PostgreSQL, migrations chosen by URL
+//! scheme and applied at start, and the tenant-scoped repositories (`tenants`, `connectors`,
+//! `connections`, `state`, `usage`).
+//!
+//! One code path serves both databases: queries use `$N` placeholders (SQLite accepts them),
+//! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
+//! Every query on tenant data takes the tenant id; queries name their columns.
+
+mod connections;
+mod connectors;
+mod state;
+mod tenants;
+mod usage;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+pub use connections::{ConnectionRecord, NewConnection};
+pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use state::DbStateStore;
+pub use tenants::TenantRecord;
+pub use usage::RunAdmission;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub fn from_url(url: &str) -> Result<DbKind, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(DbKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbKind::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            DbKind::Sqlite => &SQLITE_MIGRATIONS,
+            DbKind::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// Why a repository call failed. Messages carry no SQL and no credentials: the API may log
+/// them, and maps each variant to a problem type without showing the text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    #[error("the database URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("a stored value cannot be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
+            _ => StoreError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// The database handle the API and the state store share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: DbKind,
+}
+
+/// Options for [`Store::connect`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+        }
+    }
+}
+
+impl Store {
+    /// Connects and applies the migrations of the URL's database kind.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let kind = DbKind::from_url(url)?;
+        install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if kind == DbKind::Sqlite {
+            // WAL lets readers proceed while one writer commits; it is a property of the file,
+            // so setting it once per start is enough.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        kind.migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        Ok(Store { pool, kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Ready when the database answers and every migration this build knows is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = $1")
+            .bind(true)
+            .fetch_all(&self.pool)
+            .await?;
+        let applied: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        let missing = self
+            .kind
+            .migrator()
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        if missing > 0 {
+            return Err(StoreError::Migrate(format!(
+                "{missing} migration(s) not applied"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
