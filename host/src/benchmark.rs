@@ -33,14 +33,28 @@ impl Distribution {
         } else {
             samples.iter().copied().map(us).sum::<f64>() / samples.len() as f64
         };
-        Self { iterations: samples.len(), p50_us: at(0.50), p90_us: at(0.90), p99_us: at(0.99), mean_us: mean }
+        Self {
+            iterations: samples.len(),
+            p50_us: at(0.50),
+            p90_us: at(0.90),
+            p99_us: at(0.99),
+            mean_us: mean,
+        }
     }
 }
 
 /// A runtime for benchmarking: pooled or on-demand, limits enforced or not.
 pub fn runtime(pooling: bool, enforce_limits: bool) -> Result<Runtime, String> {
-    let engine = EngineOptions { pooling, enforce_limits, ..EngineOptions::default() };
-    Runtime::new(RuntimeOptions { engine, ..RuntimeOptions::default() }).map_err(|e| e.to_string())
+    let engine = EngineOptions {
+        pooling,
+        enforce_limits,
+        ..EngineOptions::default()
+    };
+    Runtime::new(RuntimeOptions {
+        engine,
+        ..RuntimeOptions::default()
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Times `iterations` sequential invocations after a short warm-up. Every invocation must
@@ -122,25 +136,48 @@ pub struct Plan<'a> {
 pub async fn run(plan: &Plan<'_>) -> Result<Report, String> {
     let measure = |pooling: bool, enforce: bool| async move {
         let runtime = runtime(pooling, enforce)?;
-        let component = runtime.load(plan.component).await.map_err(|e| e.to_string())?;
+        let component = runtime
+            .load(plan.component)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>((runtime, component))
     };
     let (pooled_rt, pooled_c) = measure(true, true).await?;
-    let pooled = invocations(&pooled_rt, &pooled_c, plan.action, plan.input, plan.iterations).await?;
+    let pooled = invocations(
+        &pooled_rt,
+        &pooled_c,
+        plan.action,
+        plan.input,
+        plan.iterations,
+    )
+    .await?;
     drop((pooled_c, pooled_rt));
     let (demand_rt, demand_c) = measure(false, true).await?;
-    let on_demand = invocations(&demand_rt, &demand_c, plan.action, plan.input, plan.iterations).await?;
+    let on_demand = invocations(
+        &demand_rt,
+        &demand_c,
+        plan.action,
+        plan.input,
+        plan.iterations,
+    )
+    .await?;
     drop((demand_c, demand_rt));
     let spawn_iterations = plan.iterations.min(2_000);
     let process_spawn = process_spawns(plan.spawn_program, spawn_iterations)?;
     let compute = match plan.compute {
         Some((action, input)) => {
             let (on_rt, on_c) = measure(true, true).await?;
-            let limits_on = invocations(&on_rt, &on_c, action, input, plan.compute_iterations).await?;
+            let limits_on =
+                invocations(&on_rt, &on_c, action, input, plan.compute_iterations).await?;
             drop((on_c, on_rt));
             let (off_rt, off_c) = measure(true, false).await?;
-            let limits_off = invocations(&off_rt, &off_c, action, input, plan.compute_iterations).await?;
-            Some(ComputeReport { on_over_off: ratio(limits_on.p50_us, limits_off.p50_us), limits_on, limits_off })
+            let limits_off =
+                invocations(&off_rt, &off_c, action, input, plan.compute_iterations).await?;
+            Some(ComputeReport {
+                on_over_off: ratio(limits_on.p50_us, limits_off.p50_us),
+                limits_on,
+                limits_off,
+            })
         }
         None => None,
     };
@@ -170,8 +207,16 @@ impl std::fmt::Display for Report {
         row(f, "pooled + InstancePre", &self.pooled)?;
         row(f, "on-demand allocator", &self.on_demand)?;
         row(f, "process spawn", &self.process_spawn)?;
-        writeln!(f, "on-demand / pooled (p50)    {:.2}x", self.on_demand_over_pooled)?;
-        writeln!(f, "process spawn / pooled (p50) {:.1}x", self.spawn_over_pooled)?;
+        writeln!(
+            f,
+            "on-demand / pooled (p50)    {:.2}x",
+            self.on_demand_over_pooled
+        )?;
+        writeln!(
+            f,
+            "process spawn / pooled (p50) {:.1}x",
+            self.spawn_over_pooled
+        )?;
         if let Some(compute) = &self.compute {
             row(f, "compute, limits on", &compute.limits_on)?;
             row(f, "compute, limits off", &compute.limits_off)?;

@@ -50,13 +50,19 @@ pub async fn run(args: BenchArgs) -> ExitCode {
         action: &args.action,
         input: &args.input,
         iterations: args.iterations,
-        compute: args.compute_action.as_deref().map(|a| (a, args.compute_input.as_str())),
+        compute: args
+            .compute_action
+            .as_deref()
+            .map(|a| (a, args.compute_input.as_str())),
         compute_iterations: args.compute_iterations,
         spawn_program: &args.spawn,
     };
     match benchmark::run(&plan).await {
         Ok(report) if args.json => {
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Ok(report) => {

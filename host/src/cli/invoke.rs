@@ -71,12 +71,20 @@ fn parse_resolve(text: &str) -> Result<(String, std::net::SocketAddr), String> {
 }
 
 pub fn runtime_options(runtime: &RuntimeArgs, network: Option<&NetworkArgs>) -> RuntimeOptions {
-    let mut options = RuntimeOptions { cache_dir: runtime.cache_dir.clone(), ..RuntimeOptions::default() };
+    let mut options = RuntimeOptions {
+        cache_dir: runtime.cache_dir.clone(),
+        ..RuntimeOptions::default()
+    };
     if let Some(network) = network {
         options.outbound.allow_http = network.allow_http;
         options.outbound.allowed_private_ranges = network.allow_private.clone();
         for (host, addr) in &network.resolve {
-            options.outbound.resolve_overrides.entry(host.clone()).or_default().push(*addr);
+            options
+                .outbound
+                .resolve_overrides
+                .entry(host.clone())
+                .or_default()
+                .push(*addr);
         }
     }
     options
@@ -84,8 +92,12 @@ pub fn runtime_options(runtime: &RuntimeArgs, network: Option<&NetworkArgs>) -> 
 
 pub async fn manifest(args: ManifestArgs) -> ExitCode {
     let setup = async {
-        let runtime = Runtime::new(runtime_options(&args.runtime, None)).map_err(|e| e.to_string())?;
-        let component = runtime.load_file(&args.component).await.map_err(|e| e.to_string())?;
+        let runtime =
+            Runtime::new(runtime_options(&args.runtime, None)).map_err(|e| e.to_string())?;
+        let component = runtime
+            .load_file(&args.component)
+            .await
+            .map_err(|e| e.to_string())?;
         serde_json::to_string_pretty(component.manifest().manifest()).map_err(|e| e.to_string())
     };
     match setup.await {
@@ -109,12 +121,17 @@ pub async fn run(args: InvokeArgs) -> ExitCode {
         }
     };
     print(&outcome, args.json);
-    if outcome.result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+    if outcome.result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
 }
 
 async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     let input = match &args.input_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
         None => args.input.clone(),
     };
     let mut limits = TenantLimits::default();
@@ -132,38 +149,58 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     }
     let options = runtime_options(&args.runtime, Some(&args.network));
     // The CLI is the operator: validate against the engine's own caps.
-    let caps = crate::runtime::LimitCaps { memory_bytes: options.engine.max_memory_bytes, ..Default::default() };
+    let caps = crate::runtime::LimitCaps {
+        memory_bytes: options.engine.max_memory_bytes,
+        ..Default::default()
+    };
     limits.validate(&caps).map_err(|e| e.to_string())?;
 
     let runtime = Runtime::new(options).map_err(|e| e.to_string())?;
-    let component = runtime.load_file(&args.component).await.map_err(|e| e.to_string())?;
+    let component = runtime
+        .load_file(&args.component)
+        .await
+        .map_err(|e| e.to_string())?;
     let credential = match &args.secret_env {
         Some(var) => {
-            let value = std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
+            let value =
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
             credential_for(&component.manifest().manifest().auth, Secret::new(value))?
         }
         None => Credential::None,
     };
-    let request = InvokeRequest::action("cli", &args.action, input).with_limits(limits).with_credential(credential);
+    let request = InvokeRequest::action("cli", &args.action, input)
+        .with_limits(limits)
+        .with_credential(credential);
     Ok(runtime.invoke(&component, request).await)
 }
 
 /// Shapes a single secret into the credential the connector's auth type expects.
 fn credential_for(auth: &AuthSpec, secret: Secret) -> Result<Credential, String> {
     Ok(match auth {
-        AuthSpec::None => return Err("the connector declares no auth; --secret-env has nowhere to go".into()),
+        AuthSpec::None => {
+            return Err("the connector declares no auth; --secret-env has nowhere to go".into());
+        }
         AuthSpec::ApiKey { .. } => Credential::ApiKey(secret),
-        AuthSpec::OAuth2 { .. } => Credential::OAuth2 { access_token: secret },
+        AuthSpec::OAuth2 { .. } => Credential::OAuth2 {
+            access_token: secret,
+        },
         AuthSpec::Basic => {
             let (username, password) = secret
                 .expose()
                 .split_once(':')
                 .ok_or("basic auth expects the variable to hold `username:password`")?;
-            Credential::Basic { username: username.to_owned(), password: Secret::new(password) }
+            Credential::Basic {
+                username: username.to_owned(),
+                password: Secret::new(password),
+            }
         }
         AuthSpec::CustomHeader { headers } => match headers.as_slice() {
             [name] => Credential::CustomHeaders(vec![(name.clone(), secret)]),
-            _ => return Err("this connector takes several custom headers; use the API to set them".into()),
+            _ => {
+                return Err(
+                    "this connector takes several custom headers; use the API to set them".into(),
+                );
+            }
         },
     })
 }
@@ -181,19 +218,32 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
             "logs": outcome.logs,
             "stats": outcome.stats,
         });
-        println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&document).unwrap_or_default()
+        );
         return;
     }
     for line in &outcome.logs.lines {
         eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
     }
     if outcome.logs.dropped_bytes > 0 {
-        eprintln!("[log truncated: {} bytes dropped]", outcome.logs.dropped_bytes);
+        eprintln!(
+            "[log truncated: {} bytes dropped]",
+            outcome.logs.dropped_bytes
+        );
     }
     match &outcome.result {
-        Ok(output) => println!("{}", serde_json::to_string_pretty(output).unwrap_or_default()),
+        Ok(output) => println!(
+            "{}",
+            serde_json::to_string_pretty(output).unwrap_or_default()
+        ),
         Err(error) => {
-            let at = error.pointer.as_deref().map(|p| format!(" (at {p})")).unwrap_or_default();
+            let at = error
+                .pointer
+                .as_deref()
+                .map(|p| format!(" (at {p})"))
+                .unwrap_or_default();
             eprintln!("error: {}: {}{at}", error.kind, error.message);
         }
     }
@@ -207,6 +257,8 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
         s.outbound_denied,
         s.outbound_bytes_out,
         s.outbound_bytes_in,
-        s.limit_hit.map(|k| format!(", limit hit: {k}")).unwrap_or_default()
+        s.limit_hit
+            .map(|k| format!(", limit hit: {k}"))
+            .unwrap_or_default()
     );
 }

@@ -37,15 +37,24 @@ impl Admission {
         if position >= self.queue_capacity {
             return Err(InvokeError::new(
                 ErrorKind::Overloaded,
-                format!("all instance slots are busy and {} invocations are already waiting", self.queue_capacity),
+                format!(
+                    "all instance slots are busy and {} invocations are already waiting",
+                    self.queue_capacity
+                ),
             ));
         }
         match tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_closed)) => Err(InvokeError::new(ErrorKind::Overloaded, "the runtime is shutting down")),
+            Ok(Err(_closed)) => Err(InvokeError::new(
+                ErrorKind::Overloaded,
+                "the runtime is shutting down",
+            )),
             Err(_elapsed) => Err(InvokeError::new(
                 ErrorKind::Overloaded,
-                format!("no instance slot became free within {} ms", self.queue_timeout.as_millis()),
+                format!(
+                    "no instance slot became free within {} ms",
+                    self.queue_timeout.as_millis()
+                ),
             )),
         }
     }
@@ -82,7 +91,10 @@ mod tests {
         let refused = admission.enter().await.expect_err("queue is full");
         assert_eq!(refused.kind, ErrorKind::Overloaded);
         drop(held);
-        queued.await.expect("join").expect("queued caller gets the slot once it is free");
+        queued
+            .await
+            .expect("join")
+            .expect("queued caller gets the slot once it is free");
     }
 
     #[tokio::test]

@@ -48,8 +48,14 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// WASI p2 packages the host links (with an empty context). Anything else outside our
 /// contract is refused before linking, with the import named in the error.
-const LINKED_WASI_PACKAGES: &[&str] =
-    &["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+const LINKED_WASI_PACKAGES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:io/",
+    "wasi:random/",
+    "wasi:sockets/",
+];
 
 /// Rejects core modules and other non-components up front with a clear message; wasmtime's
 /// own error for a core module is a parser message about an unexpected layer.
@@ -59,11 +65,16 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
         Some(header) if header.starts_with(MAGIC) => match header[6..8] {
             [1, 0] => Ok(()),
             [0, 0] => Err(LoadError::NotAComponent(
-                "this is a core WebAssembly module; build for wasm32-wasip2 to get a component".into(),
+                "this is a core WebAssembly module; build for wasm32-wasip2 to get a component"
+                    .into(),
             )),
-            _ => Err(LoadError::NotAComponent("unknown WebAssembly binary layer".into())),
+            _ => Err(LoadError::NotAComponent(
+                "unknown WebAssembly binary layer".into(),
+            )),
         },
-        _ => Err(LoadError::NotAComponent("missing the \\0asm magic number".into())),
+        _ => Err(LoadError::NotAComponent(
+            "missing the \\0asm magic number".into(),
+        )),
     }
 }
 
@@ -87,8 +98,14 @@ mod tests {
         assert!(check_header(b"\0asm\x0d\x00\x01\x00rest").is_ok());
         let module = check_header(b"\0asm\x01\x00\x00\x00").expect_err("core module");
         assert!(module.to_string().contains("core WebAssembly module"));
-        assert!(matches!(check_header(b"PK\x03\x04"), Err(LoadError::NotAComponent(_))));
-        assert!(matches!(check_header(b""), Err(LoadError::NotAComponent(_))));
+        assert!(matches!(
+            check_header(b"PK\x03\x04"),
+            Err(LoadError::NotAComponent(_))
+        ));
+        assert!(matches!(
+            check_header(b""),
+            Err(LoadError::NotAComponent(_))
+        ));
     }
 
     #[test]

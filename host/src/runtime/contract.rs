@@ -85,7 +85,11 @@ impl state::Host for GuestState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, state::StateError> {
         self.check_key(&key)?;
         let access = self.state_access()?;
-        access.store.get(&access.scope, &key).await.map_err(|e| self.state_error(e))
+        access
+            .store
+            .get(&access.scope, &key)
+            .await
+            .map_err(|e| self.state_error(e))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), state::StateError> {
@@ -100,14 +104,21 @@ impl state::Host for GuestState {
             self.record_limit(ErrorKind::StateLimit);
             return Err(state::StateError::TooLarge(message));
         }
-        let result = access.store.set(&access.scope, &key, value, access.max_keys).await;
+        let result = access
+            .store
+            .set(&access.scope, &key, value, access.max_keys)
+            .await;
         result.map_err(|e| self.state_error(e))
     }
 
     async fn delete(&mut self, key: String) -> Result<(), state::StateError> {
         self.check_key(&key)?;
         let access = self.state_access()?;
-        access.store.delete(&access.scope, &key).await.map_err(|e| self.state_error(e))
+        access
+            .store
+            .delete(&access.scope, &key)
+            .await
+            .map_err(|e| self.state_error(e))
     }
 }
 
@@ -127,7 +138,9 @@ impl GuestState {
     /// `self` (which the error path needs mutably).
     fn state_access(&self) -> Result<GuestStateAccess, state::StateError> {
         self.state.clone().ok_or_else(|| {
-            state::StateError::Unavailable("state is not available while a component is loaded".into())
+            state::StateError::Unavailable(
+                "state is not available while a component is loaded".into(),
+            )
         })
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Runtime;
 use super::component::LoadedComponent;
 use super::contract::GuestErrorKind;
 use super::error::{ErrorKind, InvokeError};
@@ -15,7 +16,6 @@ use super::limits::TenantLimits;
 use super::logs::{LogSink, Logs};
 use super::manifest::CompiledAction;
 use super::state::{StateScope, StateStore};
-use super::Runtime;
 use crate::outbound::{Credential, Grant, LimitHit, Scrubber};
 
 /// Which export to call.
@@ -39,8 +39,18 @@ pub struct InvokeRequest {
 }
 
 impl InvokeRequest {
-    pub fn action(tenant: impl Into<String>, action: impl Into<String>, input: impl Into<String>) -> Self {
-        Self::new(tenant, Call::Action { action: action.into(), input: input.into() })
+    pub fn action(
+        tenant: impl Into<String>,
+        action: impl Into<String>,
+        input: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            tenant,
+            Call::Action {
+                action: action.into(),
+                input: input.into(),
+            },
+        )
     }
 
     pub fn test_connection(tenant: impl Into<String>) -> Self {
@@ -97,8 +107,15 @@ pub struct InvokeOutcome {
 
 impl InvokeOutcome {
     fn refused(error: InvokeError, started: Instant) -> Self {
-        let stats = Stats { duration_us: elapsed_us(started), ..Stats::default() };
-        Self { result: Err(error), logs: Logs::default(), stats }
+        let stats = Stats {
+            duration_us: elapsed_us(started),
+            ..Stats::default()
+        };
+        Self {
+            result: Err(error),
+            logs: Logs::default(),
+            stats,
+        }
     }
 }
 
@@ -115,7 +132,11 @@ enum Ended {
 
 impl Runtime {
     /// Runs one call in a fresh instance of `component` under `request.limits`.
-    pub async fn invoke(&self, component: &LoadedComponent, request: InvokeRequest) -> InvokeOutcome {
+    pub async fn invoke(
+        &self,
+        component: &LoadedComponent,
+        request: InvokeRequest,
+    ) -> InvokeOutcome {
         let started = Instant::now();
         let (action, timeout) = match check_call(component, &request) {
             Ok(checked) => checked,
@@ -123,7 +144,12 @@ impl Runtime {
         };
         let tenant_hosts = match request.limits.host_patterns() {
             Ok(hosts) => hosts,
-            Err(error) => return InvokeOutcome::refused(InvokeError::new(ErrorKind::Internal, error.to_string()), started),
+            Err(error) => {
+                return InvokeOutcome::refused(
+                    InvokeError::new(ErrorKind::Internal, error.to_string()),
+                    started,
+                );
+            }
         };
         let permit = match self.admission.enter().await {
             Ok(permit) => permit,
@@ -143,17 +169,27 @@ impl Runtime {
         let logs = LogSink::new(limits.max_log_bytes);
         let state = GuestStateAccess {
             store: request.state.unwrap_or_else(|| self.default_state.clone()),
-            scope: StateScope { tenant: request.tenant, connector: manifest.name.clone() },
+            scope: StateScope {
+                tenant: request.tenant,
+                connector: manifest.name.clone(),
+            },
             max_value_bytes: limits.max_state_value_bytes,
             max_keys: limits.max_state_keys,
         };
-        let guest = GuestState::new(limits.memory_bytes, logs.clone(), Some(session), Some(state));
+        let guest = GuestState::new(
+            limits.memory_bytes,
+            logs.clone(),
+            Some(session),
+            Some(state),
+        );
         let mut store = self.new_store(guest, limits.fuel);
 
         let run = async {
             let instance = component.pre.instantiate_async(&mut store).await?;
             match &request.call {
-                Call::Action { action, input } => instance.call_invoke(&mut store, action, input).await,
+                Call::Action { action, input } => {
+                    instance.call_invoke(&mut store, action, input).await
+                }
                 Call::TestConnection => instance
                     .call_test_connection(&mut store)
                     .await
@@ -200,11 +236,19 @@ impl Runtime {
                 format!("the invocation ran longer than {} ms", timeout.as_millis()),
             )),
             Ended::Failed(error) => Err(classify_trap(&error, memory_refused)),
-            Ended::Returned(Err(guest_error)) => Err(connector_error(guest_error, limit_hit, &scrubber)),
+            Ended::Returned(Err(guest_error)) => {
+                Err(connector_error(guest_error, limit_hit, &scrubber))
+            }
             Ended::Returned(Ok(output)) => check_output(action, output, limits, &scrubber),
         };
         if let Err(error) = &result
-            && matches!(error.kind, ErrorKind::Timeout | ErrorKind::FuelExhausted | ErrorKind::OutputTooLarge | ErrorKind::InvalidOutput)
+            && matches!(
+                error.kind,
+                ErrorKind::Timeout
+                    | ErrorKind::FuelExhausted
+                    | ErrorKind::OutputTooLarge
+                    | ErrorKind::InvalidOutput
+            )
         {
             limit_hit.get_or_insert(error.kind);
         }
@@ -214,7 +258,11 @@ impl Runtime {
         for line in &mut logs.lines {
             line.message = scrubber.scrub_str(&line.message);
         }
-        InvokeOutcome { result, logs, stats }
+        InvokeOutcome {
+            result,
+            logs,
+            stats,
+        }
     }
 }
 
@@ -230,39 +278,53 @@ fn check_call<'a>(
         return Ok((None, tenant_timeout));
     };
     let compiled = component.manifest.action(action).ok_or_else(|| {
-        InvokeError::new(ErrorKind::UnknownAction, format!("the connector has no action `{action}`"))
+        InvokeError::new(
+            ErrorKind::UnknownAction,
+            format!("the connector has no action `{action}`"),
+        )
     })?;
     if input.len() as u64 > limits.max_input_bytes {
         return Err(InvokeError::new(
             ErrorKind::InvalidInput,
-            format!("input is {} bytes, more than the {} allowed", input.len(), limits.max_input_bytes),
+            format!(
+                "input is {} bytes, more than the {} allowed",
+                input.len(),
+                limits.max_input_bytes
+            ),
         ));
     }
-    let value: Value = serde_json::from_str(input)
-        .map_err(|e| InvokeError::new(ErrorKind::InvalidInput, format!("input is not JSON: {e}")))?;
+    let value: Value = serde_json::from_str(input).map_err(|e| {
+        InvokeError::new(ErrorKind::InvalidInput, format!("input is not JSON: {e}"))
+    })?;
     compiled.check_input(&value).map_err(|violation| {
         InvokeError::new(ErrorKind::InvalidInput, violation.message).at(violation.pointer)
     })?;
-    let timeout = compiled
-        .spec
-        .timeout_ms
-        .map_or(tenant_timeout, |ms| tenant_timeout.min(Duration::from_millis(ms)));
+    let timeout = compiled.spec.timeout_ms.map_or(tenant_timeout, |ms| {
+        tenant_timeout.min(Duration::from_millis(ms))
+    });
     Ok((Some(compiled), timeout))
 }
 
 fn classify_trap(error: &wasmtime::Error, memory_refused: bool) -> InvokeError {
     match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::OutOfFuel) => {
-            InvokeError::new(ErrorKind::FuelExhausted, "the guest used all the fuel of its invocation")
-        }
+        Some(wasmtime::Trap::OutOfFuel) => InvokeError::new(
+            ErrorKind::FuelExhausted,
+            "the guest used all the fuel of its invocation",
+        ),
         // A refused growth usually surfaces as an allocation-failure abort (`unreachable`):
         // report the limit, not the symptom.
         Some(_) | None if memory_refused => InvokeError::new(
             ErrorKind::MemoryLimit,
-            format!("the guest trapped after its memory limit refused a growth: {}", trap_message(error)),
+            format!(
+                "the guest trapped after its memory limit refused a growth: {}",
+                trap_message(error)
+            ),
         ),
         Some(trap) => InvokeError::new(ErrorKind::GuestTrap, format!("the guest trapped: {trap}")),
-        None => InvokeError::new(ErrorKind::Internal, format!("the invocation failed in the host: {error:#}")),
+        None => InvokeError::new(
+            ErrorKind::Internal,
+            format!("the invocation failed in the host: {error:#}"),
+        ),
     }
 }
 
@@ -281,7 +343,10 @@ fn connector_error(
     // A limit the host enforced explains the failure better than whatever the guest made of
     // the refusal; the guest's own kind stays available in `connector_kind`.
     let kind = match (limit_hit, error.kind) {
-        (Some(kind @ (ErrorKind::HttpDenied | ErrorKind::OutboundLimit | ErrorKind::StateLimit)), _) => kind,
+        (
+            Some(kind @ (ErrorKind::HttpDenied | ErrorKind::OutboundLimit | ErrorKind::StateLimit)),
+            _,
+        ) => kind,
         (_, GuestErrorKind::HttpDenied) => ErrorKind::HttpDenied,
         _ => ErrorKind::ConnectorError,
     };
@@ -303,12 +368,17 @@ fn check_output(
     if output.len() as u64 > limits.max_output_bytes {
         return Err(InvokeError::new(
             ErrorKind::OutputTooLarge,
-            format!("output is {} bytes, more than the {} allowed", output.len(), limits.max_output_bytes),
+            format!(
+                "output is {} bytes, more than the {} allowed",
+                output.len(),
+                limits.max_output_bytes
+            ),
         ));
     }
     let output = scrubber.scrub_str(&output);
-    let value: Value = serde_json::from_str(&output)
-        .map_err(|e| InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}")))?;
+    let value: Value = serde_json::from_str(&output).map_err(|e| {
+        InvokeError::new(ErrorKind::InvalidOutput, format!("output is not JSON: {e}"))
+    })?;
     if let Some(action) = action {
         action.check_output(&value).map_err(|violation| {
             InvokeError::new(ErrorKind::InvalidOutput, violation.message).at(violation.pointer)

@@ -123,24 +123,85 @@ impl TenantLimits {
             ("fuel", self.fuel, caps.fuel, false),
             ("memory_bytes", self.memory_bytes, caps.memory_bytes, false),
             ("timeout_ms", self.timeout_ms, caps.timeout_ms, false),
-            ("max_requests", self.max_requests.into(), caps.max_requests.into(), true),
-            ("max_request_body_bytes", self.max_request_body_bytes, caps.max_body_bytes, true),
-            ("max_response_body_bytes", self.max_response_body_bytes, caps.max_body_bytes, true),
-            ("max_total_bytes_out", self.max_total_bytes_out, caps.max_total_bytes, true),
-            ("max_total_bytes_in", self.max_total_bytes_in, caps.max_total_bytes, true),
-            ("request_timeout_ms", self.request_timeout_ms, caps.request_timeout_ms, false),
-            ("max_input_bytes", self.max_input_bytes, caps.max_input_bytes, false),
-            ("max_output_bytes", self.max_output_bytes, caps.max_output_bytes, false),
-            ("max_log_bytes", self.max_log_bytes, caps.max_log_bytes, true),
-            ("max_state_value_bytes", self.max_state_value_bytes, caps.max_state_value_bytes, true),
-            ("max_state_keys", self.max_state_keys.into(), caps.max_state_keys.into(), true),
+            (
+                "max_requests",
+                self.max_requests.into(),
+                caps.max_requests.into(),
+                true,
+            ),
+            (
+                "max_request_body_bytes",
+                self.max_request_body_bytes,
+                caps.max_body_bytes,
+                true,
+            ),
+            (
+                "max_response_body_bytes",
+                self.max_response_body_bytes,
+                caps.max_body_bytes,
+                true,
+            ),
+            (
+                "max_total_bytes_out",
+                self.max_total_bytes_out,
+                caps.max_total_bytes,
+                true,
+            ),
+            (
+                "max_total_bytes_in",
+                self.max_total_bytes_in,
+                caps.max_total_bytes,
+                true,
+            ),
+            (
+                "request_timeout_ms",
+                self.request_timeout_ms,
+                caps.request_timeout_ms,
+                false,
+            ),
+            (
+                "max_input_bytes",
+                self.max_input_bytes,
+                caps.max_input_bytes,
+                false,
+            ),
+            (
+                "max_output_bytes",
+                self.max_output_bytes,
+                caps.max_output_bytes,
+                false,
+            ),
+            (
+                "max_log_bytes",
+                self.max_log_bytes,
+                caps.max_log_bytes,
+                true,
+            ),
+            (
+                "max_state_value_bytes",
+                self.max_state_value_bytes,
+                caps.max_state_value_bytes,
+                true,
+            ),
+            (
+                "max_state_keys",
+                self.max_state_keys.into(),
+                caps.max_state_keys.into(),
+                true,
+            ),
         ];
         for (field, value, cap, zero_ok) in checks {
             if value == 0 && !zero_ok {
-                return Err(LimitError { field, reason: "must be positive".into() });
+                return Err(LimitError {
+                    field,
+                    reason: "must be positive".into(),
+                });
             }
             if value > cap {
-                return Err(LimitError { field, reason: format!("is {value}, above the cap of {cap}") });
+                return Err(LimitError {
+                    field,
+                    reason: format!("is {value}, above the cap of {cap}"),
+                });
             }
         }
         self.host_patterns()?;
@@ -232,29 +293,54 @@ mod tests {
 
     #[test]
     fn defaults_fit_the_default_caps() {
-        TenantLimits::default().validate(&LimitCaps::default()).expect("defaults are valid");
+        TenantLimits::default()
+            .validate(&LimitCaps::default())
+            .expect("defaults are valid");
     }
 
     #[test]
     fn validate_refuses_values_above_caps_and_zero_where_positive_is_needed() {
         let caps = LimitCaps::default();
-        let over = TenantLimits { timeout_ms: 300_001, ..TenantLimits::default() };
+        let over = TenantLimits {
+            timeout_ms: 300_001,
+            ..TenantLimits::default()
+        };
         assert_eq!(over.validate(&caps).map_err(|e| e.field), Err("timeout_ms"));
-        let zero = TenantLimits { fuel: 0, ..TenantLimits::default() };
+        let zero = TenantLimits {
+            fuel: 0,
+            ..TenantLimits::default()
+        };
         assert_eq!(zero.validate(&caps).map_err(|e| e.field), Err("fuel"));
-        let no_requests = TenantLimits { max_requests: 0, ..TenantLimits::default() };
+        let no_requests = TenantLimits {
+            max_requests: 0,
+            ..TenantLimits::default()
+        };
         assert!(no_requests.validate(&caps).is_ok());
-        let bad_host = TenantLimits { allowed_hosts: vec!["https://x".into()], ..TenantLimits::default() };
-        assert_eq!(bad_host.validate(&caps).map_err(|e| e.field), Err("allowed_hosts"));
+        let bad_host = TenantLimits {
+            allowed_hosts: vec!["https://x".into()],
+            ..TenantLimits::default()
+        };
+        assert_eq!(
+            bad_host.validate(&caps).map_err(|e| e.field),
+            Err("allowed_hosts")
+        );
     }
 
     #[test]
     fn limiter_refuses_growth_past_the_cap_and_tracks_the_peak() {
         let mut limiter = MemoryLimiter::new(2 * 65536);
         assert!(limiter.memory_growing(0, 65536, None).expect("no trap"));
-        assert!(limiter.memory_growing(65536, 2 * 65536, None).expect("no trap"));
+        assert!(
+            limiter
+                .memory_growing(65536, 2 * 65536, None)
+                .expect("no trap")
+        );
         assert!(!limiter.refused);
-        assert!(!limiter.memory_growing(2 * 65536, 3 * 65536, None).expect("no trap"));
+        assert!(
+            !limiter
+                .memory_growing(2 * 65536, 3 * 65536, None)
+                .expect("no trap")
+        );
         assert!(limiter.refused);
         assert_eq!(limiter.peak_bytes, 2 * 65536);
     }

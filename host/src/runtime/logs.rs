@@ -61,7 +61,11 @@ impl Buffer {
             return;
         }
         self.bytes += len;
-        self.logs.lines.push(LogLine { level, source, message });
+        self.logs.lines.push(LogLine {
+            level,
+            source,
+            message,
+        });
     }
 
     fn write_stream(&mut self, stream: usize, bytes: &[u8]) {
@@ -101,7 +105,10 @@ pub struct LogSink(Arc<Mutex<Buffer>>);
 
 impl LogSink {
     pub fn new(cap_bytes: u64) -> Self {
-        Self(Arc::new(Mutex::new(Buffer { cap: cap_bytes, ..Buffer::default() })))
+        Self(Arc::new(Mutex::new(Buffer {
+            cap: cap_bytes,
+            ..Buffer::default()
+        })))
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Buffer) -> R) -> R {
@@ -116,7 +123,10 @@ impl LogSink {
     /// The guest's stdout (`stream == 0`) or stderr (`1`) as a WASI output stream.
     pub fn stream(&self, source: LogSource) -> CapturedStream {
         let index = usize::from(source == LogSource::Stderr);
-        CapturedStream { sink: self.clone(), index }
+        CapturedStream {
+            sink: self.clone(),
+            index,
+        }
     }
 
     /// Flushes partial stdout/stderr lines and returns everything logged.
@@ -154,7 +164,11 @@ impl StdoutStream for CapturedStream {
 }
 
 impl AsyncWrite for CapturedStream {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.sink.with(|b| b.write_stream(self.index, buf));
         Poll::Ready(Ok(buf.len()))
     }

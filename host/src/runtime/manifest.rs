@@ -161,7 +161,10 @@ impl ValidatedManifest {
                 ));
             }
             if spec.timeout_ms == Some(0) {
-                return Err(field(format!("actions[{i}].timeout_ms"), "must be positive"));
+                return Err(field(
+                    format!("actions[{i}].timeout_ms"),
+                    "must be positive",
+                ));
             }
             let compiled = CompiledAction {
                 input: compile(&format!("actions[{i}].input_schema"), &spec.input_schema)?,
@@ -205,11 +208,14 @@ fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
 fn check_name(name: &str, value: &str) -> Result<(), ManifestError> {
     let mut chars = value.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
-    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !starts_with_letter || !rest_ok || value.len() > 64 {
         return Err(field(
             name,
-            format!("`{value}` must be 1-64 characters of a-z, 0-9, '-', '_', starting with a letter"),
+            format!(
+                "`{value}` must be 1-64 characters of a-z, 0-9, '-', '_', starting with a letter"
+            ),
         ));
     }
     Ok(())
@@ -260,7 +266,9 @@ mod tests {
         let m = parse(manifest(json!([echo_action()]))).expect("valid");
         let action = m.action("echo").expect("declared");
         assert!(action.check_input(&json!({"n": 1})).is_ok());
-        let violation = action.check_input(&json!({"n": "x"})).expect_err("not an integer");
+        let violation = action
+            .check_input(&json!({"n": "x"}))
+            .expect_err("not an integer");
         assert_eq!(violation.pointer, "/n");
         assert!(m.action("missing").is_none());
     }
@@ -268,28 +276,47 @@ mod tests {
     #[test]
     fn rejects_bad_names_versions_and_duplicates() {
         let bad_name = json!({"name": "Demo!", "version": "1.0.0", "actions": [echo_action()]});
-        assert!(matches!(parse(bad_name), Err(ManifestError::Field { field, .. }) if field == "name"));
+        assert!(
+            matches!(parse(bad_name), Err(ManifestError::Field { field, .. }) if field == "name")
+        );
         let bad_version = json!({"name": "demo", "version": "1.0", "actions": [echo_action()]});
-        assert!(matches!(parse(bad_version), Err(ManifestError::Field { field, .. }) if field == "version"));
+        assert!(
+            matches!(parse(bad_version), Err(ManifestError::Field { field, .. }) if field == "version")
+        );
         let dup = manifest(json!([echo_action(), echo_action()]));
-        assert!(matches!(parse(dup), Err(ManifestError::Field { field, .. }) if field == "actions[1].name"));
+        assert!(
+            matches!(parse(dup), Err(ManifestError::Field { field, .. }) if field == "actions[1].name")
+        );
         let none = manifest(json!([]));
-        assert!(matches!(parse(none), Err(ManifestError::Field { field, .. }) if field == "actions"));
+        assert!(
+            matches!(parse(none), Err(ManifestError::Field { field, .. }) if field == "actions")
+        );
     }
 
     #[test]
     fn rejects_invalid_schemas_and_unknown_fields() {
-        let bad_schema = manifest(json!([{"name": "a", "input_schema": {"type": "nonsense"}, "output_schema": {}}]));
-        assert!(matches!(parse(bad_schema), Err(ManifestError::Schema { field, .. }) if field == "actions[0].input_schema"));
-        let unknown = json!({"name": "demo", "version": "1.0.0", "actions": [echo_action()], "extra": 1});
+        let bad_schema = manifest(
+            json!([{"name": "a", "input_schema": {"type": "nonsense"}, "output_schema": {}}]),
+        );
+        assert!(
+            matches!(parse(bad_schema), Err(ManifestError::Schema { field, .. }) if field == "actions[0].input_schema")
+        );
+        let unknown =
+            json!({"name": "demo", "version": "1.0.0", "actions": [echo_action()], "extra": 1});
         assert!(matches!(parse(unknown), Err(ManifestError::Parse(_))));
-        let zero_retry = manifest(json!([{"name": "a", "input_schema": {}, "output_schema": {}, "retry": {"max_attempts": 0}}]));
-        assert!(matches!(parse(zero_retry), Err(ManifestError::Field { field, .. }) if field == "actions[0].retry.max_attempts"));
+        let zero_retry = manifest(
+            json!([{"name": "a", "input_schema": {}, "output_schema": {}, "retry": {"max_attempts": 0}}]),
+        );
+        assert!(
+            matches!(parse(zero_retry), Err(ManifestError::Field { field, .. }) if field == "actions[0].retry.max_attempts")
+        );
     }
 
     #[test]
     fn rejects_malformed_host_patterns() {
         let bad_host = json!({"name": "demo", "version": "1.0.0", "hosts": ["http://x"], "actions": [echo_action()]});
-        assert!(matches!(parse(bad_host), Err(ManifestError::Field { field, .. }) if field == "hosts[0]"));
+        assert!(
+            matches!(parse(bad_host), Err(ManifestError::Field { field, .. }) if field == "hosts[0]")
+        );
     }
 }

@@ -85,7 +85,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("options", &self.options).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
@@ -153,7 +155,10 @@ impl Runtime {
             return Ok(loaded);
         }
         component::check_header(bytes)?;
-        let compiled = self.artifacts.as_ref().and_then(|cache| cache.get(&self.engine, &digest));
+        let compiled = self
+            .artifacts
+            .as_ref()
+            .and_then(|cache| cache.get(&self.engine, &digest));
         let compiled = match compiled {
             Some(compiled) => compiled,
             None => {
@@ -178,12 +183,19 @@ impl Runtime {
             .map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
         let manifest = self.read_manifest(&pre).await?;
-        let loaded = Arc::new(LoadedComponent { digest: digest.clone(), manifest, pre });
+        let loaded = Arc::new(LoadedComponent {
+            digest: digest.clone(),
+            manifest,
+            pre,
+        });
         self.components.insert(digest, loaded.clone());
         Ok(loaded)
     }
 
-    async fn read_manifest(&self, pre: &ConnectorPre<GuestState>) -> Result<ValidatedManifest, LoadError> {
+    async fn read_manifest(
+        &self,
+        pre: &ConnectorPre<GuestState>,
+    ) -> Result<ValidatedManifest, LoadError> {
         let state = GuestState::new(LOAD_MEMORY, logs::LogSink::new(LOAD_LOG_BYTES), None, None);
         let mut store = self.new_store(state, LOAD_FUEL);
         let call = async {
@@ -193,7 +205,11 @@ impl Runtime {
         let json = match tokio::time::timeout(LOAD_TIMEOUT, call).await {
             Ok(Ok(json)) => json,
             Ok(Err(error)) => return Err(LoadError::ManifestCall(format!("{error:#}"))),
-            Err(_) => return Err(LoadError::ManifestCall(format!("did not return within {LOAD_TIMEOUT:?}"))),
+            Err(_) => {
+                return Err(LoadError::ManifestCall(format!(
+                    "did not return within {LOAD_TIMEOUT:?}"
+                )));
+            }
         };
         Ok(ValidatedManifest::parse(&json)?)
     }

@@ -43,8 +43,11 @@ pub trait StateStore: Send + Sync {
         max_keys: u32,
     ) -> BoxFuture<'a, Result<(), StateError>>;
 
-    fn delete<'a>(&'a self, scope: &'a StateScope, key: &'a str)
-    -> BoxFuture<'a, Result<(), StateError>>;
+    fn delete<'a>(
+        &'a self,
+        scope: &'a StateScope,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(), StateError>>;
 }
 
 /// State kept in process memory; lost on restart. The CLI and tests use it.
@@ -54,7 +57,10 @@ pub struct MemoryStateStore {
 }
 
 impl MemoryStateStore {
-    fn with<R>(&self, f: impl FnOnce(&mut HashMap<StateScope, HashMap<String, Vec<u8>>>) -> R) -> R {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut HashMap<StateScope, HashMap<String, Vec<u8>>>) -> R,
+    ) -> R {
         // A poisoned lock only means another thread panicked mid-update of a plain map;
         // the map itself is still consistent.
         let mut guard = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
@@ -106,20 +112,29 @@ mod tests {
     use super::*;
 
     fn scope(tenant: &str) -> StateScope {
-        StateScope { tenant: tenant.into(), connector: "c".into() }
+        StateScope {
+            tenant: tenant.into(),
+            connector: "c".into(),
+        }
     }
 
     #[tokio::test]
     async fn scopes_are_separate_and_the_key_count_is_capped() {
         let store = MemoryStateStore::default();
-        store.set(&scope("a"), "k", b"1".to_vec(), 1).await.expect("first key");
+        store
+            .set(&scope("a"), "k", b"1".to_vec(), 1)
+            .await
+            .expect("first key");
         assert_eq!(store.get(&scope("b"), "k").await, Ok(None));
         assert_eq!(
             store.set(&scope("a"), "k2", b"2".to_vec(), 1).await,
             Err(StateError::TooManyKeys { max: 1 })
         );
         // Overwriting an existing key does not count as a new one.
-        store.set(&scope("a"), "k", b"3".to_vec(), 1).await.expect("overwrite");
+        store
+            .set(&scope("a"), "k", b"3".to_vec(), 1)
+            .await
+            .expect("overwrite");
         assert_eq!(store.get(&scope("a"), "k").await, Ok(Some(b"3".to_vec())));
         store.delete(&scope("a"), "k").await.expect("delete");
         assert_eq!(store.get(&scope("a"), "k").await, Ok(None));

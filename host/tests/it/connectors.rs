@@ -20,9 +20,15 @@ const TOKEN: &str = "ghp_test_token_5b1c0de";
 /// like the real API; every authorized request body is recorded.
 fn fake_github(seen: Arc<Mutex<Vec<Value>>>) -> Router {
     fn authorized(headers: &HeaderMap) -> bool {
-        headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
+        headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
     }
-    let unauthorized = || (StatusCode::UNAUTHORIZED, Json(json!({"message": "Bad credentials"})));
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "Bad credentials"})),
+        )
+    };
     Router::new()
         .route(
             "/user",
@@ -60,7 +66,12 @@ fn fake_github(seen: Arc<Mutex<Vec<Value>>>) -> Router {
         )
 }
 
-async fn github() -> (Runtime, airlock::runtime::SharedComponent, Server, Arc<Mutex<Vec<Value>>>) {
+async fn github() -> (
+    Runtime,
+    airlock::runtime::SharedComponent,
+    Server,
+    Arc<Mutex<Vec<Value>>>,
+) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let server = Server::start_tls(fake_github(seen.clone()), &["api.github.com"]).await;
     let rt = Runtime::new(options_for_tls(&server, &["api.github.com"])).expect("runtime");
@@ -76,7 +87,14 @@ fn with_token(request: InvokeRequest) -> InvokeRequest {
 async fn github_lists_and_creates_issues_over_https_with_the_token_added_by_the_host() {
     let (rt, github, server, seen) = github().await;
     let list = rt
-        .invoke(&github, with_token(InvokeRequest::action("t1", "list_issues", json!({"owner": "o", "repo": "r"}).to_string())))
+        .invoke(
+            &github,
+            with_token(InvokeRequest::action(
+                "t1",
+                "list_issues",
+                json!({"owner": "o", "repo": "r"}).to_string(),
+            )),
+        )
         .await;
     let issues = list.result.expect("list_issues");
     assert_eq!(issues[0]["number"], json!(1));
@@ -87,7 +105,11 @@ async fn github_lists_and_creates_issues_over_https_with_the_token_added_by_the_
     let create = rt
         .invoke(
             &github,
-            with_token(InvokeRequest::action("t1", "create_issue", json!({"owner": "o", "repo": "r", "title": "New", "body": "b"}).to_string())),
+            with_token(InvokeRequest::action(
+                "t1",
+                "create_issue",
+                json!({"owner": "o", "repo": "r", "title": "New", "body": "b"}).to_string(),
+            )),
         )
         .await;
     assert_eq!(create.result.expect("create_issue")["number"], json!(3));
@@ -98,10 +120,13 @@ async fn github_lists_and_creates_issues_over_https_with_the_token_added_by_the_
 #[tokio::test]
 async fn github_test_connection_reports_a_bad_token_as_an_auth_error() {
     let (rt, github, _server, _) = github().await;
-    let ok = rt.invoke(&github, with_token(InvokeRequest::test_connection("t1"))).await;
+    let ok = rt
+        .invoke(&github, with_token(InvokeRequest::test_connection("t1")))
+        .await;
     assert!(ok.result.is_ok(), "{:?}", ok.result);
 
-    let bad = InvokeRequest::test_connection("t1").with_credential(Credential::ApiKey(Secret::new("wrong")));
+    let bad = InvokeRequest::test_connection("t1")
+        .with_credential(Credential::ApiKey(Secret::new("wrong")));
     let outcome = rt.invoke(&github, bad).await;
     let error = outcome.result.expect_err("401");
     assert_eq!(error.kind, ErrorKind::ConnectorError);
@@ -112,7 +137,14 @@ async fn github_test_connection_reports_a_bad_token_as_an_auth_error() {
 #[tokio::test]
 async fn github_input_is_validated_against_the_generated_schema() {
     let (rt, github, server, _) = github().await;
-    let outcome = run(&rt, &github, "list_issues", json!({"owner": "../etc", "repo": "r"}), TenantLimits::default()).await;
+    let outcome = run(
+        &rt,
+        &github,
+        "list_issues",
+        json!({"owner": "../etc", "repo": "r"}),
+        TenantLimits::default(),
+    )
+    .await;
     let error = outcome.result.expect_err("pattern");
     assert_eq!(error.kind, ErrorKind::InvalidInput);
     assert_eq!(error.pointer.as_deref(), Some("/owner"));
@@ -128,7 +160,10 @@ async fn transform_maps_json_without_any_network() {
     let input = json!({"data": {"user": {"login": "octocat"}, "n": [1, 2]},
         "mapping": {"who": "/user/login", "second": "/n/1", "missing": "/nope"}});
     let outcome = run(&rt, &transform, "map", input, TenantLimits::default()).await;
-    assert_eq!(outcome.result.expect("map"), json!({"who": "octocat", "second": 2, "missing": null}));
+    assert_eq!(
+        outcome.result.expect("map"),
+        json!({"who": "octocat", "second": 2, "missing": null})
+    );
     assert_eq!(outcome.stats.outbound_requests, 0);
 
     let strict = json!({"data": {}, "mapping": {"x": "/nope"}, "strict": true});
@@ -144,7 +179,8 @@ async fn http_connector_sends_a_request_and_parses_json_responses() {
         get(|| async { Json(json!({"things": [1, 2, 3]})) }),
     ))
     .await;
-    let rt = Runtime::new(options_reaching(server.addr, &["things.example.test"])).expect("runtime");
+    let rt =
+        Runtime::new(options_reaching(server.addr, &["things.example.test"])).expect("runtime");
     let http = load(&rt, airlock_test_artifacts::CONNECTOR_HTTP).await;
     let input = json!({"method": "GET", "url": server.url("things.example.test", "/things")});
     let outcome = run(&rt, &http, "request", input, TenantLimits::default()).await;
@@ -152,6 +188,13 @@ async fn http_connector_sends_a_request_and_parses_json_responses() {
     assert_eq!(output["status"], json!(200));
     assert_eq!(output["body"]["things"], json!([1, 2, 3]), "{output}");
 
-    let denied = run(&rt, &http, "request", json!({"method": "GET", "url": "https://169.254.169.254/"}), TenantLimits::default()).await;
+    let denied = run(
+        &rt,
+        &http,
+        "request",
+        json!({"method": "GET", "url": "https://169.254.169.254/"}),
+        TenantLimits::default(),
+    )
+    .await;
     assert_eq!(error_kind(&denied), Some(ErrorKind::HttpDenied));
 }

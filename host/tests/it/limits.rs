@@ -14,7 +14,10 @@ fn limits() -> TenantLimits {
 async fn a_spinning_guest_runs_out_of_fuel() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { fuel: 50_000_000, ..limits() };
+    let limits = TenantLimits {
+        fuel: 50_000_000,
+        ..limits()
+    };
     let outcome = run(&rt, &guest, "spin", json!({}), limits).await;
     assert_eq!(error_kind(&outcome), Some(ErrorKind::FuelExhausted));
     assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::FuelExhausted));
@@ -25,7 +28,11 @@ async fn a_spinning_guest_runs_out_of_fuel() {
 async fn a_spinning_guest_with_plenty_of_fuel_hits_the_wall_clock_timeout() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { fuel: 100_000_000_000, timeout_ms: 200, ..limits() };
+    let limits = TenantLimits {
+        fuel: 100_000_000_000,
+        timeout_ms: 200,
+        ..limits()
+    };
     let outcome = run(&rt, &guest, "spin", json!({}), limits).await;
     assert_eq!(error_kind(&outcome), Some(ErrorKind::Timeout));
     assert!(outcome.stats.fuel_used > 0);
@@ -36,14 +43,26 @@ async fn growing_memory_stops_at_the_tenant_limit() {
     let rt = runtime();
     let guest = hostile(&rt).await;
     let cap = 16 * 1024 * 1024;
-    let limits = TenantLimits { memory_bytes: cap, ..limits() };
+    let limits = TenantLimits {
+        memory_bytes: cap,
+        ..limits()
+    };
     let outcome = run(&rt, &guest, "grow_memory", json!({}), limits).await;
     // The guest sees memory.grow fail and returns how far it got: a success whose stats
     // still record the refused growth.
-    let output = outcome.result.as_ref().expect("the guest handles a failed memory.grow");
+    let output = outcome
+        .result
+        .as_ref()
+        .expect("the guest handles a failed memory.grow");
     let pages = output["pages"].as_u64().expect("pages");
-    assert!(pages * 65536 <= cap, "grew to {pages} pages past the {cap}-byte cap");
-    assert!(pages * 65536 > cap / 2, "stopped at {pages} pages, far below the cap");
+    assert!(
+        pages * 65536 <= cap,
+        "grew to {pages} pages past the {cap}-byte cap"
+    );
+    assert!(
+        pages * 65536 > cap / 2,
+        "stopped at {pages} pages, far below the cap"
+    );
     assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::MemoryLimit));
     assert!(outcome.stats.peak_memory_bytes <= cap);
 }
@@ -52,9 +71,24 @@ async fn growing_memory_stops_at_the_tenant_limit() {
 async fn a_huge_allocation_is_a_memory_limit_error() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { memory_bytes: 32 * 1024 * 1024, ..limits() };
-    let outcome = run(&rt, &guest, "alloc_huge", json!({"bytes": 256 * 1024 * 1024}), limits).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::MemoryLimit), "{:?}", outcome.result);
+    let limits = TenantLimits {
+        memory_bytes: 32 * 1024 * 1024,
+        ..limits()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "alloc_huge",
+        json!({"bytes": 256 * 1024 * 1024}),
+        limits,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::MemoryLimit),
+        "{:?}",
+        outcome.result
+    );
 }
 
 #[tokio::test]
@@ -62,8 +96,18 @@ async fn the_same_allocation_succeeds_under_a_larger_limit() {
     // Control for the test above: the allocation itself is fine, only the limit refuses it.
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { memory_bytes: 512 * 1024 * 1024, ..limits() };
-    let outcome = run(&rt, &guest, "alloc_huge", json!({"bytes": 256 * 1024 * 1024}), limits).await;
+    let limits = TenantLimits {
+        memory_bytes: 512 * 1024 * 1024,
+        ..limits()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "alloc_huge",
+        json!({"bytes": 256 * 1024 * 1024}),
+        limits,
+    )
+    .await;
     assert!(outcome.result.is_ok(), "{:?}", outcome.result);
 }
 
@@ -89,8 +133,18 @@ async fn a_panic_is_a_guest_trap() {
 async fn output_past_the_cap_is_output_too_large() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { max_output_bytes: 1024 * 1024, ..limits() };
-    let outcome = run(&rt, &guest, "big_output", json!({"bytes": 2 * 1024 * 1024}), limits.clone()).await;
+    let limits = TenantLimits {
+        max_output_bytes: 1024 * 1024,
+        ..limits()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "big_output",
+        json!({"bytes": 2 * 1024 * 1024}),
+        limits.clone(),
+    )
+    .await;
     assert_eq!(error_kind(&outcome), Some(ErrorKind::OutputTooLarge));
     let small = run(&rt, &guest, "big_output", json!({"bytes": 1000}), limits).await;
     assert!(small.result.is_ok(), "{:?}", small.result);
@@ -119,14 +173,27 @@ async fn input_is_checked_before_the_guest_runs() {
     let error = wrong_type.result.expect_err("schema violation");
     assert_eq!(error.kind, ErrorKind::InvalidInput);
     assert_eq!(error.pointer.as_deref(), Some("/n"));
-    assert_eq!(wrong_type.stats.fuel_used, 0, "the guest must not run on invalid input");
+    assert_eq!(
+        wrong_type.stats.fuel_used, 0,
+        "the guest must not run on invalid input"
+    );
 
     let request = airlock::runtime::InvokeRequest::action("t1", "echo", "{not json");
     let not_json = rt.invoke(&guest, request).await;
     assert_eq!(error_kind(&not_json), Some(ErrorKind::InvalidInput));
 
-    let tiny = TenantLimits { max_input_bytes: 16, ..limits() };
-    let too_big = run(&rt, &guest, "echo", json!({"n": 1, "padding": "x".repeat(64)}), tiny).await;
+    let tiny = TenantLimits {
+        max_input_bytes: 16,
+        ..limits()
+    };
+    let too_big = run(
+        &rt,
+        &guest,
+        "echo",
+        json!({"n": 1, "padding": "x".repeat(64)}),
+        tiny,
+    )
+    .await;
     assert_eq!(error_kind(&too_big), Some(ErrorKind::InvalidInput));
 }
 
@@ -143,11 +210,22 @@ async fn a_log_flood_is_truncated_at_the_cap_without_failing_the_invocation() {
     let rt = runtime();
     let guest = hostile(&rt).await;
     let cap = 64 * 1024;
-    let limits = TenantLimits { max_log_bytes: cap, ..limits() };
+    let limits = TenantLimits {
+        max_log_bytes: cap,
+        ..limits()
+    };
     let outcome = run(&rt, &guest, "log_flood", json!({"count": 10_000}), limits).await;
     assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-    let kept: u64 = outcome.logs.lines.iter().map(|l| l.message.len() as u64).sum();
-    assert!(kept <= cap, "kept {kept} bytes of logs past the {cap}-byte cap");
+    let kept: u64 = outcome
+        .logs
+        .lines
+        .iter()
+        .map(|l| l.message.len() as u64)
+        .sum();
+    assert!(
+        kept <= cap,
+        "kept {kept} bytes of logs past the {cap}-byte cap"
+    );
     assert!(kept > cap / 2, "kept only {kept} bytes");
     assert!(outcome.logs.dropped_bytes > 0);
 }
@@ -156,16 +234,56 @@ async fn a_log_flood_is_truncated_at_the_cap_without_failing_the_invocation() {
 async fn state_round_trips_and_its_caps_are_state_limit_errors() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let roundtrip = run(&rt, &guest, "state_roundtrip", json!({"value": "cursor-42"}), limits()).await;
-    assert_eq!(roundtrip.result.expect("roundtrip")["value"], json!("cursor-42"));
+    let roundtrip = run(
+        &rt,
+        &guest,
+        "state_roundtrip",
+        json!({"value": "cursor-42"}),
+        limits(),
+    )
+    .await;
+    assert_eq!(
+        roundtrip.result.expect("roundtrip")["value"],
+        json!("cursor-42")
+    );
 
-    let few_keys = TenantLimits { max_state_keys: 10, ..limits() };
-    let flood = run(&rt, &guest, "state_flood", json!({"count": 100, "value_bytes": 8}), few_keys).await;
-    assert_eq!(error_kind(&flood), Some(ErrorKind::StateLimit), "{:?}", flood.result);
+    let few_keys = TenantLimits {
+        max_state_keys: 10,
+        ..limits()
+    };
+    let flood = run(
+        &rt,
+        &guest,
+        "state_flood",
+        json!({"count": 100, "value_bytes": 8}),
+        few_keys,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&flood),
+        Some(ErrorKind::StateLimit),
+        "{:?}",
+        flood.result
+    );
 
-    let small_values = TenantLimits { max_state_value_bytes: 100, ..limits() };
-    let big = run(&rt, &guest, "state_flood", json!({"count": 1, "value_bytes": 101}), small_values).await;
-    assert_eq!(error_kind(&big), Some(ErrorKind::StateLimit), "{:?}", big.result);
+    let small_values = TenantLimits {
+        max_state_value_bytes: 100,
+        ..limits()
+    };
+    let big = run(
+        &rt,
+        &guest,
+        "state_flood",
+        json!({"count": 1, "value_bytes": 101}),
+        small_values,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&big),
+        Some(ErrorKind::StateLimit),
+        "{:?}",
+        big.result
+    );
 }
 
 #[tokio::test]

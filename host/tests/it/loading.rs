@@ -39,7 +39,10 @@ async fn a_component_without_the_connector_exports_is_rejected() {
 #[tokio::test]
 async fn a_missing_file_is_a_read_error() {
     let rt = runtime();
-    let error = rt.load_file("/nonexistent/connector.wasm".as_ref()).await.expect_err("missing");
+    let error = rt
+        .load_file("/nonexistent/connector.wasm".as_ref())
+        .await
+        .expect_err("missing");
     assert!(matches!(error, LoadError::Read { .. }), "{error}");
 }
 
@@ -49,17 +52,29 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
     let mut opts = options();
     opts.cache_dir = Some(dir.path().to_owned());
     let rt = Runtime::new(opts.clone()).expect("runtime");
-    let loaded = rt.load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref()).await.expect("load");
+    let loaded = rt
+        .load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref())
+        .await
+        .expect("load");
     assert_eq!(loaded.manifest().manifest().name, "transform");
     assert!(loaded.digest().starts_with("sha256:"));
-    let cached: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().collect();
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .flatten()
+        .collect();
     assert_eq!(cached.len(), 1, "one artifact per digest and engine");
     let name = cached[0].file_name().to_string_lossy().into_owned();
-    assert!(name.starts_with(loaded.digest()) && name.ends_with(".cwasm"), "{name}");
+    assert!(
+        name.starts_with(loaded.digest()) && name.ends_with(".cwasm"),
+        "{name}"
+    );
 
     // A second runtime (a restarted process) loads from the artifact.
     let again = Runtime::new(opts).expect("runtime");
-    let reloaded = again.load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref()).await.expect("load");
+    let reloaded = again
+        .load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref())
+        .await
+        .expect("load");
     assert_eq!(reloaded.digest(), loaded.digest());
 
     // A corrupt artifact is discarded and the component recompiled, not trusted.
@@ -70,5 +85,8 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
         o
     })
     .expect("runtime");
-    third.load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref()).await.expect("recompiles");
+    third
+        .load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref())
+        .await
+        .expect("recompiles");
 }

@@ -13,7 +13,14 @@ use crate::support::{Server, error_kind, hostile, options_reaching, run, runtime
 
 async fn fetch(rt: &Runtime, url: &str) -> airlock::runtime::InvokeOutcome {
     let guest = hostile(rt).await;
-    run(rt, &guest, "fetch", json!({"url": url}), TenantLimits::default()).await
+    run(
+        rt,
+        &guest,
+        "fetch",
+        json!({"url": url}),
+        TenantLimits::default(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -27,7 +34,12 @@ async fn with_default_settings_private_and_metadata_addresses_are_denied() {
         "https://localhost/",
     ] {
         let outcome = fetch(&rt, url).await;
-        assert_eq!(error_kind(&outcome), Some(ErrorKind::HttpDenied), "{url}: {:?}", outcome.result);
+        assert_eq!(
+            error_kind(&outcome),
+            Some(ErrorKind::HttpDenied),
+            "{url}: {:?}",
+            outcome.result
+        );
         assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::HttpDenied));
     }
 }
@@ -41,7 +53,12 @@ async fn a_declared_host_resolving_to_loopback_is_denied_without_a_connection() 
     opts.outbound.allowed_private_ranges.clear();
     let rt = Runtime::new(opts).expect("runtime");
     let outcome = fetch(&rt, &server.url("rebind.example.test", "/")).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::HttpDenied), "{:?}", outcome.result);
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::HttpDenied),
+        "{:?}",
+        outcome.result
+    );
     assert_eq!(server.hits(), 0);
 }
 
@@ -61,15 +78,27 @@ async fn the_same_request_succeeds_when_the_operator_allows_the_range() {
 #[tokio::test]
 async fn undeclared_hosts_and_hosts_outside_the_tenant_policy_are_denied() {
     let server = Server::start(Router::new().route("/", get(|| async { "hello" }))).await;
-    let rt = Runtime::new(options_reaching(server.addr, &["api.example.test", "evil.example.test"]))
-        .expect("runtime");
+    let rt = Runtime::new(options_reaching(
+        server.addr,
+        &["api.example.test", "evil.example.test"],
+    ))
+    .expect("runtime");
     let undeclared = fetch(&rt, &server.url("evil.example.test", "/")).await;
     assert_eq!(error_kind(&undeclared), Some(ErrorKind::HttpDenied));
 
     let guest = hostile(&rt).await;
-    let policy = TenantLimits { allowed_hosts: vec!["rebind.example.test".into()], ..TenantLimits::default() };
-    let outside_policy =
-        run(&rt, &guest, "fetch", json!({"url": server.url("api.example.test", "/")}), policy).await;
+    let policy = TenantLimits {
+        allowed_hosts: vec!["rebind.example.test".into()],
+        ..TenantLimits::default()
+    };
+    let outside_policy = run(
+        &rt,
+        &guest,
+        "fetch",
+        json!({"url": server.url("api.example.test", "/")}),
+        policy,
+    )
+    .await;
     assert_eq!(error_kind(&outside_policy), Some(ErrorKind::HttpDenied));
     assert_eq!(server.hits(), 0);
 }
@@ -78,9 +107,17 @@ async fn undeclared_hosts_and_hosts_outside_the_tenant_policy_are_denied() {
 async fn an_outbound_flood_stops_at_the_request_cap() {
     let rt = runtime();
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { max_requests: 5, ..TenantLimits::default() };
+    let limits = TenantLimits {
+        max_requests: 5,
+        ..TenantLimits::default()
+    };
     let outcome = run(&rt, &guest, "flood", json!({"count": 100}), limits).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::OutboundLimit), "{:?}", outcome.result);
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::OutboundLimit),
+        "{:?}",
+        outcome.result
+    );
     assert!(outcome.stats.outbound_requests <= 5, "{:?}", outcome.stats);
 }
 
@@ -90,10 +127,29 @@ async fn a_response_past_the_cap_never_reaches_the_guest() {
     let server = Server::start(Router::new().route("/big", get(move || async move { big }))).await;
     let rt = Runtime::new(options_reaching(server.addr, &["api.example.test"])).expect("runtime");
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { max_response_body_bytes: 64 * 1024, ..TenantLimits::default() };
-    let outcome = run(&rt, &guest, "fetch", json!({"url": server.url("api.example.test", "/big")}), limits).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::OutboundLimit), "{:?}", outcome.result);
-    assert!(outcome.stats.outbound_bytes_in <= 64 * 1024 + 16 * 1024, "{:?}", outcome.stats);
+    let limits = TenantLimits {
+        max_response_body_bytes: 64 * 1024,
+        ..TenantLimits::default()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "fetch",
+        json!({"url": server.url("api.example.test", "/big")}),
+        limits,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::OutboundLimit),
+        "{:?}",
+        outcome.result
+    );
+    assert!(
+        outcome.stats.outbound_bytes_in <= 64 * 1024 + 16 * 1024,
+        "{:?}",
+        outcome.stats
+    );
 }
 
 #[tokio::test]
@@ -108,9 +164,25 @@ async fn the_timeout_covers_time_spent_in_host_calls() {
     .await;
     let rt = Runtime::new(options_reaching(server.addr, &["api.example.test"])).expect("runtime");
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { timeout_ms: 300, request_timeout_ms: 60_000, ..TenantLimits::default() };
-    let outcome = run(&rt, &guest, "fetch", json!({"url": server.url("api.example.test", "/slow")}), limits).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::Timeout), "{:?}", outcome.result);
+    let limits = TenantLimits {
+        timeout_ms: 300,
+        request_timeout_ms: 60_000,
+        ..TenantLimits::default()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "fetch",
+        json!({"url": server.url("api.example.test", "/slow")}),
+        limits,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::Timeout),
+        "{:?}",
+        outcome.result
+    );
 }
 
 const CANARY: &str = "canary-7d1e9b2f-secret-value";
@@ -121,7 +193,11 @@ fn echo_server() -> Router {
     Router::new().route(
         "/echo",
         get(|headers: HeaderMap| async move {
-            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
             ([("x-echo-auth", auth.clone())], format!("you sent: {auth}"))
         }),
     )
@@ -132,13 +208,23 @@ async fn the_credential_reaches_the_upstream_but_never_the_guest_its_logs_or_out
     let server = Server::start(echo_server()).await;
     let rt = Runtime::new(options_reaching(server.addr, &["api.example.test"])).expect("runtime");
     let guest = hostile(&rt).await;
-    let request = InvokeRequest::action("t1", "echo_auth", json!({"url": server.url("api.example.test", "/echo")}).to_string())
-        .with_credential(Credential::ApiKey(Secret::new(CANARY)));
+    let request = InvokeRequest::action(
+        "t1",
+        "echo_auth",
+        json!({"url": server.url("api.example.test", "/echo")}).to_string(),
+    )
+    .with_credential(Credential::ApiKey(Secret::new(CANARY)));
     let outcome = rt.invoke(&guest, request).await;
     let output = outcome.result.as_ref().expect("echo");
     let everything = format!("{output} {:?}", outcome.logs);
-    assert!(everything.contains("Bearer ***"), "the upstream saw the credential: {everything}");
-    assert!(!everything.contains(CANARY), "the secret leaked to the guest: {everything}");
+    assert!(
+        everything.contains("Bearer ***"),
+        "the upstream saw the credential: {everything}"
+    );
+    assert!(
+        !everything.contains(CANARY),
+        "the secret leaked to the guest: {everything}"
+    );
     assert!(!format!("{outcome:?}").contains(CANARY));
     assert_eq!(server.hits(), 1);
 }

@@ -17,11 +17,20 @@ async fn benign_invocations_complete_while_spinners_run() {
     let rt = Arc::new(Runtime::new(options()).expect("runtime"));
     let guest = hostile(&rt).await;
     let finished = Arc::new(AtomicUsize::new(0));
-    let spin_limits = TenantLimits { fuel: 100_000_000_000, timeout_ms: 10_000, ..TenantLimits::default() };
+    let spin_limits = TenantLimits {
+        fuel: 100_000_000_000,
+        timeout_ms: 10_000,
+        ..TenantLimits::default()
+    };
 
     let mut spinners = Vec::new();
     for _ in 0..2 {
-        let (rt, guest, finished, limits) = (rt.clone(), guest.clone(), finished.clone(), spin_limits.clone());
+        let (rt, guest, finished, limits) = (
+            rt.clone(),
+            guest.clone(),
+            finished.clone(),
+            spin_limits.clone(),
+        );
         spinners.push(tokio::spawn(async move {
             let request = InvokeRequest::action("spinner", "spin", "{}").with_limits(limits);
             let outcome = rt.invoke(&guest, request).await;
@@ -43,7 +52,10 @@ async fn benign_invocations_complete_while_spinners_run() {
     for task in benign {
         let (position, outcome) = task.await.expect("join");
         assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        assert!(position < 20, "a benign invocation finished after a spinner (position {position})");
+        assert!(
+            position < 20,
+            "a benign invocation finished after a spinner (position {position})"
+        );
     }
     for task in spinners {
         let (position, outcome) = task.await.expect("join");
@@ -59,23 +71,35 @@ async fn beyond_the_pool_and_its_queue_invocations_are_overloaded() {
     opts.queue_capacity = 0;
     let rt = Arc::new(Runtime::new(opts).expect("runtime"));
     let guest = hostile(&rt).await;
-    let limits = TenantLimits { fuel: 100_000_000_000, timeout_ms: 2_000, ..TenantLimits::default() };
+    let limits = TenantLimits {
+        fuel: 100_000_000_000,
+        timeout_ms: 2_000,
+        ..TenantLimits::default()
+    };
     let spinner = {
         let (rt, guest) = (rt.clone(), guest.clone());
         tokio::spawn(async move {
-            rt.invoke(&guest, InvokeRequest::action("a", "spin", "{}").with_limits(limits)).await
+            rt.invoke(
+                &guest,
+                InvokeRequest::action("a", "spin", "{}").with_limits(limits),
+            )
+            .await
         })
     };
     // Wait until the spinner holds the only slot.
     while rt.available_slots() > 0 {
         tokio::task::yield_now().await;
     }
-    let refused = rt.invoke(&guest, InvokeRequest::action("b", "echo", r#"{"n":1}"#)).await;
+    let refused = rt
+        .invoke(&guest, InvokeRequest::action("b", "echo", r#"{"n":1}"#))
+        .await;
     assert_eq!(error_kind(&refused), Some(ErrorKind::Overloaded));
     assert!(refused.result.as_ref().expect_err("overloaded").retryable);
     let spun = spinner.await.expect("join");
     assert_eq!(error_kind(&spun), Some(ErrorKind::Timeout));
     // Once the slot is free again, work is accepted.
-    let accepted = rt.invoke(&guest, InvokeRequest::action("b", "echo", r#"{"n":1}"#)).await;
+    let accepted = rt
+        .invoke(&guest, InvokeRequest::action("b", "echo", r#"{"n":1}"#))
+        .await;
     assert!(accepted.result.is_ok(), "{:?}", accepted.result);
 }

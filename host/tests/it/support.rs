@@ -19,7 +19,10 @@ pub fn cache_dir() -> PathBuf {
 
 pub fn options() -> RuntimeOptions {
     RuntimeOptions {
-        engine: EngineOptions { pool_size: 16, ..EngineOptions::default() },
+        engine: EngineOptions {
+            pool_size: 16,
+            ..EngineOptions::default()
+        },
         cache_dir: Some(cache_dir()),
         ..RuntimeOptions::default()
     }
@@ -32,7 +35,10 @@ pub fn options_reaching(addr: SocketAddr, hosts: &[&str]) -> RuntimeOptions {
     options.outbound.allow_http = true;
     options.outbound.allowed_private_ranges = vec!["127.0.0.0/8".parse().expect("cidr")];
     for host in hosts {
-        options.outbound.resolve_overrides.insert((*host).to_owned(), vec![addr]);
+        options
+            .outbound
+            .resolve_overrides
+            .insert((*host).to_owned(), vec![addr]);
     }
     options
 }
@@ -94,12 +100,18 @@ impl Server {
     /// Plain HTTP; URLs must carry the port (`Server::url`).
     pub async fn start(router: Router) -> Server {
         let (router, hits) = counting(router);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        Server { addr, hits, ca_pem: None }
+        Server {
+            addr,
+            hits,
+            ca_pem: None,
+        }
     }
 
     /// HTTPS with a certificate for `names`, signed by a fresh test CA. With
@@ -114,7 +126,10 @@ impl Server {
         let issuer = Issuer::new(ca_params, ca_key);
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(names).expect("leaf params").signed_by(&leaf_key, &issuer).expect("leaf");
+        let leaf = CertificateParams::new(names)
+            .expect("leaf params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf");
         let config = axum_server::tls_rustls::RustlsConfig::from_pem(
             leaf.pem().into_bytes(),
             leaf_key.serialize_pem().into_bytes(),
@@ -130,7 +145,11 @@ impl Server {
         tokio::spawn(async move {
             let _ = server.serve(router.into_make_service()).await;
         });
-        Server { addr, hits, ca_pem: Some(ca_cert.pem()) }
+        Server {
+            addr,
+            hits,
+            ca_pem: Some(ca_cert.pem()),
+        }
     }
 
     pub fn hits(&self) -> usize {
