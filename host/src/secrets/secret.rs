@@ -1,5 +1,5 @@
-//! `Secret`: a credential in a type that cannot be printed, logged or serialized by accident,
-//! and that is overwritten when dropped.
+//! `Secret` and `SecretBytes`: credentials in types that cannot be printed, logged or
+//! serialized by accident, and that are overwritten when dropped.
 //!
 //! `Secret` is the only way a credential travels through the host: `Debug`, `Display` and
 //! `Serialize` all print `***`, so a stray `{:?}` in a log line or an error cannot leak one.
@@ -8,7 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// What every redacted form of a secret prints.
 pub const REDACTED: &str = "***";
@@ -85,6 +85,27 @@ impl Drop for Secret {
     }
 }
 
+/// Decrypted bytes (a credential on its way to the outbound gate). Redacted in `Debug`,
+/// overwritten on drop; `Zeroizing<Vec<u8>>` alone would print its contents in `Debug`.
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    pub(crate) fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(Zeroizing::new(bytes))
+    }
+
+    /// The plain bytes, e.g. for `serde_json::from_slice` into a struct of [`Secret`]s.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
@@ -105,6 +126,13 @@ mod tests {
         let holder = Holder { token: secret };
         assert!(!format!("{holder:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&holder).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_bytes_debug_is_redacted() {
+        let bytes = SecretBytes::new(b"hunter2".to_vec());
+        assert_eq!(format!("{bytes:?}"), "***");
+        assert_eq!(bytes.expose(), b"hunter2");
     }
 
     #[test]
