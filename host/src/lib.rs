@@ -2,8 +2,10 @@
 //! wasmtime behind the WIT contract in `wit/`, each invocation in a fresh sandbox under the
 //! tenant's limits. See `docs/ARCHITECTURE.md` for the codemap.
 
+pub mod api;
 pub mod benchmark;
 pub mod cli;
+pub mod config;
 pub mod outbound;
 pub mod quota;
 pub mod runtime;

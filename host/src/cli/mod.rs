@@ -2,7 +2,11 @@
 
 mod bench;
 mod invoke;
+mod serve;
+mod token;
 mod units;
+
+pub use units::parse_bytes as parse_size;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +14,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version, about = "Run connectors as sandboxed WebAssembly components")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Run connectors as sandboxed WebAssembly components"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +32,10 @@ pub enum Command {
     Manifest(ManifestArgs),
     /// Measure isolated invocations against the on-demand allocator and a process spawn.
     Bench(bench::BenchArgs),
+    /// Run the REST service (SQLite in the data directory by default).
+    Serve(serve::ServeArgs),
+    /// Issue bearer tokens for the REST service.
+    Token(token::TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -43,7 +55,10 @@ pub struct RuntimeArgs {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -55,6 +70,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Invoke(args) => invoke::run(args).await,
             Command::Manifest(args) => invoke::manifest(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Token(args) => token::run(args),
         }
     })
 }

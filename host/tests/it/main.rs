@@ -3,6 +3,10 @@
 
 mod support;
 
+mod api;
+mod api_config;
+mod api_support;
+
 mod cli;
 mod connectors;
 mod isolation;

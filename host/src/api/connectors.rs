@@ -1,0 +1,231 @@
+//! Connectors: upload a component (`application/wasm`), which the runtime validates and the
+//! store keeps content-addressed; list; read a version's manifest; deprecate a version.
+//! Versions are immutable: the same name and version with other bytes is a conflict.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::{ApiError, Json, Problem};
+use crate::runtime::SharedComponent;
+use crate::store::{ConnectorRecord, PutOutcome, StoreError};
+
+pub fn routes(upload_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/connectors",
+            get(list)
+                .post(upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/connectors/{name}/versions/{version}", get(show))
+        .route(
+            "/connectors/{name}/versions/{version}/deprecate",
+            post(deprecate),
+        )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectorVersion {
+    pub name: String,
+    pub version: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    pub size_bytes: i64,
+    pub deprecated: bool,
+    pub created_at_ms: i64,
+    /// The manifest the component declared (see docs/manifest.md).
+    #[schema(value_type = Object)]
+    pub manifest: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectorSummary {
+    pub name: String,
+    /// The version invocations use when none is named: the newest not deprecated.
+    pub current_version: Option<String>,
+    /// Newest first.
+    pub versions: Vec<VersionSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionSummary {
+    pub version: String,
+    pub digest: String,
+    pub deprecated: bool,
+    pub created_at_ms: i64,
+}
+
+impl From<ConnectorRecord> for ConnectorVersion {
+    fn from(record: ConnectorRecord) -> Self {
+        ConnectorVersion {
+            manifest: serde_json::to_value(&record.manifest).unwrap_or(Value::Null),
+            name: record.name,
+            version: record.version,
+            digest: record.digest,
+            size_bytes: record.size_bytes,
+            deprecated: record.deprecated,
+            created_at_ms: record.created_at,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/connectors", tag = "connectors",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "a WebAssembly component"),
+    responses(
+        (status = 201, description = "a new version", body = ConnectorVersion),
+        (status = 200, description = "the same bytes were already this version", body = ConnectorVersion),
+        (status = 409, description = "this name and version exist with other bytes", body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 422, description = "the component failed validation; `detail` says why", body = Problem)),
+    security(("bearer" = [])))]
+async fn upload(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<ConnectorVersion>), ApiError> {
+    let tenant = principal.tenant(Role::Editor)?.to_owned();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("application/wasm") {
+        return Err(ApiError::UnsupportedMediaType(
+            "upload the component with Content-Type: application/wasm".into(),
+        ));
+    }
+    let bytes = body?;
+    let component = state
+        .runtime()
+        .load(&bytes)
+        .await
+        .map_err(|e| ApiError::InvalidComponent(e.to_string()))?;
+    let manifest = component.manifest().manifest().clone();
+    let (record, outcome) =
+        state.store().put_connector(&tenant, &manifest, component.digest(), &bytes).await.map_err(|e| match e {
+            StoreError::Conflict => ApiError::Conflict(format!(
+                "connector `{}` version {} already exists with different bytes; versions are immutable, bump the version",
+                manifest.name, manifest.version
+            )),
+            other => other.into(),
+        })?;
+    state
+        .inner
+        .components
+        .insert(component.digest().to_owned(), component);
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Unchanged => StatusCode::OK,
+    };
+    Ok((status, Json(record.into())))
+}
+
+#[utoipa::path(get, path = "/v1/connectors", tag = "connectors",
+    responses((status = 200, body = Vec<ConnectorSummary>)), security(("bearer" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<ConnectorSummary>>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let summaries = state.store().list_connectors(tenant).await?;
+    Ok(Json(
+        summaries
+            .into_iter()
+            .map(|s| ConnectorSummary {
+                name: s.name,
+                current_version: s
+                    .versions
+                    .iter()
+                    .find(|v| !v.deprecated)
+                    .map(|v| v.version.clone()),
+                versions: s
+                    .versions
+                    .into_iter()
+                    .map(|v| VersionSummary {
+                        version: v.version,
+                        digest: v.digest,
+                        deprecated: v.deprecated,
+                        created_at_ms: v.created_at,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ConnectorVersion), (status = 404, body = Problem)), security(("bearer" = [])))]
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ConnectorVersion>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let record = state
+        .store()
+        .connector_version(tenant, &name, &version)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(record.into()))
+}
+
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/deprecate", tag = "connectors",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ConnectorVersion), (status = 404, body = Problem)), security(("bearer" = [])))]
+async fn deprecate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ConnectorVersion>, ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    state
+        .store()
+        .deprecate_connector(tenant, &name, &version)
+        .await
+        .map_err(not_found)?;
+    let record = state
+        .store()
+        .connector_version(tenant, &name, &version)
+        .await
+        .map_err(not_found)?;
+    Ok(Json(record.into()))
+}
+
+pub(super) fn not_found(error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound => ApiError::not_found("connector version"),
+        other => other.into(),
+    }
+}
+
+impl AppState {
+    /// The loaded component of one of the tenant's connector versions: from memory, or from
+    /// the stored bytes (compiled once per digest by the runtime's own caches).
+    pub(super) async fn component(
+        &self,
+        tenant: &str,
+        record: &ConnectorRecord,
+    ) -> Result<SharedComponent, ApiError> {
+        if let Some(component) = self.inner.components.get(&record.digest) {
+            return Ok(component);
+        }
+        let bytes = self.store().component_bytes(tenant, &record.digest).await?;
+        let component = self.runtime().load(&bytes).await.map_err(|e| {
+            tracing::error!(error = %e, digest = %record.digest, "a stored component no longer loads");
+            ApiError::Internal
+        })?;
+        self.inner
+            .components
+            .insert(record.digest.clone(), component.clone());
+        Ok(component)
+    }
+}

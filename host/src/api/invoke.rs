@@ -1,0 +1,230 @@
+//! Synchronous invocation: `POST /v1/connectors/{name}/actions/{action}/invoke` runs one
+//! action under the tenant's limits as stored right now, with the connection's decrypted
+//! credential and the database-backed state store; and `GET /v1/usage`.
+//!
+//! Status codes: a guest that ran and failed (a limit, its own error, bad output) is 200 with
+//! `ok: false` and the error kind, logs and stats; a request the runtime refused before the
+//! guest ran is a problem: unknown action 404, invalid input 422 (`field` is the JSON pointer
+//! into the body), runs per hour used up 429, no instance slot 503; both with Retry-After.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::{ApiError, Json, Problem};
+use crate::outbound::Credential;
+use crate::runtime::{Call, ErrorKind, InvokeRequest, StateStore};
+use crate::store::{ConnectorRecord, RunAdmission, StoreError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/connectors/{name}/actions/{action}/invoke", post(invoke))
+        .route("/usage", get(usage))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeBody {
+    /// Id of the connection whose credential the gate attaches; none for connectors without
+    /// auth.
+    pub connection: Option<String>,
+    /// The action's input; checked against its input schema.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The connector version to run; default: the newest not deprecated.
+    pub version: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// What one invocation did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvokeResponse {
+    pub ok: bool,
+    /// The action's output when `ok`.
+    #[schema(value_type = Object)]
+    pub output: Value,
+    /// When not `ok`: `{kind, message, pointer?, connector_kind?, retryable}`; kinds are listed
+    /// in docs/limits.md.
+    #[schema(value_type = Object)]
+    pub error: Value,
+    /// `{lines: [{level, source, message}], dropped_bytes}`.
+    #[schema(value_type = Object)]
+    pub logs: Value,
+    /// `{fuel_used, duration_us, peak_memory_bytes, outbound_requests, ..., limit_hit}`.
+    #[schema(value_type = Object)]
+    pub stats: Value,
+    pub connector: ConnectorRef,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectorRef {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub tenant: String,
+    /// Runs counted in the current clock hour (UTC).
+    pub runs_this_hour: i64,
+    pub runs_per_hour: u32,
+}
+
+/// Runs `call` of `connector` for `tenant` under its stored limits. `count` charges the run to
+/// the tenant's hourly quota.
+pub(super) async fn run_call(
+    state: &AppState,
+    tenant: &str,
+    connector: &ConnectorRecord,
+    call: Call,
+    credential: Credential,
+    count: bool,
+) -> Result<InvokeResponse, ApiError> {
+    let quota = state
+        .store()
+        .tenant_quota(tenant)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("tenant"),
+            other => other.into(),
+        })?;
+    if count
+        && let RunAdmission::OverQuota { retry_after_s } =
+            state.store().admit_run(tenant, quota.runs_per_hour).await?
+    {
+        return Err(ApiError::QuotaExceeded {
+            limit: quota.runs_per_hour,
+            retry_after_s,
+        });
+    }
+    let component = state.component(tenant, connector).await?;
+    let state_store: Arc<dyn StateStore> = state.inner.state_store.clone();
+    let request = match call {
+        Call::Action { action, input } => InvokeRequest::action(tenant, action, input),
+        Call::TestConnection => InvokeRequest::test_connection(tenant),
+    }
+    .with_limits(quota.runtime)
+    .with_credential(credential)
+    .with_state(state_store);
+    let outcome = state.runtime().invoke(&component, request).await;
+    let (ok, output, error) = match outcome.result {
+        Ok(output) => (true, output, Value::Null),
+        Err(error) => match error.kind {
+            ErrorKind::Overloaded => return Err(ApiError::Overloaded { retry_after_s: 1 }),
+            ErrorKind::UnknownAction => return Err(ApiError::NotFound(error.message)),
+            ErrorKind::InvalidInput => {
+                let field = error.pointer.as_deref().map(|p| format!("/input{p}"));
+                return Err(ApiError::Validation {
+                    detail: error.message,
+                    field,
+                });
+            }
+            ErrorKind::Internal => {
+                tracing::error!(message = %error.message, "the runtime failed an invocation");
+                return Err(ApiError::Internal);
+            }
+            _ => (
+                false,
+                Value::Null,
+                serde_json::to_value(&error).unwrap_or(Value::Null),
+            ),
+        },
+    };
+    Ok(InvokeResponse {
+        ok,
+        output,
+        error,
+        logs: serde_json::to_value(&outcome.logs).unwrap_or(Value::Null),
+        stats: serde_json::to_value(&outcome.stats).unwrap_or(Value::Null),
+        connector: ConnectorRef {
+            name: connector.name.clone(),
+            version: connector.version.clone(),
+            digest: connector.digest.clone(),
+        },
+    })
+}
+
+#[utoipa::path(post, path = "/v1/connectors/{name}/actions/{action}/invoke", tag = "invoke",
+    params(("name" = String, Path), ("action" = String, Path)), request_body = InvokeBody,
+    responses(
+        (status = 200, description = "the guest ran; `ok` says whether it succeeded", body = InvokeResponse),
+        (status = 404, description = "no such connector, version, connection or action", body = Problem),
+        (status = 422, description = "the input fails the action's schema; `field` points at it", body = Problem),
+        (status = 429, description = "the tenant's runs per hour are used up (Retry-After)", body = Problem),
+        (status = 503, description = "every instance slot is busy (Retry-After)", body = Problem)),
+    security(("bearer" = [])))]
+async fn invoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, action)): Path<(String, String)>,
+    Json(body): Json<InvokeBody>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    let store = state.store();
+    let connector = match &body.version {
+        Some(version) => store.connector_version(tenant, &name, version).await,
+        None => store.current_connector(tenant, &name).await,
+    }
+    .map_err(super::connectors::not_found)?;
+    let credential = match &body.connection {
+        Some(id) => {
+            let record = store
+                .connection(tenant, id)
+                .await
+                .map_err(super::connections::not_found)?;
+            if record.connector != connector.name {
+                return Err(ApiError::validation(
+                    "connection",
+                    format!(
+                        "connection `{id}` belongs to connector `{}`",
+                        record.connector
+                    ),
+                ));
+            }
+            state.credential(tenant, &record)?
+        }
+        None => Credential::None,
+    };
+    let call = Call::Action {
+        action,
+        input: body.input.to_string(),
+    };
+    Ok(Json(
+        run_call(&state, tenant, &connector, call, credential, true).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/usage", tag = "invoke",
+    responses((status = 200, body = Usage)), security(("bearer" = [])))]
+async fn usage(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Usage>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let quota = state
+        .store()
+        .tenant_quota(tenant)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("tenant"),
+            other => other.into(),
+        })?;
+    let runs = state.store().runs_this_hour(tenant).await?;
+    Ok(Json(Usage {
+        tenant: tenant.to_owned(),
+        runs_this_hour: runs,
+        runs_per_hour: quota.runs_per_hour,
+    }))
+}

@@ -1,0 +1,94 @@
+//! `airlock serve`: the REST service on SQLite (default) or PostgreSQL, until ctrl-c or
+//! SIGTERM, then a graceful shutdown.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::EXIT_SETUP;
+use crate::api::{Service, bind};
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: Config,
+}
+
+pub async fn run(args: ServeArgs) -> ExitCode {
+    let config = args.config;
+    let service = match Service::start(&config, Service::runtime_options(&config)).await {
+        Ok(service) => service,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let listener = match bind(&config).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| config.listen.to_string());
+    eprintln!(
+        "airlock: serving http://{addr} ({:?} mode, database {})",
+        config.mode,
+        database_label(&config)
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    match service.serve(listener, shutdown).await {
+        Ok(()) => {
+            eprintln!("airlock: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(EXIT_SETUP)
+        }
+    }
+}
+
+/// The database kind and location without credentials.
+fn database_label(config: &Config) -> String {
+    let url = config.database_url();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{}", host.split('?').next().unwrap_or(host))
+        }
+        None => "?".into(),
+    }
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    eprintln!("airlock: shutting down, finishing requests in flight");
+    shutdown.cancel();
+}

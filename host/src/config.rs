@@ -1,0 +1,281 @@
+//! The service's one typed configuration: flags with environment fallbacks, parsed once in
+//! `main` and passed down; and the start-up checks and key loading that depend on the mode
+//! (dev generates missing keys into the data directory, production refuses weak ones).
+
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+
+use crate::secrets::{Keyring, Secret, SecretsError};
+
+/// Where the JWT secret comes from when it is not in a file.
+pub const JWT_SECRET_ENV: &str = "AIRLOCK_JWT_SECRET";
+
+/// Shortest JWT secret production accepts (HS256 wants at least the hash's 32 bytes).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Secrets people paste from examples; production refuses them whatever their length.
+const DEFAULT_JWT_SECRETS: &[&str] = &[
+    "secret",
+    "changeme",
+    "change-me",
+    "dev",
+    "development",
+    "airlock",
+    "jwt-secret",
+    "your-256-bit-secret",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Generates missing keys into the data directory on first start.
+    Dev,
+    /// Refuses to start with a missing or default JWT key, encryption key or wildcard CORS.
+    Production,
+}
+
+/// Everything `airlock serve` (and `airlock token`) is configured with.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "AIRLOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, generated keys and the compiled-component cache.
+    #[arg(long, env = "AIRLOCK_DATA_DIR", default_value = "./airlock-data")]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH?mode=rwc` or `postgres://USER@HOST/DB`; default: SQLite in the data dir.
+    #[arg(long, env = "AIRLOCK_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[arg(long, env = "AIRLOCK_MODE", value_enum, default_value = "dev")]
+    pub mode: Mode,
+    /// File holding the JWT signing secret (default: `<data-dir>/jwt.key`). The secret may
+    /// instead be given in the AIRLOCK_JWT_SECRET environment variable, never as a flag.
+    #[arg(long, env = "AIRLOCK_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Encryption key file for connection credentials (default: `<data-dir>/keys.json`).
+    #[arg(long, env = "AIRLOCK_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Origin allowed to call the API from a browser (repeatable, or comma-separated in the
+    /// environment). None: no CORS headers.
+    #[arg(
+        long = "cors-origin",
+        env = "AIRLOCK_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+    /// Largest component upload, e.g. 16MiB.
+    #[arg(long, env = "AIRLOCK_MAX_COMPONENT_SIZE", default_value = "16MiB", value_parser = crate::cli::parse_size)]
+    pub max_component_bytes: u64,
+    /// Instance pool slots (invocations running at once).
+    #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
+    pub pool_size: u32,
+    /// The JWT secret from the environment, read once at parse time.
+    #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
+    pub jwt_secret_env: Option<Secret>,
+}
+
+impl Config {
+    /// A dev-mode configuration over `data_dir` with every other setting at its default, for
+    /// tests and embedding.
+    pub fn dev(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            mode: Mode::Dev,
+            jwt_secret_file: None,
+            keys_file: None,
+            cors_origins: Vec::new(),
+            max_component_bytes: 16 * 1024 * 1024,
+            pool_size: 64,
+            jwt_secret_env: None,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("airlock.db").display()
+            ),
+        }
+    }
+
+    pub fn jwt_secret_path(&self) -> PathBuf {
+        self.jwt_secret_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("jwt.key"))
+    }
+
+    pub fn keys_path(&self) -> PathBuf {
+        self.keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys.json"))
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+
+    /// Checks what does not need files: a wildcard CORS origin in production.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mode == Mode::Production && self.cors_origins.iter().any(|o| o.trim() == "*") {
+            return Err(ConfigError::WildcardCors);
+        }
+        Ok(())
+    }
+
+    /// Loads (dev: creates if missing) the JWT secret and the keyring, refusing in production
+    /// what is missing or default. `Keys::generated` says what was created, for the log.
+    pub fn load_keys(&self) -> Result<Keys, ConfigError> {
+        self.validate()?;
+        if self.mode == Mode::Dev {
+            fs::create_dir_all(&self.data_dir)
+                .map_err(|e| ConfigError::DataDir(format!("{}: {e}", self.data_dir.display())))?;
+        }
+        let mut generated = Vec::new();
+        let jwt_secret = match &self.jwt_secret_env {
+            Some(secret) => secret.clone(),
+            None => {
+                let path = self.jwt_secret_path();
+                match fs::read_to_string(&path) {
+                    Ok(text) => Secret::new(text.trim()),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound && self.mode == Mode::Dev =>
+                    {
+                        let secret = generate_jwt_secret(&path)?;
+                        generated.push(path);
+                        secret
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(ConfigError::MissingJwtSecret(path.display().to_string()));
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::JwtSecretFile(format!(
+                            "{}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        };
+        if jwt_secret.is_empty() {
+            return Err(ConfigError::MissingJwtSecret(
+                self.jwt_secret_path().display().to_string(),
+            ));
+        }
+        if self.mode == Mode::Production && is_default_jwt_secret(&jwt_secret) {
+            return Err(ConfigError::DefaultJwtSecret);
+        }
+
+        let keys_path = self.keys_path();
+        let keyring = match self.mode {
+            Mode::Dev => {
+                let (keyring, created) =
+                    Keyring::load_or_create(&keys_path).map_err(ConfigError::Keys)?;
+                if created {
+                    generated.push(keys_path);
+                }
+                keyring
+            }
+            Mode::Production => match Keyring::load(&keys_path) {
+                Ok(keyring) => keyring,
+                Err(SecretsError::MissingKeyFile { .. }) => {
+                    return Err(ConfigError::MissingKeys(keys_path.display().to_string()));
+                }
+                Err(e) => return Err(ConfigError::Keys(e)),
+            },
+        };
+        if self.mode == Mode::Production && keyring.is_default_or_weak() {
+            return Err(ConfigError::WeakKeys(
+                keyring
+                    .ensure_strong()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default(),
+            ));
+        }
+        Ok(Keys {
+            jwt_secret,
+            keyring,
+            generated,
+        })
+    }
+}
+
+/// The secrets the service starts with.
+#[derive(Debug)]
+pub struct Keys {
+    pub jwt_secret: Secret,
+    pub keyring: Keyring,
+    /// Files dev mode created on this start.
+    pub generated: Vec<PathBuf>,
+}
+
+/// Why the service refuses to start. Messages name the setting to fix, never a key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "production mode needs a JWT secret: set {JWT_SECRET_ENV} or --jwt-secret-file (no file at {0})"
+    )]
+    MissingJwtSecret(String),
+    #[error(
+        "production mode refuses a default or short JWT secret: use at least {MIN_JWT_SECRET_BYTES} random bytes, e.g. `openssl rand -hex 32`"
+    )]
+    DefaultJwtSecret,
+    #[error("cannot read the JWT secret file {0}")]
+    JwtSecretFile(String),
+    #[error(
+        "production mode needs an encryption key file: create {0} (see docs/operations.md) or pass --keys-file"
+    )]
+    MissingKeys(String),
+    #[error("production mode refuses a default or weak encryption key: {0}")]
+    WeakKeys(String),
+    #[error("encryption keys: {0}")]
+    Keys(SecretsError),
+    #[error(
+        "production mode refuses a wildcard CORS origin (`*`): list the allowed origins with --cors-origin"
+    )]
+    WildcardCors,
+    #[error("cannot create the data directory {0}")]
+    DataDir(String),
+}
+
+pub fn is_default_jwt_secret(secret: &Secret) -> bool {
+    let value = secret.expose();
+    let lower = value.to_ascii_lowercase();
+    value.len() < MIN_JWT_SECRET_BYTES
+        || DEFAULT_JWT_SECRETS
+            .iter()
+            .any(|d| lower.contains(d) && lower.len() < 2 * MIN_JWT_SECRET_BYTES)
+        || value.bytes().all(|b| b == value.as_bytes()[0])
+}
+
+/// 32 random bytes, hex-encoded, written with owner-only permissions.
+fn generate_jwt_secret(path: &Path) -> Result<Secret, ConfigError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| ConfigError::JwtSecretFile(format!("random: {e}")))?;
+    let secret = Secret::new(hex::encode(bytes));
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| ConfigError::DataDir(format!("{}: {e}", dir.display())))?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| ConfigError::JwtSecretFile(format!("{}: {e}", path.display())))?;
+    file.write_all(secret.expose().as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .map_err(|e| ConfigError::JwtSecretFile(format!("{}: {e}", path.display())))?;
+    Ok(secret)
+}

@@ -1,0 +1,315 @@
+//! A real `airlock serve` in-process on 127.0.0.1:0, over its own database: SQLite in a temp
+//! dir, or a fresh PostgreSQL database (`airlock_test_<random>`) dropped afterwards. When
+//! PostgreSQL is not reachable, PostgreSQL tests print a loud SKIPPED line and pass, unless
+//! `CI=true`, where they fail.
+
+use std::time::Duration;
+
+use airlock::api::{JwtKeys, Role, Service};
+use airlock::config::Config;
+use airlock::secrets::Secret;
+use reqwest::Method;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn pg_admin_url() -> String {
+    std::env::var("AIRLOCK_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one scenario on SQLite and on PostgreSQL, as two tests `<name>::sqlite` and
+/// `<name>::postgres`.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(crate::api_support::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(crate::api_support::Db::Postgres).await
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_databases;
+
+/// A PostgreSQL database made for one test, dropped when this is dropped.
+pub struct PgDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// `None` (after a loud message) when the server is unreachable outside CI.
+    pub async fn create() -> Option<PgDatabase> {
+        use sqlx::Connection as _;
+        let admin = pg_admin_url();
+        let connect =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
+        let mut conn = match connect {
+            Ok(Ok(conn)) => conn,
+            failure => {
+                let why = match failure {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("PostgreSQL not reachable at {admin} and CI=true: {why}");
+                }
+                eprintln!("\n==== SKIPPED: PostgreSQL not reachable at {admin} ({why}) ====\n");
+                return None;
+            }
+        };
+        let name = format!("airlock_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base)
+            .to_owned();
+        Some(PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; the database must go even when the test
+        // panicked, so use a thread with its own small runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A started server and what tests need to talk to it.
+pub struct TestServer {
+    pub base: String,
+    pub database_url: String,
+    pub dir: tempfile::TempDir,
+    client: reqwest::Client,
+    jwt: JwtKeys,
+    shutdown: CancellationToken,
+    _pg: Option<PgDatabase>,
+}
+
+/// A response: status, content type, and the body as JSON (`Null` when empty or not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+pub enum Body<'a> {
+    None,
+    Json(Value),
+    Raw(&'a str, Vec<u8>),
+}
+
+impl TestServer {
+    /// `None` only for PostgreSQL when it is unreachable outside CI.
+    pub async fn start(db: Db) -> Option<TestServer> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::dev(dir.path().join("data"));
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PgDatabase::create().await?),
+        };
+        if let Some(pg) = &pg {
+            config.database_url = Some(pg.url.clone());
+        }
+        let mut options = crate::support::options();
+        options.engine.pool_size = 8;
+        let service = Service::start(&config, options)
+            .await
+            .expect("service starts");
+        let jwt = service.state.jwt().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(service.serve(listener, shutdown.clone()));
+        let secret =
+            std::fs::read_to_string(config.jwt_secret_path()).expect("dev mode wrote the JWT key");
+        assert_eq!(
+            JwtKeys::new(&Secret::new(secret.trim()))
+                .verify(
+                    &jwt.issue("t", None, Role::Operator, Duration::from_secs(60))
+                        .expect("token")
+                )
+                .map(|p| p.role)
+                .ok(),
+            Some(Role::Operator),
+            "the key file holds the server's key"
+        );
+        Some(TestServer {
+            base: format!("http://{addr}"),
+            database_url: config.database_url(),
+            dir,
+            client: reqwest::Client::new(),
+            jwt,
+            shutdown,
+            _pg: pg,
+        })
+    }
+
+    pub fn token(&self, tenant: Option<&str>, role: Role) -> String {
+        self.jwt
+            .issue("test", tenant, role, Duration::from_secs(600))
+            .expect("token")
+    }
+
+    pub fn operator(&self) -> String {
+        self.token(None, Role::Operator)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Body<'_>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request
+                .header("content-type", "application/json")
+                .body(value.to_string()),
+            Body::Raw(content_type, bytes) => {
+                request.header("content-type", content_type).body(bytes)
+            }
+        };
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), Body::None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Body::Json(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Body::Json(body))
+            .await
+    }
+
+    /// Creates tenant `id` and returns an admin token for it.
+    pub async fn tenant(&self, id: &str) -> String {
+        let reply = self
+            .post(
+                "/v1/tenants",
+                &self.operator(),
+                serde_json::json!({"id": id, "name": id}),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        self.token(Some(id), Role::Admin)
+    }
+
+    pub async fn upload(&self, token: &str, path: &str) -> Reply {
+        let bytes = std::fs::read(path).expect("guest built");
+        self.call(
+            Method::POST,
+            "/v1/connectors",
+            Some(token),
+            Body::Raw("application/wasm", bytes),
+        )
+        .await
+    }
+
+    /// A direct connection to the server's database, for reading rows raw.
+    pub async fn raw_db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await
+            .expect("raw db")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts `reply` is a problem document with `status` and the problem type `slug`.
+pub fn assert_problem(reply: &Reply, status: u16, slug: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    assert!(
+        reply.content_type.starts_with("application/problem+json"),
+        "content type {:?}: {}",
+        reply.content_type,
+        reply.text
+    );
+    assert_eq!(
+        reply.body["type"],
+        Value::String(format!("https://airlock.dev/problems/{slug}")),
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["status"], Value::from(status));
+    assert!(
+        reply.body["title"].is_string() && reply.body["detail"].is_string(),
+        "{}",
+        reply.text
+    );
+}
