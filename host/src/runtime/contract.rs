@@ -14,8 +14,10 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use airlock::connector::types::ErrorKind as GuestErrorKind;
-use airlock::connector::{http, log, state};
+// `self::`: under rustdoc the crate `airlock` is also in scope, and the generated module of the
+// same name (from the WIT package `airlock:connector`) would be ambiguous.
+pub use self::airlock::connector::types::ErrorKind as GuestErrorKind;
+use self::airlock::connector::{http, log, state};
 
 /// The interfaces of our own contract a component may import.
 pub const CONTRACT_PREFIX: &str = "airlock:connector/";
@@ -34,7 +36,7 @@ impl GuestErrorKind {
     }
 }
 
-impl airlock::connector::types::Host for GuestState {}
+impl self::airlock::connector::types::Host for GuestState {}
 
 impl http::Host for GuestState {
     async fn send(&mut self, req: http::Request) -> Result<http::Response, http::HttpError> {
