@@ -19,7 +19,7 @@ use super::error::{ApiError, Json, Problem};
 use super::invoke::{InvokeResponse, run_call};
 use crate::outbound::{AuthSpec, Credential};
 use crate::runtime::Call;
-use crate::secrets::{Aad, Envelope, REDACTED, Secret};
+use crate::secrets::{Aad, Envelope, REDACTED, Secret, SecretsError};
 use crate::store::{ConnectionRecord, NewConnection, StoreError};
 
 pub fn routes() -> Router<AppState> {
@@ -267,15 +267,19 @@ impl AppState {
         let secrets: BTreeMap<String, Secret> = match &record.secret {
             None => BTreeMap::new(),
             Some(encoded) => {
-                let fail = |e: crate::secrets::SecretsError| {
+                let fail = |e: SecretsError| {
                     tracing::error!(error = %e, connection = %record.id, "cannot decrypt a connection's credential");
                     ApiError::Internal
                 };
                 let envelope = Envelope::decode(encoded).map_err(fail)?;
-                let plain = self
-                    .keyring()
-                    .decrypt(&Aad::new(tenant, &record.id), &envelope)
-                    .map_err(fail)?;
+                let aad = Aad::new(tenant, &record.id);
+                let plain = match self.keyring().decrypt(&aad, &envelope) {
+                    Err(SecretsError::UnknownKey(_)) if self.reload_keyring() => {
+                        self.keyring().decrypt(&aad, &envelope)
+                    }
+                    other => other,
+                }
+                .map_err(fail)?;
                 serde_json::from_slice(plain.expose()).map_err(|_| ApiError::Internal)?
             }
         };

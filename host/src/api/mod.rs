@@ -13,7 +13,8 @@ mod invoke;
 mod openapi;
 mod tenants;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -45,7 +46,10 @@ struct Inner {
     store: Store,
     state_store: Arc<DbStateStore>,
     runtime: Runtime,
-    keyring: Keyring,
+    /// Replaced when a decrypt meets a key id this copy does not know: another process (or
+    /// `airlock keys rotate`) rotated the key file.
+    keyring: RwLock<Arc<Keyring>>,
+    keys_path: PathBuf,
     jwt: JwtKeys,
     caps: LimitCaps,
     /// Loaded components by digest. The digest is only ever taken from the caller's own
@@ -75,8 +79,32 @@ impl AppState {
         &self.inner.jwt
     }
 
-    fn keyring(&self) -> &Keyring {
-        &self.inner.keyring
+    fn keyring(&self) -> Arc<Keyring> {
+        // A poisoned lock still holds a whole keyring: it is only ever replaced, not edited.
+        self.inner
+            .keyring
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reloads the key file after a rotation elsewhere. Returns whether it loaded.
+    fn reload_keyring(&self) -> bool {
+        match Keyring::load(&self.inner.keys_path) {
+            Ok(keyring) => {
+                *self
+                    .inner
+                    .keyring
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::new(keyring);
+                tracing::warn!("reloaded the encryption key file after meeting a new key id");
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the encryption key file");
+                false
+            }
+        }
     }
 
     fn caps(&self) -> &LimitCaps {
@@ -125,7 +153,8 @@ impl Service {
                 state_store: Arc::new(DbStateStore::new(store.clone())),
                 store,
                 runtime,
-                keyring: keys.keyring,
+                keyring: RwLock::new(Arc::new(keys.keyring)),
+                keys_path: config.keys_path(),
                 jwt: JwtKeys::new(&keys.jwt_secret),
                 caps,
                 components: moka::sync::Cache::new(256),

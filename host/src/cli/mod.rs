@@ -2,6 +2,7 @@
 
 mod bench;
 mod invoke;
+mod keys;
 mod serve;
 mod token;
 mod units;
@@ -36,6 +37,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Issue bearer tokens for the REST service.
     Token(token::TokenArgs),
+    /// Rotate the credential encryption key and re-encrypt stored connections.
+    Keys(keys::KeysArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
+            Command::Keys(args) => keys::run(args).await,
         }
     })
 }

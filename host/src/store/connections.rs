@@ -145,3 +145,29 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// One page of a tenant's connections whose envelope does not start with `prefix` (the
+    /// current key's), in id order after `after`: the rotation job's work list.
+    pub async fn connections_not_under(
+        &self,
+        tenant_id: &str,
+        prefix: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, secret FROM connections WHERE tenant_id = $1 AND secret IS NOT NULL \
+             AND substr(secret, 1, length($2)) <> $2 AND id > $3 ORDER BY id LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(prefix)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("secret")?)))
+            .collect()
+    }
+}

@@ -8,6 +8,7 @@
 
 mod connections;
 mod connectors;
+mod rotation;
 mod state;
 mod tenants;
 mod usage;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Row};
 
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use rotation::{RotationReport, reencrypt_connections};
 pub use state::DbStateStore;
 pub use tenants::TenantRecord;
 pub use usage::RunAdmission;

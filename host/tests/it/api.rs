@@ -15,6 +15,7 @@ on_both_databases!(
     secrets_are_masked_and_encrypted_at_rest,
     health_readiness_and_openapi,
     state_store_caps_keys_per_scope,
+    key_rotation_reencrypts_while_the_server_serves,
 );
 
 async fn quick_start_flow(db: Db) {
@@ -766,4 +767,99 @@ async fn state_store_caps_keys_per_scope(db: Db) {
         3,
         "{results:?}"
     );
+}
+
+async fn test_connection(server: &TestServer, token: &str, id: &str) -> crate::api_support::Reply {
+    let path = format!("/v1/connections/{id}/test");
+    server
+        .call(Method::POST, &path, Some(token), Body::None)
+        .await
+}
+
+async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
+    use airlock::secrets::{Envelope, Keyring};
+    use sqlx::Row as _;
+    let Some(server) = TestServer::start(db).await else {
+        return;
+    };
+    let admin = server.tenant("acme").await;
+    // No host is allowed, so testing a connection never leaves the machine.
+    let limits = json!({"allowed_hosts": []});
+    assert_eq!(
+        server
+            .put("/v1/tenants/acme/limits", &server.operator(), limits)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .upload(&admin, airlock_test_artifacts::CONNECTOR_GITHUB)
+            .await
+            .status,
+        201
+    );
+    let mut ids = Vec::new();
+    for name in ["gh1", "gh2"] {
+        let body = json!({"connector": "github", "name": name, "credential": {"api_key": format!("key-{name}")}});
+        let created = server.post("/v1/connections", &admin, body).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        ids.push(created.body["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(test_connection(&server, &admin, &ids[0]).await.status, 200);
+
+    // Rotate the key file the server loaded at start, and re-encrypt in pages of one.
+    let keys_path = server.dir.path().join("data").join("keys.json");
+    let mut keyring = Keyring::load(&keys_path).expect("key file");
+    let new_key = keyring.rotate().expect("rotate");
+    keyring.save(&keys_path).expect("save");
+    let store = airlock::store::Store::connect(&server.database_url, &Default::default())
+        .await
+        .expect("store");
+    let report = airlock::store::reencrypt_connections(&store, &keyring, 1)
+        .await
+        .expect("pass");
+    assert_eq!((report.reencrypted, report.failed), (2, 0), "{report:?}");
+    let again = airlock::store::reencrypt_connections(&store, &keyring, 1)
+        .await
+        .expect("second pass");
+    assert_eq!(again.reencrypted, 0);
+
+    let pool = server.raw_db().await;
+    let rows = sqlx::query("SELECT id, secret FROM connections ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
+    let secrets: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("secret").expect("secret"))
+        .collect();
+    assert!(
+        secrets
+            .iter()
+            .all(|s| s.starts_with(&Envelope::prefix(&new_key))),
+        "{secrets:?}"
+    );
+
+    // The server still holds the old keyring: it reloads the file on the new key id.
+    let after = test_connection(&server, &admin, &ids[0]).await;
+    assert_eq!(after.status, 200, "{}", after.text);
+    assert!(after.body["ok"].is_boolean());
+
+    // An envelope moved to another connection's row does not decrypt (associated data).
+    let moved = if rows[0].try_get::<String, _>("id").expect("id") == ids[0] {
+        &secrets[1]
+    } else {
+        &secrets[0]
+    };
+    sqlx::query("UPDATE connections SET secret = $1 WHERE id = $2")
+        .bind(moved)
+        .bind(&ids[0])
+        .execute(&pool)
+        .await
+        .expect("move envelope");
+    pool.close().await;
+    let refused = test_connection(&server, &admin, &ids[0]).await;
+    assert_problem(&refused, 500, "internal");
+    assert!(!refused.text.contains("key-gh"), "{}", refused.text);
 }

@@ -118,3 +118,24 @@ fn token_issue_prints_a_token_the_server_key_verifies() {
     let refused = run(&["--role", "viewer"]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn keys_rotate_adds_a_current_key_and_reencrypts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["keys", "rotate", "--data-dir"])
+        .arg(&data)
+        .env_remove("AIRLOCK_JWT_SECRET")
+        .env_remove("AIRLOCK_DATABASE_URL")
+        .output()
+        .expect("run airlock");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 0 connection(s)"));
+    let keyring = airlock::secrets::Keyring::load(&data.join("keys.json")).expect("key file");
+    assert_eq!(keyring.key_ids().count(), 2);
+}
