@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -23,9 +23,17 @@ use crate::outbound::Credential;
 use crate::runtime::{Call, ErrorKind, InvokeRequest, StateStore};
 use crate::store::{ConnectorRecord, RunAdmission, StoreError};
 
+/// An invoke body carries the action's input, which the tenant's `max_input_bytes` bounds
+/// (up to its 16 MiB cap): the route admits the cap plus room for the envelope, and the
+/// runtime then applies the tenant's own limit (`invalid_input`, 422).
+const MAX_INVOKE_BODY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/connectors/{name}/actions/{action}/invoke", post(invoke))
+        .route(
+            "/connectors/{name}/actions/{action}/invoke",
+            post(invoke).layer(DefaultBodyLimit::max(MAX_INVOKE_BODY_BYTES)),
+        )
         .route("/usage", get(usage))
 }
 
