@@ -1,15 +1,21 @@
 //! Parsing human-friendly sizes (`64MiB`) and durations (`30s`, `250ms`) from flags.
 
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
+/// Splits `64 MiB` into `(64, "MiB")`; `what` describes the expected form for the error.
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number
+    let number = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a size like 65536, 64KiB or 64MiB"))?;
-    let factor: u64 = match unit.trim() {
+        .map_err(|_| format!("`{text}` is not {what}"))?;
+    Ok((number, unit.trim()))
+}
+
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = number_and_unit(text, "a size like 65536, 64KiB or 64MiB")?;
+    let factor: u64 = match unit {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1 << 10,
         "MiB" | "M" | "MB" => 1 << 20,
@@ -27,14 +33,8 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 pub fn parse_millis(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms or 30s"))?;
-    let factor = match unit.trim() {
+    let (number, unit) = number_and_unit(text, "a duration like 500ms or 30s")?;
+    let factor: u64 = match unit {
         "" | "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
