@@ -5,6 +5,7 @@ mod support;
 
 mod api;
 mod api_config;
+mod api_isolation;
 mod api_support;
 
 mod cli;
