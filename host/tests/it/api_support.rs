@@ -142,6 +142,17 @@ pub enum Body<'a> {
 impl TestServer {
     /// `None` only for PostgreSQL when it is unreachable outside CI.
     pub async fn start(db: Db) -> Option<TestServer> {
+        let mut options = crate::support::options();
+        options.engine.pool_size = 8;
+        TestServer::start_with(db, options).await
+    }
+
+    /// [`TestServer::start`] with the runtime options `options` (e.g. an outbound gate that
+    /// reaches a local fake upstream).
+    pub async fn start_with(
+        db: Db,
+        options: airlock::runtime::RuntimeOptions,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::dev(dir.path().join("data"));
         let pg = match db {
@@ -151,8 +162,6 @@ impl TestServer {
         if let Some(pg) = &pg {
             config.database_url = Some(pg.url.clone());
         }
-        let mut options = crate::support::options();
-        options.engine.pool_size = 8;
         let service = Service::start(&config, options)
             .await
             .expect("service starts");

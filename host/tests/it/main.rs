@@ -4,6 +4,7 @@
 mod support;
 
 mod api;
+mod api_canary;
 mod api_config;
 mod api_isolation;
 mod api_support;
