@@ -57,30 +57,39 @@ pub fn runtime(pooling: bool, enforce_limits: bool) -> Result<Runtime, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Times `iterations` sequential invocations after a short warm-up. Every invocation must
-/// succeed: a benchmark of failures would measure the wrong thing.
+/// One runtime with its loaded component: a configuration under test.
+pub type Target = (Runtime, SharedComponent);
+
+/// Times `iterations` sequential invocations on each target after a short warm-up, taking
+/// turns between the targets so that each sees the same background load: on a shared machine
+/// that load drifts, and back-to-back blocks would turn the drift into a false ratio. Every
+/// invocation must succeed: a benchmark of failures would measure the wrong thing.
 pub async fn invocations(
-    runtime: &Runtime,
-    component: &SharedComponent,
+    targets: &[Target],
     action: &str,
     input: &str,
     iterations: usize,
-) -> Result<Distribution, String> {
+) -> Result<Vec<Distribution>, String> {
     let warmup = (iterations / 10).clamp(1, 200);
-    let mut samples = Vec::with_capacity(iterations);
+    let mut samples = vec![Vec::with_capacity(iterations); targets.len()];
     for i in 0..warmup + iterations {
-        let request = InvokeRequest::action("bench", action, input);
-        let started = Instant::now();
-        let outcome = runtime.invoke(component, request).await;
-        let elapsed = started.elapsed();
-        if let Err(error) = outcome.result {
-            return Err(format!("invocation failed during the benchmark: {error}"));
-        }
-        if i >= warmup {
-            samples.push(elapsed);
+        for ((runtime, component), samples) in targets.iter().zip(&mut samples) {
+            let request = InvokeRequest::action("bench", action, input);
+            let started = Instant::now();
+            let outcome = runtime.invoke(component, request).await;
+            let elapsed = started.elapsed();
+            if let Err(error) = outcome.result {
+                return Err(format!("invocation failed during the benchmark: {error}"));
+            }
+            if i >= warmup {
+                samples.push(elapsed);
+            }
         }
     }
-    Ok(Distribution::from_samples(samples))
+    Ok(samples
+        .into_iter()
+        .map(Distribution::from_samples)
+        .collect())
 }
 
 /// Times spawning `program` (a trivial process such as `/bin/true`) and waiting for it.
@@ -134,45 +143,25 @@ pub struct Plan<'a> {
 }
 
 pub async fn run(plan: &Plan<'_>) -> Result<Report, String> {
-    let measure = |pooling: bool, enforce: bool| async move {
+    let target = |pooling: bool, enforce: bool| async move {
         let runtime = runtime(pooling, enforce)?;
         let component = runtime
             .load(plan.component)
             .await
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((runtime, component))
+        Ok::<Target, String>((runtime, component))
     };
-    let (pooled_rt, pooled_c) = measure(true, true).await?;
-    let pooled = invocations(
-        &pooled_rt,
-        &pooled_c,
-        plan.action,
-        plan.input,
-        plan.iterations,
-    )
-    .await?;
-    drop((pooled_c, pooled_rt));
-    let (demand_rt, demand_c) = measure(false, true).await?;
-    let on_demand = invocations(
-        &demand_rt,
-        &demand_c,
-        plan.action,
-        plan.input,
-        plan.iterations,
-    )
-    .await?;
-    drop((demand_c, demand_rt));
+    let allocators = [target(true, true).await?, target(false, true).await?];
+    let [pooled, on_demand] =
+        two(invocations(&allocators, plan.action, plan.input, plan.iterations).await?)?;
+    drop(allocators);
     let spawn_iterations = plan.iterations.min(2_000);
     let process_spawn = process_spawns(plan.spawn_program, spawn_iterations)?;
     let compute = match plan.compute {
         Some((action, input)) => {
-            let (on_rt, on_c) = measure(true, true).await?;
-            let limits_on =
-                invocations(&on_rt, &on_c, action, input, plan.compute_iterations).await?;
-            drop((on_c, on_rt));
-            let (off_rt, off_c) = measure(true, false).await?;
-            let limits_off =
-                invocations(&off_rt, &off_c, action, input, plan.compute_iterations).await?;
+            let limits = [target(true, true).await?, target(true, false).await?];
+            let [limits_on, limits_off] =
+                two(invocations(&limits, action, input, plan.compute_iterations).await?)?;
             Some(ComputeReport {
                 on_over_off: ratio(limits_on.p50_us, limits_off.p50_us),
                 limits_on,
@@ -189,6 +178,11 @@ pub async fn run(plan: &Plan<'_>) -> Result<Report, String> {
         process_spawn,
         compute,
     })
+}
+
+fn two(distributions: Vec<Distribution>) -> Result<[Distribution; 2], String> {
+    <[Distribution; 2]>::try_from(distributions)
+        .map_err(|_| "expected two distributions".to_owned())
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
