@@ -19,6 +19,7 @@
 mod address;
 mod credential;
 mod error;
+mod oauth;
 mod policy;
 mod resolve;
 mod scrub;
@@ -40,6 +41,7 @@ use url::Url;
 
 pub use credential::{ApiKeyLocation, AuthSpec, Credential, CredentialError};
 pub use error::{HttpError, LimitHit, OutboundError, OutboundLimit};
+pub use oauth::{REFRESH_TIMEOUT, RefreshError, RefreshRequest, TokenGrant};
 pub use policy::{HostPattern, HostPatternError};
 pub use scrub::Scrubber;
 

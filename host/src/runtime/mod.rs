@@ -133,6 +133,12 @@ impl Runtime {
         &self.options
     }
 
+    /// The outbound gate, for host-initiated requests held to the same rules as guest ones
+    /// (the OAuth2 token refresh).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
     /// Pool slots free for invocations right now.
     pub fn available_slots(&self) -> usize {
         self.admission.available()
