@@ -171,3 +171,77 @@ impl Store {
             .collect()
     }
 }
+
+/// The OAuth2 refresh lease: a compare-and-swap on the connection row, so that of every
+/// process sharing the database exactly one refreshes a connection's token at a time.
+impl Store {
+    /// Takes the refresh lease until `until` (unix ms) if nobody holds an unexpired one.
+    /// Returns whether `owner` now holds it.
+    pub async fn try_refresh_lease(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        owner: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET refresh_lease_until = $4, refresh_lease_owner = $3 \
+             WHERE tenant_id = $1 AND id = $2 \
+             AND (refresh_lease_until IS NULL OR refresh_lease_until < $5)",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Writes the refreshed envelope and clear fields and releases the lease, if `owner` still
+    /// holds it. Returns whether it wrote.
+    pub async fn finish_refresh(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        owner: &str,
+        fields: &Value,
+        secret: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE connections SET fields = $4, secret = $5, updated_at = $6, \
+             refresh_lease_until = NULL, refresh_lease_owner = NULL \
+             WHERE tenant_id = $1 AND id = $2 AND refresh_lease_owner = $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(owner)
+        .bind(fields.to_string())
+        .bind(secret)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives the lease up without writing (the refresh failed).
+    pub async fn release_refresh_lease(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE connections SET refresh_lease_until = NULL, refresh_lease_owner = NULL \
+             WHERE tenant_id = $1 AND id = $2 AND refresh_lease_owner = $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
