@@ -237,7 +237,7 @@ impl From<&ConnectionRecord> for Connection {
 }
 
 impl AppState {
-    fn seal(
+    pub(super) fn seal(
         &self,
         tenant: &str,
         id: &str,
@@ -258,13 +258,13 @@ impl AppState {
         Ok(envelope.encode())
     }
 
-    /// Decrypts a connection's credential for one invocation.
-    pub(super) fn credential(
+    /// Decrypts a connection's secret fields.
+    pub(super) fn decrypt_secrets(
         &self,
         tenant: &str,
         record: &ConnectionRecord,
-    ) -> Result<Credential, ApiError> {
-        let secrets: BTreeMap<String, Secret> = match &record.secret {
+    ) -> Result<BTreeMap<String, Secret>, ApiError> {
+        Ok(match &record.secret {
             None => BTreeMap::new(),
             Some(encoded) => {
                 let fail = |e: SecretsError| {
@@ -282,33 +282,40 @@ impl AppState {
                 .map_err(fail)?;
                 serde_json::from_slice(plain.expose()).map_err(|_| ApiError::Internal)?
             }
-        };
-        let secret = |name: &str| secrets.get(name).cloned().unwrap_or_default();
-        Ok(match record.auth_type.as_str() {
-            "api_key" => Credential::ApiKey(secret("api_key")),
-            "basic" => Credential::Basic {
-                username: record
-                    .fields
-                    .get("username")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                password: secret("password"),
-            },
-            "custom_header" => Credential::CustomHeaders(
-                secrets
-                    .iter()
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect(),
-            ),
-            "oauth2" => match secrets.get("access_token") {
-                Some(token) => Credential::OAuth2 {
-                    access_token: token.clone(),
-                },
-                None => Credential::None,
-            },
-            _ => Credential::None,
         })
+    }
+}
+
+/// The credential the gate attaches, from a connection's record and decrypted secrets.
+pub(super) fn credential_from(
+    record: &ConnectionRecord,
+    secrets: &BTreeMap<String, Secret>,
+) -> Credential {
+    let secret = |name: &str| secrets.get(name).cloned().unwrap_or_default();
+    match record.auth_type.as_str() {
+        "api_key" => Credential::ApiKey(secret("api_key")),
+        "basic" => Credential::Basic {
+            username: record
+                .fields
+                .get("username")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            password: secret("password"),
+        },
+        "custom_header" => Credential::CustomHeaders(
+            secrets
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        ),
+        "oauth2" => match secrets.get("access_token") {
+            Some(token) => Credential::OAuth2 {
+                access_token: token.clone(),
+            },
+            None => Credential::None,
+        },
+        _ => Credential::None,
     }
 }
 
@@ -432,7 +439,9 @@ async fn test(
             StoreError::NotFound => ApiError::not_found("connector"),
             other => other.into(),
         })?;
-    let credential = state.credential(tenant, &record)?;
+    let credential = state
+        .invocation_credential(tenant, &record, &connector.manifest.auth)
+        .await?;
     let response = run_call(
         &state,
         tenant,

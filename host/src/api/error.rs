@@ -54,6 +54,10 @@ pub enum ApiError {
     InvalidComponent(String),
     #[error("the tenant used all {limit} runs of this hour")]
     QuotaExceeded { limit: u32, retry_after_s: u64 },
+    /// An OAuth2 connection's access token expired and could not be refreshed. The message
+    /// names the cause, never a token or the client secret.
+    #[error("{0}")]
+    CredentialRefresh(String),
     #[error("the runtime is at capacity; retry shortly")]
     Overloaded { retry_after_s: u64 },
     /// The database is unreachable or failing; the cause is logged, not returned.
@@ -112,6 +116,11 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota-exceeded",
                 "Quota exceeded",
+            ),
+            ApiError::CredentialRefresh(_) => (
+                StatusCode::BAD_GATEWAY,
+                "credential-refresh-failed",
+                "Credential refresh failed",
             ),
             ApiError::Overloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")

@@ -201,7 +201,9 @@ async fn invoke(
                     ),
                 ));
             }
-            state.credential(tenant, &record)?
+            state
+                .invocation_credential(tenant, &record, &connector.manifest.auth)
+                .await?
         }
         None => Credential::None,
     };

@@ -10,6 +10,7 @@ mod connectors;
 pub mod error;
 mod health;
 mod invoke;
+mod oauth;
 mod openapi;
 mod tenants;
 
@@ -56,6 +57,10 @@ struct Inner {
     /// tenant's connector rows, so sharing compiled code across tenants reveals nothing.
     components: moka::sync::Cache<String, SharedComponent>,
     max_component_bytes: usize,
+    /// Names this service instance as the holder of OAuth2 refresh leases in the database.
+    instance_id: String,
+    /// One async lock per connection being refreshed in this process (see `oauth`).
+    refresh_locks: oauth::RefreshLocks,
 }
 
 impl std::fmt::Debug for AppState {
@@ -160,6 +165,8 @@ impl Service {
                 components: moka::sync::Cache::new(256),
                 max_component_bytes: usize::try_from(config.max_component_bytes)
                     .unwrap_or(usize::MAX),
+                instance_id: format!("airlock-{}", uuid::Uuid::new_v4().simple()),
+                refresh_locks: oauth::RefreshLocks::default(),
             }),
         };
         Ok(Service {
