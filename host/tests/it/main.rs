@@ -7,6 +7,7 @@ mod api;
 mod api_canary;
 mod api_config;
 mod api_isolation;
+mod api_oauth;
 mod api_support;
 
 mod cli;

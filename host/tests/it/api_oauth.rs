@@ -1,0 +1,300 @@
+//! OAuth2 connections: the host refreshes an expired access token against the manifest's token
+//! URL, once for any number of concurrent invocations (per-connection lock in a process, a
+//! lease on the row across processes), stores the new tokens encrypted, and fails an
+//! invocation whose token cannot be refreshed with an auth problem that quotes no secret.
+//!
+//! One local HTTPS server plays both `auth.example.test` (the token endpoint, which counts
+//! refreshes and answers slowly so that concurrent callers overlap) and `api.example.test`
+//! (which accepts only the newest access token).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock::api::{Role, Service};
+use airlock::config::Config;
+use airlock::runtime::RuntimeOptions;
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use crate::api_support::{Db, TestServer, assert_problem, on_both_databases};
+use crate::support::{Server, options_for_tls};
+
+const CLIENT_ID: &str = "client-1";
+const CLIENT_SECRET: &str = "client-secret-b7f3c1";
+const FIRST_REFRESH: &str = "refresh-0-5d1e7a";
+const STALE_ACCESS: &str = "access-stale-0c92f4";
+const INVOKE: &str = "/v1/connectors/oauth/actions/whoami/invoke";
+
+/// The fake identity provider and API.
+struct Upstream {
+    refreshes: AtomicUsize,
+    access: Mutex<String>,
+    refresh: Mutex<String>,
+    fail: AtomicBool,
+}
+
+impl Upstream {
+    fn access(&self) -> String {
+        self.access.lock().expect("lock").clone()
+    }
+
+    fn refresh(&self) -> String {
+        self.refresh.lock().expect("lock").clone()
+    }
+}
+
+async fn token(
+    State(upstream): State<Arc<Upstream>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let n = upstream.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let field = |name: &str| form.get(name).map(String::as_str);
+    let valid = field("grant_type") == Some("refresh_token")
+        && field("client_id") == Some(CLIENT_ID)
+        && field("client_secret") == Some(CLIENT_SECRET)
+        && field("refresh_token") == Some(upstream.refresh().as_str());
+    if upstream.fail.load(Ordering::SeqCst) || !valid {
+        let body =
+            json!({"error": "invalid_grant", "error_description": format!("bad {CLIENT_SECRET}")});
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    }
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let access = format!("access-{n}-{nonce}");
+    let refresh = format!("refresh-{n}-{nonce}");
+    *upstream.access.lock().expect("lock") = access.clone();
+    *upstream.refresh.lock().expect("lock") = refresh.clone();
+    Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": refresh,
+    }))
+    .into_response()
+}
+
+async fn me(State(upstream): State<Arc<Upstream>>, headers: HeaderMap) -> Response {
+    let expected = format!("Bearer {}", upstream.access());
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if given == expected {
+        Json(json!({"user": "alice"})).into_response()
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+/// The fake upstream over HTTPS and runtime options whose gate reaches it.
+async fn upstream() -> (Arc<Upstream>, Server, RuntimeOptions) {
+    let upstream = Arc::new(Upstream {
+        refreshes: AtomicUsize::new(0),
+        access: Mutex::new(String::new()),
+        refresh: Mutex::new(FIRST_REFRESH.to_owned()),
+        fail: AtomicBool::new(false),
+    });
+    let router = Router::new()
+        .route("/token", post(token))
+        .route("/me", get(me))
+        .with_state(upstream.clone());
+    let names = ["auth.example.test", "api.example.test"];
+    let server = Server::start_tls(router, &names).await;
+    let options = options_for_tls(&server, &names);
+    (upstream, server, options)
+}
+
+fn unix_s() -> i64 {
+    airlock::store::now_ms() / 1000
+}
+
+/// A tenant with the oauth connector and a connection whose access token expired; returns an
+/// editor token and the connection id.
+async fn expired_connection(server: &TestServer) -> (String, String) {
+    let admin = server.tenant("acme").await;
+    let uploaded = server.upload(&admin, airlock_test_artifacts::OAUTH).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    let created = server
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({
+                "connector": "oauth",
+                "name": "alice",
+                "credential": {
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "refresh_token": FIRST_REFRESH,
+                    "access_token": STALE_ACCESS,
+                    "expires_at": unix_s() - 60,
+                },
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    (server.token(Some("acme"), Role::Editor), id)
+}
+
+fn assert_whoami(status: u16, body: &Value, text: &str) {
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(body["ok"], json!(true), "{text}");
+    assert_eq!(body["output"], json!({"user": "alice"}), "{text}");
+}
+
+/// The row holds neither the new tokens nor the old secrets in plaintext, and the expiry moved.
+async fn assert_stored_encrypted(server: &TestServer, upstream: &Upstream) {
+    let db = server.raw_db().await;
+    let row = sqlx::query("SELECT secret, fields FROM connections")
+        .fetch_one(&db)
+        .await
+        .expect("row");
+    let secret: String = row.try_get("secret").expect("secret");
+    let fields: String = row.try_get("fields").expect("fields");
+    for plain in [
+        upstream.access(),
+        upstream.refresh(),
+        CLIENT_SECRET.to_owned(),
+    ] {
+        assert!(!secret.contains(&plain) && !fields.contains(&plain));
+    }
+    let fields: Value = serde_json::from_str(&fields).expect("fields JSON");
+    let expires_at = fields["expires_at"].as_i64().expect("expires_at");
+    assert!(expires_at > unix_s() + 3000, "{fields}");
+}
+
+async fn concurrent_invocations_refresh_once(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = expired_connection(&server).await;
+    let body = json!({"connection": connection, "input": {}});
+    let replies =
+        futures::future::join_all((0..20).map(|_| server.post(INVOKE, &editor, body.clone())))
+            .await;
+    for reply in &replies {
+        assert_whoami(reply.status, &reply.body, &reply.text);
+    }
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    assert_stored_encrypted(&server, &upstream).await;
+
+    // The stored token is fresh now: no further refresh.
+    let reply = server.post(INVOKE, &editor, body).await;
+    assert_whoami(reply.status, &reply.body, &reply.text);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    let shown = server
+        .get(&format!("/v1/connections/{connection}"), &editor)
+        .await;
+    assert!(!shown.text.contains(&upstream.access()), "{}", shown.text);
+    assert!(!shown.text.contains(&upstream.refresh()), "{}", shown.text);
+}
+
+async fn failed_refresh_is_an_auth_problem_without_secrets(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    upstream.fail.store(true, Ordering::SeqCst);
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = expired_connection(&server).await;
+    let reply = server
+        .post(
+            INVOKE,
+            &editor,
+            json!({"connection": connection, "input": {}}),
+        )
+        .await;
+    assert_problem(&reply, 502, "credential-refresh-failed");
+    let detail = reply.body["detail"].as_str().expect("detail");
+    assert!(detail.contains("invalid_grant"), "{detail}");
+    for secret in [CLIENT_SECRET, FIRST_REFRESH, STALE_ACCESS] {
+        assert!(!reply.text.contains(secret), "{}", reply.text);
+    }
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+
+    // The lease was released: once the token endpoint recovers, the next invocation refreshes.
+    upstream.fail.store(false, Ordering::SeqCst);
+    let reply = server
+        .post(
+            INVOKE,
+            &editor,
+            json!({"connection": connection, "input": {}}),
+        )
+        .await;
+    assert_whoami(reply.status, &reply.body, &reply.text);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 2);
+}
+
+on_both_databases!(
+    concurrent_invocations_refresh_once,
+    failed_refresh_is_an_auth_problem_without_secrets,
+);
+
+/// A second `airlock serve` on the first one's PostgreSQL database and key files, sharing
+/// nothing in memory with it. Returns its base URL.
+async fn second_service(
+    first: &TestServer,
+    mut options: RuntimeOptions,
+    shutdown: &CancellationToken,
+) -> String {
+    let mut config = Config::dev(first.dir.path().join("data"));
+    config.database_url = Some(first.database_url.clone());
+    options.engine.pool_size = 8;
+    let service = Service::start(&config, options)
+        .await
+        .expect("second service starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(service.serve(listener, shutdown.clone()));
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_on_one_postgres_refresh_once() {
+    let (upstream, _server, options) = upstream().await;
+    let Some(first) = TestServer::start_with(Db::Postgres, options.clone()).await else {
+        return;
+    };
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let second = second_service(&first, options, &shutdown).await;
+    let (editor, connection) = expired_connection(&first).await;
+    let body = json!({"connection": connection, "input": {}});
+    let client = reqwest::Client::new();
+    let on_second = |body: Value| {
+        let request = client
+            .post(format!("{second}{INVOKE}"))
+            .bearer_auth(&editor)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let text = response.text().await.expect("body");
+            (status, text)
+        }
+    };
+    let (first_replies, second_replies) = tokio::join!(
+        futures::future::join_all((0..10).map(|_| first.post(INVOKE, &editor, body.clone()))),
+        futures::future::join_all((0..10).map(|_| on_second(body.clone()))),
+    );
+    for reply in &first_replies {
+        assert_whoami(reply.status, &reply.body, &reply.text);
+    }
+    for (status, text) in &second_replies {
+        let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        assert_whoami(*status, &body, text);
+    }
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    assert_stored_encrypted(&first, &upstream).await;
+}
