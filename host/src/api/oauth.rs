@@ -3,7 +3,7 @@
 //!
 //! - Within a process, one `tokio::sync::Mutex` per connection: the first task refreshes, the
 //!   others wait on the lock and then find the fresh token in the row (double-checked after
-//!   acquiring).
+//!   acquiring), or, if the refresh failed, get its error without calling the endpoint again.
 //! - Across processes sharing the database, a lease on the connection row
 //!   (`refresh_lease_until`, `refresh_lease_owner`), taken by compare-and-swap: only the holder
 //!   calls the token endpoint; the others poll the row until its token is fresh or the lease
@@ -44,7 +44,18 @@ pub(super) struct RefreshLocks {
 
 /// Tenant id and connection id.
 type ConnectionKey = (String, String);
-type ConnectionLock = Arc<tokio::sync::Mutex<()>>;
+/// Guards the last refresh failure: the tasks that queued behind a failed refresh get its
+/// error instead of each calling the token endpoint again.
+type ConnectionLock = Arc<tokio::sync::Mutex<Option<LastFailure>>>;
+
+struct LastFailure {
+    at: Instant,
+    message: String,
+}
+
+/// How long queued tasks reuse a refresh failure. The lock's entry goes once nobody waits,
+/// so a later invocation tries again.
+const FAILURE_REUSE: Duration = Duration::from_secs(5);
 
 impl RefreshLocks {
     fn get(&self, tenant: &str, id: &str) -> ConnectionLock {
@@ -94,9 +105,25 @@ impl AppState {
         }
         let lock = self.inner.refresh_locks.get(tenant, &record.id);
         let result = {
-            let _guard = lock.lock().await;
-            self.refresh_single_flight(tenant, &record.id, token_url)
-                .await
+            let mut last_failure = lock.lock().await;
+            match last_failure.as_ref() {
+                Some(failure) if failure.at.elapsed() < FAILURE_REUSE => {
+                    Err(ApiError::CredentialRefresh(failure.message.clone()))
+                }
+                _ => {
+                    let result = self
+                        .refresh_single_flight(tenant, &record.id, token_url)
+                        .await;
+                    *last_failure = match &result {
+                        Err(ApiError::CredentialRefresh(message)) => Some(LastFailure {
+                            at: Instant::now(),
+                            message: message.clone(),
+                        }),
+                        _ => None,
+                    };
+                    result
+                }
+            }
         };
         self.inner.refresh_locks.release(tenant, &record.id, lock);
         result
