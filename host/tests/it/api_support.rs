@@ -189,7 +189,12 @@ impl TestServer {
             base: format!("http://{addr}"),
             database_url: config.database_url(),
             dir,
-            client: reqwest::Client::new(),
+            // No idle connections: a server that answers early (401, 413) may close its end,
+            // and reusing that connection raced the close and failed a request now and then.
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("client"),
             jwt,
             shutdown,
             _pg: pg,
@@ -213,6 +218,7 @@ impl TestServer {
         token: Option<&str>,
         body: Body<'_>,
     ) -> Reply {
+        let what = format!("{method} {path}");
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -226,7 +232,10 @@ impl TestServer {
                 request.header("content-type", content_type).body(bytes)
             }
         };
-        let response = request.send().await.expect("request");
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {what}: {e:#}"));
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let content_type = headers
