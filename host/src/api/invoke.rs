@@ -20,6 +20,7 @@ use super::AppState;
 use super::auth::{Principal, Role};
 use super::error::{ApiError, Json, Problem};
 use crate::outbound::Credential;
+use crate::quota::TenantQuota;
 use crate::runtime::{Call, ErrorKind, InvokeRequest, StateStore};
 use crate::store::{ConnectorRecord, RunAdmission, StoreError};
 
@@ -100,14 +101,7 @@ pub(super) async fn run_call(
     credential: Credential,
     count: bool,
 ) -> Result<InvokeResponse, ApiError> {
-    let quota = state
-        .store()
-        .tenant_quota(tenant)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+    let quota = tenant_quota(state, tenant).await?;
     if count
         && let RunAdmission::OverQuota { retry_after_s } =
             state.store().admit_run(tenant, quota.runs_per_hour).await?
@@ -223,18 +217,23 @@ async fn usage(
     principal: Principal,
 ) -> Result<Json<Usage>, ApiError> {
     let tenant = principal.tenant(Role::Viewer)?;
-    let quota = state
-        .store()
-        .tenant_quota(tenant)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })?;
+    let quota = tenant_quota(&state, tenant).await?;
     let runs = state.store().runs_this_hour(tenant).await?;
     Ok(Json(Usage {
         tenant: tenant.to_owned(),
         runs_this_hour: runs,
         runs_per_hour: quota.runs_per_hour,
     }))
+}
+
+/// The tenant's limits and quotas, read fresh so an operator's change applies at once.
+async fn tenant_quota(state: &AppState, tenant: &str) -> Result<TenantQuota, ApiError> {
+    state
+        .store()
+        .tenant_quota(tenant)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("tenant"),
+            other => other.into(),
+        })
 }
