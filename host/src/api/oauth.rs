@@ -142,11 +142,7 @@ impl AppState {
         let deadline = Instant::now() + Duration::from_millis(LEASE_MS as u64) + POLL * 4;
         loop {
             // Double-checked: whoever held the lock (here or elsewhere) may have refreshed.
-            let record = store
-                .connection(tenant, id)
-                .await
-                .map_err(super::connections::not_found)?;
-            let secrets = self.decrypt_secrets(tenant, &record)?;
+            let (record, secrets) = self.read_connection(tenant, id).await?;
             if !needs_refresh(&record, &secrets) {
                 return Ok(credential_from(&record, &secrets));
             }
@@ -157,11 +153,7 @@ impl AppState {
             {
                 // Read again under the lease: the previous holder may have written and
                 // released between the read above and the lease.
-                let record = store
-                    .connection(tenant, id)
-                    .await
-                    .map_err(super::connections::not_found)?;
-                let secrets = self.decrypt_secrets(tenant, &record)?;
+                let (record, secrets) = self.read_connection(tenant, id).await?;
                 if !needs_refresh(&record, &secrets) {
                     store.release_refresh_lease(tenant, id, owner).await?;
                     return Ok(credential_from(&record, &secrets));
@@ -185,6 +177,21 @@ impl AppState {
     }
 
     /// Calls the token endpoint and stores the new tokens, sealed. The caller holds the lease.
+    /// The connection's row as stored now, with its secrets decrypted.
+    async fn read_connection(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(ConnectionRecord, BTreeMap<String, Secret>), ApiError> {
+        let record = self
+            .store()
+            .connection(tenant, id)
+            .await
+            .map_err(super::connections::not_found)?;
+        let secrets = self.decrypt_secrets(tenant, &record)?;
+        Ok((record, secrets))
+    }
+
     async fn refresh_under_lease(
         &self,
         tenant: &str,
