@@ -88,6 +88,11 @@ impl Keyring {
         self.keys.keys()
     }
 
+    /// Ids of retired keys: they decrypt nothing, and are never handed out again.
+    pub fn retired_ids(&self) -> impl Iterator<Item = &KeyId> {
+        self.retired.iter()
+    }
+
     /// Adds a fresh key under the next free `k<n>` and makes it current; older keys still
     /// decrypt until retired.
     pub fn rotate(&mut self) -> Result<KeyId, SecretsError> {

@@ -1,9 +1,13 @@
 //! Re-encrypting every stored connection under the keyring's current key, tenant by tenant
 //! in pages, each row replaced with a compare-and-swap so a credential changed meanwhile is
 //! never overwritten. Runs while servers serve: old key ids still decrypt until retired.
+//! And counting the connections sealed under each key, so a key is retired only once
+//! nothing needs it.
+
+use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::secrets::{Aad, Envelope, Keyring};
+use crate::secrets::{Aad, Envelope, KeyId, Keyring};
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,4 +60,49 @@ pub async fn reencrypt_connections(
         }
     }
     Ok(report)
+}
+
+/// Counting envelopes by key, for `airlock keys list` and `airlock keys retire`. Across every
+/// tenant on purpose, like the rotation pass, but in one statement rather than tenant by
+/// tenant: a row whose tenant row is gone still holds a credential that retiring its key
+/// would make unreadable, and only counts leave the database, never a tenant's data.
+impl Store {
+    /// How many connections are sealed under each of `key_ids` (in the same order), and how
+    /// many hold a secret at all (under any key, named in `key_ids` or not). One statement,
+    /// so one table scan and one consistent snapshot however many keys are asked about.
+    pub async fn connections_per_key(
+        &self,
+        key_ids: &[KeyId],
+    ) -> Result<(Vec<u64>, u64), StoreError> {
+        // Only placeholders and column aliases are formatted in; the prefixes are bound.
+        let mut sql = String::from("SELECT COUNT(secret) AS sealed");
+        for i in 1..=key_ids.len() {
+            sql.push_str(&format!(
+                ", COALESCE(SUM(CASE WHEN substr(secret, 1, length(${i})) = ${i} \
+                 THEN 1 ELSE 0 END), 0) AS under_{i}"
+            ));
+        }
+        sql.push_str(" FROM connections WHERE secret IS NOT NULL");
+        let mut query = sqlx::query(&sql);
+        for id in key_ids {
+            query = query.bind(Envelope::prefix(id));
+        }
+        let row = query.fetch_one(&self.pool).await?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            let n: i64 = row.try_get(column)?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+        };
+        let per_key = (1..=key_ids.len())
+            .map(|i| count(&format!("under_{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((per_key, count("sealed")?))
+    }
+
+    /// How many connections, in every tenant, are sealed under `key_id`.
+    pub async fn connections_under(&self, key_id: &KeyId) -> Result<u64, StoreError> {
+        let (per_key, _) = self
+            .connections_per_key(std::slice::from_ref(key_id))
+            .await?;
+        Ok(per_key.iter().sum())
+    }
 }
