@@ -1,6 +1,7 @@
-//! `airlock keys rotate` and `airlock keys reencrypt`: add a key to the key file and make it
-//! current, then re-encrypt every stored connection under it, while servers keep serving
-//! (they still decrypt old key ids, and reload the key file when they meet the new one).
+//! `airlock keys`: `rotate` adds a key to the key file and makes it current, then re-encrypts
+//! every stored connection under it, while servers keep serving (they still decrypt old key
+//! ids, and reload the key file when they meet the new one); `reencrypt` moves stragglers;
+//! `list` counts the connections under each key; `retire` removes a key nothing needs.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,11 @@ use clap::{Args, Subcommand};
 
 use super::{EXIT_FAILED, EXIT_SETUP};
 use crate::config::Config;
+use crate::secrets::{KeyId, Keyring, SecretsError};
 use crate::store::{Store, StoreOptions, reencrypt_connections};
+
+/// Bad arguments, as clap exits on its own (see the codes in `cli/mod.rs`).
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
@@ -22,6 +27,10 @@ pub enum KeysCommand {
     Rotate(PassArgs),
     /// Re-encrypt connections still under an older key (e.g. written during a rotation).
     Reencrypt(PassArgs),
+    /// Print each key id, which is current, and how many connections each seals.
+    List(ListArgs),
+    /// Remove an old key from the key file, once no connection is sealed under it.
+    Retire(RetireArgs),
 }
 
 #[derive(Debug, Args)]
@@ -33,12 +42,29 @@ pub struct PassArgs {
     pub config: Config,
 }
 
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The key to remove, e.g. `k1` (see `airlock keys list`).
+    #[arg(long)]
+    pub key_id: KeyId,
+    #[command(flatten)]
+    pub config: Config,
+}
+
 pub async fn run(args: KeysArgs) -> ExitCode {
-    let (rotate, args) = match args.command {
-        KeysCommand::Rotate(args) => (true, args),
-        KeysCommand::Reencrypt(args) => (false, args),
+    let done = match args.command {
+        KeysCommand::Rotate(args) => pass(true, &args).await,
+        KeysCommand::Reencrypt(args) => pass(false, &args).await,
+        KeysCommand::List(args) => list(&args.config).await,
+        KeysCommand::Retire(args) => retire(&args).await,
     };
-    match pass(rotate, &args).await {
+    match done {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
@@ -82,4 +108,129 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn list(config: &Config) -> Result<ExitCode, String> {
+    let keyring = Keyring::load(&config.keys_path()).map_err(|e| e.to_string())?;
+    let mut ids: Vec<KeyId> = keyring
+        .key_ids()
+        .chain(keyring.retired_ids())
+        .cloned()
+        .collect();
+    // Oldest first for the generated `k<n>` ids: k2 before k10.
+    ids.sort_by(|a, b| (a.as_str().len(), a).cmp(&(b.as_str().len(), b)));
+    let store = existing_store(config).await?;
+    let counted = store.connections_per_key(&ids).await;
+    store.close().await;
+    let (per_key, sealed) = counted.map_err(|e| e.to_string())?;
+
+    let width = ids
+        .iter()
+        .map(|id| id.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(3);
+    println!("{:<width$}  {:<7}  connections", "key", "state");
+    for (id, count) in ids.iter().zip(&per_key) {
+        let state = if id == keyring.current() {
+            "current"
+        } else if keyring.key_ids().any(|held| held == id) {
+            "old"
+        } else {
+            "retired"
+        };
+        println!("{:<width$}  {state:<7}  {count}", id.as_str());
+    }
+    // Rows under a key id the file does not name (another key file's, or garbage) decrypt
+    // with nothing here: worth saying, as it usually means a mismatched file and database.
+    let unnamed = sealed.saturating_sub(per_key.iter().sum());
+    if unnamed > 0 {
+        println!("{unnamed} connection(s) are sealed under a key id this key file does not name");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
+    let path = args.config.keys_path();
+    let id = &args.key_id;
+    let mut keyring = Keyring::load(&path).map_err(|e| e.to_string())?;
+    let loaded = keyring.to_json();
+    let held = keyring.key_ids().any(|held| held == id);
+    // `Keyring::retire` is the one place that refuses the current key and unknown ids.
+    match keyring.retire(id) {
+        Ok(()) if held => {}
+        Ok(()) => {
+            println!("key {id} is already retired in {}", path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(SecretsError::RetireCurrent(_)) => {
+            eprintln!(
+                "error: key {id} is the current key and cannot be retired; run \
+                 `airlock keys rotate` first, then retire {id}"
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        Err(SecretsError::UnknownKey(_)) => {
+            eprintln!(
+                "error: no key {id} in {} (see `airlock keys list`)",
+                path.display()
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(error) => return Err(error.to_string()),
+    }
+
+    let store = existing_store(&args.config).await?;
+    let counted = store.connections_under(id).await;
+    store.close().await;
+    let sealed = counted.map_err(|e| e.to_string())?;
+    if sealed > 0 {
+        eprintln!(
+            "error: {sealed} connection(s) are still sealed under key {id}; run \
+             `airlock keys reencrypt` to move them to key {}, then retire {id}",
+            keyring.current()
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+
+    // Counting can take a while on a large table: if another `keys` command saved the file
+    // meanwhile (a rotation), writing ours would drop its key.
+    let now = Keyring::load(&path).map_err(|e| e.to_string())?;
+    if now.to_json() != loaded {
+        eprintln!(
+            "error: {} changed while counting; run again",
+            path.display()
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
+    keyring.save(&path).map_err(|e| e.to_string())?;
+    println!(
+        "retired key {id}: removed from {}; no connection was sealed under it",
+        path.display()
+    );
+    eprintln!(
+        "airlock: a running server keeps key {id} in memory until it restarts or next reloads \
+         the key file (on meeting a key id it does not know); copy {} to every host \
+         (docs/operations.md, \"Retiring an old key\")",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configured database, which must exist already: `list` and `retire` only read it, and a
+/// database created by a mistyped `--data-dir` would count no connection under any key, and
+/// so let `retire` drop a key the real database still needs.
+async fn existing_store(config: &Config) -> Result<Store, String> {
+    let url = config.database_url();
+    let url = match url.strip_suffix("mode=rwc") {
+        Some(base) if url.starts_with("sqlite:") => format!("{base}mode=rw"),
+        _ => url,
+    };
+    Store::connect(&url, &StoreOptions::default())
+        .await
+        .map_err(|e| {
+            format!(
+                "{e} (keys commands read an existing database: check --database-url or --data-dir)"
+            )
+        })
 }

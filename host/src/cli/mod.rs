@@ -37,7 +37,7 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Issue bearer tokens for the REST service.
     Token(token::TokenArgs),
-    /// Rotate the credential encryption key and re-encrypt stored connections.
+    /// Manage the credential encryption keys: rotate, re-encrypt, list and retire.
     Keys(keys::KeysArgs),
 }
 

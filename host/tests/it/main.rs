@@ -13,6 +13,7 @@ mod api_support;
 mod cli;
 mod connectors;
 mod isolation;
+mod keys;
 mod limits;
 mod loading;
 mod outbound;
