@@ -2,24 +2,27 @@
 //! reach the guest and for logs and outputs that leave the runtime.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use memchr::memmem;
 use url::form_urlencoded;
 
 use crate::secrets::{REDACTED, Secret};
 
-/// Redacts a fixed set of secret strings. Cheap to clone (shared patterns).
+/// Redacts a set of secret strings. Cheap to clone, and clones share their patterns: a secret
+/// added to one ([`Scrubber::add`]) is redacted by every clone. That is how the runtime's copy,
+/// taken before the guest runs, also redacts an OAuth2 token the gate obtained mid-invocation.
 #[derive(Clone, Default)]
 pub struct Scrubber {
-    /// Distinct, non-empty needles.
-    patterns: Arc<[Secret]>,
+    /// Distinct, non-empty needles; replaced as a whole when secrets are added, so a scrub
+    /// works on one consistent snapshot without holding the lock.
+    patterns: Arc<RwLock<Arc<[Secret]>>>,
 }
 
 impl fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrubber")
-            .field("patterns", &self.patterns.len())
+            .field("patterns", &self.snapshot().len())
             .finish()
     }
 }
@@ -32,38 +35,32 @@ impl Scrubber {
     /// Every non-empty secret is scrubbed, however short: a short secret may mangle unrelated
     /// text, but leaking one is worse.
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Scrubber {
-        let mut patterns: Vec<Secret> = Vec::new();
-        let mut push = |candidate: Secret| {
-            if !candidate.is_empty() && !patterns.iter().any(|p| p.expose() == candidate.expose()) {
-                patterns.push(candidate);
-            }
-        };
-        for secret in secrets {
-            let percent: String =
-                form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
-            push(Secret::from(percent));
-            if let Ok(json) = serde_json::to_string(secret.expose()) {
-                let inner = json
-                    .strip_prefix('"')
-                    .and_then(|rest| rest.strip_suffix('"'))
-                    .unwrap_or(&json);
-                push(Secret::from(inner));
-                // Some serializers (PHP's json_encode, ...) also escape "/", common in base64.
-                push(Secret::from(inner.replace('/', "\\/")));
-            }
-            push(secret);
-        }
+        let patterns = with_encodings(Vec::new(), secrets);
         Scrubber {
-            patterns: patterns.into(),
+            patterns: Arc::new(RwLock::new(patterns.into())),
         }
+    }
+
+    /// Adds `secrets` (and their encodings) to this scrubber and every clone of it.
+    pub fn add(&self, secrets: impl IntoIterator<Item = Secret>) {
+        let mut patterns = self.patterns.write().unwrap_or_else(|p| p.into_inner());
+        *patterns = with_encodings(patterns.to_vec(), secrets).into();
+    }
+
+    fn snapshot(&self) -> Arc<[Secret]> {
+        // A poisoned lock still holds a whole pattern list: it is only ever replaced.
+        self.patterns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.snapshot().is_empty()
     }
 
     pub fn contains_secret(&self, haystack: &[u8]) -> bool {
-        self.patterns
+        self.snapshot()
             .iter()
             .any(|p| memmem::find(haystack, p.expose().as_bytes()).is_some())
     }
@@ -113,7 +110,7 @@ impl Scrubber {
     /// Sorted, merged `[start, end)` ranges covered by any occurrence of any pattern.
     fn spans(&self, haystack: &[u8]) -> Vec<(usize, usize)> {
         let mut spans: Vec<(usize, usize)> = Vec::new();
-        for pattern in self.patterns.iter() {
+        for pattern in self.snapshot().iter() {
             let needle = pattern.expose().as_bytes();
             // Overlapping occurrences matter ("aaa" in "aaaa"), so step one byte, not a needle.
             let finder = memmem::Finder::new(needle);
@@ -134,6 +131,34 @@ impl Scrubber {
         }
         merged
     }
+}
+
+/// `patterns` plus each of `secrets` and the encodings under which a server or a connector is
+/// likely to repeat it, without empty or duplicate needles.
+fn with_encodings(
+    mut patterns: Vec<Secret>,
+    secrets: impl IntoIterator<Item = Secret>,
+) -> Vec<Secret> {
+    let mut push = |candidate: Secret| {
+        if !candidate.is_empty() && !patterns.iter().any(|p| p.expose() == candidate.expose()) {
+            patterns.push(candidate);
+        }
+    };
+    for secret in secrets {
+        let percent: String = form_urlencoded::byte_serialize(secret.expose().as_bytes()).collect();
+        push(Secret::from(percent));
+        if let Ok(json) = serde_json::to_string(secret.expose()) {
+            let inner = json
+                .strip_prefix('"')
+                .and_then(|rest| rest.strip_suffix('"'))
+                .unwrap_or(&json);
+            push(Secret::from(inner));
+            // Some serializers (PHP's json_encode, ...) also escape "/", common in base64.
+            push(Secret::from(inner.replace('/', "\\/")));
+        }
+        push(secret);
+    }
+    patterns
 }
 
 #[cfg(test)]
@@ -178,5 +203,15 @@ mod tests {
         s.scrub_string(&mut text);
         assert_eq!(text, "no secret");
         assert!(!format!("{s:?}").contains("ключ"));
+    }
+
+    #[test]
+    fn added_secrets_reach_every_clone() {
+        let s = scrubber(&["old-token"]);
+        let copy = s.clone();
+        s.add([Secret::from("new/token")]);
+        assert_eq!(copy.scrub_str("old-token new/token"), "*** ***");
+        assert_eq!(copy.scrub_str(r#""new\/token""#), r#""***""#);
+        assert!(copy.contains_secret(b"new%2Ftoken"));
     }
 }
