@@ -310,9 +310,7 @@ pub(super) fn credential_from(
                 .collect(),
         ),
         "oauth2" => match secrets.get("access_token") {
-            Some(token) => Credential::OAuth2 {
-                access_token: token.clone(),
-            },
+            Some(token) => Credential::oauth2(token.clone()),
             None => Credential::None,
         },
         _ => Credential::None,

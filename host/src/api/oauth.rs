@@ -1,6 +1,14 @@
-//! OAuth2 connections: the access token is refreshed by the host before an invocation when it
-//! has expired or expires within [`EXPIRY_SKEW_MS`], single-flight.
+//! OAuth2 connections: the host keeps a connection's access token fresh, single-flight.
 //!
+//! A token is refreshed
+//! - before an invocation, when it has expired or expires within [`EXPIRY_SKEW_MS`];
+//! - during one, when an upstream answers 401 to it: the credential handed to the runtime
+//!   carries a [`ConnectionRefresher`], which the gate asks for a token in place of the rejected
+//!   one, and then re-sends that one request (`outbound::Session::send`). If the stored token
+//!   is no longer the rejected one, another task or process has refreshed it already, and the
+//!   stored token is returned without calling the token endpoint.
+//!
+//! Single flight:
 //! - Within a process, one `tokio::sync::Mutex` per connection: the first task refreshes, the
 //!   others wait on the lock and then find the fresh token in the row (double-checked after
 //!   acquiring), or, if the refresh failed, get its error without calling the endpoint again.
@@ -9,22 +17,29 @@
 //!   calls the token endpoint; the others poll the row until its token is fresh or the lease
 //!   has expired (then one of them takes it).
 //!
-//! The token endpoint is called through the gate ([`crate::outbound::Gate::refresh_oauth2`]),
-//! so the manifest's token URL meets the same scheme and address rules as guest traffic. The
-//! new tokens are sealed into the connection's envelope like every other secret field.
+//! A refresh runs in a task of its own: an invocation that stops waiting for it (its timeout,
+//! a client that went away) does not cancel it between the endpoint's answer and the write,
+//! which would lose a rotated refresh token the endpoint has already replaced.
 //!
-//! A 401 from the upstream is not retried: the guest sees it (and reports an auth error).
+//! The token endpoint is called through the gate ([`crate::outbound::Gate::refresh_oauth2`]),
+//! so the manifest's token URL meets the same scheme and address rules as guest traffic, and
+//! its host must be allowed by the tenant's outbound policy (read fresh for every refresh).
+//! The manifest's scopes are sent. The new tokens are sealed into the connection's envelope
+//! like every other secret field.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::AppState;
 use super::connections::credential_from;
 use super::error::ApiError;
-use crate::outbound::{AuthSpec, Credential, REFRESH_TIMEOUT, RefreshRequest};
+use crate::outbound::{
+    AuthSpec, Credential, REFRESH_TIMEOUT, RefreshAccessToken, RefreshRequest, TokenRefresher,
+};
 use crate::secrets::Secret;
 use crate::store::{ConnectionRecord, now_ms};
 
@@ -75,10 +90,25 @@ impl RefreshLocks {
     }
 }
 
-/// Whether the stored token must be refreshed before use.
-fn needs_refresh(record: &ConnectionRecord, secrets: &BTreeMap<String, Secret>) -> bool {
-    if !secrets.contains_key("access_token") {
+/// The connector manifest's token endpoint.
+#[derive(Debug, Clone)]
+struct TokenEndpoint {
+    url: String,
+    scopes: Vec<String>,
+}
+
+/// Whether the stored token must be refreshed before use: it is missing, it expires within the
+/// skew, or it is `rejected` (an upstream answered 401 to it).
+fn needs_refresh(
+    record: &ConnectionRecord,
+    secrets: &BTreeMap<String, Secret>,
+    rejected: Option<&Secret>,
+) -> bool {
+    let Some(current) = secrets.get("access_token") else {
         return secrets.contains_key("refresh_token");
+    };
+    if rejected.is_some_and(|rejected| rejected.expose() == current.expose()) {
+        return true;
     }
     match record.fields.get("expires_at").and_then(Value::as_i64) {
         Some(expires_at_s) => expires_at_s.saturating_mul(1000) <= now_ms() + EXPIRY_SKEW_MS,
@@ -88,7 +118,8 @@ fn needs_refresh(record: &ConnectionRecord, secrets: &BTreeMap<String, Secret>) 
 
 impl AppState {
     /// The credential to attach to one invocation of `record`'s connector (whose auth is
-    /// `auth`): decrypted, and for OAuth2 refreshed first if it has expired.
+    /// `auth`): decrypted, and for OAuth2 refreshed first if it has expired, and carrying a
+    /// refresher for the gate to use after a 401.
     pub(super) async fn invocation_credential(
         &self,
         tenant: &str,
@@ -96,14 +127,69 @@ impl AppState {
         auth: &AuthSpec,
     ) -> Result<Credential, ApiError> {
         let secrets = self.decrypt_secrets(tenant, record)?;
-        let token_url = match auth {
-            AuthSpec::OAuth2 { token_url, .. } if record.auth_type == "oauth2" => token_url,
+        let endpoint = match auth {
+            AuthSpec::OAuth2 {
+                token_url, scopes, ..
+            } if record.auth_type == "oauth2" => TokenEndpoint {
+                url: token_url.clone(),
+                scopes: scopes.clone(),
+            },
             _ => return Ok(credential_from(record, &secrets)),
         };
-        if !needs_refresh(record, &secrets) {
-            return Ok(credential_from(record, &secrets));
-        }
-        let lock = self.inner.refresh_locks.get(tenant, &record.id);
+        let credential = if needs_refresh(record, &secrets, None) {
+            self.refresh_detached(tenant, &record.id, &endpoint, None)
+                .await?
+        } else {
+            credential_from(record, &secrets)
+        };
+        Ok(match credential {
+            Credential::OAuth2 { access_token, .. } => Credential::OAuth2 {
+                access_token,
+                refresher: Some(TokenRefresher::new(ConnectionRefresher {
+                    state: self.clone(),
+                    tenant: tenant.to_owned(),
+                    connection: record.id.clone(),
+                    endpoint,
+                })),
+            },
+            other => other,
+        })
+    }
+
+    /// [`AppState::refresh_connection`] in a task of its own, so that the caller giving up
+    /// does not cut a refresh short.
+    async fn refresh_detached(
+        &self,
+        tenant: &str,
+        id: &str,
+        endpoint: &TokenEndpoint,
+        rejected: Option<Secret>,
+    ) -> Result<Credential, ApiError> {
+        let state = self.clone();
+        let (tenant, id, endpoint) = (tenant.to_owned(), id.to_owned(), endpoint.clone());
+        tokio::spawn(async move {
+            state
+                .refresh_connection(&tenant, &id, &endpoint, rejected.as_ref())
+                .await
+        })
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(error = %err, "an OAuth2 refresh task failed");
+            Err(ApiError::Internal)
+        })
+    }
+
+    /// A fresh credential for the connection, refreshed unless the stored token is fresh (and
+    /// not `rejected`): one refresh per connection at a time in this process, and a failure
+    /// shared with the tasks queued behind it.
+    async fn refresh_connection(
+        &self,
+        tenant: &str,
+        id: &str,
+        endpoint: &TokenEndpoint,
+        rejected: Option<&Secret>,
+    ) -> Result<Credential, ApiError> {
+        let lock = self.inner.refresh_locks.get(tenant, id);
         let result = {
             let mut last_failure = lock.lock().await;
             match last_failure.as_ref() {
@@ -112,7 +198,7 @@ impl AppState {
                 }
                 _ => {
                     let result = self
-                        .refresh_single_flight(tenant, &record.id, token_url)
+                        .refresh_single_flight(tenant, id, endpoint, rejected)
                         .await;
                     *last_failure = match &result {
                         Err(ApiError::CredentialRefresh(message)) => Some(LastFailure {
@@ -125,7 +211,7 @@ impl AppState {
                 }
             }
         };
-        self.inner.refresh_locks.release(tenant, &record.id, lock);
+        self.inner.refresh_locks.release(tenant, id, lock);
         result
     }
 
@@ -135,7 +221,8 @@ impl AppState {
         &self,
         tenant: &str,
         id: &str,
-        token_url: &str,
+        endpoint: &TokenEndpoint,
+        rejected: Option<&Secret>,
     ) -> Result<Credential, ApiError> {
         let store = self.store();
         let owner = &self.inner.instance_id;
@@ -143,7 +230,7 @@ impl AppState {
         loop {
             // Double-checked: whoever held the lock (here or elsewhere) may have refreshed.
             let (record, secrets) = self.read_connection(tenant, id).await?;
-            if !needs_refresh(&record, &secrets) {
+            if !needs_refresh(&record, &secrets, rejected) {
                 return Ok(credential_from(&record, &secrets));
             }
             let now = now_ms();
@@ -154,12 +241,12 @@ impl AppState {
                 // Read again under the lease: the previous holder may have written and
                 // released between the read above and the lease.
                 let (record, secrets) = self.read_connection(tenant, id).await?;
-                if !needs_refresh(&record, &secrets) {
+                if !needs_refresh(&record, &secrets, rejected) {
                     store.release_refresh_lease(tenant, id, owner).await?;
                     return Ok(credential_from(&record, &secrets));
                 }
                 let result = self
-                    .refresh_under_lease(tenant, &record, secrets, token_url)
+                    .refresh_under_lease(tenant, &record, secrets, endpoint)
                     .await;
                 if result.is_err() {
                     store.release_refresh_lease(tenant, id, owner).await?;
@@ -176,7 +263,6 @@ impl AppState {
         }
     }
 
-    /// Calls the token endpoint and stores the new tokens, sealed. The caller holds the lease.
     /// The connection's row as stored now, with its secrets decrypted.
     async fn read_connection(
         &self,
@@ -192,18 +278,31 @@ impl AppState {
         Ok((record, secrets))
     }
 
+    /// Calls the token endpoint and stores the new tokens, sealed. The caller holds the lease.
     async fn refresh_under_lease(
         &self,
         tenant: &str,
         record: &ConnectionRecord,
         mut secrets: BTreeMap<String, Secret>,
-        token_url: &str,
+        endpoint: &TokenEndpoint,
     ) -> Result<Credential, ApiError> {
         let Some(refresh_token) = secrets.get("refresh_token").cloned() else {
             return Err(ApiError::CredentialRefresh(
-                "the connection's access token has expired and it holds no refresh token".into(),
+                "the connection's access token has expired or was rejected, \
+                 and the connection holds no refresh token"
+                    .into(),
             ));
         };
+        let tenant_hosts = self
+            .store()
+            .tenant_quota(tenant)
+            .await?
+            .runtime
+            .host_patterns()
+            .map_err(|err| {
+                tracing::error!(error = %err, "a stored tenant policy does not parse");
+                ApiError::Internal
+            })?;
         let client_id = record
             .fields
             .get("client_id")
@@ -215,18 +314,21 @@ impl AppState {
             .runtime()
             .gate()
             .refresh_oauth2(
-                token_url,
+                &endpoint.url,
+                &tenant_hosts,
                 RefreshRequest {
                     client_id: &client_id,
                     client_secret: &client_secret,
                     refresh_token: &refresh_token,
+                    scopes: &endpoint.scopes,
                 },
             )
             .await
             .map_err(|err| {
                 tracing::warn!(connection = %record.id, error = %err, "OAuth2 token refresh failed");
                 ApiError::CredentialRefresh(format!(
-                    "the connection's access token has expired and refreshing it failed: {err}"
+                    "the connection's access token has expired or was rejected, \
+                     and refreshing it failed: {err}"
                 ))
             })?;
         secrets.insert("access_token".to_owned(), grant.access_token);
@@ -264,5 +366,34 @@ impl AppState {
         }
         tracing::info!(connection = %record.id, "refreshed an OAuth2 access token");
         Ok(credential_from(&updated, &secrets))
+    }
+}
+
+/// What the gate calls after an upstream answered 401 to one connection's access token.
+struct ConnectionRefresher {
+    state: AppState,
+    tenant: String,
+    connection: String,
+    endpoint: TokenEndpoint,
+}
+
+impl RefreshAccessToken for ConnectionRefresher {
+    fn refresh<'a>(&'a self, rejected: &'a Secret) -> BoxFuture<'a, Result<Secret, String>> {
+        Box::pin(async move {
+            let refreshed = self
+                .state
+                .refresh_detached(
+                    &self.tenant,
+                    &self.connection,
+                    &self.endpoint,
+                    Some(rejected.clone()),
+                )
+                .await;
+            match refreshed {
+                Ok(Credential::OAuth2 { access_token, .. }) => Ok(access_token),
+                Ok(_) => Err("the connection holds no access token".to_owned()),
+                Err(err) => Err(err.to_string()),
+            }
+        })
     }
 }

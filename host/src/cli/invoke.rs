@@ -181,9 +181,7 @@ fn credential_for(auth: &AuthSpec, secret: Secret) -> Result<Credential, String>
             return Err("the connector declares no auth; --secret-env has nowhere to go".into());
         }
         AuthSpec::ApiKey { .. } => Credential::ApiKey(secret),
-        AuthSpec::OAuth2 { .. } => Credential::OAuth2 {
-            access_token: secret,
-        },
+        AuthSpec::OAuth2 { .. } => Credential::oauth2(secret),
         AuthSpec::Basic => {
             let (username, password) = secret
                 .expose()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use url::form_urlencoded;
 
+use super::TokenRefresher;
 use crate::secrets::Secret;
 
 /// How a connector authenticates, as declared in its manifest (`docs/manifest.md`). Holds no
@@ -71,7 +72,20 @@ pub enum Credential {
     CustomHeaders(Vec<(String, Secret)>),
     OAuth2 {
         access_token: Secret,
+        /// Asked for a new token when an upstream answers 401 to this one; `None`: the 401
+        /// goes back to the guest as is.
+        refresher: Option<TokenRefresher>,
     },
+}
+
+impl Credential {
+    /// An OAuth2 bearer token that the gate does not refresh.
+    pub fn oauth2(access_token: Secret) -> Credential {
+        Credential::OAuth2 {
+            access_token,
+            refresher: None,
+        }
+    }
 }
 
 /// A credential that cannot be attached. The messages never contain the credential.
@@ -137,7 +151,7 @@ pub fn apply(
             let value = format!("Basic {}", basic_blob(username, password));
             insert(headers, AUTHORIZATION.as_str(), &value)?;
         }
-        (AuthSpec::OAuth2 { .. }, Credential::OAuth2 { access_token }) => {
+        (AuthSpec::OAuth2 { .. }, Credential::OAuth2 { access_token, .. }) => {
             let value = format!("Bearer {}", access_token.expose());
             insert(headers, AUTHORIZATION.as_str(), &value)?;
         }
@@ -175,7 +189,7 @@ pub fn secret_forms(credential: &Credential) -> Vec<Secret> {
         Credential::CustomHeaders(values) => {
             forms.extend(values.iter().map(|(_, value)| value.clone()));
         }
-        Credential::OAuth2 { access_token } => forms.push(access_token.clone()),
+        Credential::OAuth2 { access_token, .. } => forms.push(access_token.clone()),
     }
     forms
 }

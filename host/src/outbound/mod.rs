@@ -11,7 +11,10 @@
 //! - attaches the connection's credential only for explicitly declared hosts, replacing any
 //!   header of the same name the guest set;
 //! - enforces request counts, body sizes, byte totals and a timeout;
-//! - scrubs every form of the credential out of the response before the guest sees it.
+//! - scrubs every form of the credential out of the response before the guest sees it;
+//! - when an upstream answers 401 to a request that carried an OAuth2 bearer token, gets a
+//!   fresh token from the credential's refresher and re-sends that one request once (at most
+//!   one refresh per invocation; see [`Session::send`]).
 //!
 //! One [`Gate`] per process (it owns the connection pool); one [`Session`] per invocation (it
 //! owns the grant, the counters and the first limit hit).
@@ -39,9 +42,13 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use crate::secrets::Secret;
+
 pub use credential::{ApiKeyLocation, AuthSpec, Credential, CredentialError};
 pub use error::{HttpError, LimitHit, OutboundError, OutboundLimit};
-pub use oauth::{REFRESH_TIMEOUT, RefreshError, RefreshRequest, TokenGrant};
+pub use oauth::{
+    REFRESH_TIMEOUT, RefreshAccessToken, RefreshError, RefreshRequest, TokenGrant, TokenRefresher,
+};
 pub use policy::{HostPattern, HostPatternError};
 pub use scrub::Scrubber;
 
@@ -247,6 +254,7 @@ impl Gate {
             scrubber,
             stats: OutboundStats::default(),
             limit_hit: None,
+            refreshed_after_401: false,
         }
     }
 }
@@ -261,6 +269,8 @@ pub struct Session {
     scrubber: Scrubber,
     stats: OutboundStats,
     limit_hit: Option<LimitHit>,
+    /// Whether this invocation already asked for a new OAuth2 token after a 401: it asks once.
+    refreshed_after_401: bool,
 }
 
 /// One hop, ready to send.
@@ -269,10 +279,21 @@ struct Hop {
     url: Url,
     headers: HeaderMap,
     body: Option<Bytes>,
+    /// The OAuth2 access token this hop carries, when its credential can be refreshed.
+    refreshable: Option<Secret>,
 }
 
 impl Session {
     /// Sends one guest request, following redirects, and returns the scrubbed response.
+    ///
+    /// A 401 to a hop that carried a refreshable OAuth2 token, the first in this session, is
+    /// read (and counted) like any response; then the credential's refresher is asked for a
+    /// token in place of the rejected one, the session's credential and scrubber take the new
+    /// token, and the same hop (method, URL, headers, body bytes) is sent again, checked and
+    /// counted as one more request. A 401 has not been processed by the upstream, so this is
+    /// safe for any method. The guest gets the 401 as it came when the refresh fails, when the
+    /// limits leave no room for the retry, or when the retry is answered 401 again; the whole
+    /// exchange stays within the request's timeout.
     pub async fn send(&mut self, request: GuestRequest) -> Result<GuestResponse, HttpError> {
         let timeout = self.grant.limits.request_timeout;
         let result = match tokio::time::timeout(timeout, self.send_checked(request)).await {
@@ -305,7 +326,20 @@ impl Session {
         let mut redirects = 0;
         loop {
             let hop = self.prepare_hop(&method, &url, &guest_headers, body.as_ref())?;
+            let refreshable = hop.refreshable.clone();
             let response = self.execute(hop).await?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && let Some(rejected) = refreshable
+                && !self.refreshed_after_401
+            {
+                self.refreshed_after_401 = true;
+                let unauthorized = self.read_response(response).await?;
+                let body_len = body.as_ref().map_or(0, |b| b.len() as u64);
+                if self.refresh_after_401(&rejected).await && self.room_for(body_len).is_ok() {
+                    continue;
+                }
+                return Ok(unauthorized);
+            }
             let Some(location) = redirect_location(&response) else {
                 return self.read_response(response).await;
             };
@@ -353,6 +387,7 @@ impl Session {
         let mut url = url.clone();
         url.set_fragment(None);
         let mut headers = guest_headers.clone();
+        let mut refreshable = None;
         if credentialed {
             let reserved = self
                 .reserved_headers
@@ -368,6 +403,13 @@ impl Session {
                 &mut headers,
             )
             .map_err(|err| HttpError::Other(err.to_string()))?;
+            if let Credential::OAuth2 {
+                access_token,
+                refresher: Some(_),
+            } = &self.grant.credential
+            {
+                refreshable = Some(access_token.clone());
+            }
         }
         if !headers.contains_key(header::USER_AGENT) {
             headers.insert(
@@ -380,7 +422,33 @@ impl Session {
             url,
             headers,
             body: body.cloned(),
+            refreshable,
         })
+    }
+
+    /// Asks the credential's refresher for a token in place of `rejected`. On success the
+    /// session attaches the new token from now on, and its scrubber (shared with the runtime's
+    /// copy) redacts it before any response carrying it can reach the guest.
+    async fn refresh_after_401(&mut self, rejected: &Secret) -> bool {
+        let Credential::OAuth2 {
+            refresher: Some(refresher),
+            ..
+        } = &self.grant.credential
+        else {
+            return false;
+        };
+        let refresher = refresher.clone();
+        match refresher.refresh(rejected).await {
+            Ok(access_token) => {
+                self.scrubber.add([access_token.clone()]);
+                self.grant.credential = Credential::OAuth2 {
+                    access_token,
+                    refresher: Some(refresher),
+                };
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Scheme, userinfo, host allowlist and IP-literal checks. Returns whether the hop gets the
@@ -422,26 +490,34 @@ impl Session {
 
     /// Counts one request and its body against the limits, before it is sent.
     fn charge(&mut self, body_len: u64) -> Result<(), HttpError> {
+        if let Err((limit, err)) = self.room_for(body_len) {
+            return Err(self.limit(limit, err));
+        }
+        self.stats.requests += 1;
+        self.stats.bytes_out += body_len;
+        Ok(())
+    }
+
+    /// Whether the limits leave room for one more request with a body of `body_len` bytes.
+    fn room_for(&self, body_len: u64) -> Result<(), (OutboundLimit, HttpError)> {
         let limits = &self.grant.limits;
         if self.stats.requests >= limits.max_requests {
-            return Err(self.limit(OutboundLimit::Requests, HttpError::TooManyRequests));
+            return Err((OutboundLimit::Requests, HttpError::TooManyRequests));
         }
         if body_len > limits.max_request_body_bytes {
             let message = format!(
                 "request body of {body_len} bytes exceeds the limit of {}",
                 limits.max_request_body_bytes
             );
-            return Err(self.limit(OutboundLimit::RequestBody, HttpError::TooLarge(message)));
+            return Err((OutboundLimit::RequestBody, HttpError::TooLarge(message)));
         }
         if self.stats.bytes_out.saturating_add(body_len) > limits.max_total_bytes_out {
             let message = format!(
                 "request body of {body_len} bytes would exceed the invocation's limit of {} bytes sent",
                 limits.max_total_bytes_out
             );
-            return Err(self.limit(OutboundLimit::TotalBytesOut, HttpError::TooLarge(message)));
+            return Err((OutboundLimit::TotalBytesOut, HttpError::TooLarge(message)));
         }
-        self.stats.requests += 1;
-        self.stats.bytes_out += body_len;
         Ok(())
     }
 

@@ -1,15 +1,33 @@
-//! The OAuth2 refresh-token grant (RFC 6749 §6), sent by the gate itself rather than by a
-//! guest: the token URL comes from a manifest, so it is held to the same rules as guest
-//! traffic (https unless the operator allows http, no userinfo, no private, loopback,
-//! link-local or metadata address, checked on IP literals here and on every DNS answer in the
-//! gate's resolver) and goes out through the gate's one client, which follows no redirects.
+//! OAuth2 in the gate: the refresh-token grant (RFC 6749 §6), and the hook through which the
+//! gate asks for a fresh access token after an upstream answered 401.
+//!
+//! The grant is sent by the gate itself rather than by a guest. The token URL comes from a
+//! manifest, so it is held to the rules of guest traffic: https unless the operator allows
+//! http, no userinfo, a host the tenant's outbound policy allows (the manifest side of
+//! "manifest ∩ tenant" is the token URL itself, which the manifest names exactly), and no
+//! private, loopback, link-local or metadata address (checked on IP literals here and on every
+//! DNS answer in the gate's resolver). It goes out through the gate's one client, which follows
+//! no redirects. The manifest's scopes, when it declares any, are sent as `scope`.
+//!
+//! The token host is deliberately not required among the manifest's `hosts`: declaring it
+//! there would also attach the access token to guest requests for it.
+//!
+//! A [`TokenRefresher`] travels with an OAuth2 credential into the session. When a request
+//! that carried the bearer token gets a 401, the session hands it the rejected token and
+//! retries that one request once with what it returns (see [`super::Session::send`]). The
+//! refresher is implemented by whoever owns the stored token (the API's single-flight
+//! refresh); the gate only knows it as this trait.
 //!
 //! What goes in and comes back are secrets: they travel in [`Secret`], and no error message
 //! quotes the request or the response body.
 
 use std::error::Error as _;
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
@@ -17,7 +35,8 @@ use url::Url;
 use url::form_urlencoded;
 use zeroize::Zeroizing;
 
-use super::{Gate, Scrubber, address, describe};
+use super::policy::{self, HostDecision, RequestHost};
+use super::{Gate, HostPattern, Scrubber, address, describe};
 use crate::secrets::Secret;
 
 /// Largest token response read; a token response is a few hundred bytes.
@@ -31,6 +50,8 @@ pub struct RefreshRequest<'a> {
     pub client_id: &'a str,
     pub client_secret: &'a Secret,
     pub refresh_token: &'a Secret,
+    /// The manifest's scopes, sent space-separated as `scope` when not empty.
+    pub scopes: &'a [String],
 }
 
 /// A token endpoint's answer.
@@ -59,6 +80,34 @@ pub enum RefreshError {
     BadResponse(String),
 }
 
+/// Supplies a fresh access token after an upstream rejected one with 401.
+pub trait RefreshAccessToken: Send + Sync {
+    /// A valid access token in place of `rejected`: the stored one if another task already
+    /// replaced `rejected`, else a new one from the token endpoint. The error is a message
+    /// that names the cause and quotes no secret.
+    fn refresh<'a>(&'a self, rejected: &'a Secret) -> BoxFuture<'a, Result<Secret, String>>;
+}
+
+/// A shared [`RefreshAccessToken`], carried by [`super::Credential::OAuth2`].
+#[derive(Clone)]
+pub struct TokenRefresher(Arc<dyn RefreshAccessToken>);
+
+impl TokenRefresher {
+    pub fn new(refresher: impl RefreshAccessToken + 'static) -> TokenRefresher {
+        TokenRefresher(Arc::new(refresher))
+    }
+
+    pub async fn refresh(&self, rejected: &Secret) -> Result<Secret, String> {
+        self.0.refresh(rejected).await
+    }
+}
+
+impl fmt::Debug for TokenRefresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenRefresher")
+    }
+}
+
 #[derive(Deserialize)]
 struct RawGrant {
     access_token: String,
@@ -74,17 +123,19 @@ struct RawError {
 }
 
 impl Gate {
-    /// Exchanges a refresh token for a new access token at `token_url`.
+    /// Exchanges a refresh token for a new access token at `token_url`, whose host must be
+    /// allowed by `tenant_hosts` (the tenant's outbound policy).
     pub async fn refresh_oauth2(
         &self,
         token_url: &str,
+        tenant_hosts: &[HostPattern],
         request: RefreshRequest<'_>,
     ) -> Result<TokenGrant, RefreshError> {
         let scrubber = Scrubber::new(vec![
             request.client_secret.clone(),
             request.refresh_token.clone(),
         ]);
-        let url = self.check_token_url(token_url)?;
+        let url = self.check_token_url(token_url, tenant_hosts)?;
         let result = tokio::time::timeout(REFRESH_TIMEOUT, self.send_refresh(url, &request))
             .await
             .unwrap_or(Err(RefreshError::Timeout));
@@ -95,7 +146,11 @@ impl Gate {
         })
     }
 
-    fn check_token_url(&self, token_url: &str) -> Result<Url, RefreshError> {
+    fn check_token_url(
+        &self,
+        token_url: &str,
+        tenant_hosts: &[HostPattern],
+    ) -> Result<Url, RefreshError> {
         let url =
             Url::parse(token_url).map_err(|_| RefreshError::Denied("not a URL".to_owned()))?;
         match url.scheme() {
@@ -116,6 +171,13 @@ impl Gate {
             Some(url::Host::Domain(_)) => None,
             None => return Err(RefreshError::Denied("it has no host".to_owned())),
         };
+        let Some(host) = RequestHost::of(&url) else {
+            return Err(RefreshError::Denied("it has no host".to_owned()));
+        };
+        let declared = [HostPattern::Exact(host.name.clone())];
+        if let HostDecision::Denied(reason) = policy::decide(&declared, tenant_hosts, &host) {
+            return Err(RefreshError::Denied(reason));
+        }
         if let Some(ip) = literal
             && let Some(reason) = address::blocked_reason(ip, &self.inner.allowed_ranges)
         {
@@ -129,14 +191,7 @@ impl Gate {
         url: Url,
         request: &RefreshRequest<'_>,
     ) -> Result<TokenGrant, RefreshError> {
-        let body = Zeroizing::new(
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", request.refresh_token.expose())
-                .append_pair("client_id", request.client_id)
-                .append_pair("client_secret", request.client_secret.expose())
-                .finish(),
-        );
+        let body = Zeroizing::new(refresh_form(request));
         let response = self
             .inner
             .client
@@ -193,6 +248,19 @@ impl Gate {
     }
 }
 
+/// The grant's form body (RFC 6749 §6); `scope` only when the manifest declares scopes.
+fn refresh_form(request: &RefreshRequest<'_>) -> String {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", request.refresh_token.expose())
+        .append_pair("client_id", request.client_id)
+        .append_pair("client_secret", request.client_secret.expose());
+    if !request.scopes.is_empty() {
+        form.append_pair("scope", &request.scopes.join(" "));
+    }
+    form.finish()
+}
+
 async fn read_capped(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, RefreshError> {
     let too_large =
         || RefreshError::BadResponse(format!("larger than {MAX_TOKEN_RESPONSE_BYTES} bytes"));
@@ -241,12 +309,16 @@ mod tests {
         .unwrap()
     }
 
+    fn any() -> Vec<HostPattern> {
+        vec![HostPattern::Any]
+    }
+
     #[test]
     fn token_urls_meet_the_gate_rules() {
         let strict = gate(false);
         assert!(
             strict
-                .check_token_url("https://auth.example.test/token")
+                .check_token_url("https://auth.example.test/token", &any())
                 .is_ok()
         );
         for url in [
@@ -260,15 +332,39 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                matches!(strict.check_token_url(url), Err(RefreshError::Denied(_))),
+                matches!(
+                    strict.check_token_url(url, &any()),
+                    Err(RefreshError::Denied(_))
+                ),
                 "{url}"
             );
         }
         assert!(
             gate(true)
-                .check_token_url("http://auth.example.test/token")
+                .check_token_url("http://auth.example.test/token", &any())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn token_hosts_meet_the_tenant_policy() {
+        let strict = gate(false);
+        let url = "https://auth.example.test/token";
+        let allows = |tenant: &[&str]| {
+            let tenant: Vec<HostPattern> = tenant.iter().map(|p| p.parse().unwrap()).collect();
+            strict.check_token_url(url, &tenant)
+        };
+        assert!(allows(&["*.example.test"]).is_ok());
+        assert!(allows(&["auth.example.test", "api.example.test"]).is_ok());
+        for tenant in [&["api.example.test"][..], &[], &["*.other.test"]] {
+            match allows(tenant) {
+                Err(RefreshError::Denied(reason)) => assert!(
+                    reason.contains("auth.example.test") && reason.contains("tenant"),
+                    "{reason}"
+                ),
+                other => panic!("{tenant:?}: {other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
@@ -278,10 +374,12 @@ mod tests {
         let err = gate(false)
             .refresh_oauth2(
                 "https://127.0.0.1:1/token",
+                &any(),
                 RefreshRequest {
                     client_id: "c",
                     client_secret: &secret,
                     refresh_token: &refresh,
+                    scopes: &[],
                 },
             )
             .await

@@ -24,6 +24,7 @@ use crate::secrets::Secret;
 
 const API: &str = "api.example.test";
 const OTHER: &str = "other.example.test";
+const AUTH: &str = "auth.example.test";
 const SECRET: &str = "s3cret-T0ken/with+chars";
 
 // ---------------------------------------------------------------------------------------------
@@ -70,7 +71,10 @@ impl TestServer {
 /// - `/redirect?to=URL&status=CODE`: a redirect (302 by default);
 /// - `/bytes?n=N`: N bytes with a Content-Length;
 /// - `/stream`: an endless chunked body without a Content-Length;
-/// - `/slow`: answers after 30 s.
+/// - `/slow`: answers after 30 s;
+/// - `/bearer?accept=TOKEN`: 401 (quoting the Authorization it got) unless the request
+///   carries `Bearer TOKEN`, then the echo;
+/// - `/token`: a token response with `access_token` `fresh-from-token-endpoint`.
 async fn spawn_server() -> TestServer {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let router = axum::Router::new()
@@ -137,6 +141,27 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
         "/slow" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Response::new(Body::from("late"))
+        }
+        "/bearer"
+            if parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes)
+                != Some(format!("Bearer {}", query["accept"]).as_bytes()) =>
+        {
+            let given = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            Response::builder()
+                .status(401)
+                .body(Body::from(format!("rejected {given}")))
+                .unwrap()
+        }
+        "/token" => {
+            let grant = json!({"access_token": "fresh-from-token-endpoint", "expires_in": 60});
+            Response::new(Body::from(grant.to_string()))
         }
         _ => {
             let echo = json!({
@@ -230,7 +255,7 @@ fn loopback_config(addr: SocketAddr) -> OutboundConfig {
 }
 
 fn overrides(addr: SocketAddr) -> HashMap<String, Vec<SocketAddr>> {
-    [API, OTHER, "evil.example.test"]
+    [API, OTHER, AUTH, "evil.example.test"]
         .into_iter()
         .map(|host| (host.to_owned(), vec![addr]))
         .collect()
@@ -254,9 +279,7 @@ fn bearer_grant(declared: &[&str]) -> Grant {
             authorization_url: None,
             scopes: vec![],
         },
-        credential: Credential::OAuth2 {
-            access_token: Secret::from(SECRET),
-        },
+        credential: Credential::oauth2(Secret::from(SECRET)),
         ..grant(declared)
     }
 }
@@ -1362,4 +1385,240 @@ async fn stats_count_requests_denials_and_bytes() {
             bytes_in: 300
         }
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth2: refresh once after a 401, and the refresh-token grant
+
+const NEW_TOKEN: &str = "n3w-T0ken/after+401";
+
+/// A refresher that records the tokens it was asked to replace and answers `answer`.
+struct FakeRefresher {
+    asked: Arc<Mutex<Vec<String>>>,
+    answer: Result<&'static str, &'static str>,
+}
+
+impl RefreshAccessToken for FakeRefresher {
+    fn refresh<'a>(
+        &'a self,
+        rejected: &'a Secret,
+    ) -> futures::future::BoxFuture<'a, Result<Secret, String>> {
+        self.asked
+            .lock()
+            .unwrap()
+            .push(rejected.expose().to_owned());
+        let answer = self.answer.map(Secret::from).map_err(str::to_owned);
+        Box::pin(async move { answer })
+    }
+}
+
+/// A bearer grant for API whose refresher answers `answer`; returns the refresher's record.
+fn refreshable_grant(
+    answer: Result<&'static str, &'static str>,
+) -> (Grant, Arc<Mutex<Vec<String>>>) {
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refresher = TokenRefresher::new(FakeRefresher {
+        asked: Arc::clone(&asked),
+        answer,
+    });
+    let grant = Grant {
+        credential: Credential::OAuth2 {
+            access_token: Secret::from(SECRET),
+            refresher: Some(refresher),
+        },
+        ..bearer_grant(&[API])
+    };
+    (grant, asked)
+}
+
+fn bearer_accepting(token: &str) -> String {
+    let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+    api(&format!("/bearer?accept={token}"))
+}
+
+#[tokio::test]
+async fn a_401_to_a_refreshable_bearer_is_resent_once_with_the_new_token() {
+    let server = spawn_server().await;
+    let (grant, asked) = refreshable_grant(Ok(NEW_TOKEN));
+    let mut s = session(loopback_config(server.addr), grant);
+    // Taken before the refresh, as the runtime takes it before the guest runs.
+    let runtime_scrubber = s.scrubber();
+    let mut req = request("POST", &bearer_accepting(NEW_TOKEN));
+    req.body = Some(b"payload".to_vec());
+    req.headers = vec![
+        ("x-keep".into(), "1".into()),
+        ("authorization".into(), "Bearer forged".into()),
+    ];
+    let response = s.send(req).await.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(*asked.lock().unwrap(), [SECRET]);
+
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for hop in &seen {
+        assert_eq!(hop.method, "POST");
+        assert_eq!(hop.uri, seen[0].uri);
+        assert_eq!(hop.body, b"payload");
+        assert_eq!(hop.header("x-keep"), ["1"]);
+    }
+    assert_eq!(
+        seen[0].header("authorization"),
+        [format!("Bearer {SECRET}").as_str()]
+    );
+    assert_eq!(
+        seen[1].header("authorization"),
+        [format!("Bearer {NEW_TOKEN}").as_str()]
+    );
+    // The retry is a request like any other.
+    assert_eq!(s.stats().requests, 2);
+    assert_eq!(s.stats().bytes_out, 14);
+
+    // The new token is scrubbed like the old one, here and in the runtime's copy.
+    let body = String::from_utf8(response.body.clone()).unwrap();
+    let echoed = response
+        .headers
+        .iter()
+        .find(|(n, _)| n == "x-echo-authorization");
+    assert_eq!(echoed.unwrap().1, "Bearer ***");
+    assert!(
+        !body.contains(NEW_TOKEN) && body.contains("Bearer ***"),
+        "{body}"
+    );
+    assert_eq!(
+        runtime_scrubber.scrub_str(&format!("{NEW_TOKEN} {SECRET}")),
+        "*** ***"
+    );
+
+    // Later requests of the invocation carry the new token.
+    s.send(get(&api("/echo"))).await.unwrap();
+    assert_eq!(
+        server.seen()[2].header("authorization"),
+        [format!("Bearer {NEW_TOKEN}").as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_second_401_goes_back_to_the_guest_and_the_session_refreshes_once() {
+    let server = spawn_server().await;
+    let (grant, asked) = refreshable_grant(Ok(NEW_TOKEN));
+    let mut s = session(loopback_config(server.addr), grant);
+    let response = s.send(get(&bearer_accepting("nothing"))).await.unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(server.count(), 2);
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    // What the guest sees of the second 401 quotes the new token, scrubbed.
+    assert_eq!(response.body, b"rejected Bearer ***");
+
+    let response = s.send(get(&bearer_accepting("nothing"))).await.unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(server.count(), 3);
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    assert_eq!(s.limit_hit(), None);
+}
+
+#[tokio::test]
+async fn a_failed_refresh_gives_the_guest_the_original_401() {
+    let server = spawn_server().await;
+    let (grant, asked) = refreshable_grant(Err("the token endpoint refused"));
+    let mut s = session(loopback_config(server.addr), grant);
+    let response = s.send(get(&bearer_accepting(NEW_TOKEN))).await.unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(response.body, b"rejected Bearer ***");
+    assert_eq!(server.count(), 1);
+    assert_eq!(*asked.lock().unwrap(), [SECRET]);
+    assert_eq!(s.stats().requests, 1);
+    assert_eq!(s.limit_hit(), None);
+}
+
+#[tokio::test]
+async fn no_retry_when_the_limits_leave_no_room_for_it() {
+    let server = spawn_server().await;
+    let (mut grant, asked) = refreshable_grant(Ok(NEW_TOKEN));
+    grant.limits.max_requests = 1;
+    let mut s = session(loopback_config(server.addr), grant);
+    let response = s.send(get(&bearer_accepting(NEW_TOKEN))).await.unwrap();
+    assert_eq!(response.status, 401);
+    assert_eq!(server.count(), 1);
+    // The token was refreshed (for the next invocation), but the retry was not sent, and a
+    // request the guest never made is no limit hit of the guest's.
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    assert_eq!(s.stats().requests, 1);
+    assert_eq!(s.limit_hit(), None);
+}
+
+#[tokio::test]
+async fn only_a_refreshable_bearer_is_refreshed() {
+    let server = spawn_server().await;
+    // A token without a refresher (the CLI's): the 401 goes back as is.
+    let mut s = session(loopback_config(server.addr), bearer_grant(&[API]));
+    let response = s.send(get(&bearer_accepting(NEW_TOKEN))).await.unwrap();
+    assert_eq!((response.status, server.count()), (401, 1));
+    // A hop that carried no credential (a host only `*` admits).
+    let (mut grant, asked) = refreshable_grant(Ok(NEW_TOKEN));
+    grant.declared_hosts = patterns(&[API, "*"]);
+    let mut s = session(loopback_config(server.addr), grant);
+    let other = format!("http://{OTHER}/bearer?accept=x");
+    assert_eq!(s.send(get(&other)).await.unwrap().status, 401);
+    assert_eq!(server.count(), 2);
+    assert!(asked.lock().unwrap().is_empty());
+}
+
+/// Sends the refresh-token grant to the test server's `/token` with `scopes`, allowed by
+/// `tenant`.
+async fn refresh_at(
+    server: &TestServer,
+    tenant: &[&str],
+    scopes: &[String],
+) -> Result<TokenGrant, RefreshError> {
+    let gate = Gate::new(loopback_config(server.addr)).unwrap();
+    gate.refresh_oauth2(
+        &format!("http://{AUTH}/token"),
+        &patterns(tenant),
+        RefreshRequest {
+            client_id: "client-1",
+            client_secret: &Secret::from("client-secret"),
+            refresh_token: &Secret::from("refresh-1"),
+            scopes,
+        },
+    )
+    .await
+}
+
+fn form_of(seen: &Seen) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&seen.body)
+        .into_owned()
+        .collect()
+}
+
+#[tokio::test]
+async fn the_refresh_sends_the_manifests_scopes_space_separated() {
+    let server = spawn_server().await;
+    let scopes = vec!["read:user".to_owned(), "repo".to_owned()];
+    let grant = refresh_at(&server, &["*"], &scopes).await.unwrap();
+    assert_eq!(grant.access_token.expose(), "fresh-from-token-endpoint");
+    let form = form_of(&server.seen()[0]);
+    assert_eq!(form["scope"], "read:user repo");
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["refresh_token"], "refresh-1");
+
+    // No declared scopes: no `scope` parameter (the grant keeps the original scope).
+    refresh_at(&server, &["*"], &[]).await.unwrap();
+    assert!(!form_of(&server.seen()[1]).contains_key("scope"));
+}
+
+#[tokio::test]
+async fn a_token_host_outside_the_tenant_policy_is_never_called() {
+    let server = spawn_server().await;
+    let err = refresh_at(&server, &[API], &[]).await.unwrap_err();
+    match err {
+        RefreshError::Denied(reason) => assert!(
+            reason.contains("host auth.example.test is not allowed by the tenant"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.count(), 0);
+    // The same URL under a policy that names it goes out.
+    refresh_at(&server, &[API, AUTH], &[]).await.unwrap();
+    assert_eq!(server.count(), 1);
 }

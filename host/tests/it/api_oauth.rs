@@ -1,11 +1,13 @@
-//! OAuth2 connections: the host refreshes an expired access token against the manifest's token
-//! URL, once for any number of concurrent invocations (per-connection lock in a process, a
-//! lease on the row across processes), stores the new tokens encrypted, and fails an
-//! invocation whose token cannot be refreshed with an auth problem that quotes no secret.
+//! OAuth2 connections: the host refreshes an expired access token before an invocation, and a
+//! rejected one (401) inside the gate, which then re-sends the request once; against the
+//! manifest's token URL (allowed by the tenant's policy, with the manifest's scopes), once for
+//! any number of concurrent invocations (per-connection lock in a process, a lease on the row
+//! across processes); stores the new tokens encrypted; and fails an invocation whose expired
+//! token cannot be refreshed with an auth problem that quotes no secret.
 //!
 //! One local HTTPS server plays both `auth.example.test` (the token endpoint, which counts
-//! refreshes and answers slowly so that concurrent callers overlap) and `api.example.test`
-//! (which accepts only the newest access token).
+//! refreshes, keeps the last form it got, and answers slowly so that concurrent callers
+//! overlap) and `api.example.test` (which accepts only the newest access token, or none).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,7 +40,14 @@ struct Upstream {
     refreshes: AtomicUsize,
     access: Mutex<String>,
     refresh: Mutex<String>,
+    /// The token endpoint refuses every refresh.
     fail: AtomicBool,
+    /// The API rejects every token.
+    reject_all: AtomicBool,
+    /// The API's answer quotes the Authorization it got (as a server echoing it would).
+    echo: AtomicBool,
+    /// The form of the last refresh.
+    last_form: Mutex<HashMap<String, String>>,
 }
 
 impl Upstream {
@@ -56,6 +65,7 @@ async fn token(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let n = upstream.refreshes.fetch_add(1, Ordering::SeqCst) + 1;
+    *upstream.last_form.lock().expect("lock") = form.clone();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let field = |name: &str| form.get(name).map(String::as_str);
     let valid = field("grant_type") == Some("refresh_token")
@@ -87,7 +97,10 @@ async fn me(State(upstream): State<Arc<Upstream>>, headers: HeaderMap) -> Respon
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if given == expected {
+    if given == expected && !upstream.reject_all.load(Ordering::SeqCst) {
+        if upstream.echo.load(Ordering::SeqCst) {
+            return Json(json!({"user": "alice", "authorization": given})).into_response();
+        }
         Json(json!({"user": "alice"})).into_response()
     } else {
         StatusCode::UNAUTHORIZED.into_response()
@@ -101,6 +114,9 @@ async fn upstream() -> (Arc<Upstream>, Server, RuntimeOptions) {
         access: Mutex::new(String::new()),
         refresh: Mutex::new(FIRST_REFRESH.to_owned()),
         fail: AtomicBool::new(false),
+        reject_all: AtomicBool::new(false),
+        echo: AtomicBool::new(false),
+        last_form: Mutex::new(HashMap::new()),
     });
     let router = Router::new()
         .route("/token", post(token))
@@ -119,6 +135,16 @@ fn unix_s() -> i64 {
 /// A tenant with the oauth connector and a connection whose access token expired; returns an
 /// editor token and the connection id.
 async fn expired_connection(server: &TestServer) -> (String, String) {
+    connection_expiring_at(server, unix_s() - 60).await
+}
+
+/// Like [`expired_connection`], but the access token is valid for another hour by its
+/// expiry, and the API does not take it: revoked.
+async fn revoked_connection(server: &TestServer) -> (String, String) {
+    connection_expiring_at(server, unix_s() + 3600).await
+}
+
+async fn connection_expiring_at(server: &TestServer, expires_at: i64) -> (String, String) {
     let admin = server.tenant("acme").await;
     let uploaded = server.upload(&admin, airlock_test_artifacts::OAUTH).await;
     assert_eq!(uploaded.status, 201, "{}", uploaded.text);
@@ -134,7 +160,7 @@ async fn expired_connection(server: &TestServer) -> (String, String) {
                     "client_secret": CLIENT_SECRET,
                     "refresh_token": FIRST_REFRESH,
                     "access_token": STALE_ACCESS,
-                    "expires_at": unix_s() - 60,
+                    "expires_at": expires_at,
                 },
             }),
         )
@@ -232,9 +258,215 @@ async fn failed_refresh_is_an_auth_problem_without_secrets(db: Db) {
     assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 2);
 }
 
+/// The guest's answer to a 401 it was given: its own `auth` error.
+fn assert_guest_saw_401(reply: &crate::api_support::Reply) {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["ok"], json!(false), "{}", reply.text);
+    assert_eq!(
+        reply.body["error"]["kind"],
+        json!("connector_error"),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        reply.body["error"]["connector_kind"],
+        json!("auth"),
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("401")),
+        "{}",
+        reply.text
+    );
+}
+
+async fn a_401_is_refreshed_in_the_gate_and_the_request_resent(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    upstream.echo.store(true, Ordering::SeqCst);
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = revoked_connection(&server).await;
+    let body = json!({"connection": connection, "input": {}});
+    let reply = server.post(INVOKE, &editor, body.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    // The API saw the new token; the guest sees it scrubbed.
+    assert_eq!(
+        reply.body["output"],
+        json!({"user": "alice", "authorization": "Bearer ***"}),
+        "{}",
+        reply.text
+    );
+    assert!(!reply.text.contains(&upstream.access()), "{}", reply.text);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    // The 401 and the retry: two requests against the tenant's limits.
+    assert_eq!(
+        reply.body["stats"]["outbound_requests"],
+        json!(2),
+        "{}",
+        reply.text
+    );
+    assert_stored_encrypted(&server, &upstream).await;
+
+    // The stored token is the new one: the next invocation needs no refresh and no retry.
+    let reply = server.post(INVOKE, &editor, body).await;
+    assert_eq!(reply.body["stats"]["outbound_requests"], json!(1));
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+}
+
+async fn concurrent_401s_refresh_once(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = revoked_connection(&server).await;
+    let body = json!({"connection": connection, "input": {}});
+    let replies =
+        futures::future::join_all((0..20).map(|_| server.post(INVOKE, &editor, body.clone())))
+            .await;
+    for reply in &replies {
+        assert_whoami(reply.status, &reply.body, &reply.text);
+    }
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    assert_stored_encrypted(&server, &upstream).await;
+}
+
+async fn an_upstream_that_always_401s_gets_one_refresh_and_no_loop(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    upstream.reject_all.store(true, Ordering::SeqCst);
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = revoked_connection(&server).await;
+    let reply = server
+        .post(
+            INVOKE,
+            &editor,
+            json!({"connection": connection, "input": {}}),
+        )
+        .await;
+    assert_guest_saw_401(&reply);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        reply.body["stats"]["outbound_requests"],
+        json!(2),
+        "{}",
+        reply.text
+    );
+}
+
+async fn a_failed_refresh_after_a_401_gives_the_guest_the_401(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    upstream.fail.store(true, Ordering::SeqCst);
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = revoked_connection(&server).await;
+    let reply = server
+        .post(
+            INVOKE,
+            &editor,
+            json!({"connection": connection, "input": {}}),
+        )
+        .await;
+    assert_guest_saw_401(&reply);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(reply.body["stats"]["outbound_requests"], json!(1));
+    for secret in [CLIENT_SECRET, FIRST_REFRESH, STALE_ACCESS] {
+        assert!(!reply.text.contains(secret), "{}", reply.text);
+    }
+}
+
+async fn a_token_host_outside_the_tenant_policy_is_never_called(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, expired) = expired_connection(&server).await;
+    // The API is allowed, the token endpoint is not.
+    let limits = json!({"allowed_hosts": ["api.example.test"]});
+    let put = server
+        .put("/v1/tenants/acme/limits", &server.operator(), limits)
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+
+    // Expired: the refresh before the invocation is refused, as a failed refresh is.
+    let reply = server
+        .post(INVOKE, &editor, json!({"connection": expired, "input": {}}))
+        .await;
+    assert_problem(&reply, 502, "credential-refresh-failed");
+    let detail = reply.body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("host auth.example.test is not allowed by the tenant's outbound policy"),
+        "{detail}"
+    );
+
+    // Revoked: the refresh after the 401 is refused, and the guest gets the 401.
+    let admin = server.token(Some("acme"), Role::Admin);
+    let created = server
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({
+                "connector": "oauth",
+                "name": "bob",
+                "credential": {
+                    "client_id": CLIENT_ID,
+                    "client_secret": CLIENT_SECRET,
+                    "refresh_token": FIRST_REFRESH,
+                    "access_token": STALE_ACCESS,
+                    "expires_at": unix_s() + 3600,
+                },
+            }),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let revoked = created.body["id"].as_str().expect("id");
+    let reply = server
+        .post(INVOKE, &editor, json!({"connection": revoked, "input": {}}))
+        .await;
+    assert_guest_saw_401(&reply);
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 0);
+}
+
+async fn the_refresh_sends_the_manifests_scopes(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = expired_connection(&server).await;
+    let reply = server
+        .post(
+            INVOKE,
+            &editor,
+            json!({"connection": connection, "input": {}}),
+        )
+        .await;
+    assert_whoami(reply.status, &reply.body, &reply.text);
+    let form = upstream.last_form.lock().expect("lock").clone();
+    // As the oauth guest's manifest declares them, space-separated.
+    assert_eq!(
+        form.get("scope").map(String::as_str),
+        Some("profile email:read")
+    );
+    assert_eq!(
+        form.get("grant_type").map(String::as_str),
+        Some("refresh_token")
+    );
+}
+
 on_both_databases!(
     concurrent_invocations_refresh_once,
     failed_refresh_is_an_auth_problem_without_secrets,
+    a_401_is_refreshed_in_the_gate_and_the_request_resent,
+    concurrent_401s_refresh_once,
+    an_upstream_that_always_401s_gets_one_refresh_and_no_loop,
+    a_failed_refresh_after_a_401_gives_the_guest_the_401,
+    a_token_host_outside_the_tenant_policy_is_never_called,
+    the_refresh_sends_the_manifests_scopes,
 );
 
 /// A second `airlock serve` on the first one's PostgreSQL database and key files, sharing
@@ -260,6 +492,17 @@ async fn second_service(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_on_one_postgres_refresh_once() {
+    two_services_refresh_once(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_services_on_one_postgres_refresh_once_after_401s() {
+    two_services_refresh_once(true).await;
+}
+
+/// Ten invocations on each of two services, of one connection whose token has expired, or
+/// (`revoked`) is rejected by the API before its expiry: one refresh in all.
+async fn two_services_refresh_once(revoked: bool) {
     let (upstream, _server, options) = upstream().await;
     let Some(first) = TestServer::start_with(Db::Postgres, options.clone()).await else {
         return;
@@ -267,7 +510,11 @@ async fn two_services_on_one_postgres_refresh_once() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     let second = second_service(&first, options, &shutdown).await;
-    let (editor, connection) = expired_connection(&first).await;
+    let (editor, connection) = if revoked {
+        revoked_connection(&first).await
+    } else {
+        expired_connection(&first).await
+    };
     let body = json!({"connection": connection, "input": {}});
     let client = reqwest::Client::new();
     let on_second = |body: Value| {

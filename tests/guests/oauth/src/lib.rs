@@ -11,7 +11,12 @@ impl Connector for OAuth {
     fn definition() -> Definition {
         Definition::new("oauth", env!("CARGO_PKG_VERSION"))
             .description("Who am I, over an OAuth2 bearer token")
-            .auth(Auth::oauth2("https://auth.example.test/token"))
+            // The host sends these scopes with every refresh.
+            .auth(
+                Auth::oauth2("https://auth.example.test/token")
+                    .scope("profile")
+                    .scope("email:read"),
+            )
             .host("api.example.test")
             .action(
                 Action::new("whoami", whoami)
