@@ -91,6 +91,7 @@ impl From<sqlx::Error> for StoreError {
 pub struct Store {
     pool: AnyPool,
     kind: DbKind,
+    runs: usage::RunCounter,
 }
 
 /// Options for [`Store::connect`].
@@ -128,7 +129,8 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(Store { pool, kind })
+        let runs = usage::RunCounter::start(pool.clone());
+        Ok(Store { pool, kind, runs })
     }
 
     pub fn kind(&self) -> DbKind {

@@ -18,3 +18,4 @@ mod limits;
 mod loading;
 mod outbound;
 mod scheduling;
+mod usage;

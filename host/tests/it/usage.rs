@@ -1,0 +1,57 @@
+//! The runs-per-hour counter under concurrency: admissions are group-committed, and the limit
+//! holds exactly across batches and across two stores on one database (two processes).
+
+use airlock::store::{RunAdmission, Store, StoreOptions};
+
+use crate::api_support::{Db, TestServer, on_both_databases};
+
+on_both_databases!(concurrent_admissions_never_exceed_the_limit);
+
+async fn concurrent_admissions_never_exceed_the_limit(db: Db) {
+    let Some(server) = TestServer::start(db).await else {
+        return;
+    };
+    // A second store on the same database stands in for a second `airlock serve`.
+    let stores = [
+        Store::connect(&server.database_url, &StoreOptions::default())
+            .await
+            .expect("first store"),
+        Store::connect(&server.database_url, &StoreOptions::default())
+            .await
+            .expect("second store"),
+    ];
+    const LIMIT: u32 = 25;
+    let calls = (0..80).map(|i| {
+        let store = stores[i % 2].clone();
+        let tenant = if i % 4 == 3 { "other" } else { "acme" };
+        tokio::spawn(async move { (tenant, store.admit_run(tenant, LIMIT).await) })
+    });
+    let mut admitted = std::collections::HashMap::<&str, Vec<i64>>::new();
+    for call in calls {
+        let (tenant, outcome) = call.await.expect("task");
+        match outcome.expect("admission") {
+            RunAdmission::Admitted { runs } => admitted.entry(tenant).or_default().push(runs),
+            RunAdmission::OverQuota { retry_after_s } => {
+                assert!((1..=3600).contains(&retry_after_s), "{retry_after_s}");
+            }
+        }
+    }
+    // acme asked 60 times, other 20: acme stops at the limit, other is untouched by it, and
+    // every admitted run got its own count.
+    let mut acme = admitted.remove("acme").unwrap_or_default();
+    acme.sort_unstable();
+    assert_eq!(acme, (1..=i64::from(LIMIT)).collect::<Vec<_>>());
+    assert_eq!(admitted.remove("other").map(|r| r.len()), Some(20));
+    assert_eq!(stores[1].runs_this_hour("acme").await.expect("count"), 25);
+    let refused = stores[0].admit_run("acme", LIMIT).await.expect("admission");
+    assert!(
+        matches!(refused, RunAdmission::OverQuota { .. }),
+        "{refused:?}"
+    );
+    // A limit of zero admits nothing, even for a tenant with no row yet.
+    let none = stores[0].admit_run("fresh", 0).await.expect("admission");
+    assert!(matches!(none, RunAdmission::OverQuota { .. }), "{none:?}");
+    for store in &stores {
+        store.close().await;
+    }
+}
