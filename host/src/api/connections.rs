@@ -411,6 +411,7 @@ async fn remove(
         .delete_connection(tenant, &id)
         .await
         .map_err(not_found)?;
+    state.inner.hot.forget_connection(tenant, &id);
     Ok(StatusCode::NO_CONTENT)
 }
 

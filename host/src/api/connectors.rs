@@ -121,6 +121,7 @@ async fn upload(
         .inner
         .components
         .insert(component.digest().to_owned(), component);
+    state.inner.hot.forget_connector(&tenant, &manifest.name);
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Unchanged => StatusCode::OK,
@@ -192,6 +193,7 @@ async fn deprecate(
         .deprecate_connector(tenant, &name, &version)
         .await
         .map_err(not_found)?;
+    state.inner.hot.forget_connector(tenant, &name);
     let record = state
         .store()
         .connector_version(tenant, &name, &version)

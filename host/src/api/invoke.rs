@@ -176,14 +176,23 @@ async fn invoke(
     let tenant = principal.tenant(Role::Editor)?;
     let store = state.store();
     let connector = match &body.version {
-        Some(version) => store.connector_version(tenant, &name, version).await,
-        None => store.current_connector(tenant, &name).await,
+        Some(version) => store
+            .connector_version(tenant, &name, version)
+            .await
+            .map(Arc::new),
+        None => {
+            let load = store.current_connector(tenant, &name);
+            state.inner.hot.current_connector(tenant, &name, load).await
+        }
     }
     .map_err(super::connectors::not_found)?;
     let credential = match &body.connection {
         Some(id) => {
-            let record = store
-                .connection(tenant, id)
+            let load = store.connection(tenant, id);
+            let record = state
+                .inner
+                .hot
+                .connection(tenant, id, load)
                 .await
                 .map_err(super::connections::not_found)?;
             if record.connector != connector.name {
@@ -226,11 +235,14 @@ async fn usage(
     }))
 }
 
-/// The tenant's limits and quotas, read fresh so an operator's change applies at once.
+/// The tenant's limits and quotas. An operator's change through this process applies to the
+/// next invocation; through another process, within a second (see `hot_rows`).
 async fn tenant_quota(state: &AppState, tenant: &str) -> Result<TenantQuota, ApiError> {
+    let load = state.store().tenant_quota(tenant);
     state
-        .store()
-        .tenant_quota(tenant)
+        .inner
+        .hot
+        .quota(tenant, load)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found("tenant"),

@@ -9,6 +9,7 @@ mod connections;
 mod connectors;
 pub mod error;
 mod health;
+mod hot_rows;
 mod invoke;
 mod oauth;
 mod openapi;
@@ -61,6 +62,8 @@ struct Inner {
     instance_id: String,
     /// One async lock per connection being refreshed in this process (see `oauth`).
     refresh_locks: oauth::RefreshLocks,
+    /// Quotas and current connector versions, which every invocation reads.
+    hot: hot_rows::HotRows,
 }
 
 impl std::fmt::Debug for AppState {
@@ -167,6 +170,7 @@ impl Service {
                     .unwrap_or(usize::MAX),
                 instance_id: format!("airlock-{}", uuid::Uuid::new_v4().simple()),
                 refresh_locks: oauth::RefreshLocks::default(),
+                hot: hot_rows::HotRows::default(),
             }),
         };
         Ok(Service {

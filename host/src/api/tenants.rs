@@ -198,6 +198,7 @@ async fn put_limits(
         .set_tenant_quota(&id, &quota)
         .await
         .map_err(not_found_tenant)?;
+    state.inner.hot.forget_quota(&id);
     Ok(Json(quota))
 }
 

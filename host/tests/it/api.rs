@@ -135,6 +135,16 @@ async fn quick_start_flow(db: Db) {
         .await;
     assert_eq!(big.body["ok"], json!(true), "{}", big.text);
 
+    // Just before the deprecation, the version runs by default, with the connection (both
+    // fresh in any cache: a removal below must still be seen at once).
+    let current = server
+        .post(
+            "/v1/connectors/transform/actions/map/invoke",
+            &admin,
+            json!({"connection": id, "input": input}),
+        )
+        .await;
+    assert_eq!(current.body["ok"], json!(true), "{}", current.text);
     let deprecated = server
         .call(
             Method::POST,
@@ -154,6 +164,19 @@ async fn quick_start_flow(db: Db) {
         )
         .await;
     assert_eq!(named.body["ok"], json!(true), "{}", named.text);
+    // Without a version there is none to run, at once: the invocation before the deprecation
+    // must not have left the old answer cached.
+    assert_problem(
+        &server
+            .post(
+                "/v1/connectors/transform/actions/map/invoke",
+                &admin,
+                json!({"input": input}),
+            )
+            .await,
+        404,
+        "not-found",
+    );
 
     let deleted = server
         .call(
@@ -166,6 +189,18 @@ async fn quick_start_flow(db: Db) {
     assert_eq!(deleted.status, 204);
     assert_problem(
         &server.get(&format!("/v1/connections/{id}"), &admin).await,
+        404,
+        "not-found",
+    );
+    // A deleted connection is not used again, though invocations above read it.
+    assert_problem(
+        &server
+            .post(
+                "/v1/connectors/transform/actions/map/invoke",
+                &admin,
+                json!({"connection": id, "input": input, "version": version}),
+            )
+            .await,
         404,
         "not-found",
     );
