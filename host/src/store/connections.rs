@@ -68,7 +68,7 @@ impl Store {
         .bind(new.fields.to_string())
         .bind(new.secret.clone())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(ConnectionRecord {
             id: new.id,
@@ -115,7 +115,7 @@ impl Store {
         let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
@@ -140,7 +140,7 @@ impl Store {
         .bind(expected)
         .bind(replacement)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -195,7 +195,7 @@ impl Store {
         .bind(owner)
         .bind(until)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -221,7 +221,7 @@ impl Store {
         .bind(fields.to_string())
         .bind(secret)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -240,7 +240,7 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

@@ -84,7 +84,7 @@ impl Store {
             serde_json::to_string(manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO component_blobs (tenant_id, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, digest) DO NOTHING",
@@ -208,7 +208,7 @@ impl Store {
             .bind(tenant_id)
             .bind(name)
             .bind(version)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

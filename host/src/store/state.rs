@@ -51,7 +51,7 @@ impl Store {
         value: &[u8],
         max_keys: u32,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
             .bind(&scope.tenant)
             .execute(&mut *tx)
@@ -81,7 +81,7 @@ impl Store {
         .bind(&scope.tenant)
         .bind(&scope.connector)
         .bind(key)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

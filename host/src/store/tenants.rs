@@ -42,7 +42,7 @@ impl Store {
             .bind(&record.name)
             .bind(quota_json(&record.quota)?)
             .bind(record.created_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(record)
     }
@@ -82,7 +82,7 @@ impl Store {
         let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
             .bind(tenant_id)
             .bind(quota_json(quota)?)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
