@@ -11,7 +11,8 @@
 //! Knobs (environment): `AIRLOCK_LOAD_SECONDS` per phase (default 10), `AIRLOCK_LOAD_CONNECTIONS`
 //! (default 32), `AIRLOCK_LOAD_TENANTS` (default 320: each tenant may run 500 invocations an
 //! hour, the cap, so the invoke phase spreads over enough tenants never to hit it),
-//! `AIRLOCK_BENCH_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`).
+//! `AIRLOCK_BENCH_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`),
+//! `AIRLOCK_BENCH_SERVER` (another `airlock` binary to serve, to compare two builds).
 
 mod load;
 
@@ -315,11 +316,14 @@ fn report(knobs: &Knobs, database: &str, setup: Duration, results: &[(&str, Meas
     let _ = writeln!(
         out,
         "airlock API load: {database}, {} connections, {} s per phase, {} tenants \
-         (provisioned in {:.1} s), generator on one thread",
+         (provisioned in {:.1} s), generator on one thread{}",
         knobs.connections,
         knobs.seconds,
         knobs.tenants,
-        setup.as_secs_f64()
+        setup.as_secs_f64(),
+        std::env::var("AIRLOCK_BENCH_SERVER")
+            .map(|s| format!(", server {s}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(
         out,
@@ -381,7 +385,9 @@ impl Server {
     fn start(dir: &Path, jwt_file: &Path, database_url: &str) -> Result<Server, String> {
         let log_path = dir.join("server.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
-        let child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        let binary = std::env::var_os("AIRLOCK_BENCH_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_airlock").into());
+        let child = Command::new(binary)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
