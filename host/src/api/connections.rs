@@ -394,7 +394,7 @@ async fn show(
         .store()
         .connection(tenant, &id)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connection"))?;
     Ok(Json(Connection::from(&record)))
 }
 
@@ -410,7 +410,7 @@ async fn remove(
         .store()
         .delete_connection(tenant, &id)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connection"))?;
     state.inner.hot.forget_connection(tenant, &id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -429,7 +429,7 @@ async fn test(
         .store()
         .connection(tenant, &id)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connection"))?;
     let connector = state
         .store()
         .current_connector(tenant, &record.connector)
@@ -451,11 +451,4 @@ async fn test(
     )
     .await?;
     Ok(Json(response))
-}
-
-pub(super) fn not_found(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound => ApiError::not_found("connection"),
-        other => other.into(),
-    }
 }

@@ -175,7 +175,7 @@ async fn show(
         .store()
         .connector_version(tenant, &name, &version)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connector version"))?;
     Ok(Json(record.into()))
 }
 
@@ -192,21 +192,14 @@ async fn deprecate(
         .store()
         .deprecate_connector(tenant, &name, &version)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connector version"))?;
     state.inner.hot.forget_connector(tenant, &name);
     let record = state
         .store()
         .connector_version(tenant, &name, &version)
         .await
-        .map_err(not_found)?;
+        .map_err(ApiError::or_not_found("connector version"))?;
     Ok(Json(record.into()))
-}
-
-pub(super) fn not_found(error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound => ApiError::not_found("connector version"),
-        other => other.into(),
-    }
 }
 
 impl AppState {

@@ -80,6 +80,14 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
+    /// For `map_err`: a missing row is a 404 naming `what`; other store errors map as usual.
+    pub fn or_not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+        move |error| match error {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),

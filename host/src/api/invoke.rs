@@ -22,7 +22,7 @@ use super::error::{ApiError, Json, Problem};
 use crate::outbound::Credential;
 use crate::quota::TenantQuota;
 use crate::runtime::{Call, ErrorKind, InvokeRequest, StateStore};
-use crate::store::{ConnectorRecord, RunAdmission, StoreError};
+use crate::store::{ConnectorRecord, RunAdmission};
 
 /// An invoke body carries the action's input, which the tenant's `max_input_bytes` bounds
 /// (up to its 16 MiB cap): the route admits the cap plus room for the envelope, and the
@@ -185,7 +185,7 @@ async fn invoke(
             state.inner.hot.current_connector(tenant, &name, load).await
         }
     }
-    .map_err(super::connectors::not_found)?;
+    .map_err(ApiError::or_not_found("connector version"))?;
     let credential = match &body.connection {
         Some(id) => {
             let load = store.connection(tenant, id);
@@ -194,7 +194,7 @@ async fn invoke(
                 .hot
                 .connection(tenant, id, load)
                 .await
-                .map_err(super::connections::not_found)?;
+                .map_err(ApiError::or_not_found("connection"))?;
             if record.connector != connector.name {
                 return Err(ApiError::validation(
                     "connection",
@@ -244,8 +244,5 @@ async fn tenant_quota(state: &AppState, tenant: &str) -> Result<TenantQuota, Api
         .hot
         .quota(tenant, load)
         .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("tenant"),
-            other => other.into(),
-        })
+        .map_err(ApiError::or_not_found("tenant"))
 }

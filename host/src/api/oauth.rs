@@ -273,7 +273,7 @@ impl AppState {
             .store()
             .connection(tenant, id)
             .await
-            .map_err(super::connections::not_found)?;
+            .map_err(ApiError::or_not_found("connection"))?;
         let secrets = self.decrypt_secrets(tenant, &record)?;
         Ok((record, secrets))
     }

@@ -164,7 +164,7 @@ async fn show_limits(
         .store()
         .tenant_quota(&id)
         .await
-        .map_err(not_found_tenant)?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     Ok(Json(quota))
 }
 
@@ -197,14 +197,7 @@ async fn put_limits(
         .store()
         .set_tenant_quota(&id, &quota)
         .await
-        .map_err(not_found_tenant)?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     state.inner.hot.forget_quota(&id);
     Ok(Json(quota))
-}
-
-fn not_found_tenant(error: crate::store::StoreError) -> ApiError {
-    match error {
-        crate::store::StoreError::NotFound => ApiError::not_found("tenant"),
-        other => other.into(),
-    }
 }
