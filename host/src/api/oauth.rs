@@ -212,6 +212,11 @@ impl AppState {
             }
         };
         self.inner.refresh_locks.release(tenant, id, lock);
+        if result.is_ok() {
+            // The row holds a newer token than any cached copy: the next invocation reads it
+            // instead of meeting the old token's 401 again.
+            self.inner.hot.forget_connection(tenant, id);
+        }
         result
     }
 
