@@ -173,6 +173,11 @@ impl Store {
 
     /// Ready when the database answers and every migration this build knows is applied.
     pub async fn ready(&self) -> Result<(), StoreError> {
+        if self.runs.stopped() {
+            return Err(StoreError::Unavailable(
+                "the run counter has stopped".into(),
+            ));
+        }
         let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = $1")
             .bind(true)
             .fetch_all(&self.pool)

@@ -48,6 +48,11 @@ impl RunCounter {
         tokio::spawn(group_commit(pool, receiver));
         RunCounter { queue }
     }
+
+    /// Whether the task has ended: every admission would fail, so the service is not ready.
+    pub(super) fn stopped(&self) -> bool {
+        self.queue.is_closed()
+    }
 }
 
 async fn group_commit(pool: AnyPool, mut receiver: mpsc::UnboundedReceiver<Pending>) {
@@ -103,6 +108,10 @@ async fn admit_batch(
             .filter(|(g, group)| group.len() > round && !refused[*g])
             .map(|(g, group)| (g, &group[round]))
             .collect();
+        if asking.is_empty() {
+            // Every tenant left in the batch is at its limit: the rest are refused below.
+            break;
+        }
         let counted = count_round(&mut tx, &asking, hour).await?;
         for (g, pending) in &asking {
             round_outcomes[*g].push(

@@ -21,11 +21,14 @@ async fn concurrent_admissions_never_exceed_the_limit(db: Db) {
             .expect("second store"),
     ];
     const LIMIT: u32 = 25;
-    let calls = (0..80).map(|i| {
-        let store = stores[i % 2].clone();
-        let tenant = if i % 4 == 3 { "other" } else { "acme" };
-        tokio::spawn(async move { (tenant, store.admit_run(tenant, LIMIT).await) })
-    });
+    // Spawned all at once (collected before any is awaited), so batches hold several.
+    let calls: Vec<_> = (0..80)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let tenant = if i % 4 == 3 { "other" } else { "acme" };
+            tokio::spawn(async move { (tenant, store.admit_run(tenant, LIMIT).await) })
+        })
+        .collect();
     let mut admitted = std::collections::HashMap::<&str, Vec<i64>>::new();
     for call in calls {
         let (tenant, outcome) = call.await.expect("task");
@@ -48,6 +51,28 @@ async fn concurrent_admissions_never_exceed_the_limit(db: Db) {
         matches!(refused, RunAdmission::OverQuota { .. }),
         "{refused:?}"
     );
+    // A tenant at its limit bursting in the same batches as another: it gets refusals (429),
+    // never an error, and the other tenant's runs are admitted alongside.
+    let burst: Vec<_> = (0..40)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            let (tenant, limit) = if i % 4 == 3 {
+                ("calm", 100)
+            } else {
+                ("acme", LIMIT)
+            };
+            tokio::spawn(async move { (tenant, store.admit_run(tenant, limit).await) })
+        })
+        .collect();
+    for call in burst {
+        let (tenant, outcome) = call.await.expect("task");
+        match (tenant, outcome) {
+            ("acme", Ok(RunAdmission::OverQuota { .. })) => {}
+            ("calm", Ok(RunAdmission::Admitted { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stores[0].runs_this_hour("calm").await.expect("count"), 10);
     // A limit of zero admits nothing, even for a tenant with no row yet.
     let none = stores[0].admit_run("fresh", 0).await.expect("admission");
     assert!(matches!(none, RunAdmission::OverQuota { .. }), "{none:?}");
