@@ -100,7 +100,7 @@ struct Cached<K, V> {
 
 impl<K, V> Cached<K, V>
 where
-    K: Hash + Eq + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     fn new() -> Self {
@@ -124,7 +124,12 @@ where
         let generation = self.generation.load(Ordering::Acquire);
         let value = load.await?;
         if self.generation.load(Ordering::Acquire) == generation {
-            self.entries.insert(key, value.clone());
+            self.entries.insert(key.clone(), value.clone());
+            // An invalidation between the check and the insert bumped the generation first:
+            // undo the insert rather than serve the old row until the TTL.
+            if self.generation.load(Ordering::Acquire) != generation {
+                self.entries.invalidate(&key);
+            }
         }
         Ok(value)
     }
