@@ -60,7 +60,7 @@ async fn group_commit(pool: AnyPool, mut receiver: mpsc::UnboundedReceiver<Pendi
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // The same order in every process, so two transactions on PostgreSQL lock tenant
         // rows in the same order and never deadlock.
-        batch.sort_by(|a: &Pending, b: &Pending| a.tenant_id.cmp(&b.tenant_id));
+        batch.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         let now = now_ms();
         match admit_batch(&pool, &batch, now).await {
             Ok(outcomes) => {
@@ -96,41 +96,40 @@ async fn admit_batch(
     };
     // The batch is sorted by tenant: each group is a run of equal ids.
     let groups: Vec<&[Pending]> = batch.chunk_by(|a, b| a.tenant_id == b.tenant_id).collect();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut refused = vec![false; groups.len()];
+    // Per group, the outcomes decided so far; a group stops asking at its first refusal.
+    let mut decided: Vec<Vec<RunAdmission>> = vec![Vec::new(); groups.len()];
     let mut tx = pool.begin().await?;
-    let rounds = groups.iter().map(|g| g.len()).max().unwrap_or(0);
-    let mut round_outcomes: Vec<Vec<RunAdmission>> = vec![Vec::new(); groups.len()];
-    for round in 0..rounds {
-        let asking: Vec<(usize, &Pending)> = groups
-            .iter()
-            .enumerate()
-            .filter(|(g, group)| group.len() > round && !refused[*g])
-            .map(|(g, group)| (g, &group[round]))
+    for round in 0.. {
+        let asking: Vec<usize> = (0..groups.len())
+            .filter(|&g| {
+                groups[g].len() > round
+                    && !matches!(decided[g].last(), Some(RunAdmission::OverQuota { .. }))
+            })
             .collect();
         if asking.is_empty() {
-            // Every tenant left in the batch is at its limit: the rest are refused below.
+            // Every group is done or at its limit: the rest are refused below.
             break;
         }
-        let counted = count_round(&mut tx, &asking, hour).await?;
-        for (g, pending) in &asking {
-            round_outcomes[*g].push(
-                match counted.iter().find(|(t, _)| *t == pending.tenant_id) {
-                    Some((_, runs)) => RunAdmission::Admitted { runs: *runs },
-                    None => {
-                        refused[*g] = true;
-                        over
-                    }
-                },
-            );
+        let pending: Vec<&Pending> = asking.iter().map(|&g| &groups[g][round]).collect();
+        let counted = count_round(&mut tx, &pending, hour).await?;
+        for (&g, asked) in asking.iter().zip(&pending) {
+            decided[g].push(match counted.iter().find(|(t, _)| *t == asked.tenant_id) {
+                Some((_, runs)) => RunAdmission::Admitted { runs: *runs },
+                None => over,
+            });
         }
     }
     tx.commit().await?;
-    for (g, group) in groups.iter().enumerate() {
-        let mut decided = round_outcomes[g].iter().copied();
-        outcomes.extend(group.iter().map(|_| decided.next().unwrap_or(over)));
-    }
-    Ok(outcomes)
+    Ok(groups
+        .iter()
+        .zip(decided)
+        .flat_map(|(group, decided)| {
+            decided
+                .into_iter()
+                .chain(std::iter::repeat(over))
+                .take(group.len())
+        })
+        .collect())
 }
 
 /// One conditional increment per (distinct) tenant of `asking`, in one statement; returns the
@@ -138,7 +137,7 @@ async fn admit_batch(
 /// not in the answer.
 async fn count_round(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    asking: &[(usize, &Pending)],
+    asking: &[&Pending],
     hour: i64,
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let values: Vec<String> = (0..asking.len())
@@ -161,7 +160,7 @@ async fn count_round(
     );
     // The text changes with the batch size: not worth a slot in the statement cache.
     let mut query = sqlx::query(&sql).persistent(false);
-    for (_, pending) in asking {
+    for pending in asking {
         query = query
             .bind(pending.tenant_id.as_str())
             .bind(i64::from(pending.limit));
