@@ -47,6 +47,18 @@ impl DbKind {
         }
     }
 
+    /// A pool of up to `max` connections. A pooled SQLite connection is a handle on a local
+    /// file and cannot go stale; pinging it before every use cost a thread round trip per
+    /// query. PostgreSQL connections can die with the server, so they are still checked.
+    async fn open_pool(self, url: &str, max: u32) -> Result<AnyPool, StoreError> {
+        AnyPoolOptions::new()
+            .max_connections(max)
+            .test_before_acquire(self == DbKind::Postgres)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
     fn migrator(self) -> &'static Migrator {
         match self {
             DbKind::Sqlite => &SQLITE_MIGRATIONS,
@@ -118,16 +130,7 @@ impl Store {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let kind = DbKind::from_url(url)?;
         install_default_drivers();
-        // A pooled SQLite connection is a handle on a local file and cannot go stale; pinging it
-        // before every use cost a thread round trip per query. PostgreSQL connections can die
-        // with the server, so they are still checked.
-        let check = kind == DbKind::Postgres;
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .test_before_acquire(check)
-            .connect(url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = kind.open_pool(url, options.max_connections).await?;
         if kind == DbKind::Sqlite {
             // WAL lets readers proceed while one writer commits; it is a property of the file,
             // so setting it once per start is enough.
@@ -140,12 +143,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let writer = match kind {
-            DbKind::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .test_before_acquire(false)
-                .connect(url)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            DbKind::Sqlite => kind.open_pool(url, 1).await?,
             DbKind::Postgres => pool.clone(),
         };
         let runs = usage::RunCounter::start(writer.clone());
