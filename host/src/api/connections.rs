@@ -338,7 +338,8 @@ async fn create(
 ) -> Result<(StatusCode, Json<Connection>), ApiError> {
     let tenant = principal.tenant(Role::Editor)?;
     let name = body.name.trim().to_owned();
-    if name.is_empty() || name.len() > 200 {
+    // Characters, not bytes: the limit the document and the message state.
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::validation(
             "name",
             "a connection name is 1-200 characters",

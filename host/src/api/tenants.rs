@@ -115,7 +115,8 @@ async fn create(
         ));
     }
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    // Characters, not bytes: the limit the document and the message state.
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::validation(
             "name",
             "a tenant name is 1-200 characters",
@@ -167,7 +168,7 @@ async fn show(
         .store()
         .tenant(&id)
         .await
-        .map_err(|_| ApiError::not_found("tenant"))?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     Ok(Json(record.into()))
 }
 
