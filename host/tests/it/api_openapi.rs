@@ -177,7 +177,11 @@ async fn the_limits_schema_admits_null_only_where_the_server_does() {
             .put("/v1/tenants/acme/limits", &operator, json!({ field: null }))
             .await;
         if admits_null(schema) {
-            assert_eq!(reply.status, 200, "{field}: null is declared: {}", reply.text);
+            assert_eq!(
+                reply.status, 200,
+                "{field}: null is declared: {}",
+                reply.text
+            );
         } else {
             assert_problem(&reply, 422, "validation");
         }
@@ -208,7 +212,11 @@ async fn the_limits_schema_bounds_are_the_servers_caps() {
         bounded += 1;
         for value in [min, max] {
             let reply = server
-                .put("/v1/tenants/acme/limits", &operator, json!({ field: value }))
+                .put(
+                    "/v1/tenants/acme/limits",
+                    &operator,
+                    json!({ field: value }),
+                )
                 .await;
             assert_eq!(reply.status, 200, "{field} = {value}: {}", reply.text);
         }
@@ -218,7 +226,11 @@ async fn the_limits_schema_bounds_are_the_servers_caps() {
         }
         for value in outside {
             let reply = server
-                .put("/v1/tenants/acme/limits", &operator, json!({ field: value }))
+                .put(
+                    "/v1/tenants/acme/limits",
+                    &operator,
+                    json!({ field: value }),
+                )
                 .await;
             assert_problem(&reply, 422, "validation");
             assert_eq!(reply.body["field"], json!(field), "{}", reply.text);
