@@ -15,8 +15,9 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::{Principal, Role};
-use super::error::{ApiError, Json, Problem};
+use super::error::{ApiError, Json};
 use super::invoke::{InvokeResponse, run_call};
+use super::openapi::problem;
 use crate::outbound::{AuthSpec, Credential};
 use crate::runtime::Call;
 use crate::secrets::{Aad, Envelope, REDACTED, Secret, SecretsError};
@@ -34,13 +35,15 @@ pub fn routes() -> Router<AppState> {
 pub struct CreateConnection {
     /// The connector's name; its current version's auth type shapes `credential`.
     pub connector: String,
-    /// Unique within the tenant.
+    /// Unique within the tenant; 1-200 characters, not all whitespace (leading and trailing
+    /// whitespace is dropped).
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// By auth type: `api_key` `{api_key}`; `basic` `{username, password}`; `custom_header`
     /// `{headers: {NAME: VALUE}}`; `oauth2` `{client_id, client_secret, refresh_token?,
-    /// access_token?, expires_at?}`; `none`: absent.
+    /// access_token?, expires_at?}`; `none`: absent (or null).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub credential: Value,
 }
 
@@ -317,9 +320,16 @@ pub(super) fn credential_from(
     }
 }
 
+/// Creates a connection for one of the tenant's connectors. 404 when there is no such
+/// connector; 409 when the name is taken; 422 when the credential does not fit the
+/// connector's auth type (`field` names the field).
 #[utoipa::path(post, path = "/v1/connections", tag = "connections", request_body = CreateConnection,
-    responses((status = 201, body = Connection), (status = 404, description = "no such connector", body = Problem),
-        (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Connection),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
@@ -328,7 +338,8 @@ async fn create(
 ) -> Result<(StatusCode, Json<Connection>), ApiError> {
     let tenant = principal.tenant(Role::Editor)?;
     let name = body.name.trim().to_owned();
-    if name.is_empty() || name.len() > 200 {
+    // Characters, not bytes: the limit the document and the message state.
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::validation(
             "name",
             "a connection name is 1-200 characters",
@@ -371,8 +382,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Connection::from(&record))))
 }
 
+/// The tenant's connections, secrets masked.
 #[utoipa::path(get, path = "/v1/connections", tag = "connections",
-    responses((status = 200, body = Vec<Connection>)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Connection>),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -382,8 +397,13 @@ async fn list(
     Ok(Json(records.iter().map(Connection::from).collect()))
 }
 
+/// One connection, secrets masked.
 #[utoipa::path(get, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
-    responses((status = 200, body = Connection), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Connection),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -398,8 +418,13 @@ async fn show(
     Ok(Json(Connection::from(&record)))
 }
 
+/// Deletes a connection.
 #[utoipa::path(delete, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 204, description = "deleted"),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -415,9 +440,13 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Runs the connector's `test-connection` with this connection's credential (not counted
+/// against the hourly runs). 503 `overloaded` when every instance slot is busy.
 #[utoipa::path(post, path = "/v1/connections/{id}/test", tag = "connections", params(("id" = String, Path)),
     responses((status = 200, description = "the guest's test-connection ran; `ok` says whether it passed", body = InvokeResponse),
-        (status = 404, body = Problem)),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 502, response = problem::BadGateway), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn test(
     State(state): State<AppState>,

@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Principal, Role};
-use super::error::{ApiError, Json, Problem};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
 use crate::runtime::SharedComponent;
 use crate::store::{ConnectorRecord, PutOutcome, StoreError};
 
@@ -46,6 +47,12 @@ pub struct ConnectorVersion {
     pub manifest: Value,
 }
 
+/// The bytes of a WebAssembly component: the upload body, declared as binary so that clients
+/// and fuzzers send bytes (not a JSON array of integers).
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ComponentBytes(#[allow(dead_code)] Vec<u8>);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectorSummary {
     pub name: String,
@@ -77,14 +84,18 @@ impl From<ConnectorRecord> for ConnectorVersion {
     }
 }
 
+/// Uploads a component (`Content-Type: application/wasm`). 201 for a new version, 200 when
+/// these bytes already are this version; 409 when this name and version exist with other
+/// bytes; 422 (`invalid-component`) when the component fails validation, `detail` says why.
 #[utoipa::path(post, path = "/v1/connectors", tag = "connectors",
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "a WebAssembly component"),
+    request_body(content = ComponentBytes, content_type = "application/wasm", description = "a WebAssembly component"),
     responses(
         (status = 201, description = "a new version", body = ConnectorVersion),
         (status = 200, description = "the same bytes were already this version", body = ConnectorVersion),
-        (status = 409, description = "this name and version exist with other bytes", body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem),
-        (status = 422, description = "the component failed validation; `detail` says why", body = Problem)),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
@@ -129,8 +140,12 @@ async fn upload(
     Ok((status, Json(record.into())))
 }
 
+/// The tenant's connectors and their versions.
 #[utoipa::path(get, path = "/v1/connectors", tag = "connectors",
-    responses((status = 200, body = Vec<ConnectorSummary>)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<ConnectorSummary>),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -162,9 +177,14 @@ async fn list(
     ))
 }
 
+/// One version of a connector, with its manifest.
 #[utoipa::path(get, path = "/v1/connectors/{name}/versions/{version}", tag = "connectors",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = ConnectorVersion), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ConnectorVersion),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -179,9 +199,14 @@ async fn show(
     Ok(Json(record.into()))
 }
 
+/// Deprecates a version: invocations that name no version stop using it.
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/deprecate", tag = "connectors",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = ConnectorVersion), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = ConnectorVersion),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn deprecate(
     State(state): State<AppState>,
     principal: Principal,

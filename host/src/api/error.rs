@@ -22,8 +22,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// For validation problems: the field at fault.
+    /// For validation problems: the field at fault. Absent otherwise, never null.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub field: Option<String>,
 }
 

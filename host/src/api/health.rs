@@ -9,7 +9,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::error::{ApiError, Json, Problem};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -29,7 +30,7 @@ async fn healthz() -> Json<Health> {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = Problem)))]
+    responses((status = 200, body = Health), (status = 503, response = problem::Unavailable)))]
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>), ApiError> {
     state.store().ready().await.map_err(|e| {
         tracing::warn!(error = %e, "not ready");
@@ -39,6 +40,6 @@ async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Healt
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "this document")))]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(super::openapi())
+async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document(state.caps()))
 }

@@ -18,7 +18,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{Principal, Role};
-use super::error::{ApiError, Json, Problem};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
 use crate::outbound::Credential;
 use crate::quota::TenantQuota;
 use crate::runtime::{Call, ErrorKind, InvokeRequest, StateStore};
@@ -60,12 +61,12 @@ fn empty_object() -> Value {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvokeResponse {
     pub ok: bool,
-    /// The action's output when `ok`.
-    #[schema(value_type = Object)]
+    /// The action's output (any JSON value its output schema allows) when `ok`; null when not.
+    #[schema(value_type = Value)]
     pub output: Value,
-    /// When not `ok`: `{kind, message, pointer?, connector_kind?, retryable}`; kinds are listed
-    /// in docs/limits.md.
-    #[schema(value_type = Object)]
+    /// Null when `ok`; otherwise `{kind, message, pointer?, connector_kind?, retryable}`;
+    /// kinds are listed in docs/limits.md.
+    #[schema(value_type = Option<Object>)]
     pub error: Value,
     /// `{lines: [{level, source, message}], dropped_bytes}`.
     #[schema(value_type = Object)]
@@ -158,14 +159,19 @@ pub(super) async fn run_call(
     })
 }
 
+/// Runs one action of the tenant's connector. 404 when there is no such connector, version,
+/// connection or action; 422 when the input fails the action's schema (`field` points at it);
+/// 429 when the tenant's runs per hour are used up; 503 `overloaded` when every instance slot
+/// is busy (both with Retry-After).
 #[utoipa::path(post, path = "/v1/connectors/{name}/actions/{action}/invoke", tag = "invoke",
     params(("name" = String, Path), ("action" = String, Path)), request_body = InvokeBody,
     responses(
         (status = 200, description = "the guest ran; `ok` says whether it succeeded", body = InvokeResponse),
-        (status = 404, description = "no such connector, version, connection or action", body = Problem),
-        (status = 422, description = "the input fails the action's schema; `field` points at it", body = Problem),
-        (status = 429, description = "the tenant's runs per hour are used up (Retry-After)", body = Problem),
-        (status = 503, description = "every instance slot is busy (Retry-After)", body = Problem)),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 429, response = problem::TooManyRequests),
+        (status = 502, response = problem::BadGateway), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn invoke(
     State(state): State<AppState>,
@@ -219,8 +225,12 @@ async fn invoke(
     ))
 }
 
+/// The tenant's runs this hour and its hourly limit.
 #[utoipa::path(get, path = "/v1/usage", tag = "invoke",
-    responses((status = 200, body = Usage)), security(("bearer" = [])))]
+    responses((status = 200, body = Usage),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn usage(
     State(state): State<AppState>,
     principal: Principal,

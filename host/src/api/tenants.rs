@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::{ApiError, Json, Problem};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
 use crate::quota::TenantQuota;
 use crate::store::TenantRecord;
 
@@ -26,8 +27,12 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// 1-64 characters of `a-z`, `0-9`, `-`, `_`; generated when absent.
+    /// 1-64 characters of `a-z`, `0-9`, `-`, `_`, the first a letter or digit; generated when
+    /// absent or null.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub id: Option<String>,
+    /// 1-200 characters, not all whitespace (leading and trailing whitespace is dropped).
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
 }
 
@@ -51,28 +56,31 @@ impl From<TenantRecord> for Tenant {
 
 /// A tenant's limits as one flat object: the runtime's per-invocation limits (see
 /// `docs/limits.md`) plus the service's counts. In a `PUT`, fields left out take their
-/// defaults; each value is checked against its cap.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// defaults (null is not a value: leave the field out); each value is checked against its cap.
+/// The server reads and writes [`TenantQuota`]; this type is its OpenAPI form only.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    pub fuel: Option<u64>,
-    pub memory_bytes: Option<u64>,
-    pub timeout_ms: Option<u64>,
-    pub max_requests: Option<u32>,
-    pub max_request_body_bytes: Option<u64>,
-    pub max_response_body_bytes: Option<u64>,
-    pub max_total_bytes_out: Option<u64>,
-    pub max_total_bytes_in: Option<u64>,
-    pub request_timeout_ms: Option<u64>,
-    pub max_input_bytes: Option<u64>,
-    pub max_output_bytes: Option<u64>,
-    pub max_log_bytes: Option<u64>,
-    pub max_state_value_bytes: Option<u64>,
-    pub max_state_keys: Option<u32>,
-    pub allowed_hosts: Option<Vec<String>>,
+    pub fuel: u64,
+    pub memory_bytes: u64,
+    pub timeout_ms: u64,
+    pub max_requests: u32,
+    pub max_request_body_bytes: u64,
+    pub max_response_body_bytes: u64,
+    pub max_total_bytes_out: u64,
+    pub max_total_bytes_in: u64,
+    pub request_timeout_ms: u64,
+    pub max_input_bytes: u64,
+    pub max_output_bytes: u64,
+    pub max_log_bytes: u64,
+    pub max_state_value_bytes: u64,
+    pub max_state_keys: u32,
+    /// Host patterns: `*`, a host name or IP address, or `*.` and a domain.
+    pub allowed_hosts: Vec<String>,
     /// Default 50, cap 200.
-    pub max_workflows: Option<u32>,
+    pub max_workflows: u32,
     /// Default 100, cap 500; over it, invocations answer 429.
-    pub runs_per_hour: Option<u32>,
+    pub runs_per_hour: u32,
 }
 
 pub fn valid_tenant_id(id: &str) -> bool {
@@ -83,8 +91,13 @@ pub fn valid_tenant_id(id: &str) -> bool {
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
+/// Creates a tenant (operator). 409 when the id is taken.
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
-    responses((status = 201, body = Tenant), (status = 409, body = Problem), (status = 422, body = Problem)),
+    responses((status = 201, body = Tenant),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
@@ -102,7 +115,8 @@ async fn create(
         ));
     }
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    // Characters, not bytes: the limit the document and the message state.
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::validation(
             "name",
             "a tenant name is 1-200 characters",
@@ -121,8 +135,12 @@ async fn create(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+/// Every tenant (operator).
 #[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
-    responses((status = 200, body = Vec<Tenant>), (status = 403, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<Tenant>),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -132,8 +150,12 @@ async fn list(
     Ok(Json(tenants.into_iter().map(Tenant::from).collect()))
 }
 
+/// One tenant: any for an operator, its own for a tenant's token (another tenant is 404).
 #[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 200, body = Tenant), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Tenant),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -146,12 +168,17 @@ async fn show(
         .store()
         .tenant(&id)
         .await
-        .map_err(|_| ApiError::not_found("tenant"))?;
+        .map_err(ApiError::or_not_found("tenant"))?;
     Ok(Json(record.into()))
 }
 
+/// A tenant's limits: any for an operator, its own for a tenant's token (another tenant is
+/// 404).
 #[utoipa::path(get, path = "/v1/tenants/{id}/limits", tag = "tenants", params(("id" = String, Path)),
-    responses((status = 200, body = Limits), (status = 404, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Limits),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
 async fn show_limits(
     State(state): State<AppState>,
     principal: Principal,
@@ -168,10 +195,15 @@ async fn show_limits(
     Ok(Json(quota))
 }
 
+/// Replaces a tenant's limits (operator); fields left out take their defaults. 422 when a
+/// value is invalid or above its cap; `field` names it.
 #[utoipa::path(put, path = "/v1/tenants/{id}/limits", tag = "tenants", params(("id" = String, Path)),
     request_body = Limits,
-    responses((status = 200, body = Limits), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 422, description = "a value is invalid or above its cap; `field` names it", body = Problem)),
+    responses((status = 200, body = Limits),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn put_limits(
     State(state): State<AppState>,

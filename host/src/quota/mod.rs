@@ -6,7 +6,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::runtime::{LimitCaps, LimitError, TenantLimits};
+use crate::runtime::{LimitBound, LimitCaps, LimitError, TenantLimits};
 
 pub const DEFAULT_MAX_WORKFLOWS: u32 = 50;
 pub const MAX_WORKFLOWS_CAP: u32 = 200;
@@ -36,19 +36,38 @@ impl TenantQuota {
     /// Checks every runtime limit against `caps` and the service counts against theirs.
     pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
         self.runtime.validate(caps)?;
-        let counts = [
-            ("max_workflows", self.max_workflows, MAX_WORKFLOWS_CAP),
-            ("runs_per_hour", self.runs_per_hour, RUNS_PER_HOUR_CAP),
-        ];
-        for (field, value, cap) in counts {
-            if value > cap {
+        for LimitBound {
+            field, value, max, ..
+        } in self.count_bounds()
+        {
+            if value > max {
                 return Err(LimitError {
                     field,
-                    reason: format!("is {value}, above the cap of {cap}"),
+                    reason: format!("is {value}, above the cap of {max}"),
                 });
             }
         }
         Ok(())
+    }
+
+    /// Every numeric field with its bounds under `caps`: the runtime's limits and the counts.
+    pub fn bounds(&self, caps: &LimitCaps) -> Vec<LimitBound> {
+        let mut bounds = self.runtime.bounds(caps);
+        bounds.extend(self.count_bounds());
+        bounds
+    }
+
+    fn count_bounds(&self) -> [LimitBound; 2] {
+        let count = |field, value: u32, cap: u32| LimitBound {
+            field,
+            value: value.into(),
+            min: 0,
+            max: cap.into(),
+        };
+        [
+            count("max_workflows", self.max_workflows, MAX_WORKFLOWS_CAP),
+            count("runs_per_hour", self.runs_per_hour, RUNS_PER_HOUR_CAP),
+        ]
     }
 }
 

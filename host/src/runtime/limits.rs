@@ -115,10 +115,22 @@ pub struct LimitError {
     pub reason: String,
 }
 
+/// One numeric limit as [`TenantLimits::validate`] judges it: its name, its value, and the
+/// least and greatest value it may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitBound {
+    pub field: &'static str,
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
 impl TenantLimits {
-    /// Checks every field against `caps`. Zero is refused where it would make every invocation
-    /// fail; it is allowed for counts a tenant may legitimately switch off (requests, state).
-    pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
+    /// Every numeric field with its bounds under `caps`: the one table both validation and the
+    /// OpenAPI document (`minimum`/`maximum` of each field) read. Zero is refused where it
+    /// would make every invocation fail; it is allowed for counts a tenant may legitimately
+    /// switch off (requests, state).
+    pub fn bounds(&self, caps: &LimitCaps) -> Vec<LimitBound> {
         let checks: [(&'static str, u64, u64, bool); 14] = [
             ("fuel", self.fuel, caps.fuel, false),
             ("memory_bytes", self.memory_bytes, caps.memory_bytes, false),
@@ -190,17 +202,36 @@ impl TenantLimits {
                 true,
             ),
         ];
-        for (field, value, cap, zero_ok) in checks {
-            if value == 0 && !zero_ok {
+        checks
+            .into_iter()
+            .map(|(field, value, cap, zero_ok)| LimitBound {
+                field,
+                value,
+                min: u64::from(!zero_ok),
+                max: cap,
+            })
+            .collect()
+    }
+
+    /// Checks every field against `caps` (see [`TenantLimits::bounds`]) and every host pattern.
+    pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
+        for LimitBound {
+            field,
+            value,
+            min,
+            max,
+        } in self.bounds(caps)
+        {
+            if value < min {
                 return Err(LimitError {
                     field,
                     reason: "must be positive".into(),
                 });
             }
-            if value > cap {
+            if value > max {
                 return Err(LimitError {
                     field,
-                    reason: format!("is {value}, above the cap of {cap}"),
+                    reason: format!("is {value}, above the cap of {max}"),
                 });
             }
         }

@@ -32,7 +32,7 @@ pub use component::{LoadedComponent, SharedComponent, digest};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::{ErrorKind, InvokeError, LoadError, RuntimeError};
 pub use invoke::{Call, InvokeOutcome, InvokeRequest, Stats};
-pub use limits::{LimitCaps, LimitError, TenantLimits};
+pub use limits::{LimitBound, LimitCaps, LimitError, TenantLimits};
 pub use logs::{LogLevel, LogLine, LogSource, Logs};
 pub use manifest::{ActionSpec, Manifest, ManifestError, RetryPolicy, ValidatedManifest};
 pub use state::{MemoryStateStore, StateError, StateScope, StateStore};
