@@ -129,7 +129,11 @@ fn turns(targets: usize, iterations: usize, block: usize) -> Vec<(usize, usize)>
 }
 
 /// One invocation's wall-clock time, or why it failed.
-async fn time_one((runtime, component): &Target, action: &str, input: &str) -> Result<Duration, String> {
+async fn time_one(
+    (runtime, component): &Target,
+    action: &str,
+    input: &str,
+) -> Result<Duration, String> {
     let request = InvokeRequest::action("bench", action, input);
     let started = Instant::now();
     let outcome = runtime.invoke(component, request).await;
@@ -202,26 +206,28 @@ pub async fn run(plan: &Plan<'_>) -> Result<Report, String> {
         Ok::<Target, String>((runtime, component))
     };
     let allocators = [target(true, true).await?, target(false, true).await?];
-    let [pooled, on_demand] = two(
-        invocations(
-            &allocators,
-            plan.action,
-            plan.input,
-            plan.iterations,
-            ALLOCATOR_BLOCK,
-        )
-        .await?,
-    )?;
+    let [pooled, on_demand] = two(invocations(
+        &allocators,
+        plan.action,
+        plan.input,
+        plan.iterations,
+        ALLOCATOR_BLOCK,
+    )
+    .await?)?;
     drop(allocators);
     let spawn_iterations = plan.iterations.min(2_000);
     let process_spawn = process_spawns(plan.spawn_program, spawn_iterations)?;
     let compute = match plan.compute {
         Some((action, input)) => {
             let limits = [target(true, true).await?, target(true, false).await?];
-            let [limits_on, limits_off] = two(
-                invocations(&limits, action, input, plan.compute_iterations, COMPUTE_BLOCK)
-                    .await?,
-            )?;
+            let [limits_on, limits_off] = two(invocations(
+                &limits,
+                action,
+                input,
+                plan.compute_iterations,
+                COMPUTE_BLOCK,
+            )
+            .await?)?;
             Some(ComputeReport {
                 on_over_off: ratio(limits_on.p50_us, limits_off.p50_us),
                 limits_on,
@@ -296,7 +302,10 @@ mod tests {
             turns(2, 600, 250),
             [(0, 250), (1, 250), (1, 250), (0, 250), (0, 100), (1, 100)]
         );
-        assert_eq!(turns(3, 2, 1), [(0, 1), (1, 1), (2, 1), (1, 1), (2, 1), (0, 1)]);
+        assert_eq!(
+            turns(3, 2, 1),
+            [(0, 1), (1, 1), (2, 1), (1, 1), (2, 1), (0, 1)]
+        );
         assert_eq!(turns(2, 3, 0), turns(2, 3, 1));
         assert!(turns(0, 10, 5).is_empty() && turns(2, 0, 5).is_empty());
     }

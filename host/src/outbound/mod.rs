@@ -340,7 +340,8 @@ impl Session {
         // not carry them (compared per hop, so a chain that comes back gets them back).
         let origin = url.origin();
         loop {
-            let trusted = url.origin() == origin || self.gate.credentials_follow_redirects_across_origins;
+            let trusted =
+                url.origin() == origin || self.gate.credentials_follow_redirects_across_origins;
             let hop = self.prepare_hop(&method, &url, &guest_headers, body.as_ref(), trusted)?;
             let refreshable = hop.refreshable.clone();
             let response = self.execute(hop).await?;
@@ -797,7 +798,13 @@ fn content_coding(headers: &HeaderMap) -> Option<String> {
     let codings: Vec<String> = headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
-        .flat_map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned().split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .filter(|coding| !coding.is_empty() && coding != "identity")
         .collect();
     (!codings.is_empty()).then(|| codings.join(", "))

@@ -192,8 +192,14 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
                     for (name, value) in [
                         ("etag", "\"v1\""),
                         ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
-                        ("digest", "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE="),
-                        ("content-digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+                        (
+                            "digest",
+                            "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+                        ),
+                        (
+                            "content-digest",
+                            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+                        ),
                     ] {
                         response
                             .headers_mut()
@@ -204,9 +210,10 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
                     let mut reversed = echo.to_string().into_bytes();
                     reversed.reverse();
                     *response.body_mut() = Body::from(reversed);
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("x-reverse"));
+                    response.headers_mut().insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static("x-reverse"),
+                    );
                 }
                 _ => {}
             }
@@ -651,7 +658,13 @@ fn assert_credentials(seen: &Seen, carried: bool) {
         [("x-api-key", &[]), ("authorization", &[]), ("cookie", &[])]
     };
     for (name, values) in expected {
-        assert_eq!(seen.header(name), values, "{name} on {} {}", seen.uri, seen.header("host")[0]);
+        assert_eq!(
+            seen.header(name),
+            values,
+            "{name} on {} {}",
+            seen.uri,
+            seen.header("host")[0]
+        );
     }
 }
 
@@ -660,11 +673,17 @@ async fn redirect_to_another_port_of_the_declared_host_drops_credentials() {
     let (first, second, config) = two_tls_servers().await;
     let mut s = session(config, keyed_grant(&[API]));
     let target = format!("https://{API}:{}/echo", second.addr.port());
-    let response = s.send(redirect_with_guest_credentials(&target)).await.unwrap();
+    let response = s
+        .send(redirect_with_guest_credentials(&target))
+        .await
+        .unwrap();
     assert_eq!(response.status, 200);
     assert_credentials(&first.seen()[0], true);
     let hop = &second.seen()[0];
-    assert_eq!(hop.header("host"), [format!("{API}:{}", second.addr.port())]);
+    assert_eq!(
+        hop.header("host"),
+        [format!("{API}:{}", second.addr.port())]
+    );
     assert_credentials(hop, false);
 }
 
@@ -674,7 +693,10 @@ async fn redirect_to_another_declared_host_drops_credentials_until_it_comes_back
     let mut s = session(config, keyed_grant(&[API, OTHER]));
     let back = format!("https://{API}/echo");
     let target = format!("https://{OTHER}{}", redirect_to(&back, 307));
-    let response = s.send(redirect_with_guest_credentials(&target)).await.unwrap();
+    let response = s
+        .send(redirect_with_guest_credentials(&target))
+        .await
+        .unwrap();
     assert_eq!(response.status, 200);
     let seen = server.seen();
     assert_eq!(seen.len(), 3);
@@ -695,7 +717,10 @@ async fn operator_may_let_credentials_follow_redirects_across_origins() {
         format!("https://{API}:{}/echo", second.addr.port()),
         format!("https://{OTHER}/echo"),
     ] {
-        let response = s.send(redirect_with_guest_credentials(&target)).await.unwrap();
+        let response = s
+            .send(redirect_with_guest_credentials(&target))
+            .await
+            .unwrap();
         assert_eq!(response.status, 200);
     }
     let seen = first.seen();
@@ -1386,13 +1411,20 @@ async fn headers_describe_the_scrubbed_body() {
     let mut s = session(loopback_config(server.addr), bearer_grant(&[API]));
     let response = s.send(get(&api("/described"))).await.unwrap();
     let body = String::from_utf8(response.body.clone()).unwrap();
-    assert!(body.contains("Bearer ***") && !body.contains(SECRET), "{body}");
+    assert!(
+        body.contains("Bearer ***") && !body.contains(SECRET),
+        "{body}"
+    );
     assert_eq!(
         header(&response, "content-length"),
         Some(response.body.len().to_string())
     );
     for gone in ["etag", "content-md5", "digest", "content-digest"] {
-        assert_eq!(header(&response, gone), None, "{gone} describes the old bytes");
+        assert_eq!(
+            header(&response, gone),
+            None,
+            "{gone} describes the old bytes"
+        );
     }
     // A body the gate left as it came keeps every header describing it.
     let mut s = session(loopback_config(server.addr), grant(&[API]));
@@ -1417,17 +1449,22 @@ async fn an_encoded_body_the_scrubber_cannot_read_never_reaches_the_guest() {
     let response = s.send(asks_for_encoding()).await.unwrap();
     assert_eq!(server.seen()[0].header("accept-encoding"), ["identity"]);
     let mut decoded = response.body.clone();
-    if response.headers.iter().any(|(n, _)| n == "content-encoding") {
+    if response
+        .headers
+        .iter()
+        .any(|(n, _)| n == "content-encoding")
+    {
         decoded.reverse();
     }
     let decoded = String::from_utf8_lossy(&decoded);
     assert!(!decoded.contains(SECRET), "the guest can decode {decoded}");
     // An upstream that encodes anyway is refused before a byte of its body is read.
+    let bytes_in = s.stats().bytes_in;
     match s.send(get(&api("/encoded?always"))).await {
         Err(HttpError::Other(message)) => assert!(message.contains("x-reverse"), "{message}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.stats().bytes_in, response.body.len() as u64);
+    assert_eq!(s.stats().bytes_in, bytes_in);
     // Without a credential there is nothing to scrub, and the guest negotiates as it likes.
     let mut s = session(loopback_config(server.addr), grant(&[API]));
     let response = s.send(asks_for_encoding()).await.unwrap();
@@ -1435,7 +1472,12 @@ async fn an_encoded_body_the_scrubber_cannot_read_never_reaches_the_guest() {
         server.seen().pop().unwrap().header("accept-encoding"),
         ["x-reverse, gzip"]
     );
-    assert!(response.headers.iter().any(|(n, v)| n == "content-encoding" && v == "x-reverse"));
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|(n, v)| n == "content-encoding" && v == "x-reverse")
+    );
 }
 
 #[tokio::test]
