@@ -72,6 +72,16 @@ pub struct Config {
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
     pub pool_size: u32,
+    /// Let a redirect to another origin (scheme, host or port) that the connector also
+    /// declares carry the connection's credential and the guest's own `Authorization` and
+    /// `Cookie` headers. Off: they go only to the origin of the guest's request, as in curl
+    /// and browsers.
+    #[arg(
+        long,
+        env = "AIRLOCK_CREDENTIALS_FOLLOW_REDIRECTS_ACROSS_ORIGINS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub credentials_follow_redirects_across_origins: bool,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
     pub jwt_secret_env: Option<Secret>,
@@ -91,6 +101,7 @@ impl Config {
             cors_origins: Vec::new(),
             max_component_bytes: 16 * 1024 * 1024,
             pool_size: 64,
+            credentials_follow_redirects_across_origins: false,
             jwt_secret_env: None,
         }
     }

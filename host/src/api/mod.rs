@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::{Config, ConfigError};
+use crate::outbound::OutboundConfig;
 use crate::runtime::{
     EngineOptions, LimitCaps, Runtime, RuntimeError, RuntimeOptions, SharedComponent,
 };
@@ -187,6 +188,11 @@ impl Service {
                 ..EngineOptions::default()
             },
             cache_dir: Some(config.cache_dir()),
+            outbound: OutboundConfig {
+                credentials_follow_redirects_across_origins: config
+                    .credentials_follow_redirects_across_origins,
+                ..OutboundConfig::default()
+            },
             ..RuntimeOptions::default()
         }
     }

@@ -62,6 +62,10 @@ pub struct NetworkArgs {
     /// Resolve a host to an address instead of using DNS: `api.example.test=127.0.0.1:8080`.
     #[arg(long = "resolve", value_parser = parse_resolve)]
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// Let a redirect to another declared origin carry the credential (as `airlock serve`'s
+    /// flag of the same name).
+    #[arg(long)]
+    pub credentials_follow_redirects_across_origins: bool,
 }
 
 fn parse_resolve(text: &str) -> Result<(String, std::net::SocketAddr), String> {
@@ -78,6 +82,8 @@ pub fn runtime_options(runtime: &RuntimeArgs, network: Option<&NetworkArgs>) -> 
     if let Some(network) = network {
         options.outbound.allow_http = network.allow_http;
         options.outbound.allowed_private_ranges = network.allow_private.clone();
+        options.outbound.credentials_follow_redirects_across_origins =
+            network.credentials_follow_redirects_across_origins;
         for (host, addr) in &network.resolve {
             options
                 .outbound

@@ -8,8 +8,10 @@
 //! - refuses private, loopback, link-local/metadata and other non-public addresses, checked on
 //!   IP literals before sending and on DNS answers inside the client's resolver, so the
 //!   address checked is the address connected to (`denied`);
-//! - attaches the connection's credential only for explicitly declared hosts, replacing any
-//!   header of the same name the guest set;
+//! - attaches the connection's credential only for explicitly declared hosts, and only on hops
+//!   whose origin (scheme, host, port) is the origin of the guest's request, replacing any
+//!   header of the same name the guest set; drops the guest's own `Authorization` and `Cookie`
+//!   on hops to another origin (as curl and browsers do), unless the operator opts in;
 //! - enforces request counts, body sizes, byte totals and a timeout;
 //! - scrubs every form of the credential out of the response before the guest sees it;
 //! - when an upstream answers 401 to a request that carried an OAuth2 bearer token, gets a
@@ -78,6 +80,12 @@ pub struct OutboundConfig {
     /// web PKI roots: an internal CA, or a test CA. Certificate checks themselves can never be
     /// turned off.
     pub extra_root_certificates: Vec<String>,
+    /// Whether a redirect to another origin (scheme, host or port) that is also an explicitly
+    /// declared host still gets the credential, and the guest's own `Authorization` and
+    /// `Cookie` headers. Off (the default, as in curl without `--location-trusted` and in
+    /// browsers): only hops to the origin of the guest's request carry them, so a declared host
+    /// cannot send the credential meant for it on to another declared host or port.
+    pub credentials_follow_redirects_across_origins: bool,
 }
 
 impl Default for OutboundConfig {
@@ -88,6 +96,7 @@ impl Default for OutboundConfig {
             resolve_overrides: HashMap::new(),
             max_redirects: 5,
             extra_root_certificates: Vec::new(),
+            credentials_follow_redirects_across_origins: false,
         }
     }
 }
@@ -188,6 +197,7 @@ struct GateInner {
     allow_http: bool,
     allowed_ranges: Arc<[IpNet]>,
     max_redirects: u32,
+    credentials_follow_redirects_across_origins: bool,
 }
 
 impl Gate {
@@ -240,6 +250,8 @@ impl Gate {
                 allow_http: config.allow_http,
                 allowed_ranges,
                 max_redirects: config.max_redirects,
+                credentials_follow_redirects_across_origins: config
+                    .credentials_follow_redirects_across_origins,
             }),
         })
     }
@@ -324,8 +336,13 @@ impl Session {
         let mut guest_headers = guest_headers(&request.headers)?;
         let mut body = request.body.map(Bytes::from);
         let mut redirects = 0;
+        // Credentials are meant for the origin the guest asked for; a redirect elsewhere does
+        // not carry them (compared per hop, so a chain that comes back gets them back).
+        let origin = url.origin();
         loop {
-            let hop = self.prepare_hop(&method, &url, &guest_headers, body.as_ref())?;
+            let trusted =
+                url.origin() == origin || self.gate.credentials_follow_redirects_across_origins;
+            let hop = self.prepare_hop(&method, &url, &guest_headers, body.as_ref(), trusted)?;
             let refreshable = hop.refreshable.clone();
             let response = self.execute(hop).await?;
             if response.status() == StatusCode::UNAUTHORIZED
@@ -367,18 +384,20 @@ impl Session {
     }
 
     /// Checks one hop against the policy and the limits, and builds its headers. Nothing has
-    /// touched the network when this refuses.
+    /// touched the network when this refuses. `trusted`: the hop may carry credentials (its
+    /// origin is the guest's, or the operator lets credentials follow redirects anywhere).
     fn prepare_hop(
         &mut self,
         method: &Method,
         url: &Url,
         guest_headers: &HeaderMap,
         body: Option<&Bytes>,
+        trusted: bool,
     ) -> Result<Hop, HttpError> {
-        let credentialed = self.check_url(url)?;
+        let credentialed = self.check_url(url)? && trusted;
         // A server that echoes the credential into a Location would otherwise have the gate
-        // carry it to wherever that Location points. Declared hosts may see it: they get it
-        // anyway.
+        // carry it to wherever that Location points. Hops that get the credential may see it:
+        // they get it anyway.
         if !credentialed && self.scrubber.contains_secret(url.as_str().as_bytes()) {
             return Err(self.deny("the URL contains the connection's credential".into()));
         }
@@ -387,6 +406,12 @@ impl Session {
         let mut url = url.clone();
         url.set_fragment(None);
         let mut headers = guest_headers.clone();
+        if !trusted {
+            // The guest's own credentials, which it gave to the origin it asked for (curl drops
+            // the same two; `Proxy-Authorization` never leaves the gate at all).
+            headers.remove(header::AUTHORIZATION);
+            headers.remove(header::COOKIE);
+        }
         let mut refreshable = None;
         if credentialed {
             let reserved = self
@@ -410,6 +435,15 @@ impl Session {
             {
                 refreshable = Some(access_token.clone());
             }
+        }
+        if !self.scrubber.is_empty() {
+            // The scrubber reads plain bytes: a compressed echo of the credential would pass
+            // it, and the guest would decompress it. So a session with a secret asks for no
+            // content coding whatever the guest asked for (and `read_response` refuses one).
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
         }
         if !headers.contains_key(header::USER_AGENT) {
             headers.insert(
@@ -567,8 +601,16 @@ impl Session {
             let err = too_large(limit);
             return Err(self.limit(limit, err));
         }
+        if !self.scrubber.is_empty()
+            && let Some(coding) = content_coding(response.headers())
+        {
+            return Err(HttpError::Other(format!(
+                "the response is encoded ({coding}) although the gate asked for no encoding; \
+                 an encoded body cannot be checked for the connection's credential"
+            )));
+        }
         let status = response.status().as_u16();
-        let headers = response
+        let mut headers: Vec<(String, String)> = response
             .headers()
             .iter()
             .map(|(name, value)| {
@@ -594,7 +636,10 @@ impl Session {
             }
             body.extend_from_slice(&chunk);
         }
-        self.scrubber.scrub_vec(&mut body);
+        if self.scrubber.contains_secret(&body) {
+            body = self.scrubber.scrub_bytes(&body);
+            describe_changed_body(&mut headers, body.len());
+        }
         Ok(GuestResponse {
             status,
             headers,
@@ -726,6 +771,44 @@ const BODY_HEADERS: &[HeaderName] = &[
     header::CONTENT_LANGUAGE,
     header::CONTENT_LOCATION,
 ];
+
+/// Response headers that describe the exact bytes of the body (validators and digests): wrong
+/// once the scrubber has changed them, so dropped rather than passed on.
+const BODY_DIGEST_HEADERS: &[&str] = &[
+    "etag",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+];
+
+/// Makes the response headers describe the body the guest gets after the scrubber changed it:
+/// `Content-Length` says its new length, and digests of the old bytes go.
+fn describe_changed_body(headers: &mut Vec<(String, String)>, len: usize) {
+    headers.retain(|(name, _)| !BODY_DIGEST_HEADERS.contains(&name.as_str()));
+    for (name, value) in headers.iter_mut() {
+        if name == header::CONTENT_LENGTH.as_str() {
+            *value = len.to_string();
+        }
+    }
+}
+
+/// The content coding of a response, if it has one other than `identity`.
+fn content_coding(headers: &HeaderMap) -> Option<String> {
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| {
+            String::from_utf8_lossy(value.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|coding| !coding.is_empty() && coding != "identity")
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
+}
 
 /// The Location of a redirect the gate follows (301, 302, 303, 307, 308). Other 3xx, and
 /// redirects without a usable Location, go back to the guest as they are.

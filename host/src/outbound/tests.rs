@@ -74,7 +74,10 @@ impl TestServer {
 /// - `/slow`: answers after 30 s;
 /// - `/bearer?accept=TOKEN`: 401 (quoting the Authorization it got) unless the request
 ///   carries `Bearer TOKEN`, then the echo;
-/// - `/token`: a token response with `access_token` `fresh-from-token-endpoint`.
+/// - `/token`: a token response with `access_token` `fresh-from-token-endpoint`;
+/// - `/described`: the echo with an ETag and digests of its bytes;
+/// - `/encoded`: the echo reversed, with `Content-Encoding: x-reverse` (a stand-in for gzip
+///   that needs no library), when the request accepts `x-reverse` or says `?always`.
 async fn spawn_server() -> TestServer {
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let router = axum::Router::new()
@@ -163,7 +166,7 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
             let grant = json!({"access_token": "fresh-from-token-endpoint", "expires_in": 60});
             Response::new(Body::from(grant.to_string()))
         }
-        _ => {
+        path => {
             let echo = json!({
                 "method": parts.method.as_str(),
                 "uri": uri,
@@ -180,6 +183,40 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            let accepts_reverse = parts
+                .headers
+                .get(header::ACCEPT_ENCODING)
+                .is_some_and(|v| String::from_utf8_lossy(v.as_bytes()).contains("x-reverse"));
+            match path {
+                "/described" => {
+                    for (name, value) in [
+                        ("etag", "\"v1\""),
+                        ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
+                        (
+                            "digest",
+                            "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+                        ),
+                        (
+                            "content-digest",
+                            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+                        ),
+                    ] {
+                        response
+                            .headers_mut()
+                            .insert(name, HeaderValue::from_static(value));
+                    }
+                }
+                "/encoded" if accepts_reverse || query.contains_key("always") => {
+                    let mut reversed = echo.to_string().into_bytes();
+                    reversed.reverse();
+                    *response.body_mut() = Body::from(reversed);
+                    response.headers_mut().insert(
+                        header::CONTENT_ENCODING,
+                        HeaderValue::from_static("x-reverse"),
+                    );
+                }
+                _ => {}
+            }
             response
         }
     }
@@ -206,8 +243,8 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-/// An HTTPS echo server (same routes as [`spawn_server`]) with a certificate for API, signed
-/// by a fresh test CA; returns the server and the CA's PEM.
+/// An HTTPS echo server (same routes as [`spawn_server`]) with a certificate for API and OTHER,
+/// signed by a fresh test CA; returns the server and the CA's PEM.
 async fn spawn_tls_server() -> (TestServer, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -217,7 +254,7 @@ async fn spawn_tls_server() -> (TestServer, String) {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec![API.to_owned()])
+    let leaf = CertificateParams::new(vec![API.to_owned(), OTHER.to_owned()])
         .unwrap()
         .signed_by(&leaf_key, &issuer)
         .unwrap();
@@ -566,6 +603,132 @@ async fn redirect_to_wildcard_only_host_drops_credential() {
     assert_eq!(seen[0].header("authorization").len(), 1);
     assert_eq!(seen[1].header("host"), [OTHER]);
     assert!(seen[1].header("authorization").is_empty(), "{:?}", seen[1]);
+}
+
+/// Two HTTPS echo servers, each with its own test CA, and an https-only configuration that
+/// trusts both and maps every test name to the first.
+async fn two_tls_servers() -> (TestServer, TestServer, OutboundConfig) {
+    let (first, first_ca) = spawn_tls_server().await;
+    let (second, second_ca) = spawn_tls_server().await;
+    let config = OutboundConfig {
+        allowed_private_ranges: vec!["127.0.0.0/8".parse().unwrap()],
+        resolve_overrides: overrides(first.addr),
+        extra_root_certificates: vec![first_ca, second_ca],
+        ..OutboundConfig::default()
+    };
+    (first, second, config)
+}
+
+/// A grant for `declared` whose credential goes in `x-api-key`, so the guest's own
+/// `Authorization` is not replaced by it and both can be watched.
+fn keyed_grant(declared: &[&str]) -> Grant {
+    Grant {
+        auth: AuthSpec::ApiKey {
+            in_: ApiKeyLocation::Header,
+            name: "x-api-key".into(),
+            prefix: None,
+        },
+        credential: Credential::ApiKey(Secret::from(SECRET)),
+        ..grant(declared)
+    }
+}
+
+/// A GET to `https://API` that redirects (307) to `target`, carrying the guest's own
+/// `Authorization` and `Cookie`.
+fn redirect_with_guest_credentials(target: &str) -> GuestRequest {
+    let mut request = get(&format!("https://{API}{}", redirect_to(target, 307)));
+    request.headers = vec![
+        ("authorization".into(), "Bearer guest-own".into()),
+        ("cookie".into(), "session=guest-own".into()),
+    ];
+    request
+}
+
+/// Whether the hop `seen` carried the connection's credential and the guest's own ones: all
+/// three, or none.
+#[track_caller]
+fn assert_credentials(seen: &Seen, carried: bool) {
+    let expected: [(&str, &[&str]); 3] = if carried {
+        [
+            ("x-api-key", &[SECRET]),
+            ("authorization", &["Bearer guest-own"]),
+            ("cookie", &["session=guest-own"]),
+        ]
+    } else {
+        [("x-api-key", &[]), ("authorization", &[]), ("cookie", &[])]
+    };
+    for (name, values) in expected {
+        assert_eq!(
+            seen.header(name),
+            values,
+            "{name} on {} {}",
+            seen.uri,
+            seen.header("host")[0]
+        );
+    }
+}
+
+#[tokio::test]
+async fn redirect_to_another_port_of_the_declared_host_drops_credentials() {
+    let (first, second, config) = two_tls_servers().await;
+    let mut s = session(config, keyed_grant(&[API]));
+    let target = format!("https://{API}:{}/echo", second.addr.port());
+    let response = s
+        .send(redirect_with_guest_credentials(&target))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_credentials(&first.seen()[0], true);
+    let hop = &second.seen()[0];
+    assert_eq!(
+        hop.header("host"),
+        [format!("{API}:{}", second.addr.port())]
+    );
+    assert_credentials(hop, false);
+}
+
+#[tokio::test]
+async fn redirect_to_another_declared_host_drops_credentials_until_it_comes_back() {
+    let (server, _, config) = two_tls_servers().await;
+    let mut s = session(config, keyed_grant(&[API, OTHER]));
+    let back = format!("https://{API}/echo");
+    let target = format!("https://{OTHER}{}", redirect_to(&back, 307));
+    let response = s
+        .send(redirect_with_guest_credentials(&target))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    assert_credentials(&seen[0], true);
+    assert_eq!(seen[1].header("host"), [OTHER]);
+    assert_credentials(&seen[1], false);
+    // Back at the origin the guest asked for, the credentials are its again.
+    assert_eq!(seen[2].header("host"), [API]);
+    assert_credentials(&seen[2], true);
+}
+
+#[tokio::test]
+async fn operator_may_let_credentials_follow_redirects_across_origins() {
+    let (first, second, mut config) = two_tls_servers().await;
+    config.credentials_follow_redirects_across_origins = true;
+    let mut s = session(config, keyed_grant(&[API, OTHER]));
+    for target in [
+        format!("https://{API}:{}/echo", second.addr.port()),
+        format!("https://{OTHER}/echo"),
+    ] {
+        let response = s
+            .send(redirect_with_guest_credentials(&target))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+    }
+    let seen = first.seen();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2].header("host"), [OTHER]);
+    for hop in seen.iter().chain(&second.seen()) {
+        assert_credentials(hop, true);
+    }
 }
 
 #[tokio::test]
@@ -1233,6 +1396,88 @@ async fn echoed_credential_is_scrubbed_from_response_headers_and_body() {
         let blob_line = format!("log {basic_blob}");
         assert_eq!(scrubber.scrub_str(&blob_line) == "log ***", is_basic);
     }
+}
+
+#[tokio::test]
+async fn headers_describe_the_scrubbed_body() {
+    let server = spawn_server().await;
+    let header = |response: &GuestResponse, name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut s = session(loopback_config(server.addr), bearer_grant(&[API]));
+    let response = s.send(get(&api("/described"))).await.unwrap();
+    let body = String::from_utf8(response.body.clone()).unwrap();
+    assert!(
+        body.contains("Bearer ***") && !body.contains(SECRET),
+        "{body}"
+    );
+    assert_eq!(
+        header(&response, "content-length"),
+        Some(response.body.len().to_string())
+    );
+    for gone in ["etag", "content-md5", "digest", "content-digest"] {
+        assert_eq!(
+            header(&response, gone),
+            None,
+            "{gone} describes the old bytes"
+        );
+    }
+    // A body the gate left as it came keeps every header describing it.
+    let mut s = session(loopback_config(server.addr), grant(&[API]));
+    let response = s.send(get(&api("/described"))).await.unwrap();
+    assert_eq!(
+        header(&response, "content-length"),
+        Some(response.body.len().to_string())
+    );
+    assert_eq!(header(&response, "etag").as_deref(), Some("\"v1\""));
+    assert!(header(&response, "content-digest").is_some());
+}
+
+#[tokio::test]
+async fn an_encoded_body_the_scrubber_cannot_read_never_reaches_the_guest() {
+    let server = spawn_server().await;
+    let asks_for_encoding = || {
+        let mut request = get(&api("/encoded"));
+        request.headers = vec![("accept-encoding".into(), "x-reverse, gzip".into())];
+        request
+    };
+    let mut s = session(loopback_config(server.addr), bearer_grant(&[API]));
+    let response = s.send(asks_for_encoding()).await.unwrap();
+    assert_eq!(server.seen()[0].header("accept-encoding"), ["identity"]);
+    let mut decoded = response.body.clone();
+    if response
+        .headers
+        .iter()
+        .any(|(n, _)| n == "content-encoding")
+    {
+        decoded.reverse();
+    }
+    let decoded = String::from_utf8_lossy(&decoded);
+    assert!(!decoded.contains(SECRET), "the guest can decode {decoded}");
+    // An upstream that encodes anyway is refused before a byte of its body is read.
+    let bytes_in = s.stats().bytes_in;
+    match s.send(get(&api("/encoded?always"))).await {
+        Err(HttpError::Other(message)) => assert!(message.contains("x-reverse"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.stats().bytes_in, bytes_in);
+    // Without a credential there is nothing to scrub, and the guest negotiates as it likes.
+    let mut s = session(loopback_config(server.addr), grant(&[API]));
+    let response = s.send(asks_for_encoding()).await.unwrap();
+    assert_eq!(
+        server.seen().pop().unwrap().header("accept-encoding"),
+        ["x-reverse, gzip"]
+    );
+    assert!(
+        response
+            .headers
+            .iter()
+            .any(|(n, v)| n == "content-encoding" && v == "x-reverse")
+    );
 }
 
 #[tokio::test]
