@@ -66,8 +66,12 @@ pub struct Limits {
     pub max_input_bytes: Option<u64>,
     pub max_output_bytes: Option<u64>,
     pub max_log_bytes: Option<u64>,
+    /// Default 1,000, cap 100,000.
+    pub max_log_lines: Option<u32>,
     pub max_state_value_bytes: Option<u64>,
     pub max_state_keys: Option<u32>,
+    /// Invocations of the tenant running at once; default 16, cap 256 (the pool bounds it).
+    pub max_concurrent_runs: Option<u32>,
     pub allowed_hosts: Option<Vec<String>>,
     /// Default 50, cap 200.
     pub max_workflows: Option<u32>,
