@@ -168,8 +168,10 @@ async fn connection(
                     String::from_utf8_lossy(&body).chars().take(300).collect(),
                 ));
                 if let Some(pause) = scenario.backoff(status) {
-                    tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                        .await;
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 }
             }
         }

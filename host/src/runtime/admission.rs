@@ -375,7 +375,11 @@ mod tests {
         let first = admission.enter("noisy", 2).await.expect("slot");
         let _second = admission.enter("noisy", 2).await.expect("slot");
         let third = queue(&admission, "noisy", 2, || ()).await;
-        assert_eq!(admission.available(), 2, "the noisy tenant's third call waits");
+        assert_eq!(
+            admission.available(),
+            2,
+            "the noisy tenant's third call waits"
+        );
         let quiet = admission
             .enter("quiet", 2)
             .now_or_never()
@@ -383,7 +387,10 @@ mod tests {
             .expect("slot");
         assert_eq!(admission.available(), 1);
         drop(first);
-        third.await.expect("join").expect("admitted once under its limit");
+        third
+            .await
+            .expect("join")
+            .expect("admitted once under its limit");
         drop(quiet);
     }
 
@@ -393,7 +400,13 @@ mod tests {
         let held = admission.enter("x", 1).await.expect("slot");
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for (tenant, name) in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1"), ("c", "c1")] {
+        for (tenant, name) in [
+            ("a", "a1"),
+            ("a", "a2"),
+            ("a", "a3"),
+            ("b", "b1"),
+            ("c", "c1"),
+        ] {
             let order = order.clone();
             let record = move || order.lock().unwrap_or_else(|p| p.into_inner()).push(name);
             tasks.push(queue(&admission, tenant, 8, record).await);
@@ -416,12 +429,18 @@ mod tests {
             queue(&admission, "noisy", 8, || ()).await,
         ]
         .into();
-        let refused = admission.enter("noisy", 8).await.expect_err("its queue is full");
+        let refused = admission
+            .enter("noisy", 8)
+            .await
+            .expect_err("its queue is full");
         assert_eq!(refused.kind, ErrorKind::Overloaded);
         let quiet = queue(&admission, "quiet", 8, || ()).await;
         assert_eq!(admission.waiting(), 3);
         drop(held);
-        quiet.await.expect("join").expect("the quiet tenant is served");
+        quiet
+            .await
+            .expect("join")
+            .expect("the quiet tenant is served");
         for task in noisy {
             task.await.expect("join").expect("admitted");
         }
@@ -459,7 +478,13 @@ mod tests {
         let admission = admission(4, 8, 8);
         let _first = admission.enter("a", 1).await.expect("slot");
         let second = queue(&admission, "a", 1, || ()).await;
-        let _third = admission.enter("a", 3).await.expect("the new limit applies at once");
-        second.await.expect("join").expect("admitted under the raised limit");
+        let _third = admission
+            .enter("a", 3)
+            .await
+            .expect("the new limit applies at once");
+        second
+            .await
+            .expect("join")
+            .expect("admitted under the raised limit");
     }
 }

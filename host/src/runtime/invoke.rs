@@ -351,15 +351,13 @@ fn classify_failure(error: &wasmtime::Error, memory_refused: bool, in_call: bool
             ),
         ),
         Some(trap) => InvokeError::new(ErrorKind::GuestTrap, format!("the guest trapped: {trap}")),
-        None if in_call && error.is::<std::str::Utf8Error>() => {
-            InvokeError::new(
-                ErrorKind::InvalidOutput,
-                format!(
-                    "the guest handed the host a string that is not UTF-8 (as its output or \
+        None if in_call && error.is::<std::str::Utf8Error>() => InvokeError::new(
+            ErrorKind::InvalidOutput,
+            format!(
+                "the guest handed the host a string that is not UTF-8 (as its output or \
                      an import's argument): {error:#}"
-                ),
-            )
-        }
+            ),
+        ),
         None if in_call => InvokeError::new(
             ErrorKind::GuestTrap,
             format!("the guest broke the component contract: {error:#}"),

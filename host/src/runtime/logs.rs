@@ -289,7 +289,11 @@ mod tests {
         let logs = sink.finish();
         let json = serde_json::to_string(&logs).expect("json");
         // Every kept line costs at least its overhead, which covers its JSON form.
-        assert!(json.len() as u64 <= 256 * 1024 + 100, "{} bytes", json.len());
+        assert!(
+            json.len() as u64 <= 256 * 1024 + 100,
+            "{} bytes",
+            json.len()
+        );
         assert_eq!(logs.lines.len() as u64, 256 * 1024 / LINE);
     }
 }

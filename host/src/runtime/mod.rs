@@ -216,7 +216,12 @@ impl Runtime {
         &self,
         pre: &ConnectorPre<GuestState>,
     ) -> Result<ValidatedManifest, LoadError> {
-        let state = GuestState::new(LOAD_MEMORY, logs::LogSink::new(LOAD_LOG_BYTES, LOAD_LOG_LINES), None, None);
+        let state = GuestState::new(
+            LOAD_MEMORY,
+            logs::LogSink::new(LOAD_LOG_BYTES, LOAD_LOG_LINES),
+            None,
+            None,
+        );
         let mut store = self.new_store(state, LOAD_FUEL);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;

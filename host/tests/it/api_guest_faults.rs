@@ -13,9 +13,7 @@ async fn a_hostile_guests_faults_are_answered_as_its_own(db: Db) {
         return;
     };
     let admin = server.tenant("acme").await;
-    let upload = server
-        .upload(&admin, airlock_test_artifacts::HOSTILE)
-        .await;
+    let upload = server.upload(&admin, airlock_test_artifacts::HOSTILE).await;
     assert_eq!(upload.status, 201, "{}", upload.text);
 
     let bad = server
@@ -27,7 +25,12 @@ async fn a_hostile_guests_faults_are_answered_as_its_own(db: Db) {
         .await;
     assert_eq!(bad.status, 200, "{}", bad.text);
     assert_eq!(bad.body["ok"], json!(false));
-    assert_eq!(bad.body["error"]["kind"], json!("invalid_output"), "{}", bad.text);
+    assert_eq!(
+        bad.body["error"]["kind"],
+        json!("invalid_output"),
+        "{}",
+        bad.text
+    );
     assert_eq!(bad.body["stats"]["limit_hit"], json!("invalid_output"));
 
     let flood = server

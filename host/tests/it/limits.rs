@@ -251,7 +251,11 @@ async fn a_flood_of_empty_log_lines_is_bounded_and_counted() {
     assert_eq!(kept, u64::from(defaults.max_log_lines));
     assert_eq!(outcome.logs.dropped_lines, count - kept);
     let json = serde_json::to_string(&outcome.logs).expect("json");
-    assert!(json.len() as u64 <= defaults.max_log_bytes, "{} bytes", json.len());
+    assert!(
+        json.len() as u64 <= defaults.max_log_bytes,
+        "{} bytes",
+        json.len()
+    );
 
     // Empty stdout lines are no cheaper.
     let outcome = run(
@@ -262,7 +266,10 @@ async fn a_flood_of_empty_log_lines_is_bounded_and_counted() {
         limits(),
     )
     .await;
-    assert_eq!(outcome.logs.lines.len() as u64, u64::from(defaults.max_log_lines));
+    assert_eq!(
+        outcome.logs.lines.len() as u64,
+        u64::from(defaults.max_log_lines)
+    );
     assert_eq!(outcome.logs.dropped_lines, 100_000 - kept);
 }
 
@@ -273,10 +280,20 @@ async fn a_string_that_is_not_utf8_is_the_guests_fault() {
     let rt = runtime();
     let guest = hostile(&rt).await;
     let outcome = run(&rt, &guest, "bad_utf8", json!({"via": "output"}), limits()).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::InvalidOutput), "{:?}", outcome.result);
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::InvalidOutput),
+        "{:?}",
+        outcome.result
+    );
     assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::InvalidOutput));
     let outcome = run(&rt, &guest, "bad_utf8", json!({"via": "log"}), limits()).await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::InvalidOutput), "{:?}", outcome.result);
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::InvalidOutput),
+        "{:?}",
+        outcome.result
+    );
 }
 
 /// A refused state write the guest shrugged off, then a memory limit that stopped it: both
@@ -297,7 +314,12 @@ async fn the_limit_that_stopped_the_guest_is_the_limit_hit() {
         limits,
     )
     .await;
-    assert_eq!(error_kind(&outcome), Some(ErrorKind::MemoryLimit), "{:?}", outcome.result);
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::MemoryLimit),
+        "{:?}",
+        outcome.result
+    );
     assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::MemoryLimit));
 }
 

@@ -130,8 +130,8 @@ async fn a_tenant_at_its_concurrency_limit_leaves_free_slots_to_other_tenants() 
             noisy_limits.clone(),
         );
         sleepers.push(tokio::spawn(async move {
-            let request = InvokeRequest::action("noisy", "sleep", r#"{"ms": 60000}"#)
-                .with_limits(limits);
+            let request =
+                InvokeRequest::action("noisy", "sleep", r#"{"ms": 60000}"#).with_limits(limits);
             let outcome = rt.invoke(&guest, request).await;
             (finished.fetch_add(1, Ordering::SeqCst), outcome)
         }));
@@ -140,7 +140,11 @@ async fn a_tenant_at_its_concurrency_limit_leaves_free_slots_to_other_tenants() 
     while 2 - rt.available_slots() + rt.queued_invocations() < 2 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(rt.available_slots(), 1, "the noisy tenant holds one slot only");
+    assert_eq!(
+        rt.available_slots(),
+        1,
+        "the noisy tenant holds one slot only"
+    );
     assert_eq!(rt.queued_invocations(), 1);
 
     let quiet = rt

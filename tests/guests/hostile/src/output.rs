@@ -42,7 +42,10 @@ pub(crate) fn bad_utf8(input: &Input) -> Outcome {
     // are not. The string is never inspected by this guest; it only travels through the
     // canonical ABI, which is exactly the promise this action exists to break. Safe Rust
     // cannot produce a `String` that is not UTF-8, so this needs `unsafe`.
-    #[allow(unsafe_code, reason = "a string that is not UTF-8 is the attack itself")]
+    #[allow(
+        unsafe_code,
+        reason = "a string that is not UTF-8 is the attack itself"
+    )]
     let text = unsafe { String::from_utf8_unchecked(bytes) };
     match via {
         "log" => {
