@@ -29,6 +29,11 @@ pub trait Scenario: Send + Sync + 'static {
     fn shot(&self, n: u64) -> Shot;
     /// Whether an answer is what the scenario expects.
     fn accept(&self, status: u16, body: &[u8]) -> bool;
+    /// How long a connection waits before its next request after an answer it did not
+    /// accept (a client honouring `Retry-After`); `None` sends at once.
+    fn backoff(&self, _status: u16) -> Option<Duration> {
+        None
+    }
 }
 
 /// The outcome of one phase.
@@ -162,6 +167,12 @@ async fn connection(
                     status,
                     String::from_utf8_lossy(&body).chars().take(300).collect(),
                 ));
+                if let Some(pause) = scenario.backoff(status) {
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                }
             }
         }
     }

@@ -6,14 +6,20 @@
 //!
 //! Phases: `healthz` (the HTTP stack and the generator, no auth, no database: the floor),
 //! `invoke` (sync invoke of the transform connector), `read` (one connection), `write`
-//! (create a connection with an encrypted API key).
+//! (create a connection with an encrypted API key); then fairness: `quiet` (the invoke
+//! phase's tenants on a few connections, alone) and `quiet+flood` (the same while one more
+//! tenant floods the pool with slow invocations over many connections), whose p99s are
+//! compared.
 //!
 //! Knobs (environment): `AIRLOCK_LOAD_SECONDS` per phase (default 10), `AIRLOCK_LOAD_CONNECTIONS`
 //! (default 32), `AIRLOCK_LOAD_TENANTS` (default: at least 320, more for longer phases; each
 //! tenant may run 500 invocations an hour, the cap, so the invoke phase spreads over enough
 //! tenants never to hit it),
 //! `AIRLOCK_BENCH_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`),
-//! `AIRLOCK_BENCH_SERVER` (another `airlock` binary to serve, to compare two builds).
+//! `AIRLOCK_BENCH_SERVER` (another `airlock` binary to serve, to compare two builds),
+//! `AIRLOCK_FAIR_SECONDS` per fairness phase (default 5), `AIRLOCK_QUIET_CONNECTIONS`
+//! (default 4), `AIRLOCK_FLOOD_CONNECTIONS` (default 100), `AIRLOCK_FLOOD_SLEEP_MS` (how long
+//! each flooding invocation sleeps, default 2,000).
 
 mod load;
 
@@ -34,11 +40,19 @@ use serde_json::{Value, json};
 
 const RUNS_PER_HOUR_CAP: u64 = 500;
 
+/// How long the flood runs before the quiet tenants are measured beside it: long enough for
+/// every flooding connection to be running or queued.
+const FLOOD_RAMP: Duration = Duration::from_secs(1);
+
 struct Knobs {
     seconds: u64,
     connections: usize,
     tenants: usize,
     database_url: Option<String>,
+    fair_seconds: u64,
+    quiet_connections: usize,
+    flood_connections: usize,
+    flood_sleep_ms: u64,
 }
 
 impl Knobs {
@@ -50,11 +64,19 @@ impl Knobs {
                 .unwrap_or(default)
         };
         let seconds = number("AIRLOCK_LOAD_SECONDS", 10);
+        let fair_seconds = number("AIRLOCK_FAIR_SECONDS", 5);
         Knobs {
             seconds,
             connections: number("AIRLOCK_LOAD_CONNECTIONS", 32) as usize,
-            tenants: number("AIRLOCK_LOAD_TENANTS", default_tenants(seconds)) as usize,
+            tenants: number(
+                "AIRLOCK_LOAD_TENANTS",
+                default_tenants(seconds + 2 * fair_seconds + FLOOD_RAMP.as_secs()),
+            ) as usize,
             database_url: std::env::var("AIRLOCK_BENCH_DATABASE_URL").ok(),
+            fair_seconds,
+            quiet_connections: number("AIRLOCK_QUIET_CONNECTIONS", 4) as usize,
+            flood_connections: number("AIRLOCK_FLOOD_CONNECTIONS", 100) as usize,
+            flood_sleep_ms: number("AIRLOCK_FLOOD_SLEEP_MS", 2_000),
         }
     }
 }
@@ -73,6 +95,9 @@ fn main() {
     let mut knobs = Knobs::from_env();
     if smoke {
         knobs.seconds = 1;
+        knobs.fair_seconds = 1;
+        knobs.flood_connections = knobs.flood_connections.min(8);
+        knobs.flood_sleep_ms = knobs.flood_sleep_ms.min(200);
         knobs.tenants = knobs.tenants.min(8);
     }
     // One thread for the generator: the server gets the rest of the machine.
@@ -103,6 +128,7 @@ async fn bench(knobs: &Knobs) -> Result<String, String> {
     let result = async {
         let setup = Instant::now();
         let fleet = provision(server.addr, &jwt, knobs.tenants).await?;
+        let noisy = provision_noisy(server.addr, &jwt, knobs.flood_sleep_ms).await?;
         let setup = setup.elapsed();
         let seconds = Duration::from_secs(knobs.seconds);
         let phases: [(&str, Arc<dyn Scenario>); 4] = [
@@ -124,7 +150,10 @@ async fn bench(knobs: &Knobs) -> Result<String, String> {
             let measured = load::run(server.addr, scenario, knobs.connections, seconds).await;
             results.push((name, measured));
         }
-        Ok::<_, String>(report(knobs, &database.label, setup, &results))
+        let fairness = fairness(server.addr, knobs, &fleet, noisy).await;
+        let mut out = report(knobs, &database.label, setup, &results);
+        out.push_str(&fairness);
+        Ok::<_, String>(out)
     }
     .await;
     drop(server);
@@ -223,6 +252,127 @@ async fn provision(addr: SocketAddr, jwt: &JwtKeys, tenants: usize) -> Result<Fl
     })
 }
 
+/// The flooding tenant: its own hostile connector, whose `sleep` action holds a slot without
+/// using CPU (a connector waiting on a slow upstream). Its limits stay the defaults, but for
+/// the runs per hour, at the cap.
+async fn provision_noisy(addr: SocketAddr, jwt: &JwtKeys, sleep_ms: u64) -> Result<Flood, String> {
+    let client = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let id = "bench-noisy";
+    let operator = jwt
+        .issue("bench", None, Role::Operator, Duration::from_secs(3600))
+        .map_err(|e| e.to_string())?;
+    let admin = jwt
+        .issue("bench", Some(id), Role::Admin, Duration::from_secs(3600))
+        .map_err(|e| e.to_string())?;
+    let hostile = std::fs::read(airlock_test_artifacts::HOSTILE)
+        .map_err(|e| format!("the hostile guest: {e}"))?;
+    expect(
+        client
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(&operator)
+            .header("content-type", "application/json")
+            .body(json!({"id": id, "name": id}).to_string()),
+        201,
+    )
+    .await?;
+    expect(
+        client
+            .put(format!("{base}/v1/tenants/{id}/limits"))
+            .bearer_auth(&operator)
+            .header("content-type", "application/json")
+            .body(json!({"runs_per_hour": RUNS_PER_HOUR_CAP}).to_string()),
+        200,
+    )
+    .await?;
+    expect(
+        client
+            .post(format!("{base}/v1/connectors"))
+            .bearer_auth(&admin)
+            .header("content-type", "application/wasm")
+            .body(hostile),
+        201,
+    )
+    .await?;
+    Ok(Flood {
+        token: admin.into(),
+        body: Bytes::from(json!({"input": {"ms": sleep_ms}}).to_string()),
+    })
+}
+
+/// The quiet tenants alone, then beside one tenant flooding the pool; their p99s compared.
+async fn fairness(addr: SocketAddr, knobs: &Knobs, fleet: &Fleet, flood: Flood) -> String {
+    let seconds = Duration::from_secs(knobs.fair_seconds);
+    let quiet = || Arc::new(Invoke(fleet.clone())) as Arc<dyn Scenario>;
+    let idle = load::run(addr, quiet(), knobs.quiet_connections, seconds).await;
+    let flooding = tokio::spawn(load::run(
+        addr,
+        Arc::new(flood),
+        knobs.flood_connections,
+        FLOOD_RAMP + seconds,
+    ));
+    tokio::time::sleep(FLOOD_RAMP).await;
+    let beside = load::run(addr, quiet(), knobs.quiet_connections, seconds).await;
+    let flood = flooding.await.ok();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fairness: quiet tenants on {} connections, {} s each; flood: one tenant, {} connections          of `sleep` {} ms",
+        knobs.quiet_connections, knobs.fair_seconds, knobs.flood_connections, knobs.flood_sleep_ms
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "phase", "answers", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed"
+    );
+    for (name, m) in [("quiet", &idle), ("quiet+flood", &beside)] {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+            name,
+            m.latencies.len(),
+            m.throughput(),
+            ms(m.percentile(50.0)),
+            ms(m.percentile(95.0)),
+            ms(m.percentile(99.0)),
+            ms(m.latencies.last().copied().unwrap_or_default()),
+            m.failed()
+        );
+        for (status, count, body) in &m.failures {
+            let _ = writeln!(out, "  {count} answers with status {status}, e.g. {body}");
+        }
+    }
+    if let Some(flood) = flood {
+        let refused: Vec<String> = flood
+            .failures
+            .iter()
+            .map(|(status, count, _)| format!("{count} x {status}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "flood: {} invocations ran (p50 {:.0} ms, max {:.0} ms), refused: {}",
+            flood.latencies.len(),
+            ms(flood.percentile(50.0)),
+            ms(flood.latencies.last().copied().unwrap_or_default()),
+            if refused.is_empty() {
+                "none".to_owned()
+            } else {
+                refused.join(", ")
+            }
+        );
+    }
+    let ratio = ms(beside.percentile(99.0)) / ms(idle.percentile(99.0)).max(0.001);
+    let ok = ratio <= 2.0 && beside.failed() == 0;
+    let _ = writeln!(
+        out,
+        "target quiet p99 under flood <= 2x its idle p99: {} ({ratio:.2}x)",
+        if ok { "met" } else { "MISSED" }
+    );
+    out
+}
+
 async fn expect(request: reqwest::RequestBuilder, status: u16) -> Result<Value, String> {
     let response = request.send().await.map_err(|e| e.to_string())?;
     let got = response.status().as_u16();
@@ -273,6 +423,32 @@ impl Scenario for Invoke {
 
     fn accept(&self, status: u16, body: &[u8]) -> bool {
         status == 200 && memchr::memmem::find(body, br#""ok":true"#).is_some()
+    }
+}
+
+/// One tenant's slow invocations (the hostile guest's `sleep`), all on its one token. A
+/// refused one (503 overloaded, 429 quota) waits a second, as its `Retry-After` says.
+struct Flood {
+    token: Arc<str>,
+    body: Bytes,
+}
+
+impl Scenario for Flood {
+    fn shot(&self, _: u64) -> Shot {
+        Shot {
+            method: Method::POST,
+            path: "/v1/connectors/hostile/actions/sleep/invoke".into(),
+            token: Some(self.token.clone()),
+            body: Some(self.body.clone()),
+        }
+    }
+
+    fn accept(&self, status: u16, _: &[u8]) -> bool {
+        status == 200
+    }
+
+    fn backoff(&self, _: u16) -> Option<Duration> {
+        Some(Duration::from_secs(1))
     }
 }
 

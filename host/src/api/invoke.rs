@@ -5,7 +5,8 @@
 //! Status codes: a guest that ran and failed (a limit, its own error, bad output) is 200 with
 //! `ok: false` and the error kind, logs and stats; a request the runtime refused before the
 //! guest ran is a problem: unknown action 404, invalid input 422 (`field` is the JSON pointer
-//! into the body), runs per hour used up 429, no instance slot 503; both with Retry-After.
+//! into the body), runs per hour used up 429, no instance slot (the pool and its queue, or the
+//! tenant's own queue, are full, or the wait timed out) 503; both with Retry-After.
 
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ pub struct InvokeResponse {
     /// kinds are listed in docs/limits.md.
     #[schema(value_type = Option<Object>)]
     pub error: Value,
-    /// `{lines: [{level, source, message}], dropped_bytes}`.
+    /// `{lines: [{level, source, message}], dropped_bytes, dropped_lines}`.
     #[schema(value_type = Object)]
     pub logs: Value,
     /// `{fuel_used, duration_us, peak_memory_bytes, outbound_requests, ..., limit_hit}`.

@@ -73,8 +73,12 @@ pub struct Limits {
     pub max_input_bytes: u64,
     pub max_output_bytes: u64,
     pub max_log_bytes: u64,
+    /// Default 1,000, cap 100,000.
+    pub max_log_lines: u32,
     pub max_state_value_bytes: u64,
     pub max_state_keys: u32,
+    /// Invocations of the tenant running at once; default 16, cap 256 (the pool bounds it).
+    pub max_concurrent_runs: u32,
     /// Host patterns: `*`, a host name or IP address, or `*.` and a domain.
     pub allowed_hosts: Vec<String>,
     /// Default 50, cap 200.

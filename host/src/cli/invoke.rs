@@ -231,10 +231,10 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
     for line in &outcome.logs.lines {
         eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
     }
-    if outcome.logs.dropped_bytes > 0 {
+    if outcome.logs.dropped_lines > 0 || outcome.logs.dropped_bytes > 0 {
         eprintln!(
-            "[log truncated: {} bytes dropped]",
-            outcome.logs.dropped_bytes
+            "[log truncated: {} lines, {} bytes dropped]",
+            outcome.logs.dropped_lines, outcome.logs.dropped_bytes
         );
     }
     match &outcome.result {

@@ -63,6 +63,22 @@ impl ErrorKind {
         }
     }
 
+    /// Whether this kind names a limit (or the output contract) that stopped the guest; such
+    /// a failure is also the invocation's `stats.limit_hit`.
+    pub fn is_limit(self) -> bool {
+        matches!(
+            self,
+            Self::FuelExhausted
+                | Self::MemoryLimit
+                | Self::Timeout
+                | Self::HttpDenied
+                | Self::OutboundLimit
+                | Self::StateLimit
+                | Self::OutputTooLarge
+                | Self::InvalidOutput
+        )
+    }
+
     /// Whether running the same invocation again may succeed. Limit hits are deterministic
     /// for a given input, so only load and the guest's own say-so count as retryable.
     pub fn retryable(self) -> bool {

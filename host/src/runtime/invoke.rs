@@ -126,6 +126,9 @@ fn elapsed_us(started: Instant) -> u64 {
 /// How the guest call ended, before output checks.
 enum Ended {
     Returned(Result<String, super::contract::ConnectorError>),
+    /// Instantiation failed: before any guest code ran its export.
+    NotStarted(wasmtime::Error),
+    /// The call failed: a trap, or the guest broke the component contract.
     Failed(wasmtime::Error),
     TimedOut,
 }
@@ -151,7 +154,11 @@ impl Runtime {
                 );
             }
         };
-        let permit = match self.admission.enter().await {
+        let permit = match self
+            .admission
+            .enter(&request.tenant, request.limits.max_concurrent_runs)
+            .await
+        {
             Ok(permit) => permit,
             Err(error) => return InvokeOutcome::refused(error, started),
         };
@@ -166,7 +173,7 @@ impl Runtime {
             limits: limits.outbound(),
         });
         let scrubber = session.scrubber();
-        let logs = LogSink::new(limits.max_log_bytes);
+        let logs = LogSink::new(limits.max_log_bytes, limits.max_log_lines);
         let state = GuestStateAccess {
             store: request.state.unwrap_or_else(|| self.default_state.clone()),
             scope: StateScope {
@@ -185,8 +192,11 @@ impl Runtime {
         let mut store = self.new_store(guest, limits.fuel);
 
         let run = async {
-            let instance = component.pre.instantiate_async(&mut store).await?;
-            match &request.call {
+            let instance = match component.pre.instantiate_async(&mut store).await {
+                Ok(instance) => instance,
+                Err(error) => return Ended::NotStarted(error),
+            };
+            let returned = match &request.call {
                 Call::Action { action, input } => {
                     instance.call_invoke(&mut store, action, input).await
                 }
@@ -194,13 +204,15 @@ impl Runtime {
                     .call_test_connection(&mut store)
                     .await
                     .map(|r| r.map(|()| "null".to_owned())),
+            };
+            match returned {
+                Ok(returned) => Ended::Returned(returned),
+                Err(error) => Ended::Failed(error),
             }
         };
-        let ended = match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(returned)) => Ended::Returned(returned),
-            Ok(Err(error)) => Ended::Failed(error),
-            Err(_) => Ended::TimedOut,
-        };
+        let ended = tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or(Ended::TimedOut);
 
         let mut stats = Stats::default();
         if self.options.engine.enforce_limits {
@@ -235,24 +247,14 @@ impl Runtime {
                 ErrorKind::Timeout,
                 format!("the invocation ran longer than {} ms", timeout.as_millis()),
             )),
-            Ended::Failed(error) => Err(classify_trap(&error, memory_refused)),
+            Ended::NotStarted(error) => Err(classify_failure(&error, memory_refused, false)),
+            Ended::Failed(error) => Err(classify_failure(&error, memory_refused, true)),
             Ended::Returned(Err(guest_error)) => {
                 Err(connector_error(guest_error, limit_hit, &scrubber))
             }
             Ended::Returned(Ok(output)) => check_output(action, output, limits, &scrubber),
         };
-        if let Err(error) = &result
-            && matches!(
-                error.kind,
-                ErrorKind::Timeout
-                    | ErrorKind::FuelExhausted
-                    | ErrorKind::OutputTooLarge
-                    | ErrorKind::InvalidOutput
-            )
-        {
-            limit_hit.get_or_insert(error.kind);
-        }
-        stats.limit_hit = limit_hit;
+        stats.limit_hit = settle_limit_hit(&result, limit_hit);
         stats.duration_us = elapsed_us(started);
         let mut logs = logs.finish();
         for line in &mut logs.lines {
@@ -305,7 +307,35 @@ fn check_call<'a>(
     Ok((Some(compiled), timeout))
 }
 
-fn classify_trap(error: &wasmtime::Error, memory_refused: bool) -> InvokeError {
+/// The one rule for `stats.limit_hit`: when the invocation failed with a limit's kind, that
+/// limit stopped the guest and is the one reported, whatever the guest met and recovered from
+/// before (a refused state write, then a memory limit: `memory_limit` in both places).
+/// Otherwise (success, the guest's own error, a trap) it is the first refusal the guest met.
+fn settle_limit_hit(
+    result: &Result<Value, InvokeError>,
+    first_refusal: Option<ErrorKind>,
+) -> Option<ErrorKind> {
+    match result {
+        Err(error) if error.kind.is_limit() => Some(error.kind),
+        _ => first_refusal,
+    }
+}
+
+/// How a failed instantiation (`in_call == false`) or call ended, as the guest's fault or the
+/// host's.
+///
+/// A wasmtime error that is not a trap during the call is the guest breaking the component
+/// contract: the host lifting what the guest handed over failed (a string that is not UTF-8,
+/// a pointer or length outside its memory, an invalid discriminant), in a return value or in
+/// the arguments of an import. Our imports report their own failures to the guest as values,
+/// never as errors, so the host failures there are the few [`host_failure`] names.
+fn classify_failure(error: &wasmtime::Error, memory_refused: bool, in_call: bool) -> InvokeError {
+    if host_failure(error) {
+        return InvokeError::new(
+            ErrorKind::Internal,
+            format!("the invocation failed in the host: {error:#}"),
+        );
+    }
     match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => InvokeError::new(
             ErrorKind::FuelExhausted,
@@ -321,11 +351,30 @@ fn classify_trap(error: &wasmtime::Error, memory_refused: bool) -> InvokeError {
             ),
         ),
         Some(trap) => InvokeError::new(ErrorKind::GuestTrap, format!("the guest trapped: {trap}")),
+        None if in_call && error.is::<std::str::Utf8Error>() => InvokeError::new(
+            ErrorKind::InvalidOutput,
+            format!(
+                "the guest handed the host a string that is not UTF-8 (as its output or \
+                     an import's argument): {error:#}"
+            ),
+        ),
+        None if in_call => InvokeError::new(
+            ErrorKind::GuestTrap,
+            format!("the guest broke the component contract: {error:#}"),
+        ),
         None => InvokeError::new(
             ErrorKind::Internal,
-            format!("the invocation failed in the host: {error:#}"),
+            format!("the instance could not be created: {error:#}"),
         ),
     }
+}
+
+/// Whether the host failed whatever the guest did: the pool had no room (slots, stacks,
+/// memories), the host is out of memory, or wasmtime reports a bug of its own.
+fn host_failure(error: &wasmtime::Error) -> bool {
+    error.is::<wasmtime::PoolConcurrencyLimitError>()
+        || error.is::<wasmtime::OutOfMemory>()
+        || error.is::<wasmtime::WasmtimeBug>()
 }
 
 fn trap_message(error: &wasmtime::Error) -> String {

@@ -34,12 +34,18 @@ pub struct TenantLimits {
     pub max_input_bytes: u64,
     /// Bytes of the output JSON.
     pub max_output_bytes: u64,
-    /// Bytes of log lines and captured stdout/stderr kept per invocation; the rest is dropped.
+    /// Bytes of log lines and captured stdout/stderr kept per invocation, each line counted
+    /// as its message plus a fixed overhead (`LOG_LINE_OVERHEAD_BYTES`); the rest is dropped.
     pub max_log_bytes: u64,
+    /// Log lines (log import, stdout and stderr together) kept per invocation.
+    pub max_log_lines: u32,
     /// Bytes of one state value.
     pub max_state_value_bytes: u64,
     /// State keys per tenant and connector.
     pub max_state_keys: u32,
+    /// Invocations of this tenant running at once (pool slots it may hold); more wait in the
+    /// tenant's own queue.
+    pub max_concurrent_runs: u32,
     /// Hosts the tenant lets its connectors reach, intersected with each connector's
     /// declared hosts. `["*"]` defers entirely to the connector's declaration.
     pub allowed_hosts: Vec<String>,
@@ -63,8 +69,10 @@ impl Default for TenantLimits {
             max_input_bytes: MIB,
             max_output_bytes: MIB,
             max_log_bytes: 256 * KIB,
+            max_log_lines: 1_000,
             max_state_value_bytes: 64 * KIB,
             max_state_keys: 1_000,
+            max_concurrent_runs: 16,
             allowed_hosts: vec!["*".to_owned()],
         }
     }
@@ -84,8 +92,11 @@ pub struct LimitCaps {
     pub max_input_bytes: u64,
     pub max_output_bytes: u64,
     pub max_log_bytes: u64,
+    pub max_log_lines: u32,
     pub max_state_value_bytes: u64,
     pub max_state_keys: u32,
+    /// Above the pool size a tenant's limit changes nothing: the pool bounds it.
+    pub max_concurrent_runs: u32,
 }
 
 impl Default for LimitCaps {
@@ -101,8 +112,10 @@ impl Default for LimitCaps {
             max_input_bytes: 16 * MIB,
             max_output_bytes: 16 * MIB,
             max_log_bytes: 4 * MIB,
+            max_log_lines: 100_000,
             max_state_value_bytes: MIB,
             max_state_keys: 100_000,
+            max_concurrent_runs: 256,
         }
     }
 }
@@ -131,7 +144,7 @@ impl TenantLimits {
     /// would make every invocation fail; it is allowed for counts a tenant may legitimately
     /// switch off (requests, state).
     pub fn bounds(&self, caps: &LimitCaps) -> Vec<LimitBound> {
-        let checks: [(&'static str, u64, u64, bool); 14] = [
+        let checks: [(&'static str, u64, u64, bool); 16] = [
             ("fuel", self.fuel, caps.fuel, false),
             ("memory_bytes", self.memory_bytes, caps.memory_bytes, false),
             ("timeout_ms", self.timeout_ms, caps.timeout_ms, false),
@@ -190,6 +203,12 @@ impl TenantLimits {
                 true,
             ),
             (
+                "max_log_lines",
+                self.max_log_lines.into(),
+                caps.max_log_lines.into(),
+                true,
+            ),
+            (
                 "max_state_value_bytes",
                 self.max_state_value_bytes,
                 caps.max_state_value_bytes,
@@ -200,6 +219,12 @@ impl TenantLimits {
                 self.max_state_keys.into(),
                 caps.max_state_keys.into(),
                 true,
+            ),
+            (
+                "max_concurrent_runs",
+                self.max_concurrent_runs.into(),
+                caps.max_concurrent_runs.into(),
+                false,
             ),
         ];
         checks
@@ -342,6 +367,30 @@ mod tests {
             ..TenantLimits::default()
         };
         assert_eq!(zero.validate(&caps).map_err(|e| e.field), Err("fuel"));
+        let no_runs = TenantLimits {
+            max_concurrent_runs: 0,
+            ..TenantLimits::default()
+        };
+        assert_eq!(
+            no_runs.validate(&caps).map_err(|e| e.field),
+            Err("max_concurrent_runs")
+        );
+        let too_many_runs = TenantLimits {
+            max_concurrent_runs: caps.max_concurrent_runs + 1,
+            ..TenantLimits::default()
+        };
+        assert_eq!(
+            too_many_runs.validate(&caps).map_err(|e| e.field),
+            Err("max_concurrent_runs")
+        );
+        let too_many_lines = TenantLimits {
+            max_log_lines: caps.max_log_lines + 1,
+            ..TenantLimits::default()
+        };
+        assert_eq!(
+            too_many_lines.validate(&caps).map_err(|e| e.field),
+            Err("max_log_lines")
+        );
         let no_requests = TenantLimits {
             max_requests: 0,
             ..TenantLimits::default()

@@ -1,6 +1,8 @@
 //! The invocation's log: lines from the `log` import and the guest's stdout and stderr, kept
-//! up to the tenant's byte cap. Past the cap lines are counted and dropped, never an error:
-//! a chatty guest loses its log tail, not its result.
+//! up to the tenant's byte and line caps. Each line costs its message plus
+//! [`LOG_LINE_OVERHEAD_BYTES`], so empty lines are not free: the log one invocation keeps is
+//! bounded in memory and in its JSON form whatever the guest writes. Past a cap lines are
+//! counted and dropped, never an error: a chatty guest loses its log tail, not its result.
 
 use std::io;
 use std::pin::Pin;
@@ -36,31 +38,53 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// What one kept line costs besides its message, counted against `max_log_bytes`: about
+/// what a line takes stored (a `LogLine` with its `String`, ~40 bytes, plus the allocation)
+/// and serialized (`{"level":"info","source":"stdout","message":""}`, 48 bytes).
+pub const LOG_LINE_OVERHEAD_BYTES: u64 = 64;
+
 /// What the invocation logged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Logs {
     pub lines: Vec<LogLine>,
-    /// Bytes dropped because the log cap was reached.
+    /// Message bytes dropped because a log cap was reached.
     pub dropped_bytes: u64,
+    /// Lines dropped because a log cap was reached.
+    #[serde(default)]
+    pub dropped_lines: u64,
 }
 
 #[derive(Debug, Default)]
 struct Buffer {
     logs: Logs,
+    /// Cost of the kept lines: message bytes plus the overhead of each line.
     bytes: u64,
     cap: u64,
+    max_lines: usize,
     /// Partial lines written to stdout and stderr, waiting for their newline.
     partial: [Vec<u8>; 2],
 }
 
 impl Buffer {
+    /// Whether not even an empty line fits any more.
+    fn full(&self) -> bool {
+        self.logs.lines.len() >= self.max_lines
+            || self.bytes.saturating_add(LOG_LINE_OVERHEAD_BYTES) > self.cap
+    }
+
+    fn drop_lines(&mut self, lines: u64, bytes: u64) {
+        self.logs.dropped_lines = self.logs.dropped_lines.saturating_add(lines);
+        self.logs.dropped_bytes = self.logs.dropped_bytes.saturating_add(bytes);
+    }
+
     fn push(&mut self, level: LogLevel, source: LogSource, message: String) {
         let len = message.len() as u64;
-        if self.bytes.saturating_add(len) > self.cap {
-            self.logs.dropped_bytes = self.logs.dropped_bytes.saturating_add(len);
+        let cost = len.saturating_add(LOG_LINE_OVERHEAD_BYTES);
+        if self.logs.lines.len() >= self.max_lines || self.bytes.saturating_add(cost) > self.cap {
+            self.drop_lines(1, len);
             return;
         }
-        self.bytes += len;
+        self.bytes += cost;
         self.logs.lines.push(LogLine {
             level,
             source,
@@ -69,9 +93,11 @@ impl Buffer {
     }
 
     fn write_stream(&mut self, stream: usize, bytes: &[u8]) {
-        // Once the cap is reached there is no point buffering partial lines either.
-        if self.bytes >= self.cap {
-            self.logs.dropped_bytes = self.logs.dropped_bytes.saturating_add(bytes.len() as u64);
+        // Once the log is full there is no point splitting or buffering lines either; the
+        // lines are still counted, by their newlines.
+        if self.full() {
+            let newlines = memchr::memchr_iter(b'\n', bytes).count() as u64;
+            self.drop_lines(newlines, bytes.len() as u64 - newlines);
             return;
         }
         let mut pending = std::mem::take(&mut self.partial[stream]);
@@ -104,9 +130,12 @@ impl Buffer {
 pub struct LogSink(Arc<Mutex<Buffer>>);
 
 impl LogSink {
-    pub fn new(cap_bytes: u64) -> Self {
+    /// A log keeping at most `cap_bytes` (messages plus each line's overhead) in at most
+    /// `max_lines` lines.
+    pub fn new(cap_bytes: u64, max_lines: u32) -> Self {
         Self(Arc::new(Mutex::new(Buffer {
             cap: cap_bytes,
+            max_lines: usize::try_from(max_lines).unwrap_or(usize::MAX),
             ..Buffer::default()
         })))
     }
@@ -187,9 +216,11 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    const LINE: u64 = LOG_LINE_OVERHEAD_BYTES;
+
     #[tokio::test]
     async fn stdout_is_split_into_lines_and_the_cap_drops_the_tail() {
-        let sink = LogSink::new(10);
+        let sink = LogSink::new(2 * LINE + 10, 100);
         let mut out = sink.stream(LogSource::Stdout);
         out.write_all(b"hello\nwor").await.expect("write");
         out.write_all(b"ld\n").await.expect("write");
@@ -199,20 +230,70 @@ mod tests {
         assert_eq!(messages, ["hello", "world"]);
         assert_eq!(logs.lines[0].source, LogSource::Stdout);
         assert_eq!(logs.dropped_bytes, 22);
+        assert_eq!(logs.dropped_lines, 1);
     }
 
     #[tokio::test]
     async fn a_line_without_newline_is_kept_on_finish_and_bounded_while_running() {
-        let sink = LogSink::new(8);
+        let sink = LogSink::new(LINE + 8, 100);
         let mut err = sink.stream(LogSource::Stderr);
         err.write_all(b"partial").await.expect("write");
         let logs = sink.finish();
         assert_eq!(logs.lines[0].message, "partial");
         assert_eq!(logs.lines[0].level, LogLevel::Warn);
 
-        let sink = LogSink::new(4);
+        let sink = LogSink::new(LINE + 4, 100);
         let mut out = sink.stream(LogSource::Stdout);
         out.write_all(&[b'x'; 100]).await.expect("write");
-        assert_eq!(sink.finish().dropped_bytes, 100);
+        let logs = sink.finish();
+        assert_eq!(logs.dropped_bytes, 100);
+        assert_eq!(logs.dropped_lines, 1);
+    }
+
+    #[tokio::test]
+    async fn empty_lines_cost_their_overhead() {
+        let sink = LogSink::new(10 * LINE, 1_000);
+        for _ in 0..1_000 {
+            sink.log(LogLevel::Info, String::new());
+        }
+        let mut out = sink.stream(LogSource::Stdout);
+        out.write_all(&[b'\n'; 500]).await.expect("write");
+        let logs = sink.finish();
+        assert_eq!(logs.lines.len(), 10);
+        assert_eq!(logs.dropped_lines, 990 + 500);
+        assert_eq!(logs.dropped_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn the_line_cap_holds_whatever_the_bytes() {
+        let sink = LogSink::new(1 << 20, 3);
+        for _ in 0..5 {
+            sink.log(LogLevel::Info, "x".into());
+        }
+        let mut out = sink.stream(LogSource::Stdout);
+        out.write_all(b"a\nb\nc").await.expect("write");
+        let logs = sink.finish();
+        assert_eq!(logs.lines.len(), 3);
+        // Two log lines and two stdout lines, counted by their newlines; a full log does not
+        // keep the partial "c" around to count it as a line, only its byte.
+        assert_eq!(logs.dropped_lines, 4);
+        assert_eq!(logs.dropped_bytes, 5);
+    }
+
+    #[test]
+    fn the_serialized_log_is_bounded_by_the_caps() {
+        let sink = LogSink::new(256 * 1024, 1_000_000);
+        for _ in 0..1_000_000 {
+            sink.log(LogLevel::Info, String::new());
+        }
+        let logs = sink.finish();
+        let json = serde_json::to_string(&logs).expect("json");
+        // Every kept line costs at least its overhead, which covers its JSON form.
+        assert!(
+            json.len() as u64 <= 256 * 1024 + 100,
+            "{} bytes",
+            json.len()
+        );
+        assert_eq!(logs.lines.len() as u64, 256 * 1024 / LINE);
     }
 }

@@ -38,7 +38,7 @@ pub use manifest::{ActionSpec, Manifest, ManifestError, RetryPolicy, ValidatedMa
 pub use state::{MemoryStateStore, StateError, StateScope, StateStore};
 
 use crate::outbound::{Gate, OutboundConfig};
-use admission::Admission;
+use admission::{Admission, AdmissionOptions};
 use artifacts::ArtifactCache;
 use contract::{Connector, ConnectorPre};
 use guest_state::GuestState;
@@ -54,6 +54,8 @@ pub struct RuntimeOptions {
     pub component_cache_capacity: u64,
     /// Invocations that may wait for a pool slot before new ones are refused as overloaded.
     pub queue_capacity: usize,
+    /// Of those, how many one tenant may hold, so that one tenant cannot fill the queue.
+    pub tenant_queue_capacity: usize,
     /// How long one invocation may wait for a pool slot.
     pub queue_timeout: Duration,
 }
@@ -66,6 +68,7 @@ impl Default for RuntimeOptions {
             cache_dir: None,
             component_cache_capacity: 256,
             queue_capacity: 1024,
+            tenant_queue_capacity: 64,
             queue_timeout: Duration::from_secs(10),
         }
     }
@@ -96,6 +99,7 @@ const LOAD_FUEL: u64 = 1_000_000_000;
 const LOAD_MEMORY: u64 = 64 * 1024 * 1024;
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 const LOAD_LOG_BYTES: u64 = 16 * 1024;
+const LOAD_LOG_LINES: u32 = 100;
 
 impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Self, RuntimeError> {
@@ -118,7 +122,12 @@ impl Runtime {
         let gate = Gate::new(options.outbound.clone())?;
         let slots = usize::try_from(options.engine.pool_size).unwrap_or(usize::MAX);
         Ok(Self {
-            admission: Admission::new(slots, options.queue_capacity, options.queue_timeout),
+            admission: Admission::new(AdmissionOptions {
+                pool_size: slots,
+                queue_capacity: options.queue_capacity,
+                tenant_queue_capacity: options.tenant_queue_capacity,
+                queue_timeout: options.queue_timeout,
+            }),
             components: moka::sync::Cache::new(options.component_cache_capacity),
             default_state: Arc::new(MemoryStateStore::default()),
             engine,
@@ -142,6 +151,11 @@ impl Runtime {
     /// Pool slots free for invocations right now.
     pub fn available_slots(&self) -> usize {
         self.admission.available()
+    }
+
+    /// Invocations waiting for a pool slot right now, all tenants together.
+    pub fn queued_invocations(&self) -> usize {
+        self.admission.waiting()
     }
 
     /// Loads a component from a file (see [`Runtime::load`]).
@@ -202,7 +216,12 @@ impl Runtime {
         &self,
         pre: &ConnectorPre<GuestState>,
     ) -> Result<ValidatedManifest, LoadError> {
-        let state = GuestState::new(LOAD_MEMORY, logs::LogSink::new(LOAD_LOG_BYTES), None, None);
+        let state = GuestState::new(
+            LOAD_MEMORY,
+            logs::LogSink::new(LOAD_LOG_BYTES, LOAD_LOG_LINES),
+            None,
+            None,
+        );
         let mut store = self.new_store(state, LOAD_FUEL);
         let call = async {
             let instance = pre.instantiate_async(&mut store).await?;

@@ -230,6 +230,99 @@ async fn a_log_flood_is_truncated_at_the_cap_without_failing_the_invocation() {
     assert!(outcome.logs.dropped_bytes > 0);
 }
 
+/// Empty lines used to be free: 2,000,000 of them were all kept. Each line now costs its
+/// overhead and the line cap holds, so the kept log is bounded and every drop is counted.
+#[tokio::test]
+async fn a_flood_of_empty_log_lines_is_bounded_and_counted() {
+    let rt = runtime();
+    let guest = hostile(&rt).await;
+    let count = 2_000_000;
+    let outcome = run(
+        &rt,
+        &guest,
+        "log_flood",
+        json!({"count": count, "message_bytes": 0, "stdout_lines": 0}),
+        limits(),
+    )
+    .await;
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    let defaults = TenantLimits::default();
+    let kept = outcome.logs.lines.len() as u64;
+    assert_eq!(kept, u64::from(defaults.max_log_lines));
+    assert_eq!(outcome.logs.dropped_lines, count - kept);
+    let json = serde_json::to_string(&outcome.logs).expect("json");
+    assert!(
+        json.len() as u64 <= defaults.max_log_bytes,
+        "{} bytes",
+        json.len()
+    );
+
+    // Empty stdout lines are no cheaper.
+    let outcome = run(
+        &rt,
+        &guest,
+        "log_flood",
+        json!({"count": 0, "message_bytes": 0, "stdout_lines": 100_000}),
+        limits(),
+    )
+    .await;
+    assert_eq!(
+        outcome.logs.lines.len() as u64,
+        u64::from(defaults.max_log_lines)
+    );
+    assert_eq!(outcome.logs.dropped_lines, 100_000 - kept);
+}
+
+/// A string that is not UTF-8 where the contract promises one is the guest's fault, as its
+/// output or as an import's argument: `invalid_output`, never `internal`.
+#[tokio::test]
+async fn a_string_that_is_not_utf8_is_the_guests_fault() {
+    let rt = runtime();
+    let guest = hostile(&rt).await;
+    let outcome = run(&rt, &guest, "bad_utf8", json!({"via": "output"}), limits()).await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::InvalidOutput),
+        "{:?}",
+        outcome.result
+    );
+    assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::InvalidOutput));
+    let outcome = run(&rt, &guest, "bad_utf8", json!({"via": "log"}), limits()).await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::InvalidOutput),
+        "{:?}",
+        outcome.result
+    );
+}
+
+/// A refused state write the guest shrugged off, then a memory limit that stopped it: both
+/// `error.kind` and `stats.limit_hit` name the memory limit.
+#[tokio::test]
+async fn the_limit_that_stopped_the_guest_is_the_limit_hit() {
+    let rt = runtime();
+    let guest = hostile(&rt).await;
+    let limits = TenantLimits {
+        memory_bytes: 32 * 1024 * 1024,
+        ..limits()
+    };
+    let outcome = run(
+        &rt,
+        &guest,
+        "state_then_alloc",
+        json!({"value_bytes": 1_048_576, "bytes": 268_435_456}),
+        limits,
+    )
+    .await;
+    assert_eq!(
+        error_kind(&outcome),
+        Some(ErrorKind::MemoryLimit),
+        "{:?}",
+        outcome.result
+    );
+    assert_eq!(outcome.stats.limit_hit, Some(ErrorKind::MemoryLimit));
+}
+
 #[tokio::test]
 async fn state_round_trips_and_its_caps_are_state_limit_errors() {
     let rt = runtime();

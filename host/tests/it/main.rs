@@ -6,6 +6,7 @@ mod support;
 mod api;
 mod api_canary;
 mod api_config;
+mod api_guest_faults;
 mod api_isolation;
 mod api_oauth;
 mod api_openapi;

@@ -1,5 +1,6 @@
-//! Scheduling: spinning guests yield so others are served, and load beyond the pool and its
-//! queue is refused as `overloaded`.
+//! Scheduling: spinning guests yield so others are served, load beyond the pool and its
+//! queue is refused as `overloaded`, and a tenant at its concurrency limit leaves the other
+//! slots to other tenants.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -102,4 +103,64 @@ async fn beyond_the_pool_and_its_queue_invocations_are_overloaded() {
         .invoke(&guest, InvokeRequest::action("b", "echo", r#"{"n":1}"#))
         .await;
     assert!(accepted.result.is_ok(), "{:?}", accepted.result);
+}
+
+/// Tenant "noisy" may run one invocation at a time: its second waits in its own queue and
+/// leaves the other slot to tenant "quiet", whose invocation completes while both of the
+/// noisy ones are still sleeping. Without a per-tenant limit the two sleepers would hold both
+/// slots and the quiet tenant would wait for one of them to time out.
+#[tokio::test]
+async fn a_tenant_at_its_concurrency_limit_leaves_free_slots_to_other_tenants() {
+    let mut opts = options();
+    opts.engine.pool_size = 2;
+    let rt = Arc::new(Runtime::new(opts).expect("runtime"));
+    let guest = hostile(&rt).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let noisy_limits = TenantLimits {
+        timeout_ms: 1_000,
+        max_concurrent_runs: 1,
+        ..TenantLimits::default()
+    };
+    let mut sleepers = Vec::new();
+    for _ in 0..2 {
+        let (rt, guest, finished, limits) = (
+            rt.clone(),
+            guest.clone(),
+            finished.clone(),
+            noisy_limits.clone(),
+        );
+        sleepers.push(tokio::spawn(async move {
+            let request =
+                InvokeRequest::action("noisy", "sleep", r#"{"ms": 60000}"#).with_limits(limits);
+            let outcome = rt.invoke(&guest, request).await;
+            (finished.fetch_add(1, Ordering::SeqCst), outcome)
+        }));
+    }
+    // Wait until both noisy invocations are either running or queued.
+    while 2 - rt.available_slots() + rt.queued_invocations() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        rt.available_slots(),
+        1,
+        "the noisy tenant holds one slot only"
+    );
+    assert_eq!(rt.queued_invocations(), 1);
+
+    let quiet = rt
+        .invoke(&guest, InvokeRequest::action("quiet", "echo", r#"{"n":1}"#))
+        .await;
+    assert!(quiet.result.is_ok(), "{:?}", quiet.result);
+    assert_eq!(
+        finished.fetch_add(1, Ordering::SeqCst),
+        0,
+        "the quiet tenant finished after a noisy one"
+    );
+    for task in sleepers {
+        let (position, outcome) = task.await.expect("join");
+        assert!(position >= 1);
+        assert_eq!(error_kind(&outcome), Some(ErrorKind::Timeout));
+    }
+    assert_eq!(rt.available_slots(), 2);
+    assert_eq!(rt.queued_invocations(), 0);
 }

@@ -60,6 +60,14 @@ fn shadow_frame(depth: u64) -> u64 {
     black_box(deeper).wrapping_add(u64::from(frame[1]))
 }
 
+/// Sleeps `ms` (default 1,000) milliseconds through WASI's monotonic clock, holding its
+/// instance slot without using CPU: a connector waiting on a slow upstream.
+pub(crate) fn sleep(input: &Input) -> Outcome {
+    let ms = input.u64("ms", 1_000)?;
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Ok(json!({ "slept_ms": ms }).to_string())
+}
+
 /// `n` (default 5,000,000) rounds of xorshift64: CPU-bound, terminating, no allocation.
 pub(crate) fn compute(input: &Input) -> Outcome {
     let n = input.u64("n", 5_000_000)?;

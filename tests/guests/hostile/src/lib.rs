@@ -50,6 +50,7 @@ impl bindings::Guest for Hostile {
         let input = Input::parse(&input)?;
         match action.as_str() {
             "spin" => cpu::spin(),
+            "sleep" => cpu::sleep(&input),
             "recurse" => cpu::recurse(&input),
             "compute" => cpu::compute(&input),
             "grow_memory" => memory::grow_memory(&input),
@@ -62,10 +63,12 @@ impl bindings::Guest for Hostile {
             "panic" => output::panic(),
             "big_output" => output::big_output(&input),
             "bad_schema" => output::bad_schema(),
+            "bad_utf8" => output::bad_utf8(&input),
             "log_flood" => output::log_flood(&input),
             "state_flood" => state::flood(&input),
             "state_roundtrip" => state::roundtrip(&input),
             "state_get" => state::get(&input),
+            "state_then_alloc" => state::then_alloc(&input),
             other => Err(error(
                 ErrorKind::InvalidInput,
                 format!("unknown action {other:?}"),

@@ -8,6 +8,12 @@ pub(crate) fn json() -> String {
     let actions = vec![
         action("spin", "Loops forever", any.clone(), any.clone()),
         action(
+            "sleep",
+            "Sleeps without using CPU, holding its slot",
+            object(json!({ "ms": count() })),
+            any.clone(),
+        ),
+        action(
             "recurse",
             "Recurses until the stack overflows",
             object(json!({ "mode": { "type": "string", "enum": ["native", "shadow"] } })),
@@ -75,6 +81,12 @@ pub(crate) fn json() -> String {
             any.clone(),
         ),
         action(
+            "bad_utf8",
+            "Returns or logs a string that is not UTF-8",
+            object(json!({ "via": { "type": "string", "enum": ["output", "log"] } })),
+            any.clone(),
+        ),
+        action(
             "bad_schema",
             "Returns output that violates its schema",
             any.clone(),
@@ -104,6 +116,12 @@ pub(crate) fn json() -> String {
             "state_roundtrip",
             "Sets a state key and reads it back",
             object(json!({ "key": string(), "value": {} })),
+            any.clone(),
+        ),
+        action(
+            "state_then_alloc",
+            "Is refused a state write, then allocates past the memory limit",
+            object(json!({ "value_bytes": count(), "bytes": count() })),
             any.clone(),
         ),
         action(

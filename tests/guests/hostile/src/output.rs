@@ -32,6 +32,30 @@ pub(crate) fn bad_json() -> Outcome {
     Ok("this is not json".to_owned())
 }
 
+/// Hands the host bytes that are not UTF-8 where the contract promises a string: as the
+/// output (`via` `"output"`, the default) or as a log message (`"log"`). The host must blame
+/// the guest for it, never itself.
+pub(crate) fn bad_utf8(input: &Input) -> Outcome {
+    let via = input.str("via", "output")?;
+    let bytes = vec![b'"', 0xff, 0xfe, b'"'];
+    // SAFETY (deliberately broken): `from_utf8_unchecked` requires valid UTF-8 and these bytes
+    // are not. The string is never inspected by this guest; it only travels through the
+    // canonical ABI, which is exactly the promise this action exists to break. Safe Rust
+    // cannot produce a `String` that is not UTF-8, so this needs `unsafe`.
+    #[allow(
+        unsafe_code,
+        reason = "a string that is not UTF-8 is the attack itself"
+    )]
+    let text = unsafe { String::from_utf8_unchecked(bytes) };
+    match via {
+        "log" => {
+            log(Level::Info, &text);
+            Ok(json!({ "logged": true }).to_string())
+        }
+        _ => Ok(text),
+    }
+}
+
 /// Valid JSON that violates the declared output schema (`id` must be an integer).
 pub(crate) fn bad_schema() -> Outcome {
     Ok(json!({ "id": "not-a-number" }).to_string())

@@ -26,6 +26,21 @@ pub(crate) fn flood(input: &Input) -> Outcome {
     Ok(json!({ "set": count }).to_string())
 }
 
+/// Tries to set one value of `value_bytes` (default 1 MiB, past the default cap) and, refused
+/// or not, carries on to allocate `bytes` (default: more than any memory limit): a state
+/// limit followed by a memory limit.
+pub(crate) fn then_alloc(input: &Input) -> Outcome {
+    let value = vec![b'v'; input.usize("value_bytes", 1024 * 1024)?];
+    let refused = state::set("then-alloc", &value).is_err();
+    let bytes = input.usize("bytes", isize::MAX as usize)?;
+    let mut block = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        block[i] = 1;
+    }
+    std::hint::black_box(&mut block);
+    Ok(json!({ "state_refused": refused, "allocated": bytes }).to_string())
+}
+
 /// Sets `key` (default "k") to `value` (default "v"; a string is stored as its UTF-8 bytes,
 /// anything else as its JSON text), reads it back and returns `{"value": <what came back, as
 /// a string, or null>}`.
