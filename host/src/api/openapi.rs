@@ -11,7 +11,7 @@ use super::{auth, connections, connectors, error, health, invoke, tenants};
     info(title = "Airlock", description = "Multi-tenant connector runtime. Errors are RFC 9457 problem documents."),
     paths(
         tenants::create, tenants::list, tenants::show, tenants::show_limits, tenants::put_limits,
-        connectors::upload, connectors::list, connectors::show, connectors::deprecate,
+        connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
         connections::create, connections::list, connections::show, connections::remove, connections::test,
         invoke::invoke, invoke::usage,
         health::healthz, health::readyz, health::openapi_json,
