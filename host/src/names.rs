@@ -67,9 +67,20 @@ mod tests {
     #[test]
     fn refuses_control_bidi_and_invisible_characters() {
         for bad in [
-            "a\u{0}b", "a\nb", "tab\there", "\u{7f}", "\u{85}", "abc\u{202E}gpj.exe",
-            "\u{202A}x", "x\u{2066}y\u{2069}", "zero\u{200B}width", "\u{200C}", "\u{200D}",
-            "\u{FEFF}bom", "soft\u{AD}hyphen", "\u{E0041}tag",
+            "a\u{0}b",
+            "a\nb",
+            "tab\there",
+            "\u{7f}",
+            "\u{85}",
+            "abc\u{202E}gpj.exe",
+            "\u{202A}x",
+            "x\u{2066}y\u{2069}",
+            "zero\u{200B}width",
+            "\u{200C}",
+            "\u{200D}",
+            "\u{FEFF}bom",
+            "soft\u{AD}hyphen",
+            "\u{E0041}tag",
         ] {
             assert!(check(bad).is_err(), "{bad:?} passed");
         }

@@ -229,9 +229,7 @@ fn check_version(version: &str) -> Result<(), ManifestError> {
     if version.len() > 64 || !version.chars().all(allowed) {
         return Err(field(
             "version",
-            format!(
-                "{version:?} must be at most 64 characters of a-z, A-Z, 0-9, '-', '.', '+'"
-            ),
+            format!("{version:?} must be at most 64 characters of a-z, A-Z, 0-9, '-', '.', '+'"),
         ));
     }
     let core = version.split(['-', '+']).next().unwrap_or_default();

@@ -220,8 +220,7 @@ impl Runtime {
             let digest = loaded.digest.clone();
             let compiled = loaded.pre.instance_pre().component().clone();
             // Serializing and the fsync are blocking file work.
-            let written =
-                tokio::task::spawn_blocking(move || cache.put(&digest, &compiled)).await;
+            let written = tokio::task::spawn_blocking(move || cache.put(&digest, &compiled)).await;
             if let Err(error) = written {
                 tracing::warn!(%error, "cannot cache the compiled component");
             }

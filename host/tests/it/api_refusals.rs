@@ -157,13 +157,20 @@ async fn ghost_tenant_tokens_are_refused_and_write_nothing(db: Db) {
         )
         .await;
     assert_problem(&connection, 401, "unauthorized");
-    assert!(connection.text.contains("tenant does not exist"), "{}", connection.text);
+    assert!(
+        connection.text.contains("tenant does not exist"),
+        "{}",
+        connection.text
+    );
     for (method, path) in [
         (Method::GET, "/v1/connectors"),
         (Method::GET, "/v1/connections"),
         (Method::GET, "/v1/usage"),
         (Method::GET, "/v1/tenants/ghost"),
-        (Method::POST, "/v1/connectors/hostile/versions/0.1.0/deprecate"),
+        (
+            Method::POST,
+            "/v1/connectors/hostile/versions/0.1.0/deprecate",
+        ),
     ] {
         let reply = server.call(method, path, Some(&ghost), Body::None).await;
         assert_problem(&reply, 401, "unauthorized");
@@ -333,7 +340,12 @@ async fn state_keys_with_bad_characters_get_the_state_error(db: Db) {
             json!({"input": {"key": "cursor/é", "value": "v"}}),
         )
         .await;
-    assert_eq!(reply.body["output"], json!({"value": "v"}), "{}", reply.text);
+    assert_eq!(
+        reply.body["output"],
+        json!({"value": "v"}),
+        "{}",
+        reply.text
+    );
 }
 
 async fn deprecation_can_be_undone(db: Db) {
@@ -344,9 +356,8 @@ async fn deprecation_can_be_undone(db: Db) {
     let viewer = server.token(Some("acme"), Role::Viewer);
     let uploaded = server.upload(&admin, airlock_test_artifacts::HOSTILE).await;
     assert_eq!(uploaded.status, 201, "{}", uploaded.text);
-    let current = |reply: &crate::api_support::Reply| -> Value {
-        reply.body[0]["current_version"].clone()
-    };
+    let current =
+        |reply: &crate::api_support::Reply| -> Value { reply.body[0]["current_version"].clone() };
     let path = "/v1/connectors/hostile/versions/0.1.0";
     let deprecated = server
         .call(
@@ -356,8 +367,16 @@ async fn deprecation_can_be_undone(db: Db) {
             Body::None,
         )
         .await;
-    assert_eq!(deprecated.body["deprecated"], json!(true), "{}", deprecated.text);
-    assert_eq!(current(&server.get("/v1/connectors", &admin).await), Value::Null);
+    assert_eq!(
+        deprecated.body["deprecated"],
+        json!(true),
+        "{}",
+        deprecated.text
+    );
+    assert_eq!(
+        current(&server.get("/v1/connectors", &admin).await),
+        Value::Null
+    );
     // Without a version named, nothing runs while it is deprecated.
     let invoke = |version: Option<&str>| {
         let mut body = json!({"input": {"n": 1}});
@@ -422,12 +441,10 @@ async fn the_data_directory_is_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = airlock::config::Config::dev(dir.path().join("data"));
-    let service = airlock::api::Service::start(
-        &config,
-        airlock::api::Service::runtime_options(&config),
-    )
-    .await
-    .expect("service starts");
+    let service =
+        airlock::api::Service::start(&config, airlock::api::Service::runtime_options(&config))
+            .await
+            .expect("service starts");
     // Write to the database (WAL and shared-memory files appear) and compile a component into
     // the artifact cache.
     service
@@ -458,7 +475,14 @@ async fn the_data_directory_is_private() {
         }
         seen.push(path.file_name().map(|n| n.to_string_lossy().into_owned()));
     }
-    for expected in ["airlock.db", "airlock.db-wal", "airlock.db-shm", "jwt.key", "keys.json", "artifacts"] {
+    for expected in [
+        "airlock.db",
+        "airlock.db-wal",
+        "airlock.db-shm",
+        "jwt.key",
+        "keys.json",
+        "artifacts",
+    ] {
         assert!(
             seen.iter().any(|n| n.as_deref() == Some(expected)),
             "{expected} not found in {seen:?}"

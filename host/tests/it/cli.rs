@@ -149,7 +149,10 @@ fn the_operations_guide_names_the_real_flags() {
             .next()
             .unwrap_or_default();
         assert!(help.contains(&format!("{flag} ")), "no flag {flag}: {help}");
-        assert!(help.contains(&format!("[env: {env}")), "no variable {env}: {help}");
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "no variable {env}: {help}"
+        );
         checked += 1;
     }
     assert!(checked >= 9, "the guide's table was not found");
@@ -191,9 +194,18 @@ async fn a_closed_pipe_ends_every_command_quietly() {
             airlock_test_artifacts::CONNECTOR_TRANSFORM,
             "map",
             "--input",
-            &input,
+            input.as_str(),
         ],
-        &["token", "issue", "--data-dir", data_dir, "--tenant", "acme", "--role", "admin"],
+        &[
+            "token",
+            "issue",
+            "--data-dir",
+            data_dir,
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+        ],
         &["keys", "list", "--data-dir", data_dir],
         &["--help"],
     ];
