@@ -67,7 +67,7 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
     /// Largest component upload, e.g. 16MiB.
-    #[arg(long, env = "AIRLOCK_MAX_COMPONENT_SIZE", default_value = "16MiB", value_parser = crate::cli::parse_size)]
+    #[arg(long, env = "AIRLOCK_MAX_COMPONENT_BYTES", default_value = "16MiB", value_parser = crate::cli::parse_size)]
     pub max_component_bytes: u64,
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
@@ -145,7 +145,7 @@ impl Config {
     pub fn load_keys(&self) -> Result<Keys, ConfigError> {
         self.validate()?;
         if self.mode == Mode::Dev {
-            fs::create_dir_all(&self.data_dir)
+            create_private_dir(&self.data_dir)
                 .map_err(|e| ConfigError::DataDir(format!("{}: {e}", self.data_dir.display())))?;
         }
         let mut generated = Vec::new();
@@ -266,13 +266,27 @@ pub fn is_default_jwt_secret(secret: &Secret) -> bool {
         || value.bytes().all(|b| b == value.as_bytes()[0])
 }
 
+/// Creates `dir` and its missing parents owner-only (0700), as everything the service creates
+/// in its data directory is: the database, the keys and the compiled components (native code
+/// the host runs) are nobody else's to read or write. An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// 32 random bytes, hex-encoded, written with owner-only permissions.
 fn generate_jwt_secret(path: &Path) -> Result<Secret, ConfigError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| ConfigError::JwtSecretFile(format!("random: {e}")))?;
     let secret = Secret::new(hex::encode(bytes));
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)
+        create_private_dir(dir)
             .map_err(|e| ConfigError::DataDir(format!("{}: {e}", dir.display())))?;
     }
     let mut options = fs::OpenOptions::new();

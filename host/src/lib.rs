@@ -6,6 +6,7 @@ pub mod api;
 pub mod benchmark;
 pub mod cli;
 pub mod config;
+pub mod names;
 pub mod outbound;
 pub mod quota;
 pub mod runtime;

@@ -345,6 +345,10 @@ async fn create(
             "a connection name is 1-200 characters",
         ));
     }
+    crate::names::check(&name)
+        .map_err(|e| ApiError::validation("name", format!("the connection name {e}")))?;
+    crate::names::check(&body.connector)
+        .map_err(|e| ApiError::validation("connector", format!("the connector name {e}")))?;
     let connector = state
         .store()
         .current_connector(tenant, &body.connector)

@@ -1,5 +1,6 @@
 //! Connectors: upload a component (`application/wasm`), which the runtime validates and the
-//! store keeps content-addressed; list; read a version's manifest; deprecate a version.
+//! store keeps content-addressed; list; read a version's manifest; deprecate a version and
+//! undo that.
 //! Versions are immutable: the same name and version with other bytes is a conflict.
 
 use axum::Router;
@@ -15,7 +16,7 @@ use super::AppState;
 use super::auth::{Principal, Role};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
-use crate::runtime::SharedComponent;
+use crate::runtime::{LoadError, SharedComponent};
 use crate::store::{ConnectorRecord, PutOutcome, StoreError};
 
 pub fn routes(upload_limit: usize) -> Router<AppState> {
@@ -30,6 +31,10 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .route(
             "/connectors/{name}/versions/{version}/deprecate",
             post(deprecate),
+        )
+        .route(
+            "/connectors/{name}/versions/{version}/undeprecate",
+            post(undeprecate),
         )
 }
 
@@ -95,7 +100,8 @@ impl From<ConnectorRecord> for ConnectorVersion {
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::Forbidden), (status = 409, response = problem::Conflict),
         (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
+        (status = 422, response = problem::Unprocessable), (status = 429, response = problem::TooManyRequests),
+        (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
@@ -114,11 +120,26 @@ async fn upload(
         ));
     }
     let bytes = body?;
+    let Some(_slot) = state.compile_slots().try_acquire(&tenant) else {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "this tenant already has {} uploads compiling; retry when one has finished",
+                state.compile_slots().per_tenant()
+            ),
+            retry_after_s: 1,
+        });
+    };
+    // Nothing of a refused upload may stay behind (a 422 or a 409 used to leave its compiled
+    // artifact in the cache directory): load without keeping, keep once the version row is
+    // committed.
     let component = state
         .runtime()
-        .load(&bytes)
+        .load_unkept(&bytes)
         .await
-        .map_err(|e| ApiError::InvalidComponent(e.to_string()))?;
+        .map_err(|e| match e {
+            LoadError::Busy => ApiError::Overloaded { retry_after_s: 5 },
+            other => ApiError::InvalidComponent(other.to_string()),
+        })?;
     let manifest = component.manifest().manifest().clone();
     let (record, outcome) =
         state.store().put_connector(&tenant, &manifest, component.digest(), &bytes).await.map_err(|e| match e {
@@ -128,6 +149,7 @@ async fn upload(
             )),
             other => other.into(),
         })?;
+    state.runtime().keep(&component).await;
     state
         .inner
         .components
@@ -202,7 +224,7 @@ async fn show(
 /// Deprecates a version: invocations that name no version stop using it.
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/deprecate", tag = "connectors",
     params(("name" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = ConnectorVersion),
+    responses((status = 200, description = "the version, now deprecated: invocations that name no version stop using it", body = ConnectorVersion),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
         (status = 503, response = problem::Unavailable)),
@@ -212,16 +234,42 @@ async fn deprecate(
     principal: Principal,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ConnectorVersion>, ApiError> {
+    set_deprecated(&state, &principal, &name, &version, true).await
+}
+
+#[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/undeprecate", tag = "connectors",
+    params(("name" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "the version, no longer deprecated: if it is the newest, invocations that name no version use it again", body = ConnectorVersion),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn undeprecate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ConnectorVersion>, ApiError> {
+    set_deprecated(&state, &principal, &name, &version, false).await
+}
+
+/// Both directions are idempotent: deprecating a deprecated version answers it unchanged.
+async fn set_deprecated(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    version: &str,
+    deprecated: bool,
+) -> Result<Json<ConnectorVersion>, ApiError> {
     let tenant = principal.tenant(Role::Editor)?;
     state
         .store()
-        .deprecate_connector(tenant, &name, &version)
+        .set_connector_deprecated(tenant, name, version, deprecated)
         .await
         .map_err(ApiError::or_not_found("connector version"))?;
-    state.inner.hot.forget_connector(tenant, &name);
+    state.inner.hot.forget_connector(tenant, name);
     let record = state
         .store()
-        .connector_version(tenant, &name, &version)
+        .connector_version(tenant, name, version)
         .await
         .map_err(ApiError::or_not_found("connector version"))?;
     Ok(Json(record.into()))
@@ -239,9 +287,12 @@ impl AppState {
             return Ok(component);
         }
         let bytes = self.store().component_bytes(tenant, &record.digest).await?;
-        let component = self.runtime().load(&bytes).await.map_err(|e| {
-            tracing::error!(error = %e, digest = %record.digest, "a stored component no longer loads");
-            ApiError::Internal
+        let component = self.runtime().load(&bytes).await.map_err(|e| match e {
+            LoadError::Busy => ApiError::Overloaded { retry_after_s: 5 },
+            e => {
+                tracing::error!(error = %e, digest = %record.digest, "a stored component no longer loads");
+                ApiError::Internal
+            }
         })?;
         self.inner
             .components

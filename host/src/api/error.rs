@@ -61,6 +61,9 @@ pub enum ApiError {
     CredentialRefresh(String),
     #[error("the runtime is at capacity; retry shortly")]
     Overloaded { retry_after_s: u64 },
+    /// The caller has as many requests of this kind in flight as it may (429, Retry-After).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_s: u64 },
     /// The database is unreachable or failing; the cause is logged, not returned.
     #[error("a dependency is unavailable")]
     Unavailable,
@@ -134,6 +137,11 @@ impl ApiError {
             ApiError::Overloaded { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
             }
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -177,6 +185,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::QuotaExceeded { retry_after_s, .. }
+            | ApiError::TooManyRequests { retry_after_s, .. }
             | ApiError::Overloaded { retry_after_s } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }

@@ -5,6 +5,7 @@
 //! another tenant is therefore not found (404), never shown.
 
 pub mod auth;
+pub mod compile_slots;
 mod connections;
 mod connectors;
 pub mod error;
@@ -65,6 +66,8 @@ struct Inner {
     refresh_locks: oauth::RefreshLocks,
     /// Quotas and current connector versions, which every invocation reads.
     hot: hot_rows::HotRows,
+    /// Uploads loading per tenant.
+    compile_slots: compile_slots::CompileSlots,
 }
 
 impl std::fmt::Debug for AppState {
@@ -86,6 +89,11 @@ impl AppState {
 
     pub fn jwt(&self) -> &JwtKeys {
         &self.inner.jwt
+    }
+
+    /// The per-tenant bound on uploads loading at once (tests hold slots through it).
+    pub fn compile_slots(&self) -> &compile_slots::CompileSlots {
+        &self.inner.compile_slots
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -172,6 +180,7 @@ impl Service {
                 instance_id: format!("airlock-{}", uuid::Uuid::new_v4().simple()),
                 refresh_locks: oauth::RefreshLocks::default(),
                 hot: hot_rows::HotRows::default(),
+                compile_slots: compile_slots::CompileSlots::default(),
             }),
         };
         Ok(Service {

@@ -120,7 +120,7 @@ pub mod problem {
     info(title = "Airlock", description = "Multi-tenant connector runtime. Errors are RFC 9457 problem documents (`application/problem+json`)."),
     paths(
         tenants::create, tenants::list, tenants::show, tenants::show_limits, tenants::put_limits,
-        connectors::upload, connectors::list, connectors::show, connectors::deprecate,
+        connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
         connections::create, connections::list, connections::show, connections::remove, connections::test,
         invoke::invoke, invoke::usage,
         health::healthz, health::readyz, health::openapi_json,

@@ -126,6 +126,8 @@ async fn create(
             "a tenant name is 1-200 characters",
         ));
     }
+    crate::names::check(name)
+        .map_err(|e| ApiError::validation("name", format!("the tenant name {e}")))?;
     let record = state
         .store()
         .create_tenant(&id, name)

@@ -41,7 +41,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     let bytes = match std::fs::read(&args.component) {
         Ok(bytes) => bytes,
         Err(error) => {
-            eprintln!("error: cannot read {}: {error}", args.component.display());
+            errln!("error: cannot read {}: {error}", args.component.display());
             return ExitCode::from(EXIT_SETUP);
         }
     };
@@ -59,18 +59,18 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     };
     match benchmark::run(&plan).await {
         Ok(report) if args.json => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
             );
             ExitCode::SUCCESS
         }
         Ok(report) => {
-            print!("{report}");
+            out!("{report}");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             ExitCode::from(EXIT_FAILED)
         }
     }

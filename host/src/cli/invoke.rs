@@ -108,11 +108,11 @@ pub async fn manifest(args: ManifestArgs) -> ExitCode {
     };
     match setup.await {
         Ok(json) => {
-            println!("{json}");
+            outln!("{json}");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             ExitCode::from(EXIT_SETUP)
         }
     }
@@ -122,7 +122,7 @@ pub async fn run(args: InvokeArgs) -> ExitCode {
     let outcome = match invoke(&args).await {
         Ok(outcome) => outcome,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };
@@ -222,23 +222,23 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
             "logs": outcome.logs,
             "stats": outcome.stats,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&document).unwrap_or_default()
         );
         return;
     }
     for line in &outcome.logs.lines {
-        eprintln!("[{:?} {:?}] {}", line.source, line.level, line.message);
+        errln!("[{:?} {:?}] {}", line.source, line.level, line.message);
     }
     if outcome.logs.dropped_lines > 0 || outcome.logs.dropped_bytes > 0 {
-        eprintln!(
+        errln!(
             "[log truncated: {} lines, {} bytes dropped]",
             outcome.logs.dropped_lines, outcome.logs.dropped_bytes
         );
     }
     match &outcome.result {
-        Ok(output) => println!(
+        Ok(output) => outln!(
             "{}",
             serde_json::to_string_pretty(output).unwrap_or_default()
         ),
@@ -248,11 +248,11 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
                 .as_deref()
                 .map(|p| format!(" (at {p})"))
                 .unwrap_or_default();
-            eprintln!("error: {}: {}{at}", error.kind, error.message);
+            errln!("error: {}: {}{at}", error.kind, error.message);
         }
     }
     let s = &outcome.stats;
-    eprintln!(
+    errln!(
         "stats: {} µs, fuel {}, peak memory {} B, outbound {} requests ({} denied, {} B out, {} B in){}",
         s.duration_us,
         s.fuel_used,

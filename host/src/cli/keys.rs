@@ -67,7 +67,7 @@ pub async fn run(args: KeysArgs) -> ExitCode {
     match done {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             ExitCode::from(EXIT_SETUP)
         }
     }
@@ -81,7 +81,7 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
         keyring
             .save(&config.keys_path())
             .map_err(|e| e.to_string())?;
-        eprintln!(
+        errln!(
             "airlock: key {id} added to {} and made current",
             config.keys_path().display()
         );
@@ -93,7 +93,7 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;
-    println!(
+    outln!(
         "re-encrypted {} connection(s) under key {}; {} changed meanwhile; {} failed",
         report.reencrypted,
         keyring.current(),
@@ -101,7 +101,7 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
         report.failed
     );
     if report.changed_meanwhile > 0 {
-        eprintln!("airlock: run `airlock keys reencrypt` again to pick up rows written meanwhile");
+        errln!("airlock: run `airlock keys reencrypt` again to pick up rows written meanwhile");
     }
     Ok(if report.failed > 0 {
         ExitCode::from(EXIT_FAILED)
@@ -130,7 +130,7 @@ async fn list(config: &Config) -> Result<ExitCode, String> {
         .max()
         .unwrap_or(0)
         .max(3);
-    println!("{:<width$}  {:<7}  connections", "key", "state");
+    outln!("{:<width$}  {:<7}  connections", "key", "state");
     for (id, count) in ids.iter().zip(&per_key) {
         let state = if id == keyring.current() {
             "current"
@@ -139,13 +139,13 @@ async fn list(config: &Config) -> Result<ExitCode, String> {
         } else {
             "retired"
         };
-        println!("{:<width$}  {state:<7}  {count}", id.as_str());
+        outln!("{:<width$}  {state:<7}  {count}", id.as_str());
     }
     // Rows under a key id the file does not name (another key file's, or garbage) decrypt
     // with nothing here: worth saying, as it usually means a mismatched file and database.
     let unnamed = sealed.saturating_sub(per_key.iter().sum());
     if unnamed > 0 {
-        println!("{unnamed} connection(s) are sealed under a key id this key file does not name");
+        outln!("{unnamed} connection(s) are sealed under a key id this key file does not name");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -160,18 +160,18 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
     match keyring.retire(id) {
         Ok(()) if held => {}
         Ok(()) => {
-            println!("key {id} is already retired in {}", path.display());
+            outln!("key {id} is already retired in {}", path.display());
             return Ok(ExitCode::SUCCESS);
         }
         Err(SecretsError::RetireCurrent(_)) => {
-            eprintln!(
+            errln!(
                 "error: key {id} is the current key and cannot be retired; run \
                  `airlock keys rotate` first, then retire {id}"
             );
             return Ok(ExitCode::from(EXIT_FAILED));
         }
         Err(SecretsError::UnknownKey(_)) => {
-            eprintln!(
+            errln!(
                 "error: no key {id} in {} (see `airlock keys list`)",
                 path.display()
             );
@@ -185,7 +185,7 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
     store.close().await;
     let sealed = counted.map_err(|e| e.to_string())?;
     if sealed > 0 {
-        eprintln!(
+        errln!(
             "error: {sealed} connection(s) are still sealed under key {id}; run \
              `airlock keys reencrypt` to move them to key {}, then retire {id}",
             keyring.current()
@@ -197,18 +197,18 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
     // meanwhile (a rotation), writing ours would drop its key.
     let now = Keyring::load(&path).map_err(|e| e.to_string())?;
     if now.to_json() != loaded {
-        eprintln!(
+        errln!(
             "error: {} changed while counting; run again",
             path.display()
         );
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     keyring.save(&path).map_err(|e| e.to_string())?;
-    println!(
+    outln!(
         "retired key {id}: removed from {}; no connection was sealed under it",
         path.display()
     );
-    eprintln!(
+    errln!(
         "airlock: a running server keeps key {id} in memory until it restarts or next reloads \
          the key file (on meeting a key id it does not know); copy {} to every host \
          (docs/operations.md, \"Retiring an old key\")",

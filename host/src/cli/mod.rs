@@ -1,8 +1,24 @@
 //! The `airlock` command line: argument types and dispatch to each subcommand.
 
+/// `println!` that exits quietly on a closed pipe instead of panicking (see `output`).
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::output::stdout(format_args!($($arg)*), true) };
+}
+
+/// `print!` that exits quietly on a closed pipe.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::stdout(format_args!($($arg)*), false) };
+}
+
+/// `eprintln!` that never panics.
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::output::stderr(format_args!($($arg)*)) };
+}
+
 mod bench;
 mod invoke;
 mod keys;
+mod output;
 mod serve;
 mod token;
 mod units;
@@ -64,7 +80,7 @@ pub fn run(cli: Cli) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            errln!("error: cannot start the async runtime: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };

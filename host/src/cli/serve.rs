@@ -21,14 +21,14 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let service = match Service::start(&config, Service::runtime_options(&config)).await {
         Ok(service) => service,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };
     let listener = match bind(&config).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };
@@ -36,7 +36,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| config.listen.to_string());
-    eprintln!(
+    errln!(
         "airlock: serving http://{addr} ({:?} mode, database {})",
         config.mode,
         database_label(&config)
@@ -45,11 +45,11 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     tokio::spawn(wait_for_signal(shutdown.clone()));
     match service.serve(listener, shutdown).await {
         Ok(()) => {
-            eprintln!("airlock: stopped");
+            errln!("airlock: stopped");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             ExitCode::from(EXIT_SETUP)
         }
     }
@@ -89,6 +89,6 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     {
         let _ = ctrl_c.await;
     }
-    eprintln!("airlock: shutting down, finishing requests in flight");
+    errln!("airlock: shutting down, finishing requests in flight");
     shutdown.cancel();
 }

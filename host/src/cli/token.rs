@@ -67,12 +67,12 @@ fn issue(args: IssueArgs) -> ExitCode {
     let keys = match args.config.load_keys() {
         Ok(keys) => keys,
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };
     for path in &keys.generated {
-        eprintln!("airlock: dev mode generated {}", path.display());
+        errln!("airlock: dev mode generated {}", path.display());
     }
     match JwtKeys::new(&keys.jwt_secret).issue(
         &args.subject,
@@ -81,11 +81,11 @@ fn issue(args: IssueArgs) -> ExitCode {
         args.ttl,
     ) {
         Ok(token) => {
-            println!("{token}");
+            outln!("{token}");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            errln!("error: {error}");
             ExitCode::from(2)
         }
     }

@@ -21,7 +21,7 @@ pub struct ArtifactCache {
 
 impl ArtifactCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+        crate::config::create_private_dir(&dir)?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
@@ -32,6 +32,11 @@ impl ArtifactCache {
 
     fn path(&self, digest: &str) -> PathBuf {
         self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+    }
+
+    /// Whether a compilation of `digest` is on disk (a cheap check before serializing one).
+    pub fn contains(&self, digest: &str) -> bool {
+        self.path(digest).is_file()
     }
 
     /// The cached compilation of `digest`, if one exists and deserializes.

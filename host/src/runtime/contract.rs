@@ -125,6 +125,10 @@ impl state::Host for GuestState {
 }
 
 impl GuestState {
+    /// Keys follow the naming rule (`crate::names`) as well as the length cap: a NUL in a key
+    /// is refused by PostgreSQL's text type, and a bad key must never reach the store as a
+    /// statement that fails. The WIT contract has one error for a key, value or count the host
+    /// refuses (`too-large`), so that is what a bad key gets.
     fn check_key(&mut self, key: &str) -> Result<(), state::StateError> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             self.record_limit(ErrorKind::StateLimit);
@@ -132,6 +136,10 @@ impl GuestState {
                 "keys must be 1-{MAX_KEY_BYTES} bytes, this one is {}",
                 key.len()
             )));
+        }
+        if let Err(error) = crate::names::check(key) {
+            self.record_limit(ErrorKind::StateLimit);
+            return Err(state::StateError::TooLarge(format!("the key {error}")));
         }
         Ok(())
     }
@@ -152,7 +160,8 @@ impl GuestState {
                 self.record_limit(ErrorKind::StateLimit);
                 state::StateError::TooLarge(error.to_string())
             }
-            StoreError::Unavailable(_) => state::StateError::Unavailable(error.to_string()),
+            // The backend logged its cause; the guest learns only that the store failed.
+            StoreError::Unavailable => state::StateError::Unavailable(error.to_string()),
         }
     }
 }

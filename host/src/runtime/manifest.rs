@@ -214,21 +214,31 @@ fn check_name(name: &str, value: &str) -> Result<(), ManifestError> {
         return Err(field(
             name,
             format!(
-                "`{value}` must be 1-64 characters of a-z, 0-9, '-', '_', starting with a letter"
+                "{value:?} must be 1-64 characters of a-z, 0-9, '-', '_', starting with a letter"
             ),
         ));
     }
     Ok(())
 }
 
+/// `MAJOR.MINOR.PATCH`, optionally followed by semver's pre-release and build parts, whose
+/// characters semver limits to ASCII letters, digits, `-` and `.` (a version is a lookup key
+/// in the store and a path segment, so nothing else may reach it).
 fn check_version(version: &str) -> Result<(), ManifestError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '+');
+    if version.len() > 64 || !version.chars().all(allowed) {
+        return Err(field(
+            "version",
+            format!("{version:?} must be at most 64 characters of a-z, A-Z, 0-9, '-', '.', '+'"),
+        ));
+    }
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
     let numeric = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit());
     if parts.len() != 3 || !parts.iter().all(numeric) {
         return Err(field(
             "version",
-            format!("`{version}` is not a semantic version MAJOR.MINOR.PATCH"),
+            format!("{version:?} is not a semantic version MAJOR.MINOR.PATCH"),
         ));
     }
     Ok(())
@@ -279,10 +289,17 @@ mod tests {
         assert!(
             matches!(parse(bad_name), Err(ManifestError::Field { field, .. }) if field == "name")
         );
-        let bad_version = json!({"name": "demo", "version": "1.0", "actions": [echo_action()]});
-        assert!(
-            matches!(parse(bad_version), Err(ManifestError::Field { field, .. }) if field == "version")
-        );
+        for version in ["1.0", "1.0.0-\u{0}", "1.0.0+\u{202E}x", "1.0.0-a b"] {
+            let bad_version =
+                json!({"name": "demo", "version": version, "actions": [echo_action()]});
+            assert!(
+                matches!(parse(bad_version), Err(ManifestError::Field { field, .. }) if field == "version"),
+                "{version:?}"
+            );
+        }
+        let prerelease =
+            json!({"name": "demo", "version": "1.0.0-rc.1+build.7", "actions": [echo_action()]});
+        assert!(parse(prerelease).is_ok());
         let dup = manifest(json!([echo_action(), echo_action()]));
         assert!(
             matches!(parse(dup), Err(ManifestError::Field { field, .. }) if field == "actions[1].name")

@@ -58,6 +58,11 @@ pub struct RuntimeOptions {
     pub tenant_queue_capacity: usize,
     /// How long one invocation may wait for a pool slot.
     pub queue_timeout: Duration,
+    /// Components compiled at once (Cranelift is CPU-bound: more than the cores only makes
+    /// every compilation slower). Further loads wait for a slot.
+    pub max_concurrent_compiles: usize,
+    /// How long a load may wait for a compilation slot before it fails as [`LoadError::Busy`].
+    pub compile_queue_timeout: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -70,6 +75,9 @@ impl Default for RuntimeOptions {
             queue_capacity: 1024,
             tenant_queue_capacity: 64,
             queue_timeout: Duration::from_secs(10),
+            max_concurrent_compiles: std::thread::available_parallelism()
+                .map_or(2, std::num::NonZeroUsize::get),
+            compile_queue_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -82,6 +90,8 @@ pub struct Runtime {
     artifacts: Option<ArtifactCache>,
     components: moka::sync::Cache<String, SharedComponent>,
     admission: Admission,
+    /// Compilation slots (`max_concurrent_compiles`).
+    compiles: Arc<tokio::sync::Semaphore>,
     default_state: Arc<dyn StateStore>,
     options: RuntimeOptions,
 }
@@ -129,6 +139,9 @@ impl Runtime {
                 queue_timeout: options.queue_timeout,
             }),
             components: moka::sync::Cache::new(options.component_cache_capacity),
+            compiles: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_compiles.max(1),
+            )),
             default_state: Arc::new(MemoryStateStore::default()),
             engine,
             linker,
@@ -167,9 +180,20 @@ impl Runtime {
         self.load(&bytes).await
     }
 
-    /// Validates, compiles (once per digest) and links a component and reads its manifest.
-    /// Loading the same bytes again returns the cached component.
+    /// Validates, compiles (once per digest) and links a component and reads its manifest,
+    /// keeping the result (see [`Runtime::keep`]). Loading the same bytes again returns the
+    /// cached component.
     pub async fn load(&self, bytes: &[u8]) -> Result<SharedComponent, LoadError> {
+        let loaded = self.load_unkept(bytes).await?;
+        self.keep(&loaded).await;
+        Ok(loaded)
+    }
+
+    /// [`Runtime::load`] without keeping anything: the compiled code is neither written to
+    /// the artifact cache nor held in memory. For uploads, which the service may still refuse
+    /// (a version conflict, a bad manifest); it keeps the component only once it accepted it.
+    /// An already kept component (same digest) is returned as is.
+    pub async fn load_unkept(&self, bytes: &[u8]) -> Result<SharedComponent, LoadError> {
         let digest = component::digest(bytes);
         if let Some(loaded) = self.components.get(&digest) {
             return Ok(loaded);
@@ -181,20 +205,7 @@ impl Runtime {
             .and_then(|cache| cache.get(&self.engine, &digest));
         let compiled = match compiled {
             Some(compiled) => compiled,
-            None => {
-                let engine = self.engine.clone();
-                let owned = bytes.to_vec();
-                // Cranelift is CPU-bound for tens to hundreds of milliseconds: keep it off the
-                // async workers that serve invocations.
-                let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
-                    .await
-                    .map_err(|e| LoadError::Compile(e.to_string()))?
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                if let Some(cache) = &self.artifacts {
-                    cache.put(&digest, &compiled);
-                }
-                compiled
-            }
+            None => self.compile(bytes).await?,
         };
         component::check_imports(&self.engine, &compiled)?;
         let pre = self
@@ -203,13 +214,57 @@ impl Runtime {
             .map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
         let pre = ConnectorPre::new(pre).map_err(|e| LoadError::MissingExport(format!("{e:#}")))?;
         let manifest = self.read_manifest(&pre).await?;
-        let loaded = Arc::new(LoadedComponent {
-            digest: digest.clone(),
+        Ok(Arc::new(LoadedComponent {
+            digest,
             manifest,
             pre,
-        });
-        self.components.insert(digest, loaded.clone());
-        Ok(loaded)
+        }))
+    }
+
+    /// Keeps a loaded component: its compiled code in the artifact cache (unless there
+    /// already) and the component in the in-memory cache, so the next load of these bytes
+    /// compiles nothing. Failing to write the cache is logged, not fatal.
+    pub async fn keep(&self, loaded: &SharedComponent) {
+        if self.components.contains_key(&loaded.digest) {
+            return;
+        }
+        if let Some(cache) = self.artifacts.clone()
+            && !cache.contains(&loaded.digest)
+        {
+            let digest = loaded.digest.clone();
+            let compiled = loaded.pre.instance_pre().component().clone();
+            // Serializing and the fsync are blocking file work.
+            let written = tokio::task::spawn_blocking(move || cache.put(&digest, &compiled)).await;
+            if let Err(error) = written {
+                tracing::warn!(%error, "cannot cache the compiled component");
+            }
+        }
+        self.components
+            .insert(loaded.digest.clone(), Arc::clone(loaded));
+    }
+
+    /// Cranelift is CPU-bound for tens to hundreds of milliseconds (seconds for a large
+    /// component): on a blocking thread, off the async workers that serve invocations, and
+    /// at most `max_concurrent_compiles` at once, so a burst of uploads queues here instead
+    /// of taking every core from the invocations.
+    async fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        let permit = tokio::time::timeout(
+            self.options.compile_queue_timeout,
+            Arc::clone(&self.compiles).acquire_owned(),
+        )
+        .await
+        .map_err(|_| LoadError::Busy)?
+        .map_err(|_| LoadError::Busy)?;
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let compiled = Component::new(&engine, &owned);
+            drop(permit);
+            compiled
+        })
+        .await
+        .map_err(|e| LoadError::Compile(e.to_string()))?
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))
     }
 
     async fn read_manifest(

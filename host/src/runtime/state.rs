@@ -21,8 +21,10 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub enum StateError {
     #[error("the scope already holds {max} keys")]
     TooManyKeys { max: u32 },
-    #[error("state store unavailable: {0}")]
-    Unavailable(String),
+    /// The backend failed. Its cause is logged by the backend; the guest sees only this
+    /// fixed text, never a database error.
+    #[error("the state store is unavailable")]
+    Unavailable,
 }
 
 /// A backend for guest state. Implementations enforce the key count atomically; key and value

@@ -183,7 +183,8 @@ fn write_atomically(path: &Path, contents: &str, mode: Mode) -> Result<(), Secre
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(|e| io_error("create the directory of", path, e))?;
+    crate::config::create_private_dir(&dir)
+        .map_err(|e| io_error("create the directory of", path, e))?;
     let mut builder = tempfile::Builder::new();
     builder.prefix(".keys-").suffix(".tmp");
     #[cfg(unix)]

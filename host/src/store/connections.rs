@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms, parse_json};
+use super::{Store, StoreError, findable, now_ms, parse_json};
 
 #[derive(Debug, Clone)]
 pub struct ConnectionRecord {
@@ -100,6 +100,7 @@ impl Store {
         tenant_id: &str,
         id: &str,
     ) -> Result<ConnectionRecord, StoreError> {
+        findable(&[tenant_id, id])?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM connections WHERE tenant_id = $1 AND id = $2"
         ))
@@ -112,6 +113,7 @@ impl Store {
     }
 
     pub async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
+        findable(&[tenant_id, id])?;
         let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms, parse_json};
+use super::{Store, StoreError, findable, now_ms, parse_json};
 use crate::runtime::Manifest;
 
 /// One version of a connector, without its bytes.
@@ -155,6 +155,7 @@ impl Store {
         tenant_id: &str,
         name: &str,
     ) -> Result<Vec<ConnectorRecord>, StoreError> {
+        findable(&[tenant_id, name])?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM connectors WHERE tenant_id = $1 AND name = $2"
         ))
@@ -173,6 +174,7 @@ impl Store {
         name: &str,
         version: &str,
     ) -> Result<ConnectorRecord, StoreError> {
+        findable(&[tenant_id, name, version])?;
         let row = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM connectors WHERE tenant_id = $1 AND name = $2 AND version = $3"
         ))
@@ -198,16 +200,21 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    pub async fn deprecate_connector(
+    /// Marks a version deprecated (not run unless named) or, with `deprecated: false`, undoes
+    /// that. Setting the flag it already has is not an error.
+    pub async fn set_connector_deprecated(
         &self,
         tenant_id: &str,
         name: &str,
         version: &str,
+        deprecated: bool,
     ) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE connectors SET deprecated = 1 WHERE tenant_id = $1 AND name = $2 AND version = $3")
+        findable(&[tenant_id, name, version])?;
+        let done = sqlx::query("UPDATE connectors SET deprecated = $4 WHERE tenant_id = $1 AND name = $2 AND version = $3")
             .bind(tenant_id)
             .bind(name)
             .bind(version)
+            .bind(i64::from(deprecated))
             .execute(&self.writer)
             .await?;
         if done.rows_affected() == 0 {

@@ -129,6 +129,9 @@ impl Store {
     /// Connects and applies the migrations of the URL's database kind.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let kind = DbKind::from_url(url)?;
+        if kind == DbKind::Sqlite {
+            create_private_sqlite_file(url);
+        }
         install_default_drivers();
         let pool = kind.open_pool(url, options.max_connections).await?;
         if kind == DbKind::Sqlite {
@@ -196,6 +199,42 @@ impl Store {
             )));
         }
         Ok(())
+    }
+}
+
+/// SQLite would create a missing database file with the process umask, usually
+/// world-readable, and its `-wal` and `-shm` files copy the database file's mode: create it
+/// first, owner-only (0600), like the key files. An existing file is left as it is.
+fn create_private_sqlite_file(url: &str) {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    // An existing file is fine, and a path that cannot be created (a missing directory, a
+    // read-only mount) is for SQLite to report in its own words.
+    let _ = options.open(path);
+}
+
+/// A lookup by keys a caller chose (a path segment, a body field): a key that breaks the naming
+/// rule (`crate::names`) cannot equal any stored name, so it is "not found" without a query.
+/// PostgreSQL refuses a NUL in a text parameter with an error, which would otherwise turn a
+/// bad path into a 503 and an error in the log.
+fn findable(keys: &[&str]) -> Result<(), StoreError> {
+    if keys.iter().all(|key| crate::names::is_clean(key)) {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
     }
 }
 

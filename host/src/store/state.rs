@@ -19,8 +19,12 @@ impl DbStateStore {
     }
 }
 
+/// A storage failure reaches the guest as the fixed [`StateError::Unavailable`]; its cause (a
+/// database error, which may quote the guest's key) goes to the host log only.
 fn unavailable(error: impl Into<StoreError>) -> StateError {
-    StateError::Unavailable(error.into().to_string())
+    let error = error.into();
+    tracing::warn!(%error, "the guest state store failed");
+    StateError::Unavailable
 }
 
 impl Store {

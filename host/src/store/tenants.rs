@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms, parse_json};
+use super::{Store, StoreError, findable, now_ms, parse_json};
 use crate::quota::TenantQuota;
 
 #[derive(Debug, Clone)]
@@ -55,6 +55,7 @@ impl Store {
     }
 
     pub async fn tenant(&self, tenant_id: &str) -> Result<TenantRecord, StoreError> {
+        findable(&[tenant_id])?;
         let row = sqlx::query("SELECT id, name, limits, created_at FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
@@ -65,6 +66,7 @@ impl Store {
 
     /// The tenant's quota as stored now: read on every invocation.
     pub async fn tenant_quota(&self, tenant_id: &str) -> Result<TenantQuota, StoreError> {
+        findable(&[tenant_id])?;
         let row = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
@@ -79,6 +81,7 @@ impl Store {
         tenant_id: &str,
         quota: &TenantQuota,
     ) -> Result<(), StoreError> {
+        findable(&[tenant_id])?;
         let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
             .bind(tenant_id)
             .bind(quota_json(quota)?)

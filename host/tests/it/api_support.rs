@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use airlock::api::{JwtKeys, Role, Service};
+use airlock::api::{AppState, JwtKeys, Role, Service};
 use airlock::config::Config;
 use airlock::secrets::Secret;
 use reqwest::Method;
@@ -117,6 +117,8 @@ pub struct TestServer {
     pub base: String,
     pub database_url: String,
     pub dir: tempfile::TempDir,
+    /// The running service's state, for tests that reach inside (hold a slot, read a cache).
+    pub state: AppState,
     client: reqwest::Client,
     jwt: JwtKeys,
     shutdown: CancellationToken,
@@ -166,6 +168,7 @@ impl TestServer {
             .await
             .expect("service starts");
         let jwt = service.state.jwt().clone();
+        let state = service.state.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -189,6 +192,7 @@ impl TestServer {
             base: format!("http://{addr}"),
             database_url: config.database_url(),
             dir,
+            state,
             // No idle connections: a server that answers early (401, 413) may close its end,
             // and reusing that connection raced the close and failed a request now and then.
             client: reqwest::Client::builder()

@@ -126,3 +126,99 @@ fn manifest_prints_the_validated_manifest() {
     assert_eq!(manifest["hosts"], json!(["api.github.com"]));
     assert_eq!(manifest["auth"]["type"], json!("api_key"));
 }
+
+/// Every flag and variable the operations guide lists is one `airlock serve` knows, under the
+/// same name (the guide once named `--max-component-size` for `--max-component-bytes`).
+#[test]
+fn the_operations_guide_names_the_real_flags() {
+    let help = airlock(&["serve", "--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    let guide = include_str!("../../../docs/operations.md");
+    let mut checked = 0;
+    for row in guide.lines().filter(|l| l.starts_with("| `--")) {
+        // `--mode dev\|production`: an escaped bar is not a cell boundary.
+        let row = row.replace("\\|", "/");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let flag = cells[1]
+            .trim_start_matches('`')
+            .split(['`', ' '])
+            .next()
+            .unwrap_or_default();
+        let env = cells[2]
+            .trim_start_matches('`')
+            .split('`')
+            .next()
+            .unwrap_or_default();
+        assert!(help.contains(&format!("{flag} ")), "no flag {flag}: {help}");
+        assert!(
+            help.contains(&format!("[env: {env}")),
+            "no variable {env}: {help}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "the guide's table was not found");
+}
+
+/// Runs `airlock args` with stdout a pipe whose reader is already gone, as in
+/// `airlock manifest x.wasm | head -c 10` once `head` has its bytes.
+fn with_stdout_closed(args: &[&str]) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(args)
+        .env("AIRLOCK_CACHE_DIR", crate::support::cache_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run airlock");
+    // Closing the only read end: every write to the pipe now fails with EPIPE.
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait")
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_every_command_quietly() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().to_str().expect("utf-8 path");
+    // `keys list` reads an existing database only.
+    let config = airlock::config::Config::dev(data.path());
+    airlock::store::Store::connect(&config.database_url(), &Default::default())
+        .await
+        .expect("database")
+        .close()
+        .await;
+    let input = json!({"data": {"a": 1}, "mapping": {"x": "/a"}}).to_string();
+    let commands: [&[&str]; 5] = [
+        &["manifest", airlock_test_artifacts::CONNECTOR_GITHUB],
+        &[
+            "invoke",
+            airlock_test_artifacts::CONNECTOR_TRANSFORM,
+            "map",
+            "--input",
+            input.as_str(),
+        ],
+        &[
+            "token",
+            "issue",
+            "--data-dir",
+            data_dir,
+            "--tenant",
+            "acme",
+            "--role",
+            "admin",
+        ],
+        &["keys", "list", "--data-dir", data_dir],
+        &["--help"],
+    ];
+    for args in commands {
+        let out = with_stdout_closed(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+        if args[0] != "--help" {
+            // 128 + SIGPIPE, as a shell reports a tool the signal ended.
+            assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        }
+    }
+}

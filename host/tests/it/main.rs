@@ -10,6 +10,7 @@ mod api_guest_faults;
 mod api_isolation;
 mod api_oauth;
 mod api_openapi;
+mod api_refusals;
 mod api_support;
 
 mod cli;
