@@ -60,6 +60,19 @@ pub enum ApiError {
     CredentialRefresh(String),
     #[error("the runtime is at capacity; retry shortly")]
     Overloaded { retry_after_s: u64 },
+    /// The HTTP server itself is at a limit (requests in flight, open connections).
+    #[error("{detail}")]
+    ServerBusy {
+        detail: &'static str,
+        retry_after_s: u64,
+    },
+    /// The request did not finish within the server's request timeout.
+    #[error("the request did not finish within the server's limit of {limit_ms} ms")]
+    RequestTimeout { limit_ms: u64 },
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeaderFieldsTooLarge(String),
     /// The database is unreachable or failing; the cause is logged, not returned.
     #[error("a dependency is unavailable")]
     Unavailable,
@@ -130,9 +143,20 @@ impl ApiError {
                 "credential-refresh-failed",
                 "Credential refresh failed",
             ),
-            ApiError::Overloaded { .. } => {
+            ApiError::Overloaded { .. } | ApiError::ServerBusy { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
             }
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "Request timeout",
+            ),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+            ApiError::HeaderFieldsTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request header fields too large",
+            ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -176,7 +200,8 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::QuotaExceeded { retry_after_s, .. }
-            | ApiError::Overloaded { retry_after_s } => {
+            | ApiError::Overloaded { retry_after_s }
+            | ApiError::ServerBusy { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}

@@ -115,6 +115,7 @@ impl Drop for PgDatabase {
 /// A started server and what tests need to talk to it.
 pub struct TestServer {
     pub base: String,
+    pub addr: std::net::SocketAddr,
     pub database_url: String,
     pub dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -153,8 +154,19 @@ impl TestServer {
         db: Db,
         options: airlock::runtime::RuntimeOptions,
     ) -> Option<TestServer> {
+        TestServer::start_configured(db, options, |_| {}).await
+    }
+
+    /// [`TestServer::start_with`] with `configure` applied to the server's `Config` first
+    /// (e.g. the HTTP server's timeouts and limits).
+    pub async fn start_configured(
+        db: Db,
+        options: airlock::runtime::RuntimeOptions,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::dev(dir.path().join("data"));
+        configure(&mut config);
         let pg = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(PgDatabase::create().await?),
@@ -187,6 +199,7 @@ impl TestServer {
         );
         Some(TestServer {
             base: format!("http://{addr}"),
+            addr,
             database_url: config.database_url(),
             dir,
             // No idle connections: a server that answers early (401, 413) may close its end,

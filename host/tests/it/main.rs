@@ -8,6 +8,7 @@ mod api_canary;
 mod api_config;
 mod api_isolation;
 mod api_oauth;
+mod api_server;
 mod api_support;
 
 mod cli;
