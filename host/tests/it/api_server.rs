@@ -174,8 +174,10 @@ async fn a_half_sent_request_line_is_closed_after_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    // Long enough that the second request below is surely sent within it, even on a busy
+    // machine; short enough for the test.
     let server = server(|c| {
-        c.idle_timeout = SHORT;
+        c.idle_timeout = Duration::from_secs(1);
         c.header_read_timeout = Duration::from_secs(60);
     })
     .await;
@@ -225,26 +227,30 @@ async fn at_the_connection_cap_health_checks_still_answer_on_the_reserve() {
     drop(held);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_the_requests_in_flight_limit_the_server_answers_503_with_retry_after() {
-    let server = server(|c| c.max_requests_in_flight = 1).await;
+/// Sends a stalled request on a new connection to a server that allows one request in
+/// flight, and returns once the server counts it: then every other counted request is
+/// refused, and that refusal is returned too.
+async fn hold_the_one_place(server: &TestServer) -> (TcpStream, Raw) {
     let operator = server.operator();
-    let mut stalled = connect(&server).await;
+    let mut stalled = connect(server).await;
     stalled
         .write_all(&stalled_post(&operator))
         .await
         .expect("write");
-    // The stalled request holds the one place; wait until the server counts it.
-    let mut refused = None;
-    for _ in 0..200 {
-        let reply = exchange_keep(&server, &get("/v1/tenants", Some(&operator))).await;
+    for _ in 0..500 {
+        let reply = exchange_keep(server, &get("/v1/tenants", Some(&operator))).await;
         if reply.status == 503 {
-            refused = Some(reply);
-            break;
+            return (stalled, reply);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let refused = refused.expect("a 503 while a request is in flight");
+    panic!("the stalled request never counted as in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_requests_in_flight_limit_the_server_answers_503_with_retry_after() {
+    let server = server(|c| c.max_requests_in_flight = 1).await;
+    let (stalled, refused) = hold_the_one_place(&server).await;
     refused.assert_problem(503, "overloaded");
     assert_eq!(refused.header("retry-after"), Some("1"));
     // Health checks are not counted.
@@ -305,4 +311,37 @@ async fn what_hyper_refuses_itself_is_a_problem_document() {
         .await
         .assert_problem(431, "header-fields-too-large");
 
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_request_in_flight_finish() {
+    let mut server = server(|c| c.max_requests_in_flight = 1).await;
+    let (mut stalled, _) = hold_the_one_place(&server).await;
+    server.shut_down();
+    // `stalled_post` sent `{"id":` of the 1000 bytes it announced.
+    let rest = r#""drain","name":"drain"}"#;
+    let body = format!("{rest}{}", " ".repeat(1000 - 6 - rest.len()));
+    stalled
+        .write_all(body.as_bytes())
+        .await
+        .expect("write the rest of the body");
+    let bytes = read_to_close(&mut stalled).await;
+    let reply = parse(&bytes).expect("a response");
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let served = tokio::time::timeout(PATIENCE, &mut server.serving).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drops_what_outlives_the_grace() {
+    let mut server = server(|c| {
+        c.max_requests_in_flight = 1;
+        c.shutdown_grace = SHORT;
+    })
+    .await;
+    let (mut stalled, _) = hold_the_one_place(&server).await;
+    server.shut_down();
+    read_to_close(&mut stalled).await;
+    let served = tokio::time::timeout(PATIENCE, &mut server.serving).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
 }

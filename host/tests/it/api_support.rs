@@ -121,6 +121,8 @@ pub struct TestServer {
     client: reqwest::Client,
     jwt: JwtKeys,
     shutdown: CancellationToken,
+    /// The server's task: it ends when a shutdown has drained.
+    pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _pg: Option<PgDatabase>,
 }
 
@@ -183,7 +185,7 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        tokio::spawn(service.serve(listener, shutdown.clone()));
+        let serving = tokio::spawn(service.serve(listener, shutdown.clone()));
         let secret =
             std::fs::read_to_string(config.jwt_secret_path()).expect("dev mode wrote the JWT key");
         assert_eq!(
@@ -210,8 +212,14 @@ impl TestServer {
                 .expect("client"),
             jwt,
             shutdown,
+            serving,
             _pg: pg,
         })
+    }
+
+    /// Starts the server's graceful shutdown (what SIGTERM does).
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
     }
 
     pub fn token(&self, tenant: Option<&str>, role: Role) -> String {
