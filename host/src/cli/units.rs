@@ -66,10 +66,7 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert_eq!(parse_millis("30s"), Ok(30_000));
         assert_eq!(parse_millis("250ms"), Ok(250));
-        assert_eq!(
-            parse_timeout("10s"),
-            Ok(std::time::Duration::from_secs(10))
-        );
+        assert_eq!(parse_timeout("10s"), Ok(std::time::Duration::from_secs(10)));
         assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_millis("100"), Ok(100));
         assert!(parse_millis("soon").is_err());

@@ -107,7 +107,11 @@ async fn read_response(stream: &mut TcpStream) -> Raw {
                 }
             }
             let n = stream.read(&mut chunk).await.expect("read");
-            assert!(n > 0, "closed mid-response: {:?}", String::from_utf8_lossy(&bytes));
+            assert!(
+                n > 0,
+                "closed mid-response: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
             bytes.extend_from_slice(&chunk[..n]);
         }
     })
@@ -159,7 +163,10 @@ async fn a_half_sent_request_line_is_closed_after_the_header_read_timeout() {
     // A head trickled byte by byte is bounded by the same timer from its first byte.
     let mut stream = connect(&server).await;
     let trickle = async {
-        for byte in b"GET /healthz HTTP/1.1\r\nhost: a\r\nx-slow: ".iter().cycle() {
+        for byte in b"GET /healthz HTTP/1.1\r\nhost: a\r\nx-slow: "
+            .iter()
+            .cycle()
+        {
             if stream.write_all(&[*byte]).await.is_err() {
                 return;
             }
@@ -310,7 +317,6 @@ async fn what_hyper_refuses_itself_is_a_problem_document() {
     exchange(&server, huge.as_bytes())
         .await
         .assert_problem(431, "header-fields-too-large");
-
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

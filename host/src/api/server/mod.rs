@@ -117,8 +117,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let (slot, health_only) = if let Some(slot) = Slot::take(&open, options.max_connections)
-        {
+        let (slot, health_only) = if let Some(slot) = Slot::take(&open, options.max_connections) {
             (slot, false)
         } else if let Some(slot) = Slot::take(&health_open, options.health_connections) {
             (slot, true)
@@ -252,7 +251,9 @@ mod tests {
             throttled.warn(|suppressed| logged.push(suppressed));
         }
         assert_eq!(logged, vec![0]);
-        throttled.last = throttled.last.and_then(|last| last.checked_sub(WARN_INTERVAL));
+        throttled.last = throttled
+            .last
+            .and_then(|last| last.checked_sub(WARN_INTERVAL));
         throttled.warn(|suppressed| logged.push(suppressed));
         assert_eq!(logged, vec![0, 4]);
     }

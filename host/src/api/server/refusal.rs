@@ -70,9 +70,7 @@ fn refusal(bytes: &[u8]) -> Option<(&'static [u8], ApiError)> {
     if bytes.starts_with(BAD_REQUEST) {
         Some((
             BAD_REQUEST,
-            ApiError::BadRequest(
-                "the request line or a header field is not valid HTTP/1.1".into(),
-            ),
+            ApiError::BadRequest("the request line or a header field is not valid HTTP/1.1".into()),
         ))
     } else if bytes.starts_with(URI_TOO_LONG) {
         Some((URI_TOO_LONG, uri_too_long()))
@@ -136,7 +134,9 @@ mod tests {
 
     #[test]
     fn only_the_head_is_claimed_when_more_follows() {
-        let bare = format!("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n{DATE}\r\n");
+        let bare = format!(
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n{DATE}\r\n"
+        );
         let bytes = format!("{bare}trailing");
         let (len, _) = replace(bytes.as_bytes()).expect("recognised");
         assert_eq!(len, bare.len());

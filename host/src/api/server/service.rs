@@ -197,8 +197,10 @@ impl Future for ResponseFuture {
                 Ok(Ok(response)) => response,
                 Ok(Err(infallible)) => match infallible {},
                 Err(_elapsed) => {
-                    let mut response = ApiError::RequestTimeout { limit_ms: *limit_ms }
-                        .into_response();
+                    let mut response = ApiError::RequestTimeout {
+                        limit_ms: *limit_ms,
+                    }
+                    .into_response();
                     // The request body may be half read: do not reuse the connection.
                     response
                         .headers_mut()
