@@ -311,7 +311,7 @@ async fn what_hyper_refuses_itself_is_a_problem_document() {
         .assert_problem(431, "header-fields-too-large");
 
     let huge = format!(
-        "GET /healthz HTTP/1.1\r\nhost: airlock\r\nx-big: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nhost: airlock\r\nconnection: close\r\nx-big: {}\r\n\r\n",
         "b".repeat(airlock::api::MAX_HEAD_BYTES)
     );
     exchange(&server, huge.as_bytes())

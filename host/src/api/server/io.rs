@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -29,21 +30,28 @@ pub(super) struct Timeouts {
 /// even between requests. Both are polled by the connection's one task, so no ordering is
 /// needed beyond the atomic itself.
 #[derive(Debug, Default)]
-pub(super) struct Phase(AtomicU32);
+pub(super) struct Phase {
+    epoch: AtomicU32,
+    /// A read left pending while the service ran. hyper does not read again on its own once
+    /// the response is out (it waits for the socket), so the idle timer would never start:
+    /// the end of the request wakes it.
+    reader: AtomicWaker,
+}
 
 impl Phase {
     /// The service took a request.
     pub(super) fn start(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The service produced its response.
     pub(super) fn finish(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+        self.reader.wake();
     }
 
     fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.epoch.load(Ordering::Relaxed)
     }
 }
 
@@ -190,7 +198,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ConnIo<T> {
                 ready!(this.poll_deadline(cx))?;
                 Poll::Pending
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                this.phase.reader.register(cx.waker());
+                Poll::Pending
+            }
         }
     }
 }

@@ -83,6 +83,9 @@ pub async fn serve(
     builder
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
+        // The read buffer may take in a little more than its limit in one read; this bounds a
+        // head that arrived whole.
+        .max_header_size(MAX_HEAD_BYTES)
         // Our own timers in `ConnIo`: hyper's header-read timer also runs while a kept-alive
         // connection is idle, so it cannot tell the two timeouts apart.
         .header_read_timeout(None);
