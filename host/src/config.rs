@@ -6,9 +6,11 @@ use std::fs;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::api::ServerOptions;
 use crate::secrets::{Keyring, Secret, SecretsError};
 
 /// Where the JWT secret comes from when it is not in a file.
@@ -82,6 +84,33 @@ pub struct Config {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub credentials_follow_redirects_across_origins: bool,
+    /// Time a client has to send a request line and its headers, counted from a new
+    /// connection or from the first byte of a request on a kept-alive one.
+    #[arg(long, env = "AIRLOCK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_timeout)]
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may stay idle between requests (counted from when the
+    /// last response was ready) before it is closed.
+    #[arg(long, env = "AIRLOCK_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_timeout)]
+    pub idle_timeout: Duration,
+    /// Longest time one request may take, from its head to its response; then 503
+    /// `request-timeout`.
+    #[arg(long, env = "AIRLOCK_REQUEST_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_timeout)]
+    pub request_timeout: Duration,
+    /// Open connections served; beyond them (and the health reserve) a connection is
+    /// closed as soon as it is accepted. Keep it below the open-file limit.
+    #[arg(long, env = "AIRLOCK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Extra connections kept for `/healthz` and `/readyz` when `--max-connections` is
+    /// reached; any other request on them gets 503.
+    #[arg(long, env = "AIRLOCK_HEALTH_CONNECTIONS", default_value_t = 16)]
+    pub health_connections: usize,
+    /// Requests handled at once (health checks not counted); beyond it: 503 with Retry-After.
+    #[arg(long, env = "AIRLOCK_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_requests_in_flight: usize,
+    /// On shutdown, how long requests in flight may take to finish before their connections
+    /// are dropped.
+    #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::cli::parse_timeout)]
+    pub shutdown_grace: Duration,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
     pub jwt_secret_env: Option<Secret>,
@@ -91,6 +120,7 @@ impl Config {
     /// A dev-mode configuration over `data_dir` with every other setting at its default, for
     /// tests and embedding.
     pub fn dev(data_dir: impl Into<PathBuf>) -> Config {
+        let server = ServerOptions::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
@@ -102,7 +132,27 @@ impl Config {
             max_component_bytes: 16 * 1024 * 1024,
             pool_size: 64,
             credentials_follow_redirects_across_origins: false,
+            header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            request_timeout: server.request_timeout,
+            max_connections: server.max_connections,
+            health_connections: server.health_connections,
+            max_requests_in_flight: server.max_requests_in_flight,
+            shutdown_grace: server.shutdown_grace,
             jwt_secret_env: None,
+        }
+    }
+
+    /// The HTTP server's limits and timeouts.
+    pub fn server_options(&self) -> ServerOptions {
+        ServerOptions {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+            health_connections: self.health_connections,
+            max_requests_in_flight: self.max_requests_in_flight,
+            shutdown_grace: self.shutdown_grace,
         }
     }
 

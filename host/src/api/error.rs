@@ -64,6 +64,19 @@ pub enum ApiError {
     /// The caller has as many requests of this kind in flight as it may (429, Retry-After).
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u64 },
+    /// The HTTP server itself is at a limit (requests in flight, open connections).
+    #[error("{detail}")]
+    ServerBusy {
+        detail: &'static str,
+        retry_after_s: u64,
+    },
+    /// The request did not finish within the server's request timeout.
+    #[error("the request did not finish within the server's limit of {limit_ms} ms")]
+    RequestTimeout { limit_ms: u64 },
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeaderFieldsTooLarge(String),
     /// The database is unreachable or failing; the cause is logged, not returned.
     #[error("a dependency is unavailable")]
     Unavailable,
@@ -134,13 +147,24 @@ impl ApiError {
                 "credential-refresh-failed",
                 "Credential refresh failed",
             ),
-            ApiError::Overloaded { .. } => {
+            ApiError::Overloaded { .. } | ApiError::ServerBusy { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
             }
             ApiError::TooManyRequests { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "too-many-requests",
                 "Too many requests",
+            ),
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "Request timeout",
+            ),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+            ApiError::HeaderFieldsTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request header fields too large",
             ),
             ApiError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -186,7 +210,8 @@ impl IntoResponse for ApiError {
             }
             ApiError::QuotaExceeded { retry_after_s, .. }
             | ApiError::TooManyRequests { retry_after_s, .. }
-            | ApiError::Overloaded { retry_after_s } => {
+            | ApiError::Overloaded { retry_after_s }
+            | ApiError::ServerBusy { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}

@@ -14,6 +14,7 @@ mod hot_rows;
 mod invoke;
 mod oauth;
 mod openapi;
+mod server;
 mod tenants;
 
 use std::path::PathBuf;
@@ -36,6 +37,7 @@ use crate::store::{DbStateStore, Store, StoreError, StoreOptions};
 pub use auth::{JwtKeys, Principal, Role};
 pub use error::{ApiError, Problem};
 pub use openapi::openapi;
+pub use server::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES, ServerOptions};
 
 /// Largest JSON body any route accepts.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -146,6 +148,7 @@ pub enum StartError {
 pub struct Service {
     pub state: AppState,
     cors_origins: Vec<String>,
+    server: ServerOptions,
 }
 
 impl Service {
@@ -186,6 +189,7 @@ impl Service {
         Ok(Service {
             state,
             cors_origins: config.cors_origins.clone(),
+            server: config.server_options(),
         })
     }
 
@@ -229,8 +233,8 @@ impl Service {
         router
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes in-flight requests and closes the
-    /// database pool.
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests (for at most
+    /// the configured shutdown grace) and closes the database pool.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -238,9 +242,7 @@ impl Service {
     ) -> std::io::Result<()> {
         let router = self.router();
         let store = self.state.store().clone();
-        let result = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let result = server::serve(listener, router, self.server, shutdown).await;
         store.close().await;
         result
     }

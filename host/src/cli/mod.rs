@@ -24,6 +24,7 @@ mod token;
 mod units;
 
 pub use units::parse_bytes as parse_size;
+pub use units::parse_timeout;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

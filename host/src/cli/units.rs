@@ -45,6 +45,14 @@ pub fn parse_millis(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// A duration above zero, for timeouts: a zero timeout would refuse everything.
+pub fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match parse_millis(text)? {
+        0 => Err(format!("`{}` must be above zero", text.trim())),
+        millis => Ok(std::time::Duration::from_millis(millis)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +66,8 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert_eq!(parse_millis("30s"), Ok(30_000));
         assert_eq!(parse_millis("250ms"), Ok(250));
+        assert_eq!(parse_timeout("10s"), Ok(std::time::Duration::from_secs(10)));
+        assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_millis("100"), Ok(100));
         assert!(parse_millis("soon").is_err());
     }

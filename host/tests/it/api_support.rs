@@ -115,6 +115,7 @@ impl Drop for PgDatabase {
 /// A started server and what tests need to talk to it.
 pub struct TestServer {
     pub base: String,
+    pub addr: std::net::SocketAddr,
     pub database_url: String,
     pub dir: tempfile::TempDir,
     /// The running service's state, for tests that reach inside (hold a slot, read a cache).
@@ -122,6 +123,8 @@ pub struct TestServer {
     client: reqwest::Client,
     jwt: JwtKeys,
     shutdown: CancellationToken,
+    /// The server's task: it ends when a shutdown has drained.
+    pub serving: tokio::task::JoinHandle<std::io::Result<()>>,
     _pg: Option<PgDatabase>,
 }
 
@@ -155,8 +158,19 @@ impl TestServer {
         db: Db,
         options: airlock::runtime::RuntimeOptions,
     ) -> Option<TestServer> {
+        TestServer::start_configured(db, options, |_| {}).await
+    }
+
+    /// [`TestServer::start_with`] with `configure` applied to the server's `Config` first
+    /// (e.g. the HTTP server's timeouts and limits).
+    pub async fn start_configured(
+        db: Db,
+        options: airlock::runtime::RuntimeOptions,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::dev(dir.path().join("data"));
+        configure(&mut config);
         let pg = match db {
             Db::Sqlite => None,
             Db::Postgres => Some(PgDatabase::create().await?),
@@ -174,7 +188,7 @@ impl TestServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
-        tokio::spawn(service.serve(listener, shutdown.clone()));
+        let serving = tokio::spawn(service.serve(listener, shutdown.clone()));
         let secret =
             std::fs::read_to_string(config.jwt_secret_path()).expect("dev mode wrote the JWT key");
         assert_eq!(
@@ -190,6 +204,7 @@ impl TestServer {
         );
         Some(TestServer {
             base: format!("http://{addr}"),
+            addr,
             database_url: config.database_url(),
             dir,
             state,
@@ -201,8 +216,14 @@ impl TestServer {
                 .expect("client"),
             jwt,
             shutdown,
+            serving,
             _pg: pg,
         })
+    }
+
+    /// Starts the server's graceful shutdown (what SIGTERM does).
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
     }
 
     pub fn token(&self, tenant: Option<&str>, role: Role) -> String {

@@ -11,6 +11,7 @@ mod api_isolation;
 mod api_oauth;
 mod api_openapi;
 mod api_refusals;
+mod api_server;
 mod api_support;
 
 mod cli;
