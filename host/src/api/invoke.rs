@@ -67,7 +67,7 @@ pub struct InvokeResponse {
     pub output: Value,
     /// Null when `ok`; otherwise `{kind, message, pointer?, connector_kind?, retryable}`;
     /// kinds are listed in docs/limits.md.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, required = true)]
     pub error: Value,
     /// `{lines: [{level, source, message}], dropped_bytes, dropped_lines}`.
     #[schema(value_type = Object)]

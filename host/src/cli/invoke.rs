@@ -234,7 +234,8 @@ fn print(outcome: &InvokeOutcome, as_json: bool) {
     if outcome.logs.dropped_lines > 0 || outcome.logs.dropped_bytes > 0 {
         errln!(
             "[log truncated: {} lines, {} bytes dropped]",
-            outcome.logs.dropped_lines, outcome.logs.dropped_bytes
+            outcome.logs.dropped_lines,
+            outcome.logs.dropped_bytes
         );
     }
     match &outcome.result {

@@ -211,7 +211,10 @@ fn create_private_sqlite_file(url: &str) {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or_default();
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if path.is_empty() || path == ":memory:" || query.contains("mode=memory") {
+    // Only where SQLite itself would create the file (`mode=rwc`, its default): a caller that
+    // opens with `mode=rw` (`airlock keys`) relies on a missing database being an error.
+    let creates = !query.split('&').any(|p| p.starts_with("mode=")) || query.contains("mode=rwc");
+    if path.is_empty() || path == ":memory:" || !creates {
         return;
     }
     let mut options = std::fs::OpenOptions::new();

@@ -255,6 +255,14 @@ fn table(a: &Fixture) -> Vec<Route> {
         ),
         route(
             Method::POST,
+            "/v1/connectors/{name}/versions/{version}/undeprecate",
+            format!("{github}/undeprecate"),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
             "/v1/connections",
             "/v1/connections".into(),
             Tenant(Role::Editor),

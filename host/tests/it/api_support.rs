@@ -1,7 +1,8 @@
 //! A real `airlock serve` in-process on 127.0.0.1:0, over its own database: SQLite in a temp
 //! dir, or a fresh PostgreSQL database (`airlock_test_<random>`) dropped afterwards. When
-//! PostgreSQL is not reachable, PostgreSQL tests print a loud SKIPPED line and pass, unless
-//! `CI=true`, where they fail.
+//! PostgreSQL is not reachable, PostgreSQL tests fail, unless the person running them opted
+//! out with `AIRLOCK_TEST_SKIP_POSTGRES=1`; then each skipped test prints a SKIPPED line with
+//! the number skipped so far in this run.
 
 use std::time::Duration;
 
@@ -13,6 +14,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Set to `1` to skip PostgreSQL tests when no server is reachable (they fail otherwise).
+pub const SKIP_POSTGRES_ENV: &str = "AIRLOCK_TEST_SKIP_POSTGRES";
+
+/// PostgreSQL tests skipped in this run (only ever non-zero with the opt-out set).
+static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 fn pg_admin_url() -> String {
     std::env::var("AIRLOCK_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN_URL.to_owned())
@@ -49,7 +56,7 @@ pub struct PgDatabase {
 }
 
 impl PgDatabase {
-    /// `None` (after a loud message) when the server is unreachable outside CI.
+    /// `None` (after a loud message) when the server is unreachable and skipping was asked for.
     pub async fn create() -> Option<PgDatabase> {
         use sqlx::Connection as _;
         let admin = pg_admin_url();
@@ -62,11 +69,18 @@ impl PgDatabase {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".to_owned(),
                 };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("PostgreSQL not reachable at {admin} and CI=true: {why}");
+                if std::env::var(SKIP_POSTGRES_ENV).is_ok_and(|v| v == "1") {
+                    let skipped = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    eprintln!(
+                        "\n==== SKIPPED ({skipped} PostgreSQL tests skipped so far): \
+                         PostgreSQL not reachable at {admin} ({why}); {SKIP_POSTGRES_ENV}=1 ====\n"
+                    );
+                    return None;
                 }
-                eprintln!("\n==== SKIPPED: PostgreSQL not reachable at {admin} ({why}) ====\n");
-                return None;
+                panic!(
+                    "PostgreSQL not reachable at {admin}: {why}. Start it (README), point \
+                     AIRLOCK_TEST_PG_URL at one, or opt out with {SKIP_POSTGRES_ENV}=1"
+                );
             }
         };
         let name = format!("airlock_test_{}", uuid::Uuid::new_v4().simple());
@@ -145,7 +159,7 @@ pub enum Body<'a> {
 }
 
 impl TestServer {
-    /// `None` only for PostgreSQL when it is unreachable outside CI.
+    /// `None` only for PostgreSQL when it is unreachable and skipping was asked for.
     pub async fn start(db: Db) -> Option<TestServer> {
         let mut options = crate::support::options();
         options.engine.pool_size = 8;

@@ -150,7 +150,11 @@ fn the_operations_guide_names_the_real_flags() {
             .split('`')
             .next()
             .unwrap_or_default();
-        assert!(help.contains(&format!("{flag} ")), "no flag {flag}: {help}");
+        // A flag with a value reads `--flag <VALUE>`; a switch ends its line.
+        assert!(
+            help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+            "no flag {flag}: {help}"
+        );
         assert!(
             help.contains(&format!("[env: {env}")),
             "no variable {env}: {help}"
