@@ -800,7 +800,6 @@ fn content_coding(headers: &HeaderMap) -> Option<String> {
         .iter()
         .flat_map(|value| {
             String::from_utf8_lossy(value.as_bytes())
-                .into_owned()
                 .split(',')
                 .map(|c| c.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()
