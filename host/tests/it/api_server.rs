@@ -249,6 +249,17 @@ async fn hold_the_one_place(server: &TestServer) -> (TcpStream, Raw) {
         if reply.status == 503 {
             return (stalled, reply);
         }
+        // A probe in flight when the stalled request arrived took the one place, and the
+        // stalled request was refused instead (it has an answer waiting): stall a new one.
+        let mut peek = [0u8; 1];
+        if !matches!(stalled.try_read(&mut peek), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        {
+            stalled = connect(server).await;
+            stalled
+                .write_all(&stalled_post(&operator))
+                .await
+                .expect("write");
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the stalled request never counted as in flight");
