@@ -315,35 +315,14 @@ async fn fairness(addr: SocketAddr, knobs: &Knobs, fleet: &Fleet, flood: Flood) 
     let beside = load::run(addr, quiet(), knobs.quiet_connections, seconds).await;
     let flood = flooding.await.ok();
 
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "fairness: quiet tenants on {} connections, {} s each; flood: one tenant, {} connections          of `sleep` {} ms",
+        "fairness: quiet tenants on {} connections, {} s each; flood: one tenant, {} connections \
+         of `sleep` {} ms",
         knobs.quiet_connections, knobs.fair_seconds, knobs.flood_connections, knobs.flood_sleep_ms
     );
-    let _ = writeln!(
-        out,
-        "{:<12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "phase", "answers", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed"
-    );
-    for (name, m) in [("quiet", &idle), ("quiet+flood", &beside)] {
-        let _ = writeln!(
-            out,
-            "{:<12} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-            name,
-            m.latencies.len(),
-            m.throughput(),
-            ms(m.percentile(50.0)),
-            ms(m.percentile(95.0)),
-            ms(m.percentile(99.0)),
-            ms(m.latencies.last().copied().unwrap_or_default()),
-            m.failed()
-        );
-        for (status, count, body) in &m.failures {
-            let _ = writeln!(out, "  {count} answers with status {status}, e.g. {body}");
-        }
-    }
+    phase_table(&mut out, &[("quiet", &idle), ("quiet+flood", &beside)]);
     if let Some(flood) = flood {
         let refused: Vec<String> = flood
             .failures
@@ -497,7 +476,6 @@ impl Scenario for Write {
 }
 
 fn report(knobs: &Knobs, database: &str, setup: Duration, results: &[(&str, Measured)]) -> String {
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -511,28 +489,8 @@ fn report(knobs: &Knobs, database: &str, setup: Duration, results: &[(&str, Meas
             .map(|s| format!(", server {s}"))
             .unwrap_or_default()
     );
-    let _ = writeln!(
-        out,
-        "{:<8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
-        "phase", "answers", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed"
-    );
-    for (name, m) in results {
-        let _ = writeln!(
-            out,
-            "{:<8} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-            name,
-            m.latencies.len(),
-            m.throughput(),
-            ms(m.percentile(50.0)),
-            ms(m.percentile(95.0)),
-            ms(m.percentile(99.0)),
-            ms(m.latencies.last().copied().unwrap_or_default()),
-            m.failed()
-        );
-        for (status, count, body) in &m.failures {
-            let _ = writeln!(out, "  {count} answers with status {status}, e.g. {body}");
-        }
-    }
+    let rows: Vec<(&str, &Measured)> = results.iter().map(|(name, m)| (*name, m)).collect();
+    phase_table(&mut out, &rows);
     let find = |phase: &str| results.iter().find(|(n, _)| *n == phase).map(|(_, m)| m);
     if let (Some(health), Some(invoke)) = (find("healthz"), find("invoke")) {
         let _ = writeln!(
@@ -669,6 +627,42 @@ async fn admin_pool(url: &str) -> Result<sqlx::AnyPool, String> {
         .connect(url)
         .await
         .map_err(|e| format!("cannot reach {url}: {e}"))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One line per phase: answers, rate, percentiles, failures (with a sample of each).
+fn phase_table(out: &mut String, rows: &[(&str, &Measured)]) {
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let _ = writeln!(
+        out,
+        "{:<width$} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "phase", "answers", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "failed"
+    );
+    for (name, m) in rows {
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+            name,
+            m.latencies.len(),
+            m.throughput(),
+            ms(m.percentile(50.0)),
+            ms(m.percentile(95.0)),
+            ms(m.percentile(99.0)),
+            ms(m.latencies.last().copied().unwrap_or_default()),
+            m.failed()
+        );
+        for (status, count, body) in &m.failures {
+            let _ = writeln!(out, "  {count} answers with status {status}, e.g. {body}");
+        }
+    }
 }
 
 fn rand_u128() -> u128 {
