@@ -5,45 +5,9 @@ use std::fmt;
 use crate::http::HttpError;
 use crate::state::StateError;
 
-/// What kind of failure a connector reports; mirrors the WIT `error-kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The credential was missing, rejected or expired.
-    Auth,
-    /// The input was well-formed JSON but the connector cannot act on it.
-    InvalidInput,
-    /// The upstream resource does not exist.
-    NotFound,
-    /// The upstream asked us to slow down.
-    RateLimited,
-    /// The upstream failed (5xx, malformed answer, transport failure).
-    Upstream,
-    /// The host's outbound gate refused a request.
-    HttpDenied,
-    /// The connector itself failed.
-    Internal,
-}
-
-impl ErrorKind {
-    /// The WIT spelling, used in messages and by tests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Auth => "auth",
-            ErrorKind::InvalidInput => "invalid-input",
-            ErrorKind::NotFound => "not-found",
-            ErrorKind::RateLimited => "rate-limited",
-            ErrorKind::Upstream => "upstream",
-            ErrorKind::HttpDenied => "http-denied",
-            ErrorKind::Internal => "internal",
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// What kind of failure a connector reports; mirrors the WIT `error-kind`. Its `as_str` is the
+/// spelling the host reports as `connector_kind` (snake_case), shared through `airlock-contract`.
+pub use airlock_contract::ConnectorErrorKind as ErrorKind;
 
 /// The error an action or `test_connection` returns; becomes the WIT `connector-error`.
 ///
@@ -220,7 +184,7 @@ mod tests {
         );
         assert_eq!(
             ConnectorError::not_found("gone").to_string(),
-            "not-found: gone"
+            "not_found: gone"
         );
     }
 }

@@ -324,9 +324,9 @@ impl Response {
     /// | status | kind | retryable |
     /// |---|---|---|
     /// | 401, 403 | auth | no |
-    /// | 404, 410 | not-found | no |
-    /// | 429 | rate-limited | yes |
-    /// | 400, 409, 422 | invalid-input | no |
+    /// | 404, 410 | not_found | no |
+    /// | 429 | rate_limited | yes |
+    /// | 400, 409, 422 | invalid_input | no |
     /// | 408, 5xx | upstream | yes |
     /// | other | upstream | no |
     pub fn error_for_status(self) -> Result<Self, ConnectorError> {

@@ -134,20 +134,11 @@ impl Definition {
 }
 
 fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    airlock_contract::connector::check_name(name).is_ok()
 }
 
-/// `MAJOR.MINOR.PATCH`, optionally with semver pre-release or build metadata.
 fn is_semver(version: &str) -> bool {
-    let core = version.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    airlock_contract::connector::check_version(version).is_ok()
 }
 
 #[derive(Serialize)]
@@ -176,7 +167,7 @@ pub struct Action {
 
 impl Action {
     /// `handler` is any `fn(&Context, I) -> Result<O, ConnectorError>`: the SDK decodes `I`
-    /// from the input JSON (failures become `invalid-input`), encodes `O`, and derives both
+    /// from the input JSON (failures become `invalid_input`), encodes `O`, and derives both
     /// schemas from the types.
     pub fn new<I, O, F>(name: impl Into<String>, handler: F) -> Self
     where

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::runtime::{EngineOptions, InvokeRequest, Runtime, RuntimeOptions, SharedComponent};
+use airlock_runtime::{EngineOptions, InvokeRequest, Runtime, RuntimeOptions, SharedComponent};
 
 /// Latency percentiles of one scenario, in microseconds.
 #[derive(Debug, Clone, Serialize)]

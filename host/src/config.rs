@@ -10,8 +10,14 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::api::ServerOptions;
-use crate::secrets::{Keyring, Secret, SecretsError};
+use airlock_api::{ServerOptions, Service, ServiceOptions, StartError};
+use std::sync::Arc;
+
+use airlock_core::SystemClock;
+use airlock_runtime::RuntimeOptions;
+use airlock_runtime::outbound::OutboundConfig;
+use airlock_secrets::{Keyring, Secret, SecretsError};
+use airlock_store::StoreOptions;
 
 /// Where the JWT secret comes from when it is not in a file.
 pub const JWT_SECRET_ENV: &str = "AIRLOCK_JWT_SECRET";
@@ -69,7 +75,7 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
     /// Largest component upload, e.g. 16MiB.
-    #[arg(long, env = "AIRLOCK_MAX_COMPONENT_BYTES", default_value = "16MiB", value_parser = crate::cli::parse_size)]
+    #[arg(long, env = "AIRLOCK_MAX_COMPONENT_BYTES", default_value = "16MiB", value_parser = crate::units::parse_bytes)]
     pub max_component_bytes: u64,
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
@@ -86,15 +92,15 @@ pub struct Config {
     pub credentials_follow_redirects_across_origins: bool,
     /// Time a client has to send a request line and its headers, counted from a new
     /// connection or from the first byte of a request on a kept-alive one.
-    #[arg(long, env = "AIRLOCK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::cli::parse_timeout)]
+    #[arg(long, env = "AIRLOCK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_timeout)]
     pub header_read_timeout: Duration,
     /// Time a kept-alive connection may stay idle between requests (counted from when the
     /// last response was ready) before it is closed.
-    #[arg(long, env = "AIRLOCK_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_timeout)]
+    #[arg(long, env = "AIRLOCK_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::units::parse_timeout)]
     pub idle_timeout: Duration,
     /// Longest time one request may take, from its head to its response; then 503
     /// `request-timeout`.
-    #[arg(long, env = "AIRLOCK_REQUEST_TIMEOUT", default_value = "60s", value_parser = crate::cli::parse_timeout)]
+    #[arg(long, env = "AIRLOCK_REQUEST_TIMEOUT", default_value = "60s", value_parser = crate::units::parse_timeout)]
     pub request_timeout: Duration,
     /// Open connections served; beyond them (and the health reserve) a connection is
     /// closed as soon as it is accepted. Keep it below the open-file limit.
@@ -109,7 +115,7 @@ pub struct Config {
     pub max_requests_in_flight: usize,
     /// On shutdown, how long requests in flight may take to finish before their connections
     /// are dropped.
-    #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::cli::parse_timeout)]
+    #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::units::parse_timeout)]
     pub shutdown_grace: Duration,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
@@ -277,6 +283,60 @@ pub struct Keys {
     pub generated: Vec<PathBuf>,
 }
 
+/// Why `airlock serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl Config {
+    /// The runtime options `airlock serve` uses.
+    pub fn runtime_options(&self) -> RuntimeOptions {
+        let mut options = RuntimeOptions {
+            cache_dir: Some(self.cache_dir()),
+            outbound: OutboundConfig {
+                credentials_follow_redirects_across_origins: self
+                    .credentials_follow_redirects_across_origins,
+                ..OutboundConfig::default()
+            },
+            ..RuntimeOptions::default()
+        };
+        options.engine.pool_size = self.pool_size;
+        options
+    }
+
+    /// Loads the keys (generating them in dev mode, logged) and starts the service with
+    /// `runtime`: the database connected and migrated, the runtime and pipeline built.
+    pub async fn start_service(&self, runtime: RuntimeOptions) -> Result<Service, ServeError> {
+        Ok(Service::start(self.service_options(runtime)?).await?)
+    }
+
+    /// What [`Config::start_service`] starts the service with: the keys loaded (generated in
+    /// dev mode, logged), the system clock.
+    pub fn service_options(&self, runtime: RuntimeOptions) -> Result<ServiceOptions, ConfigError> {
+        let keys = self.load_keys()?;
+        for path in &keys.generated {
+            tracing::warn!(path = %path.display(), "dev mode: generated a new key file");
+        }
+        let options = ServiceOptions {
+            database_url: self.database_url(),
+            store: StoreOptions::default(),
+            keyring: keys.keyring,
+            keys_path: Some(self.keys_path()),
+            jwt_secret: keys.jwt_secret,
+            max_component_bytes: self.max_component_bytes,
+            cors_origins: self.cors_origins.clone(),
+            server: self.server_options(),
+            runtime,
+            clock: Arc::new(SystemClock),
+        };
+        Ok(options)
+    }
+}
+
 /// Why the service refuses to start. Messages name the setting to fix, never a key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -316,19 +376,7 @@ pub fn is_default_jwt_secret(secret: &Secret) -> bool {
         || value.bytes().all(|b| b == value.as_bytes()[0])
 }
 
-/// Creates `dir` and its missing parents owner-only (0700), as everything the service creates
-/// in its data directory is: the database, the keys and the compiled components (native code
-/// the host runs) are nobody else's to read or write. An existing directory is left as it is.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
+pub use airlock_secrets::private_dir::create_private_dir;
 
 /// 32 random bytes, hex-encoded, written with owner-only permissions.
 fn generate_jwt_secret(path: &Path) -> Result<Secret, ConfigError> {

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
-use super::units::{parse_bytes, parse_millis};
 use super::{EXIT_FAILED, EXIT_SETUP, ManifestArgs, RuntimeArgs};
-use crate::outbound::{AuthSpec, Credential};
-use crate::runtime::{InvokeOutcome, InvokeRequest, Runtime, RuntimeOptions, TenantLimits};
-use crate::secrets::Secret;
+use crate::units::{parse_bytes, parse_millis};
+use airlock_runtime::outbound::{AuthSpec, Credential};
+use airlock_runtime::{InvokeOutcome, InvokeRequest, Runtime, RuntimeOptions, TenantLimits};
+use airlock_secrets::Secret;
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
@@ -155,7 +155,7 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     }
     let options = runtime_options(&args.runtime, Some(&args.network));
     // The CLI is the operator: validate against the engine's own caps.
-    let caps = crate::runtime::LimitCaps {
+    let caps = airlock_runtime::LimitCaps {
         memory_bytes: options.engine.max_memory_bytes,
         ..Default::default()
     };
@@ -177,7 +177,13 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     let request = InvokeRequest::action("cli", &args.action, input)
         .with_limits(limits)
         .with_credential(credential);
-    Ok(runtime.invoke(&component, request).await)
+    // The pipeline's last stage: the same checks, run and refused-or-ran split as the API.
+    Ok(
+        match airlock_core::local::invoke(&runtime, &component, request).await {
+            Ok(outcome) => outcome,
+            Err(refused) => InvokeOutcome::refused(refused),
+        },
+    )
 }
 
 /// Shapes a single secret into the credential the connector's auth type expects.

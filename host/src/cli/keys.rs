@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 
 use super::{EXIT_FAILED, EXIT_SETUP};
 use crate::config::Config;
-use crate::secrets::{KeyId, Keyring, SecretsError};
-use crate::store::{Store, StoreOptions, reencrypt_connections};
+use airlock_secrets::{KeyId, Keyring, SecretsError};
+use airlock_store::{Store, StoreOptions, reencrypt_connections};
 
 /// Bad arguments, as clap exits on its own (see the codes in `cli/mod.rs`).
 const EXIT_USAGE: u8 = 2;

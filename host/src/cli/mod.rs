@@ -21,10 +21,6 @@ mod keys;
 mod output;
 mod serve;
 mod token;
-mod units;
-
-pub use units::parse_bytes as parse_size;
-pub use units::parse_timeout;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,7 +7,8 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::EXIT_SETUP;
-use crate::api::{Service, bind};
+use airlock_api::bind;
+
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -18,14 +19,14 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> ExitCode {
     let config = args.config;
-    let service = match Service::start(&config, Service::runtime_options(&config)).await {
+    let service = match config.start_service(config.runtime_options()).await {
         Ok(service) => service,
         Err(error) => {
             errln!("error: {error}");
             return ExitCode::from(EXIT_SETUP);
         }
     };
-    let listener = match bind(&config).await {
+    let listener = match bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             errln!("error: {error}");

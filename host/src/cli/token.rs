@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::EXIT_SETUP;
-use super::units::parse_millis;
-use crate::api::{JwtKeys, Role};
 use crate::config::Config;
+use crate::units::parse_millis;
+use airlock_api::{JwtKeys, Role};
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {

@@ -3,7 +3,7 @@
 
 use airlock::api::Role;
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::api_support::{Body, Db, TestServer, assert_problem, on_both_databases};
 
@@ -105,7 +105,11 @@ async fn quick_start_flow(db: Db) {
         )
         .await;
     assert_eq!(tested.status, 200, "{}", tested.text);
-    assert!(tested.body["ok"].is_boolean());
+    // transform keeps the SDK's default test, which passes without a network call.
+    assert_eq!(tested.body["ok"], json!(true), "{}", tested.text);
+    assert_eq!(tested.body["error"], Value::Null, "{}", tested.text);
+    assert_eq!(tested.body["connector"]["name"], json!("transform"));
+    assert_eq!(tested.body["stats"]["outbound_requests"], json!(0));
 
     let usage = server.get("/v1/usage", &admin).await;
     assert_eq!(usage.body["runs_this_hour"], json!(1), "{}", usage.text);
@@ -750,10 +754,11 @@ async fn state_store_caps_keys_per_scope(db: Db) {
     let store = airlock::store::Store::connect(&server.database_url, &Default::default())
         .await
         .expect("store");
-    let state = airlock::store::DbStateStore::new(store);
+    let state = airlock::pipeline::DbStateStore::new(store);
     let scope = |tenant: &str| StateScope {
         tenant: tenant.into(),
         connector: "c".into(),
+        connection: None,
     };
     state
         .set(&scope("acme"), "k1", b"1".to_vec(), 2)
@@ -776,6 +781,11 @@ async fn state_store_caps_keys_per_scope(db: Db) {
         Ok(Some(b"one".to_vec()))
     );
     assert_eq!(state.get(&scope("other"), "k1").await, Ok(None));
+    let other_connection = StateScope {
+        connection: Some("conn_other".into()),
+        ..scope("acme")
+    };
+    assert_eq!(state.get(&other_connection, "k1").await, Ok(None));
     state
         .set(&scope("other"), "k1", b"x".to_vec(), 2)
         .await
@@ -794,6 +804,7 @@ async fn state_store_caps_keys_per_scope(db: Db) {
                     &StateScope {
                         tenant: "acme".into(),
                         connector: "race".into(),
+                        connection: None,
                     },
                     &format!("k{i}"),
                     vec![1],
@@ -820,7 +831,19 @@ async fn test_connection(server: &TestServer, token: &str, id: &str) -> crate::a
 async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
     use airlock::secrets::{Envelope, Keyring};
     use sqlx::Row as _;
-    let Some(server) = TestServer::start(db).await else {
+    // Rows rewritten behind the server's back, as another process would: the server sees
+    // them once its cached copy is older than the hot-row TTL, moved on a manual clock.
+    let clock = airlock::pipeline::ManualClock::new(airlock::store::now_ms());
+    let mut options = crate::support::options();
+    options.engine.pool_size = 8;
+    let Some(server) = TestServer::start_clocked(
+        db,
+        options,
+        |_| {},
+        Some(std::sync::Arc::new(clock.clone())),
+    )
+    .await
+    else {
         return;
     };
     let admin = server.tenant("acme").await;
@@ -883,6 +906,7 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
     );
 
     // The server still holds the old keyring: it reloads the file on the new key id.
+    clock.advance_ms(airlock::pipeline::HOT_ROW_TTL.as_millis() as i64);
     let after = test_connection(&server, &admin, &ids[0]).await;
     assert_eq!(after.status, 200, "{}", after.text);
     assert!(after.body["ok"].is_boolean());
@@ -900,6 +924,7 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
         .await
         .expect("move envelope");
     pool.close().await;
+    clock.advance_ms(airlock::pipeline::HOT_ROW_TTL.as_millis() as i64);
     let refused = test_connection(&server, &admin, &ids[0]).await;
     assert_problem(&refused, 500, "internal");
     assert!(!refused.text.contains("key-gh"), "{}", refused.text);

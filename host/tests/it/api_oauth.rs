@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use airlock::api::{Role, Service};
+use airlock::api::Role;
 use airlock::config::Config;
+use airlock::pipeline::ManualClock;
 use airlock::runtime::RuntimeOptions;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -227,7 +228,10 @@ async fn concurrent_invocations_refresh_once(db: Db) {
 async fn failed_refresh_is_an_auth_problem_without_secrets(db: Db) {
     let (upstream, _server, options) = upstream().await;
     upstream.fail.store(true, Ordering::SeqCst);
-    let Some(server) = TestServer::start_with(db, options).await else {
+    let clock = ManualClock::new(airlock::store::now_ms());
+    let Some(server) =
+        TestServer::start_clocked(db, options, |_| {}, Some(Arc::new(clock.clone()))).await
+    else {
         return;
     };
     let (editor, connection) = expired_connection(&server).await;
@@ -245,8 +249,23 @@ async fn failed_refresh_is_an_auth_problem_without_secrets(db: Db) {
     }
     assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
 
-    // The lease was released: once the token endpoint recovers, the next invocation refreshes.
+    // A broken connection invoked in a loop does not hammer its token endpoint: until the
+    // back-off ends, every invocation fails at once with the remembered cause.
     upstream.fail.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        let reply = server.post(INVOKE, &editor, body.clone()).await;
+        assert_problem(&reply, 502, "credential-refresh-failed");
+        let detail = reply.body["detail"].as_str().expect("detail");
+        assert!(detail.contains("next attempt"), "{detail}");
+    }
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    // The refresh comes after run admission: each of those invocations was charged, so a
+    // broken connection meets the hourly quota like any other.
+    let usage = server.get("/v1/usage", &editor).await;
+    assert_eq!(usage.body["runs_this_hour"], json!(8), "{}", usage.text);
+
+    // The lease was released: once the back-off has passed, the next invocation refreshes.
+    clock.advance_ms(airlock::pipeline::BACKOFF_BASE_MS);
     let reply = server
         .post(
             INVOKE,
@@ -467,7 +486,42 @@ on_both_databases!(
     a_failed_refresh_after_a_401_gives_the_guest_the_401,
     a_token_host_outside_the_tenant_policy_is_never_called,
     the_refresh_sends_the_manifests_scopes,
+    a_refresh_in_flight_at_shutdown_finishes_and_is_stored,
 );
+
+/// A client that gives up mid-refresh, then a graceful shutdown: the refresh (whose endpoint
+/// has already rotated the refresh token) still completes and is written before the database
+/// closes, because the pipeline tracks it and shutdown waits for it.
+async fn a_refresh_in_flight_at_shutdown_finishes_and_is_stored(db: Db) {
+    let (upstream, _server, options) = upstream().await;
+    let Some(mut server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let (editor, connection) = expired_connection(&server).await;
+    let url = format!("{}{INVOKE}", server.base);
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&editor)
+            .header("content-type", "application/json")
+            .body(json!({"connection": connection, "input": {}}).to_string())
+            .send(),
+    );
+    // The token endpoint has the request (it answers 200 ms later): the client goes away.
+    while upstream.refreshes.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    request.abort();
+    server.shut_down();
+    (&mut server.serving)
+        .await
+        .expect("server task")
+        .expect("served");
+    assert_eq!(upstream.refreshes.load(Ordering::SeqCst), 1);
+    // The rotated tokens reached the row before the pool closed.
+    assert_stored_encrypted(&server, &upstream).await;
+}
 
 /// A second `airlock serve` on the first one's PostgreSQL database and key files, sharing
 /// nothing in memory with it. Returns its base URL.
@@ -479,7 +533,8 @@ async fn second_service(
     let mut config = Config::dev(first.dir.path().join("data"));
     config.database_url = Some(first.database_url.clone());
     options.engine.pool_size = 8;
-    let service = Service::start(&config, options)
+    let service = config
+        .start_service(options)
         .await
         .expect("second service starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

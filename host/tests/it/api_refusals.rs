@@ -441,10 +441,10 @@ async fn the_data_directory_is_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = airlock::config::Config::dev(dir.path().join("data"));
-    let service =
-        airlock::api::Service::start(&config, airlock::api::Service::runtime_options(&config))
-            .await
-            .expect("service starts");
+    let service = config
+        .start_service(config.runtime_options())
+        .await
+        .expect("service starts");
     // Write to the database (WAL and shared-memory files appear) and compile a component into
     // the artifact cache.
     service

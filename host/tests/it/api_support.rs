@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use airlock::api::{AppState, JwtKeys, Role, Service};
+use airlock::api::{AppState, JwtKeys, Role};
 use airlock::config::Config;
 use airlock::secrets::Secret;
 use reqwest::Method;
@@ -182,6 +182,17 @@ impl TestServer {
         options: airlock::runtime::RuntimeOptions,
         configure: impl FnOnce(&mut Config),
     ) -> Option<TestServer> {
+        TestServer::start_clocked(db, options, configure, None).await
+    }
+
+    /// [`TestServer::start_configured`] with the pipeline on `clock` (a manual clock moves
+    /// time for caches and back-offs without sleeping).
+    pub async fn start_clocked(
+        db: Db,
+        options: airlock::runtime::RuntimeOptions,
+        configure: impl FnOnce(&mut Config),
+        clock: Option<std::sync::Arc<dyn airlock::pipeline::Clock>>,
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::dev(dir.path().join("data"));
         configure(&mut config);
@@ -192,7 +203,11 @@ impl TestServer {
         if let Some(pg) = &pg {
             config.database_url = Some(pg.url.clone());
         }
-        let service = Service::start(&config, options)
+        let mut service_options = config.service_options(options).expect("configuration");
+        if let Some(clock) = clock {
+            service_options.clock = clock;
+        }
+        let service = airlock::api::Service::start(service_options)
             .await
             .expect("service starts");
         let jwt = service.state.jwt().clone();

@@ -123,8 +123,13 @@ async fn every_connection_decrypts_with(server: &TestServer, keyring: &Keyring) 
         let plain = keyring
             .decrypt(&Aad::new(tenant, connection), &envelope)
             .expect("decrypts");
-        let plain = String::from_utf8_lossy(plain.expose()).into_owned();
-        assert!(plain.contains(&format!("key-{name}")), "{name}");
+        let plain: serde_json::Value =
+            serde_json::from_slice(plain.expose()).expect("the envelope holds JSON");
+        assert_eq!(
+            plain,
+            serde_json::json!({"api_key": format!("key-{name}")}),
+            "{name}"
+        );
     }
 }
 

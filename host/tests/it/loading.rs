@@ -58,6 +58,7 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
         .expect("load");
     assert_eq!(loaded.manifest().manifest().name, "transform");
     assert!(loaded.digest().starts_with("sha256:"));
+    assert_eq!(rt.compilations(), 1);
     let cached: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
         .flatten()
@@ -76,6 +77,11 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
         .await
         .expect("load");
     assert_eq!(reloaded.digest(), loaded.digest());
+    assert_eq!(
+        again.compilations(),
+        0,
+        "loaded from the artifact, not compiled"
+    );
 
     // A corrupt artifact is discarded and the component recompiled, not trusted.
     std::fs::write(cached[0].path(), b"corrupt").expect("corrupt");
@@ -89,4 +95,11 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
         .load_file(airlock_test_artifacts::CONNECTOR_TRANSFORM.as_ref())
         .await
         .expect("recompiles");
+    assert_eq!(third.compilations(), 1, "the corrupt artifact was not used");
+    let rewritten = std::fs::read(cached[0].path()).expect("artifact written again");
+    assert_ne!(rewritten, b"corrupt", "the corrupt artifact was replaced");
+    assert!(
+        rewritten.starts_with(b"\x7fELF"),
+        "a compiled artifact again"
+    );
 }

@@ -21,5 +21,6 @@ mod keys;
 mod limits;
 mod loading;
 mod outbound;
+mod pipeline;
 mod scheduling;
 mod usage;

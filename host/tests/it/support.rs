@@ -100,13 +100,7 @@ impl Server {
     /// Plain HTTP; URLs must carry the port (`Server::url`).
     pub async fn start(router: Router) -> Server {
         let (router, hits) = counting(router);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let addr = airlock_testkit::serve(router).await;
         Server {
             addr,
             hits,
@@ -117,38 +111,12 @@ impl Server {
     /// HTTPS with a certificate for `names`, signed by a fresh test CA. With
     /// [`options_for_tls`], guests reach it at `https://<name>/` exactly as in production.
     pub async fn start_tls(router: Router, names: &[&str]) -> Server {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate().expect("ca key");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca cert");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(names)
-            .expect("leaf params")
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf");
-        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
-            leaf.pem().into_bytes(),
-            leaf_key.serialize_pem().into_bytes(),
-        )
-        .await
-        .expect("tls config");
-
         let (router, hits) = counting(router);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let server = axum_server::from_tcp_rustls(listener, config).expect("tls server");
-        tokio::spawn(async move {
-            let _ = server.serve(router.into_make_service()).await;
-        });
+        let (addr, ca_pem) = airlock_testkit::serve_tls(router, names).await;
         Server {
             addr,
             hits,
-            ca_pem: Some(ca_cert.pem()),
+            ca_pem: Some(ca_pem),
         }
     }
 

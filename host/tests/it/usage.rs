@@ -33,7 +33,7 @@ async fn concurrent_admissions_never_exceed_the_limit(db: Db) {
     for call in calls {
         let (tenant, outcome) = call.await.expect("task");
         match outcome.expect("admission") {
-            RunAdmission::Admitted { runs } => admitted.entry(tenant).or_default().push(runs),
+            RunAdmission::Admitted { runs, .. } => admitted.entry(tenant).or_default().push(runs),
             RunAdmission::OverQuota { retry_after_s } => {
                 assert!((1..=3600).contains(&retry_after_s), "{retry_after_s}");
             }
@@ -79,4 +79,90 @@ async fn concurrent_admissions_never_exceed_the_limit(db: Db) {
     for store in &stores {
         store.close().await;
     }
+}
+
+/// With the database stalled (another connection holds SQLite's write lock), admissions do
+/// not pile up: the queue is bounded (`Busy`, the API's 503), and the stuck batch gives up at
+/// its deadline (`Unavailable`) instead of holding its callers for as long as the stall lasts.
+/// Once the lock is released, admissions succeed again, and a refunded run is taken back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_fills_a_bounded_queue_and_batches_meet_their_deadline() {
+    use std::time::Duration;
+
+    use airlock::store::StoreError;
+    use sqlx::Connection as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let options = StoreOptions {
+        admission_queue: 1,
+        batch_deadline: Duration::from_millis(300),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect(&url, &options).await.expect("store");
+    sqlx::any::install_default_drivers();
+    let mut blocker = sqlx::AnyConnection::connect(&url).await.expect("blocker");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("write lock");
+
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.admit_run("acme", 100).await })
+        })
+        .collect();
+    let (mut busy, mut timed_out) = (0, 0);
+    for call in calls {
+        match call.await.expect("task") {
+            Err(StoreError::Busy(_)) => busy += 1,
+            Err(StoreError::Unavailable(message)) => {
+                assert!(message.contains("longer than"), "{message}");
+                timed_out += 1;
+            }
+            other => panic!("no admission can commit while the lock is held: {other:?}"),
+        }
+    }
+    assert!(busy >= 1, "the bounded queue refused none");
+    assert!(timed_out >= 1, "no batch met its deadline");
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release");
+    // The statement cut off at the deadline may hold the writer until SQLite's busy timeout,
+    // and a queue of one is full while anything waits: retried until it goes through.
+    let admit = || async {
+        let started = std::time::Instant::now();
+        loop {
+            match store.admit_run("acme", 100).await {
+                Ok(admitted) => break admitted,
+                Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                    assert!(
+                        matches!(error, StoreError::Busy(_) | StoreError::Unavailable(_)),
+                        "{error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("no recovery after the stall: {error}"),
+            }
+        }
+    };
+    let admitted = admit().await;
+    let RunAdmission::Admitted { runs, hour } = admitted else {
+        panic!("{admitted:?}");
+    };
+    assert_eq!(runs, 1);
+    // A refund is committed with the next batch.
+    store.refund_run("acme", hour);
+    let next = admit().await;
+    assert!(
+        matches!(next, RunAdmission::Admitted { runs: 1, .. }),
+        "{next:?}"
+    );
+    store.close().await;
 }

@@ -1,0 +1,328 @@
+//! Bearer-token auth: HS256 JWTs with an expiry (and `nbf`, `iat` honoured), the `tenant` and
+//! `role` claims, and the [`Principal`] extractor every handler takes. Another tenant's
+//! resources are out of reach because handlers only ever pass `principal.tenant` to the store;
+//! a token naming a tenant that does not exist is refused here, once, for every route.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use airlock_core::CoreError;
+use airlock_secrets::Secret;
+
+/// What a token may do. `operator` is platform-wide (tenants and limits); the others act
+/// within one tenant, each including the rights of those below it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Editor,
+    Admin,
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Editor => "editor",
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// The claims Airlock signs and accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    /// The tenant the token acts in; absent or `*` for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub role: Role,
+    pub iat: u64,
+    pub exp: u64,
+    /// Not valid before (unix seconds); Airlock does not set it but honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+}
+
+/// Clock skew allowed on `exp` and `nbf` between the issuer and this host.
+const LEEWAY_S: u64 = 5;
+
+/// How far in the future an `iat` may be: a token issued by a host whose clock runs a little
+/// ahead still works, one claiming to be issued later than that was not issued by a sane clock
+/// (or was minted to outlive a key rotation) and is refused.
+pub const MAX_FUTURE_IAT_S: u64 = 60;
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(***)")
+    }
+}
+
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the operator role takes no tenant (omit --tenant or pass `*`)")]
+    OperatorWithTenant,
+    #[error("the {0} role needs --tenant")]
+    MissingTenant(&'static str),
+    #[error("cannot sign the token: {0}")]
+    Sign(String),
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl JwtKeys {
+    pub fn new(secret: &Secret) -> JwtKeys {
+        JwtKeys {
+            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
+            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+        }
+    }
+
+    /// Issues a token for `role` in `tenant` (none or `*` for operators), valid for `ttl`.
+    pub fn issue(
+        &self,
+        subject: &str,
+        tenant: Option<&str>,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<String, TokenError> {
+        let tenant = tenant.filter(|t| *t != "*");
+        match (role, tenant) {
+            (Role::Operator, Some(_)) => return Err(TokenError::OperatorWithTenant),
+            (Role::Operator, None) => {}
+            (other, None) => return Err(TokenError::MissingTenant(other.as_str())),
+            (_, Some(_)) => {}
+        }
+        let iat = now_s();
+        let claims = Claims {
+            sub: subject.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            role,
+            iat,
+            exp: iat.saturating_add(ttl.as_secs()),
+            nbf: None,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| TokenError::Sign(e.to_string()))
+    }
+
+    /// Verifies signature, algorithm, expiry (required), `nbf` (when present), an `iat` not in
+    /// the future, and the role/tenant pairing.
+    pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = LEEWAY_S;
+        validation.validate_nbf = true;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
+                ApiError::Unauthorized(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                        "the token is not valid yet"
+                    }
+                    _ => "the token is not valid",
+                })
+            })?;
+        let claims = data.claims;
+        if claims.iat > now_s().saturating_add(MAX_FUTURE_IAT_S) {
+            return Err(ApiError::Unauthorized(
+                "the token claims to be issued in the future",
+            ));
+        }
+        let tenant = claims.tenant.filter(|t| t != "*");
+        match (claims.role, &tenant) {
+            (Role::Operator, None) => {}
+            (Role::Operator, Some(_)) | (_, None) => {
+                return Err(ApiError::Unauthorized(
+                    "the token's role and tenant do not fit together",
+                ));
+            }
+            _ => {}
+        }
+        Ok(Principal {
+            subject: claims.sub,
+            tenant,
+            role: claims.role,
+        })
+    }
+}
+
+/// Who is calling, from a verified bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: String,
+    /// `None` for operators.
+    pub tenant: Option<String>,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Operators only.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.role == Role::Operator {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs the operator role".into()))
+        }
+    }
+
+    /// The caller's tenant, if its role is at least `min`. Operators manage tenants, they do
+    /// not act inside one: they get 403 here and use a tenant token instead.
+    pub fn tenant(&self, min: Role) -> Result<&str, ApiError> {
+        match &self.tenant {
+            None => Err(ApiError::Forbidden(
+                "operator tokens manage tenants and limits; use a token of the tenant".into(),
+            )),
+            Some(_) if self.role < min => Err(ApiError::Forbidden(format!(
+                "this needs the {} role or higher",
+                min.as_str()
+            ))),
+            Some(tenant) => Ok(tenant),
+        }
+    }
+
+    /// Whether the caller may read tenant `id`: operators any, members their own.
+    pub fn can_read_tenant(&self, id: &str) -> bool {
+        self.role == Role::Operator || self.tenant.as_deref() == Some(id)
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header =
+            parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .ok_or(ApiError::Unauthorized(
+                    "missing bearer token (Authorization: Bearer <token>)",
+                ))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        let principal = state.jwt().verify(token)?;
+        if let Some(tenant) = &principal.tenant {
+            state.tenant_exists(tenant).await?;
+        }
+        Ok(principal)
+    }
+}
+
+impl AppState {
+    /// Refuses a token whose tenant does not exist (issued for a typo, or by hand), before any
+    /// handler can read or write on its behalf. The answer comes from the hot-row quota cache
+    /// that invocations read anyway, so the invoke path gains no query. A malformed id is
+    /// refused without asking the database (PostgreSQL errors on a NUL in a text parameter).
+    async fn tenant_exists(&self, tenant: &str) -> Result<(), ApiError> {
+        const UNKNOWN: &str = "the token's tenant does not exist";
+        if !super::tenants::valid_tenant_id(tenant) {
+            return Err(ApiError::Unauthorized(UNKNOWN));
+        }
+        match self.pipeline().quota(tenant).await {
+            Ok(_) => Ok(()),
+            Err(CoreError::NotFound { .. }) => Err(ApiError::Unauthorized(UNKNOWN)),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    fn keys() -> JwtKeys {
+        JwtKeys::new(&Secret::new("a-test-secret-that-is-long-enough-for-hs256"))
+    }
+
+    fn sign(claims: &Claims) -> String {
+        let keys = keys();
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &keys.encoding).unwrap()
+    }
+
+    fn claims(iat: u64, nbf: Option<u64>) -> Claims {
+        Claims {
+            sub: "s".into(),
+            tenant: Some("acme".into()),
+            role: Role::Admin,
+            iat,
+            exp: now_s() + 40 * 365 * 86_400,
+            nbf,
+        }
+    }
+
+    fn refusal(token: &str) -> String {
+        match keys().verify(token) {
+            Err(ApiError::Unauthorized(why)) => why.to_owned(),
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let in_30_years = now_s() + 30 * 365 * 86_400;
+        let token = sign(&claims(now_s(), Some(in_30_years)));
+        assert_eq!(refusal(&token), "the token is not valid yet");
+        // Within the clock-skew leeway, and in the past, `nbf` lets the token through.
+        for nbf in [now_s() + 2, now_s() - 60] {
+            let token = sign(&claims(now_s(), Some(nbf)));
+            assert_eq!(keys().verify(&token).unwrap().role, Role::Admin);
+        }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let token = sign(&claims(now_s() + MAX_FUTURE_IAT_S + 120, None));
+        assert_eq!(
+            refusal(&token),
+            "the token claims to be issued in the future"
+        );
+        let skewed = sign(&claims(now_s() + MAX_FUTURE_IAT_S / 2, None));
+        assert!(keys().verify(&skewed).is_ok());
+    }
+}

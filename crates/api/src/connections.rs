@@ -1,0 +1,370 @@
+//! Connections: a tenant's credential for a connector, shaped by the connector's auth type.
+//! Secret fields are encrypted into one envelope with the tenant and connection ids as
+//! associated data; they are write-only: every response shows them as `***`.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::{ApiError, Json};
+use super::invoke::InvokeResponse;
+use super::openapi::problem;
+use airlock_core::{Charge, ConnectionDraft, CoreError, Invocation};
+use airlock_model::{AuthSpec, AuthType, ConnectionId, TenantId};
+use airlock_runtime::Call;
+use airlock_secrets::{REDACTED, Secret};
+use airlock_store::{ConnectionRecord, StoreError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/connections", get(list).post(create))
+        .route("/connections/{id}", get(show).delete(remove))
+        .route("/connections/{id}/test", post(test))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// The connector's name; its current version's auth type shapes `credential`.
+    pub connector: String,
+    /// Unique within the tenant; 1-200 characters, not all whitespace (leading and trailing
+    /// whitespace is dropped).
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    pub name: String,
+    /// By auth type: `api_key` `{api_key}`; `basic` `{username, password}`; `custom_header`
+    /// `{headers: {NAME: VALUE}}`; `oauth2` `{client_id, client_secret, refresh_token?,
+    /// access_token?, expires_at?}`; `none`: absent (or null).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub credential: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connection {
+    pub id: String,
+    pub connector: String,
+    pub name: String,
+    pub auth_type: String,
+    /// The credential with every secret field shown as `***`.
+    #[schema(value_type = Object)]
+    pub credential: Value,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// The connection's credential split into what is stored in clear and what is encrypted.
+struct Split {
+    fields: Map<String, Value>,
+    secrets: BTreeMap<String, Secret>,
+}
+
+fn take_string(
+    credential: &mut Map<String, Value>,
+    field: &str,
+    required: bool,
+) -> Result<Option<String>, ApiError> {
+    match credential.remove(field) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        None | Some(Value::Null) if !required => Ok(None),
+        _ => Err(ApiError::validation(
+            format!("credential.{field}"),
+            format!("`{field}` must be a non-empty string"),
+        )),
+    }
+}
+
+/// Checks `credential` against the auth type and splits it.
+fn split(spec: &AuthSpec, credential: Value) -> Result<Split, ApiError> {
+    let mut credential = match credential {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        _ => {
+            return Err(ApiError::validation(
+                "credential",
+                "`credential` must be an object",
+            ));
+        }
+    };
+    let mut fields = Map::new();
+    let mut secrets = BTreeMap::new();
+    match spec {
+        AuthSpec::None => {}
+        AuthSpec::ApiKey { .. } => {
+            let key = take_string(&mut credential, "api_key", true)?.unwrap_or_default();
+            secrets.insert("api_key".to_owned(), Secret::new(key));
+        }
+        AuthSpec::Basic => {
+            let username = take_string(&mut credential, "username", true)?.unwrap_or_default();
+            let password = take_string(&mut credential, "password", true)?.unwrap_or_default();
+            fields.insert("username".into(), Value::String(username));
+            secrets.insert("password".to_owned(), Secret::new(password));
+        }
+        AuthSpec::CustomHeader { headers: declared } => {
+            let Some(Value::Object(given)) = credential.remove("headers") else {
+                return Err(ApiError::validation(
+                    "credential.headers",
+                    "`headers` must be an object of header values",
+                ));
+            };
+            let mut names = Vec::new();
+            for (name, value) in given {
+                let Some(declared_name) = declared.iter().find(|d| d.eq_ignore_ascii_case(&name))
+                else {
+                    return Err(ApiError::validation(
+                        format!("credential.headers.{name}"),
+                        format!(
+                            "the connector declares no header `{name}`; it declares {declared:?}"
+                        ),
+                    ));
+                };
+                let Value::String(value) = value else {
+                    return Err(ApiError::validation(
+                        format!("credential.headers.{name}"),
+                        "header values are strings",
+                    ));
+                };
+                names.push(Value::String(declared_name.clone()));
+                secrets.insert(declared_name.clone(), Secret::new(value));
+            }
+            if let Some(missing) = declared.iter().find(|d| !secrets.contains_key(*d)) {
+                return Err(ApiError::validation(
+                    format!("credential.headers.{missing}"),
+                    format!("header `{missing}` is required"),
+                ));
+            }
+            fields.insert("headers".into(), Value::Array(names));
+        }
+        AuthSpec::OAuth2 { .. } => {
+            let client_id = take_string(&mut credential, "client_id", true)?.unwrap_or_default();
+            fields.insert("client_id".into(), Value::String(client_id));
+            let client_secret =
+                take_string(&mut credential, "client_secret", true)?.unwrap_or_default();
+            secrets.insert("client_secret".to_owned(), Secret::new(client_secret));
+            for field in ["refresh_token", "access_token"] {
+                if let Some(value) = take_string(&mut credential, field, false)? {
+                    secrets.insert(field.to_owned(), Secret::new(value));
+                }
+            }
+            match credential.remove("expires_at") {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) if n.is_i64() => {
+                    fields.insert("expires_at".into(), Value::Number(n));
+                }
+                Some(_) => {
+                    return Err(ApiError::validation(
+                        "credential.expires_at",
+                        "`expires_at` is unix seconds",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(extra) = credential.keys().next() {
+        return Err(ApiError::validation(
+            format!("credential.{extra}"),
+            format!(
+                "`{extra}` is not a field of the `{}` auth type",
+                spec.type_name()
+            ),
+        ));
+    }
+    Ok(Split { fields, secrets })
+}
+
+/// The public form: clear fields as stored, each secret field as `***`.
+fn masked(record: &ConnectionRecord) -> Value {
+    let mut credential = match &record.fields {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    match record.auth_type {
+        AuthType::ApiKey => {
+            credential.insert("api_key".into(), json!(REDACTED));
+        }
+        AuthType::Basic => {
+            credential.insert("password".into(), json!(REDACTED));
+        }
+        AuthType::CustomHeader => {
+            let names = credential
+                .remove("headers")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default();
+            let headers: Map<String, Value> = names
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| (n.to_owned(), json!(REDACTED)))
+                .collect();
+            credential.insert("headers".into(), Value::Object(headers));
+        }
+        AuthType::OAuth2 => {
+            credential.insert("client_secret".into(), json!(REDACTED));
+            for field in ["refresh_token", "access_token"] {
+                credential.insert(field.into(), json!(REDACTED));
+            }
+        }
+        _ => {}
+    }
+    Value::Object(credential)
+}
+
+impl From<&ConnectionRecord> for Connection {
+    fn from(record: &ConnectionRecord) -> Self {
+        Connection {
+            id: record.id.clone(),
+            connector: record.connector.clone(),
+            name: record.name.clone(),
+            auth_type: record.auth_type.as_str().to_owned(),
+            credential: masked(record),
+            created_at_ms: record.created_at,
+            updated_at_ms: record.updated_at,
+        }
+    }
+}
+
+/// Creates a connection for one of the tenant's connectors. 404 when there is no such
+/// connector; 409 when the name is taken; 422 when the credential does not fit the
+/// connector's auth type (`field` names the field).
+#[utoipa::path(post, path = "/v1/connections", tag = "connections", request_body = CreateConnection,
+    responses((status = 201, body = Connection),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<CreateConnection>,
+) -> Result<(StatusCode, Json<Connection>), ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    let name = body.name.trim().to_owned();
+    // Characters, not bytes: the limit the document and the message state.
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::validation(
+            "name",
+            "a connection name is 1-200 characters",
+        ));
+    }
+    airlock_contract::names::check(&name)
+        .map_err(|e| ApiError::validation("name", format!("the connection name {e}")))?;
+    airlock_contract::names::check(&body.connector)
+        .map_err(|e| ApiError::validation("connector", format!("the connector name {e}")))?;
+    let connector = state
+        .store()
+        .current_connector(tenant, &body.connector)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("connector"),
+            other => other.into(),
+        })?;
+    let spec = &connector.manifest.auth;
+    let split = split(spec, body.credential)?;
+    let draft = ConnectionDraft {
+        connector: connector.name.clone(),
+        name,
+        auth_type: AuthType::from(spec),
+        fields: Value::Object(split.fields),
+        secrets: split.secrets,
+    };
+    let record = state
+        .pipeline()
+        .create_connection(tenant, draft)
+        .await
+        .map_err(|e| match e {
+            CoreError::Store(StoreError::Conflict) => {
+                ApiError::Conflict("a connection with this name already exists".into())
+            }
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(Connection::from(&record))))
+}
+
+/// The tenant's connections, secrets masked.
+#[utoipa::path(get, path = "/v1/connections", tag = "connections",
+    responses((status = 200, body = Vec<Connection>),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<Connection>>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let records = state.store().list_connections(tenant).await?;
+    Ok(Json(records.iter().map(Connection::from).collect()))
+}
+
+/// One connection, secrets masked.
+#[utoipa::path(get, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
+    responses((status = 200, body = Connection),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Connection>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let record = state
+        .store()
+        .connection(tenant, &id)
+        .await
+        .map_err(ApiError::or_not_found("connection"))?;
+    Ok(Json(Connection::from(&record)))
+}
+
+/// Deletes a connection.
+#[utoipa::path(delete, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn remove(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    state.pipeline().delete_connection(tenant, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs the connector's `test-connection` with this connection's credential (not counted
+/// against the hourly runs). 503 `overloaded` when every instance slot is busy.
+#[utoipa::path(post, path = "/v1/connections/{id}/test", tag = "connections", params(("id" = String, Path)),
+    responses((status = 200, description = "the guest's test-connection ran; `ok` says whether it passed", body = InvokeResponse),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 502, response = problem::BadGateway), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn test(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    let ran = state
+        .pipeline()
+        .invoke(Invocation {
+            tenant: TenantId::new(tenant),
+            connector: None,
+            version: None,
+            connection: Some(ConnectionId::new(&id)),
+            call: Call::TestConnection,
+            charge: Charge::Free,
+        })
+        .await?;
+    Ok(Json(InvokeResponse::from_ran(ran)))
+}

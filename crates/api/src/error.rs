@@ -1,0 +1,359 @@
+//! `ApiError`, the one error type of the API, and its RFC 9457 `application/problem+json`
+//! form. Every failure the API returns, axum's own rejections included, goes through here;
+//! no SQL text, file path or secret is ever put in a problem.
+
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use airlock_core::CoreError;
+use airlock_store::StoreError;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+const TYPE_BASE: &str = "https://airlock.dev/problems/";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem, e.g. `https://airlock.dev/problems/not-found`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For validation problems: the field at fault. Absent otherwise, never null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{detail}")]
+    Validation {
+        detail: String,
+        field: Option<String>,
+    },
+    #[error("{0}")]
+    InvalidComponent(String),
+    #[error("the tenant used all {limit} runs of this hour")]
+    QuotaExceeded { limit: u32, retry_after_s: u64 },
+    /// An OAuth2 connection's access token expired and could not be refreshed. The message
+    /// names the cause, never a token or the client secret.
+    #[error("{0}")]
+    CredentialRefresh(String),
+    #[error("the runtime is at capacity; retry shortly")]
+    Overloaded { retry_after_s: u64 },
+    /// The caller has as many requests of this kind in flight as it may (429, Retry-After).
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_s: u64 },
+    /// The HTTP server itself is at a limit (requests in flight, open connections).
+    #[error("{detail}")]
+    ServerBusy {
+        detail: &'static str,
+        retry_after_s: u64,
+    },
+    /// The request did not finish within the server's request timeout.
+    #[error("the request did not finish within the server's limit of {limit_ms} ms")]
+    RequestTimeout { limit_ms: u64 },
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeaderFieldsTooLarge(String),
+    /// The database is unreachable or failing; the cause is logged, not returned.
+    #[error("a dependency is unavailable")]
+    Unavailable,
+    /// A bug or an unexpected state; the cause is logged, not returned.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError::Validation {
+            detail: detail.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::NotFound(format!("{what} not found"))
+    }
+
+    /// For `map_err`: a missing row is a 404 naming `what`; other store errors map as usual.
+    pub fn or_not_found(what: &'static str) -> impl Fn(StoreError) -> ApiError {
+        move |error| match error {
+            StoreError::NotFound => ApiError::not_found(what),
+            other => other.into(),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            ApiError::Validation { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Validation failed",
+            ),
+            ApiError::InvalidComponent(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-component",
+                "Invalid component",
+            ),
+            ApiError::QuotaExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota-exceeded",
+                "Quota exceeded",
+            ),
+            ApiError::CredentialRefresh(_) => (
+                StatusCode::BAD_GATEWAY,
+                "credential-refresh-failed",
+                "Credential refresh failed",
+            ),
+            ApiError::Overloaded { .. } | ApiError::ServerBusy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
+            }
+            ApiError::TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            ),
+            ApiError::RequestTimeout { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "Request timeout",
+            ),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri-too-long", "URI too long"),
+            ApiError::HeaderFieldsTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header-fields-too-large",
+                "Request header fields too large",
+            ),
+            ApiError::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let (status, slug, title) = self.parts();
+        let field = match self {
+            ApiError::Validation { field, .. } => field.clone(),
+            _ => None,
+        };
+        Problem {
+            type_: format!("{TYPE_BASE}{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::QuotaExceeded { retry_after_s, .. }
+            | ApiError::TooManyRequests { retry_after_s, .. }
+            | ApiError::Overloaded { retry_after_s }
+            | ApiError::ServerBusy { retry_after_s, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::NotFound("not found".into()),
+            StoreError::Conflict => {
+                ApiError::Conflict("a resource with this identity already exists".into())
+            }
+            StoreError::Corrupt(_) => {
+                tracing::error!(%error, "stored data is unreadable");
+                ApiError::Internal
+            }
+            StoreError::Busy(_) => ApiError::Overloaded { retry_after_s: 1 },
+            StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::UnsupportedUrl => {
+                tracing::error!(%error, "database failure");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+/// The pipeline's refusals: the one place they become problems.
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::NotFound { what } => ApiError::not_found(what),
+            CoreError::Invalid { field, detail } => ApiError::validation(field, detail),
+            CoreError::UnknownAction(message) => ApiError::NotFound(message),
+            CoreError::InvalidInput { detail, pointer } => ApiError::Validation {
+                detail,
+                field: pointer.map(|p| format!("/input{p}")),
+            },
+            CoreError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            } => ApiError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            },
+            CoreError::Overloaded { retry_after_s } => ApiError::Overloaded { retry_after_s },
+            CoreError::CredentialRefresh(message) => ApiError::CredentialRefresh(message),
+            CoreError::Store(error) => error.into(),
+            CoreError::Internal => ApiError::Internal,
+        }
+    }
+}
+
+/// axum's rejections carry their own status; keep it and give the body our shape. The
+/// texts come from serde and axum and name positions and fields, never values.
+fn from_rejection(status: StatusCode, text: String) -> ApiError {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is larger than this route accepts".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+        StatusCode::UNPROCESSABLE_ENTITY => ApiError::Validation {
+            detail: text,
+            field: None,
+        },
+        StatusCode::BAD_REQUEST => ApiError::BadRequest(text),
+        _ => ApiError::BadRequest(text),
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        from_rejection(rejection.status(), rejection.body_text())
+    }
+}
+
+/// `axum::Json` with rejections turned into problems.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Json<T>
+where
+    axum::Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(Json(value))
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The last line of defence: any error response that is not already a problem (a layer's
+/// own 413, a 405 from the method router) becomes one with the same status.
+pub async fn ensure_problem(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return response;
+    }
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => ApiError::not_found("route"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("the request body is larger than this route accepts".into())
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("unsupported content type".into())
+        }
+        StatusCode::UNAUTHORIZED => ApiError::Unauthorized("missing or invalid bearer token"),
+        StatusCode::FORBIDDEN => ApiError::Forbidden("forbidden".into()),
+        s if s.is_server_error() => ApiError::Internal,
+        _ => ApiError::BadRequest("the request could not be processed".into()),
+    };
+    let mut problem = error.into_response();
+    *problem.status_mut() = status;
+    if let Some(allow) = response.headers().get(header::ALLOW) {
+        problem.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    problem
+}

@@ -1,0 +1,177 @@
+//! Synchronous invocation: `POST /v1/connectors/{name}/actions/{action}/invoke` runs one
+//! action under the tenant's limits as stored right now, with the connection's decrypted
+//! credential and the database-backed state store; and `GET /v1/usage`.
+//!
+//! Status codes: a guest that ran and failed (a limit, its own error, bad output) is 200 with
+//! `ok: false` and the error kind, logs and stats; a request the runtime refused before the
+//! guest ran is a problem: unknown action 404, invalid input 422 (`field` is the JSON pointer
+//! into the body), runs per hour used up 429, no instance slot (the pool and its queue, or the
+//! tenant's own queue, are full, or the wait timed out) 503; both with Retry-After.
+
+use airlock_core::{Charge, Invocation, Ran};
+use airlock_model::{ConnectionId, TenantId};
+use airlock_runtime::Call;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
+
+/// An invoke body carries the action's input, which the tenant's `max_input_bytes` bounds
+/// (up to its 16 MiB cap): the route admits the cap plus room for the envelope, and the
+/// runtime then applies the tenant's own limit (`invalid_input`, 422).
+const MAX_INVOKE_BODY_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/connectors/{name}/actions/{action}/invoke",
+            post(invoke).layer(DefaultBodyLimit::max(MAX_INVOKE_BODY_BYTES)),
+        )
+        .route("/usage", get(usage))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeBody {
+    /// Id of the connection whose credential the gate attaches; none for connectors without
+    /// auth.
+    pub connection: Option<String>,
+    /// The action's input; checked against its input schema.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// The connector version to run; default: the newest not deprecated.
+    pub version: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// What one invocation did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvokeResponse {
+    pub ok: bool,
+    /// The action's output (any JSON value its output schema allows) when `ok`; null when not.
+    #[schema(value_type = Value)]
+    pub output: Value,
+    /// Null when `ok`; otherwise `{kind, message, pointer?, connector_kind?, retryable}`;
+    /// kinds are listed in docs/limits.md.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub error: Value,
+    /// `{lines: [{level, source, message}], dropped_bytes, dropped_lines}`.
+    #[schema(value_type = Object)]
+    pub logs: Value,
+    /// `{fuel_used, duration_us, peak_memory_bytes, outbound_requests, ..., limit_hit}`.
+    #[schema(value_type = Object)]
+    pub stats: Value,
+    pub connector: ConnectorRef,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectorRef {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Usage {
+    pub tenant: String,
+    /// Runs counted in the current clock hour (UTC).
+    pub runs_this_hour: i64,
+    pub runs_per_hour: u32,
+}
+
+impl InvokeResponse {
+    /// The response for a guest that ran: `ok` and its output, or its error, with logs and
+    /// stats either way.
+    pub(crate) fn from_ran(ran: Ran) -> InvokeResponse {
+        let Ran { connector, outcome } = ran;
+        let (ok, output, error) = match outcome.result {
+            Ok(output) => (true, output, Value::Null),
+            Err(error) => (
+                false,
+                Value::Null,
+                serde_json::to_value(&error).unwrap_or(Value::Null),
+            ),
+        };
+        InvokeResponse {
+            ok,
+            output,
+            error,
+            logs: serde_json::to_value(&outcome.logs).unwrap_or(Value::Null),
+            stats: serde_json::to_value(&outcome.stats).unwrap_or(Value::Null),
+            connector: ConnectorRef {
+                name: connector.name.clone(),
+                version: connector.version.clone(),
+                digest: connector.digest.clone(),
+            },
+        }
+    }
+}
+
+/// Runs one action of the tenant's connector. 404 when there is no such connector, version,
+/// connection or action; 422 when the input fails the action's schema (`field` points at it);
+/// 429 when the tenant's runs per hour are used up; 503 `overloaded` when every instance slot
+/// is busy (both with Retry-After).
+#[utoipa::path(post, path = "/v1/connectors/{name}/actions/{action}/invoke", tag = "invoke",
+    params(("name" = String, Path), ("action" = String, Path)), request_body = InvokeBody,
+    responses(
+        (status = 200, description = "the guest ran; `ok` says whether it succeeded", body = InvokeResponse),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 429, response = problem::TooManyRequests),
+        (status = 502, response = problem::BadGateway), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn invoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((name, action)): Path<(String, String)>,
+    Json(body): Json<InvokeBody>,
+) -> Result<Json<InvokeResponse>, ApiError> {
+    let tenant = principal.tenant(Role::Editor)?;
+    let ran = state
+        .pipeline()
+        .invoke(Invocation {
+            tenant: TenantId::new(tenant),
+            connector: Some(name),
+            version: body.version,
+            connection: body.connection.map(ConnectionId::from),
+            call: Call::Action {
+                action,
+                input: body.input.to_string(),
+            },
+            charge: Charge::Run,
+        })
+        .await?;
+    Ok(Json(InvokeResponse::from_ran(ran)))
+}
+
+/// The tenant's runs this hour and its hourly limit.
+#[utoipa::path(get, path = "/v1/usage", tag = "invoke",
+    responses((status = 200, body = Usage),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn usage(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Usage>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let quota = state.pipeline().quota(tenant).await?;
+    let runs = state.store().runs_this_hour(tenant).await?;
+    Ok(Json(Usage {
+        tenant: tenant.to_owned(),
+        runs_this_hour: runs,
+        runs_per_hour: quota.runs_per_hour,
+    }))
+}

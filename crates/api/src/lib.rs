@@ -1,0 +1,223 @@
+//! The HTTP API (`airlock serve`): axum routers under `/v1`, the bearer-token extractor,
+//! problem+json errors, health and readiness, and the generated OpenAPI document.
+//!
+//! Every handler takes a [`auth::Principal`] and passes its tenant to the store; a resource of
+//! another tenant is therefore not found (404), never shown.
+
+pub mod auth;
+pub mod compile_slots;
+mod connections;
+mod connectors;
+pub mod error;
+mod health;
+mod invoke;
+mod openapi;
+mod server;
+mod tenants;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use airlock_core::{Clock, Pipeline, PipelineOptions};
+use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
+use airlock_secrets::{Keyring, Secret};
+use airlock_store::{Store, StoreError, StoreOptions};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use auth::{JwtKeys, Principal, Role};
+pub use error::{ApiError, Problem};
+pub use openapi::openapi;
+pub use server::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES, ServerOptions};
+
+/// Largest JSON body any route accepts.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Lookups, credentials, run admission, the runtime: everything an invocation needs.
+    pipeline: Pipeline,
+    jwt: JwtKeys,
+    max_component_bytes: usize,
+    /// Uploads loading per tenant.
+    compile_slots: compile_slots::CompileSlots,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("pipeline", &self.inner.pipeline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// For reads; writes go through [`AppState::pipeline`].
+    pub fn store(&self) -> &Store {
+        self.inner.pipeline.store()
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        self.inner.pipeline.runtime()
+    }
+
+    pub fn jwt(&self) -> &JwtKeys {
+        &self.inner.jwt
+    }
+
+    /// The per-tenant bound on uploads loading at once (tests hold slots through it).
+    pub fn compile_slots(&self) -> &compile_slots::CompileSlots {
+        &self.inner.compile_slots
+    }
+
+    fn caps(&self) -> &airlock_model::LimitCaps {
+        self.inner.pipeline.caps()
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}
+
+/// What the service is started with; the binary builds it from its configuration.
+pub struct ServiceOptions {
+    pub database_url: String,
+    pub store: StoreOptions,
+    pub keyring: Keyring,
+    /// The key file, reloaded when a decrypt meets a key id this process does not know.
+    pub keys_path: Option<PathBuf>,
+    pub jwt_secret: Secret,
+    pub max_component_bytes: u64,
+    pub cors_origins: Vec<String>,
+    pub server: ServerOptions,
+    pub runtime: RuntimeOptions,
+    /// The pipeline's clock (cache freshness, OAuth2 back-off); tests pass a manual one.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A started service: its state and the configuration it came from.
+pub struct Service {
+    pub state: AppState,
+    cors_origins: Vec<String>,
+    server: ServerOptions,
+}
+
+impl Service {
+    /// Connects to the database and migrates it, and builds the runtime and the pipeline.
+    pub async fn start(options: ServiceOptions) -> Result<Service, StartError> {
+        let store = Store::connect(&options.database_url, &options.store).await?;
+        let runtime = Arc::new(Runtime::new(options.runtime)?);
+        let mut pipeline = PipelineOptions::new(store, runtime, options.keyring);
+        pipeline.keys_path = options.keys_path;
+        pipeline.clock = options.clock;
+        let state = AppState {
+            inner: Arc::new(Inner {
+                pipeline: Pipeline::new(pipeline),
+                jwt: JwtKeys::new(&options.jwt_secret),
+                max_component_bytes: usize::try_from(options.max_component_bytes)
+                    .unwrap_or(usize::MAX),
+                compile_slots: compile_slots::CompileSlots::default(),
+            }),
+        };
+        Ok(Service {
+            state,
+            cors_origins: options.cors_origins,
+            server: options.server,
+        })
+    }
+    pub fn router(&self) -> Router {
+        let mut router = router(self.state.clone());
+        if !self.cors_origins.is_empty() {
+            let origins: Vec<HeaderValue> = self
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok())
+                .collect();
+            let allow = if self.cors_origins.iter().any(|o| o.trim() == "*") {
+                AllowOrigin::any()
+            } else {
+                AllowOrigin::list(origins)
+            };
+            router = router.layer(
+                CorsLayer::new()
+                    .allow_origin(allow)
+                    .allow_methods(tower_http::cors::Any)
+                    .allow_headers(tower_http::cors::Any),
+            );
+        }
+        router
+    }
+
+    /// Serves until `shutdown` is cancelled, then finishes in-flight requests (for at most
+    /// the configured shutdown grace) and closes the database pool.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let pipeline = self.state.pipeline().clone();
+        let result = server::serve(listener, router, self.server, shutdown).await;
+        // In-flight refreshes finish (a rotated refresh token must reach the database)
+        // before the pool closes.
+        pipeline.shutdown().await;
+        pipeline.store().close().await;
+        result
+    }
+}
+
+/// Binds `addr`.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| StartError::Listen {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Every route, with body limits, the problem+json fallbacks and the catch-all mapping.
+pub fn router(state: AppState) -> Router {
+    let upload_limit = state.inner.max_component_bytes;
+    let v1 = Router::new()
+        .merge(tenants::routes())
+        .merge(connectors::routes(upload_limit))
+        .merge(connections::routes())
+        .merge(invoke::routes());
+    Router::new()
+        .nest("/v1", v1)
+        .merge(health::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(axum::middleware::map_response(error::ensure_problem))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

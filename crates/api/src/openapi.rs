@@ -1,0 +1,193 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations, and the
+//! problem responses those annotations name.
+//!
+//! The document must describe what the server answers, not what it means to answer:
+//! `scripts/schemathesis` checks it against a live server in CI, and `tests/it/api_openapi.rs`
+//! checks the facts a client relies on without it.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, Number, OpenApi};
+
+use super::{auth, connections, connectors, error, health, invoke, tenants};
+use airlock_model::LimitCaps;
+use airlock_model::TenantQuota;
+
+/// Every problem a route can answer, as a reusable response: a [`error::Problem`] served as
+/// `application/problem+json` (never `application/json`). A route lists the ones it can
+/// answer; what a status means on that route is said in the route's own description.
+pub mod problem {
+    #![allow(dead_code)] // Only their OpenAPI form is used: the server answers `ApiError`s.
+
+    use utoipa::ToResponse;
+
+    use super::error::Problem;
+
+    /// `type` `bad-request`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the request is malformed: a body that is not JSON, a path that is not UTF-8",
+        content_type = "application/problem+json"
+    )]
+    pub struct BadRequest(Problem);
+
+    /// `type` `unauthorized`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "no bearer token, or one that is not valid (signature, expiry, role and tenant)",
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer`"))
+    )]
+    pub struct Unauthorized(Problem);
+
+    /// `type` `forbidden`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the token's role may not do this (operator routes need an operator token; tenant routes a tenant's token with a high enough role)",
+        content_type = "application/problem+json"
+    )]
+    pub struct Forbidden(Problem);
+
+    /// `type` `not-found`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "no such resource in the caller's tenant",
+        content_type = "application/problem+json"
+    )]
+    pub struct NotFound(Problem);
+
+    /// `type` `conflict`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "a resource with this identity already exists",
+        content_type = "application/problem+json"
+    )]
+    pub struct Conflict(Problem);
+
+    /// `type` `payload-too-large`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the body is larger than this route accepts",
+        content_type = "application/problem+json"
+    )]
+    pub struct PayloadTooLarge(Problem);
+
+    /// `type` `unsupported-media-type`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the Content-Type is not the one this route reads",
+        content_type = "application/problem+json"
+    )]
+    pub struct UnsupportedMediaType(Problem);
+
+    /// `type` `validation` or `invalid-component`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the body is well-formed but invalid; `field` names the field at fault when there is one",
+        content_type = "application/problem+json"
+    )]
+    pub struct Unprocessable(Problem);
+
+    /// `type` `quota-exceeded`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the tenant used all its runs of this hour",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "seconds until the next hour"))
+    )]
+    pub struct TooManyRequests(Problem);
+
+    /// `type` `credential-refresh-failed`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "an OAuth2 connection's access token expired and could not be refreshed",
+        content_type = "application/problem+json"
+    )]
+    pub struct BadGateway(Problem);
+
+    /// `type` `unavailable` or `overloaded`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "the database is unavailable, or (`overloaded`) every instance slot is busy",
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "seconds; sent with `overloaded`"))
+    )]
+    pub struct Unavailable(Problem);
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Airlock", description = "Multi-tenant connector runtime. Errors are RFC 9457 problem documents (`application/problem+json`)."),
+    paths(
+        tenants::create, tenants::list, tenants::show, tenants::show_limits, tenants::put_limits,
+        connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
+        connections::create, connections::list, connections::show, connections::remove, connections::test,
+        invoke::invoke, invoke::usage,
+        health::healthz, health::readyz, health::openapi_json,
+    ),
+    components(
+        schemas(
+            error::Problem, auth::Role,
+            tenants::CreateTenant, tenants::Tenant, tenants::Limits,
+            connectors::ConnectorVersion, connectors::ConnectorSummary, connectors::VersionSummary,
+            connectors::ComponentBytes,
+            connections::CreateConnection, connections::Connection,
+            invoke::InvokeBody, invoke::InvokeResponse, invoke::ConnectorRef, invoke::Usage,
+            health::Health,
+        ),
+        responses(
+            problem::BadRequest, problem::Unauthorized, problem::Forbidden, problem::NotFound,
+            problem::Conflict, problem::PayloadTooLarge, problem::UnsupportedMediaType,
+            problem::Unprocessable, problem::TooManyRequests, problem::BadGateway,
+            problem::Unavailable,
+        ),
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as the code declares it, before [`document`] adds this server's caps.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document this server serves: [`openapi`] with each numeric field of `Limits` bounded by
+/// the least and greatest value this server accepts (its caps are configuration), so that a
+/// value the document allows is a value the server takes.
+pub fn document(caps: &LimitCaps) -> utoipa::openapi::OpenApi {
+    let mut doc = openapi();
+    let limits = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("Limits"));
+    if let Some(RefOr::T(Schema::Object(limits))) = limits {
+        for bound in TenantQuota::default().bounds(caps) {
+            if let Some(RefOr::T(Schema::Object(field))) = limits.properties.get_mut(bound.field) {
+                field.minimum = Some(number(bound.min));
+                field.maximum = Some(number(bound.max));
+            }
+        }
+    }
+    doc
+}
+
+fn number(value: u64) -> Number {
+    usize::try_from(value).map_or(Number::Float(value as f64), Number::UInt)
+}

@@ -1,0 +1,316 @@
+//! [`Pipeline`]: the shared state, and [`Pipeline::invoke`].
+
+use std::sync::Arc;
+
+use airlock_model::{ConnectionId, LimitCaps, TenantId, TenantQuota};
+use airlock_runtime::outbound::Credential;
+use airlock_runtime::{
+    Call, ErrorKind, InvokeOutcome, InvokeRequest, LoadError, Runtime, SharedComponent, StateStore,
+};
+use airlock_secrets::Keyring;
+use airlock_store::{ConnectionRecord, ConnectorRecord, RunAdmission, Store};
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, SystemClock};
+use crate::credentials::Credentials;
+use crate::hot_rows::HotRows;
+use crate::oauth::RefreshLocks;
+use crate::state::DbStateStore;
+use crate::{CoreError, local};
+
+/// Everything the pipeline is built from.
+pub struct PipelineOptions {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub keyring: Keyring,
+    /// Where to reload the keyring from when another process rotated it.
+    pub keys_path: Option<std::path::PathBuf>,
+    /// The operator's caps on tenant limits.
+    pub caps: LimitCaps,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PipelineOptions {
+    pub fn new(store: Store, runtime: Arc<Runtime>, keyring: Keyring) -> Self {
+        let caps = LimitCaps {
+            memory_bytes: runtime.options().engine.max_memory_bytes,
+            ..LimitCaps::default()
+        };
+        Self {
+            store,
+            runtime,
+            keyring,
+            keys_path: None,
+            caps,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) state_store: Arc<DbStateStore>,
+    pub(crate) credentials: Credentials,
+    pub(crate) caps: LimitCaps,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Names this process as the holder of OAuth2 refresh leases in the database.
+    pub(crate) instance_id: String,
+    pub(crate) refresh_locks: RefreshLocks,
+    pub(crate) hot: HotRows,
+    pub(crate) tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("store", &self.inner.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an invocation counts against the tenant's hourly runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// An action run: counted once its checks pass.
+    Run,
+    /// A connection test: not counted.
+    Free,
+}
+
+/// One invocation as a caller asks for it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub tenant: TenantId,
+    /// The connector's name; `None`: the connector of `connection` (test-connection).
+    pub connector: Option<String>,
+    /// A version to run; `None`: the newest not deprecated.
+    pub version: Option<String>,
+    pub connection: Option<ConnectionId>,
+    pub call: Call,
+    pub charge: Charge,
+}
+
+/// The guest ran: its outcome (success or a guest-side failure), and which version ran.
+#[derive(Debug)]
+pub struct Ran {
+    pub connector: Arc<ConnectorRecord>,
+    pub outcome: InvokeOutcome,
+}
+
+impl Pipeline {
+    pub fn new(options: PipelineOptions) -> Self {
+        let PipelineOptions {
+            store,
+            runtime,
+            keyring,
+            keys_path,
+            caps,
+            clock,
+        } = options;
+        Self {
+            inner: Arc::new(Inner {
+                state_store: Arc::new(DbStateStore::new(store.clone())),
+                store,
+                runtime,
+                credentials: Credentials::new(keyring, keys_path),
+                caps,
+                instance_id: format!("airlock-{}", uuid::Uuid::new_v4().simple()),
+                refresh_locks: RefreshLocks::default(),
+                hot: HotRows::new(clock.clone()),
+                clock,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// For reads (listings, single rows). Writes that change what invocations read go
+    /// through the pipeline's own methods, which keep its caches in step.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.inner.runtime
+    }
+
+    pub fn caps(&self) -> &LimitCaps {
+        &self.inner.caps
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.credentials
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Stops taking background work and waits for what is running (OAuth2 refreshes, whose
+    /// rotated refresh tokens must reach the database).
+    pub async fn shutdown(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// The tenant's limits and quotas: an operator's change through this process applies to
+    /// the next invocation; through another process, within [`crate::HOT_ROW_TTL`].
+    pub async fn quota(&self, tenant: &str) -> Result<TenantQuota, CoreError> {
+        let load = self.inner.store.tenant_quota(tenant);
+        self.inner
+            .hot
+            .quota(tenant, load)
+            .await
+            .map_err(CoreError::or_not_found("tenant"))
+    }
+
+    async fn connector(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Arc<ConnectorRecord>, CoreError> {
+        let store = &self.inner.store;
+        match version {
+            Some(version) => store
+                .connector_version(tenant, name, version)
+                .await
+                .map(Arc::new),
+            None => {
+                let load = store.current_connector(tenant, name);
+                self.inner.hot.current_connector(tenant, name, load).await
+            }
+        }
+        .map_err(CoreError::or_not_found("connector version"))
+    }
+
+    async fn connection(&self, tenant: &str, id: &str) -> Result<Arc<ConnectionRecord>, CoreError> {
+        let load = self.inner.store.connection(tenant, id);
+        self.inner
+            .hot
+            .connection(tenant, id, load)
+            .await
+            .map_err(CoreError::or_not_found("connection"))
+    }
+
+    /// The loaded component of one of the tenant's connector versions: the runtime's cache,
+    /// or the stored bytes (compiled once per digest by the runtime's artifact cache).
+    pub async fn component(
+        &self,
+        tenant: &str,
+        record: &ConnectorRecord,
+    ) -> Result<SharedComponent, CoreError> {
+        let runtime = &self.inner.runtime;
+        if let Some(component) = runtime.cached(&record.digest) {
+            return Ok(component);
+        }
+        let bytes = self
+            .inner
+            .store
+            .component_bytes(tenant, &record.digest)
+            .await?;
+        runtime.load(&bytes).await.map_err(|e| match e {
+            LoadError::Busy => CoreError::Overloaded { retry_after_s: 5 },
+            e => {
+                tracing::error!(error = %e, digest = %record.digest, "a stored component no longer loads");
+                CoreError::Internal
+            }
+        })
+    }
+
+    /// Runs one invocation: see the crate documentation for the order of its steps.
+    pub async fn invoke(&self, invocation: Invocation) -> Result<Ran, CoreError> {
+        let Invocation {
+            tenant,
+            connector,
+            version,
+            connection,
+            call,
+            charge,
+        } = invocation;
+        let t = tenant.as_str();
+        let quota = self.quota(t).await?;
+        let connection = match &connection {
+            Some(id) => Some(self.connection(t, id.as_str()).await?),
+            None => None,
+        };
+        let name = match (&connector, &connection) {
+            (Some(name), _) => name.as_str(),
+            (None, Some(connection)) => connection.connector.as_str(),
+            (None, None) => {
+                return Err(CoreError::Invalid {
+                    field: "connector",
+                    detail: "name a connector or a connection".into(),
+                });
+            }
+        };
+        let record = self.connector(t, name, version.as_deref()).await?;
+        if let Some(connection) = &connection
+            && connection.connector != record.name
+        {
+            return Err(CoreError::Invalid {
+                field: "connection",
+                detail: format!(
+                    "connection `{}` belongs to connector `{}`",
+                    connection.id, connection.connector
+                ),
+            });
+        }
+        let component = self.component(t, &record).await?;
+        let state_store: Arc<dyn StateStore> = self.inner.state_store.clone();
+        let mut request = match call {
+            Call::Action { action, input } => InvokeRequest::action(tenant.clone(), action, input),
+            Call::TestConnection => InvokeRequest::test_connection(tenant.clone()),
+        }
+        .with_limits(quota.runtime.clone())
+        .with_state(state_store);
+        if let Some(connection) = &connection {
+            request = request.with_connection(ConnectionId::new(&connection.id));
+        }
+        // Checks first: a request refused here costs the tenant nothing.
+        let mut prepared = self
+            .inner
+            .runtime
+            .prepare(&component, request)
+            .map_err(local::refusal)?;
+        let charged = match charge {
+            Charge::Free => None,
+            Charge::Run => match self.inner.store.admit_run(t, quota.runs_per_hour).await? {
+                RunAdmission::Admitted { hour, .. } => Some(hour),
+                RunAdmission::OverQuota { retry_after_s } => {
+                    return Err(CoreError::QuotaExceeded {
+                        limit: quota.runs_per_hour,
+                        retry_after_s,
+                    });
+                }
+            },
+        };
+        let credential = match &connection {
+            Some(connection) => {
+                self.invocation_credential(&tenant, connection, &record.manifest.auth)
+                    .await?
+            }
+            None => Credential::None,
+        };
+        prepared.set_credential(credential);
+        let outcome = self.inner.runtime.run(prepared).await;
+        if let Err(error) = &outcome.result
+            && matches!(error.kind, ErrorKind::Overloaded | ErrorKind::Internal)
+            && let Some(hour) = charged
+        {
+            // No guest ran: the run is taken back.
+            self.inner.store.refund_run(t, hour);
+        }
+        let outcome = local::ran(outcome).map_err(local::refusal)?;
+        Ok(Ran {
+            connector: record,
+            outcome,
+        })
+    }
+}

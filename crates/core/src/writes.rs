@@ -1,0 +1,113 @@
+//! Writes that change what invocations read, each invalidating the pipeline's cached rows
+//! before it returns (write-through): a caller cannot forget to.
+
+use std::collections::BTreeMap;
+
+use airlock_model::{AuthType, TenantQuota};
+use airlock_runtime::SharedComponent;
+use airlock_secrets::Secret;
+use airlock_store::{ConnectionRecord, ConnectorRecord, NewConnection, PutOutcome};
+use serde_json::Value;
+
+use crate::{CoreError, Pipeline};
+
+/// A connection to create: its clear fields and the secret fields to seal.
+#[derive(Debug)]
+pub struct ConnectionDraft {
+    pub connector: String,
+    pub name: String,
+    pub auth_type: AuthType,
+    pub fields: Value,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+impl Pipeline {
+    /// Replaces a tenant's limits and quotas (validated by the caller against [`Pipeline::caps`]).
+    pub async fn set_tenant_quota(
+        &self,
+        tenant: &str,
+        quota: &TenantQuota,
+    ) -> Result<(), CoreError> {
+        let result = self
+            .inner
+            .store
+            .set_tenant_quota(tenant, quota)
+            .await
+            .map_err(CoreError::or_not_found("tenant"));
+        self.inner.hot.forget_quota(tenant);
+        result
+    }
+
+    /// Stores an uploaded connector version whose component loaded (unkept), then keeps the
+    /// component (artifact cache, memory): a refused upload leaves nothing behind.
+    pub async fn put_connector_version(
+        &self,
+        tenant: &str,
+        component: &SharedComponent,
+        bytes: &[u8],
+    ) -> Result<(ConnectorRecord, PutOutcome), CoreError> {
+        let manifest = component.manifest().manifest();
+        let stored = self
+            .inner
+            .store
+            .put_connector(tenant, manifest, component.digest(), bytes)
+            .await?;
+        self.inner.runtime.keep(component).await;
+        self.inner.hot.forget_connector(tenant, &manifest.name);
+        Ok(stored)
+    }
+
+    /// Deprecates a version or takes the deprecation back: which version is current may
+    /// change.
+    pub async fn set_connector_deprecated(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: &str,
+        deprecated: bool,
+    ) -> Result<(), CoreError> {
+        let result = self
+            .inner
+            .store
+            .set_connector_deprecated(tenant, name, version, deprecated)
+            .await
+            .map_err(CoreError::or_not_found("connector version"));
+        self.inner.hot.forget_connector(tenant, name);
+        result
+    }
+
+    /// Creates a connection, its secret fields sealed to its tenant and id.
+    pub async fn create_connection(
+        &self,
+        tenant: &str,
+        draft: ConnectionDraft,
+    ) -> Result<ConnectionRecord, CoreError> {
+        let id = format!("conn_{}", uuid::Uuid::new_v4().simple());
+        let secret = if draft.secrets.is_empty() {
+            None
+        } else {
+            Some(self.inner.credentials.seal(tenant, &id, &draft.secrets)?)
+        };
+        let new = NewConnection {
+            id,
+            connector: draft.connector,
+            name: draft.name,
+            auth_type: draft.auth_type,
+            fields: draft.fields,
+            secret,
+        };
+        Ok(self.inner.store.create_connection(tenant, new).await?)
+    }
+
+    /// Deletes a connection and its guest state.
+    pub async fn delete_connection(&self, tenant: &str, id: &str) -> Result<(), CoreError> {
+        let result = self
+            .inner
+            .store
+            .delete_connection(tenant, id)
+            .await
+            .map_err(CoreError::or_not_found("connection"));
+        self.inner.hot.forget_connection(tenant, id);
+        result
+    }
+}

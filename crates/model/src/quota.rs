@@ -1,0 +1,153 @@
+//! A tenant's quota: the runtime's per-invocation [`TenantLimits`] plus the service-level
+//! counts (workflows, runs per hour), their defaults and caps, and their JSON form (one flat
+//! object, as the API and the `tenants.limits` column hold it).
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::limits::{LimitBound, LimitCaps, LimitError, TenantLimits};
+
+pub const DEFAULT_MAX_WORKFLOWS: u32 = 50;
+pub const MAX_WORKFLOWS_CAP: u32 = 200;
+pub const DEFAULT_RUNS_PER_HOUR: u32 = 100;
+pub const RUNS_PER_HOUR_CAP: u32 = 500;
+
+/// Everything an operator tunes per tenant. Read from the database on every invocation, so
+/// a change applies to the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantQuota {
+    pub runtime: TenantLimits,
+    pub max_workflows: u32,
+    pub runs_per_hour: u32,
+}
+
+impl Default for TenantQuota {
+    fn default() -> Self {
+        Self {
+            runtime: TenantLimits::default(),
+            max_workflows: DEFAULT_MAX_WORKFLOWS,
+            runs_per_hour: DEFAULT_RUNS_PER_HOUR,
+        }
+    }
+}
+
+impl TenantQuota {
+    /// Checks every runtime limit against `caps` and the service counts against theirs.
+    pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
+        self.runtime.validate(caps)?;
+        for LimitBound {
+            field, value, max, ..
+        } in self.count_bounds()
+        {
+            if value > max {
+                return Err(LimitError {
+                    field,
+                    reason: format!("is {value}, above the cap of {max}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every numeric field with its bounds under `caps`: the runtime's limits and the counts.
+    pub fn bounds(&self, caps: &LimitCaps) -> Vec<LimitBound> {
+        let mut bounds = self.runtime.bounds(caps);
+        bounds.extend(self.count_bounds());
+        bounds
+    }
+
+    fn count_bounds(&self) -> [LimitBound; 2] {
+        let count = |field, value: u32, cap: u32| LimitBound {
+            field,
+            value: value.into(),
+            min: 0,
+            max: cap.into(),
+        };
+        [
+            count("max_workflows", self.max_workflows, MAX_WORKFLOWS_CAP),
+            count("runs_per_hour", self.runs_per_hour, RUNS_PER_HOUR_CAP),
+        ]
+    }
+}
+
+impl Serialize for TenantQuota {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut object = match serde_json::to_value(&self.runtime) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => Map::new(),
+            Err(e) => return Err(serde::ser::Error::custom(e)),
+        };
+        object.insert("max_workflows".into(), self.max_workflows.into());
+        object.insert("runs_per_hour".into(), self.runs_per_hour.into());
+        object.serialize(serializer)
+    }
+}
+
+/// One flat object; fields left out take their defaults, unknown fields are refused by name.
+impl<'de> Deserialize<'de> for TenantQuota {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut object = Map::deserialize(deserializer)?;
+        let mut count = |field: &str, default: u32| -> Result<u32, D::Error> {
+            match object.remove(field) {
+                None => Ok(default),
+                Some(value) => u32::deserialize(value)
+                    .map_err(|e| D::Error::custom(format!("field `{field}`: {e}"))),
+            }
+        };
+        let max_workflows = count("max_workflows", DEFAULT_MAX_WORKFLOWS)?;
+        let runs_per_hour = count("runs_per_hour", DEFAULT_RUNS_PER_HOUR)?;
+        let runtime = TenantLimits::deserialize(Value::Object(object)).map_err(D::Error::custom)?;
+        Ok(Self {
+            runtime,
+            max_workflows,
+            runs_per_hour,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_as_one_flat_object_with_defaults() {
+        let quota: TenantQuota =
+            serde_json::from_str(r#"{"fuel": 5, "runs_per_hour": 7}"#).unwrap();
+        assert_eq!(quota.runtime.fuel, 5);
+        assert_eq!(quota.runs_per_hour, 7);
+        assert_eq!(quota.max_workflows, DEFAULT_MAX_WORKFLOWS);
+        let back: TenantQuota =
+            serde_json::from_value(serde_json::to_value(&quota).unwrap()).unwrap();
+        assert_eq!(back, quota);
+        assert!(
+            serde_json::from_str::<TenantQuota>(r#"{"fule": 5}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("fule")
+        );
+    }
+
+    #[test]
+    fn counts_are_capped() {
+        let caps = LimitCaps::default();
+        let quota = TenantQuota {
+            runs_per_hour: 501,
+            ..TenantQuota::default()
+        };
+        assert_eq!(
+            quota.validate(&caps).map_err(|e| e.field),
+            Err("runs_per_hour")
+        );
+        let quota = TenantQuota {
+            max_workflows: 201,
+            ..TenantQuota::default()
+        };
+        assert_eq!(
+            quota.validate(&caps).map_err(|e| e.field),
+            Err("max_workflows")
+        );
+        TenantQuota::default().validate(&caps).unwrap();
+    }
+}

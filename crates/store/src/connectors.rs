@@ -1,0 +1,240 @@
+//! Connectors: immutable versions of a tenant's uploaded components, their manifests, and
+//! the component bytes stored once per tenant and digest.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, findable, now_ms, parse_json};
+use airlock_model::Manifest;
+
+/// One version of a connector, without its bytes.
+#[derive(Debug, Clone)]
+pub struct ConnectorRecord {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub manifest: Manifest,
+    pub size_bytes: i64,
+    pub deprecated: bool,
+    pub created_at: i64,
+}
+
+/// A connector name with its versions, newest first.
+#[derive(Debug, Clone)]
+pub struct ConnectorSummary {
+    pub name: String,
+    pub versions: Vec<ConnectorRecord>,
+}
+
+const COLUMNS: &str = "name, version, digest, manifest, size_bytes, deprecated, created_at";
+
+fn connector(row: &AnyRow) -> Result<ConnectorRecord, StoreError> {
+    let manifest: String = row.try_get("manifest")?;
+    Ok(ConnectorRecord {
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        digest: row.try_get("digest")?,
+        manifest: parse_json(&manifest, "connector manifest")?,
+        size_bytes: row.try_get("size_bytes")?,
+        deprecated: row.try_get::<i64, _>("deprecated")? != 0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Orders `MAJOR.MINOR.PATCH` numerically; the manifest check guarantees the shape, and an
+/// unparsable part sorts first.
+pub fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(['.', '-', '+'])
+        .take(3)
+        .map(|part| part.parse().unwrap_or(0))
+        .collect()
+}
+
+/// What [`Store::put_connector`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    /// The same name, version and digest were already stored: an idempotent re-upload.
+    Unchanged,
+}
+
+impl Store {
+    /// Stores a new connector version. The same name and version with another digest is a
+    /// conflict: versions are immutable.
+    pub async fn put_connector(
+        &self,
+        tenant_id: &str,
+        manifest: &Manifest,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(ConnectorRecord, PutOutcome), StoreError> {
+        match self
+            .connector_version(tenant_id, &manifest.name, &manifest.version)
+            .await
+        {
+            Ok(existing) if existing.digest == digest => {
+                return Ok((existing, PutOutcome::Unchanged));
+            }
+            Ok(_) => return Err(StoreError::Conflict),
+            Err(StoreError::NotFound) => {}
+            Err(other) => return Err(other),
+        }
+        let manifest_json =
+            serde_json::to_string(manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let now = now_ms();
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO component_blobs (tenant_id, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, digest) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(digest)
+        .bind(bytes)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO connectors (tenant_id, name, version, digest, manifest, size_bytes, deprecated, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7)",
+        )
+        .bind(tenant_id)
+        .bind(&manifest.name)
+        .bind(&manifest.version)
+        .bind(digest)
+        .bind(&manifest_json)
+        .bind(size)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let record = ConnectorRecord {
+            name: manifest.name.clone(),
+            version: manifest.version.clone(),
+            digest: digest.to_owned(),
+            manifest: manifest.clone(),
+            size_bytes: size,
+            deprecated: false,
+            created_at: now,
+        };
+        Ok((record, PutOutcome::Created))
+    }
+
+    pub async fn list_connectors(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<ConnectorSummary>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM connectors WHERE tenant_id = $1 ORDER BY name"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut summaries: Vec<ConnectorSummary> = Vec::new();
+        for row in &rows {
+            let record = connector(row)?;
+            match summaries.last_mut() {
+                Some(last) if last.name == record.name => last.versions.push(record),
+                _ => summaries.push(ConnectorSummary {
+                    name: record.name.clone(),
+                    versions: vec![record],
+                }),
+            }
+        }
+        for summary in &mut summaries {
+            summary
+                .versions
+                .sort_by_key(|v| std::cmp::Reverse(version_key(&v.version)));
+        }
+        Ok(summaries)
+    }
+
+    pub async fn connector_versions(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Vec<ConnectorRecord>, StoreError> {
+        findable(&[tenant_id, name])?;
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM connectors WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut versions = rows.iter().map(connector).collect::<Result<Vec<_>, _>>()?;
+        versions.sort_by_key(|v| std::cmp::Reverse(version_key(&v.version)));
+        Ok(versions)
+    }
+
+    pub async fn connector_version(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<ConnectorRecord, StoreError> {
+        findable(&[tenant_id, name, version])?;
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM connectors WHERE tenant_id = $1 AND name = $2 AND version = $3"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        connector(&row)
+    }
+
+    /// The version to run when none is named: the newest that is not deprecated.
+    pub async fn current_connector(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<ConnectorRecord, StoreError> {
+        self.connector_versions(tenant_id, name)
+            .await?
+            .into_iter()
+            .find(|v| !v.deprecated)
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// Marks a version deprecated (not run unless named) or, with `deprecated: false`, undoes
+    /// that. Setting the flag it already has is not an error.
+    pub async fn set_connector_deprecated(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: &str,
+        deprecated: bool,
+    ) -> Result<(), StoreError> {
+        findable(&[tenant_id, name, version])?;
+        let done = sqlx::query("UPDATE connectors SET deprecated = $4 WHERE tenant_id = $1 AND name = $2 AND version = $3")
+            .bind(tenant_id)
+            .bind(name)
+            .bind(version)
+            .bind(i64::from(deprecated))
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn component_bytes(
+        &self,
+        tenant_id: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let row =
+            sqlx::query("SELECT bytes FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
+                .bind(tenant_id)
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+        Ok(row.try_get("bytes")?)
+    }
+}

@@ -1,0 +1,280 @@
+//! The database: one `sqlx::Any` pool over SQLite or PostgreSQL, migrations chosen by URL
+//! scheme and applied at start, and the tenant-scoped repositories (`tenants`, `connectors`,
+//! `connections`, `state`, `usage`).
+//!
+//! One code path serves both databases: queries use `$N` placeholders (SQLite accepts them),
+//! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
+//! Every query on tenant data takes the tenant id; queries name their columns.
+
+mod connections;
+mod connectors;
+mod rotation;
+mod state;
+mod tenants;
+mod usage;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+
+pub use connections::{ConnectionRecord, NewConnection};
+pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use rotation::{RotationReport, reencrypt_connections};
+pub use tenants::TenantRecord;
+pub use usage::RunAdmission;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+impl DbKind {
+    pub fn from_url(url: &str) -> Result<DbKind, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(DbKind::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DbKind::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// A pool of up to `max` connections. A pooled SQLite connection is a handle on a local
+    /// file and cannot go stale; pinging it before every use cost a thread round trip per
+    /// query. PostgreSQL connections can die with the server, so they are still checked.
+    async fn open_pool(self, url: &str, max: u32) -> Result<AnyPool, StoreError> {
+        AnyPoolOptions::new()
+            .max_connections(max)
+            .test_before_acquire(self == DbKind::Postgres)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    fn migrator(self) -> &'static Migrator {
+        match self {
+            DbKind::Sqlite => &SQLITE_MIGRATIONS,
+            DbKind::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// Why a repository call failed. Messages carry no SQL and no credentials: the API may log
+/// them, and maps each variant to a problem type without showing the text.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    #[error("the database URL must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("a stored value cannot be read: {0}")]
+    Corrupt(String),
+    /// A bounded queue in front of the database is full: try again shortly.
+    #[error("the database is busy: {0}")]
+    Busy(&'static str),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
+            _ => StoreError::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// The database handle the API and the state store share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    /// Where every write goes. On SQLite, its own pool of one connection: SQLite has one
+    /// writer at a time, and writers that collide wait in its busy handler, which sleeps with
+    /// backoff (seen here: a 2 s tail on writes under load); queueing for the one connection
+    /// instead serves them in order. On PostgreSQL, the same pool as reads.
+    writer: AnyPool,
+    kind: DbKind,
+    runs: usage::RunCounter,
+    /// Guest state writes queued for the writer at once (see [`Store::state_set`]).
+    state_lane: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Options for [`Store::connect`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Run admissions that may wait for the group-commit task; beyond it they are refused
+    /// with [`StoreError::Busy`] rather than queued without bound.
+    pub admission_queue: usize,
+    /// How long one admission batch may take (transaction and commit); past it every run of
+    /// the batch is refused as unavailable.
+    pub batch_deadline: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            admission_queue: 4096,
+            batch_deadline: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+impl Store {
+    /// Connects and applies the migrations of the URL's database kind.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let kind = DbKind::from_url(url)?;
+        if kind == DbKind::Sqlite {
+            create_private_sqlite_file(url);
+        }
+        install_default_drivers();
+        let pool = kind.open_pool(url, options.max_connections).await?;
+        if kind == DbKind::Sqlite {
+            // WAL lets readers proceed while one writer commits; it is a property of the file,
+            // so setting it once per start is enough.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        kind.migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let writer = match kind {
+            DbKind::Sqlite => kind.open_pool(url, 1).await?,
+            DbKind::Postgres => pool.clone(),
+        };
+        let runs = usage::RunCounter::start(
+            writer.clone(),
+            options.admission_queue,
+            options.batch_deadline,
+        );
+        // SQLite: one guest write at a time waits for the one writer, so a burst of `state.set`
+        // cannot queue ahead of a run admission batch. PostgreSQL has row locks and a pool.
+        let state_lane = match kind {
+            DbKind::Sqlite => 1,
+            DbKind::Postgres => (options.max_connections as usize / 2).max(1),
+        };
+        Ok(Store {
+            pool,
+            writer,
+            kind,
+            runs,
+            state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
+        })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes the pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+
+    /// Ready when the database answers and every migration this build knows is applied.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        if self.runs.stopped() {
+            return Err(StoreError::Unavailable(
+                "the run counter has stopped".into(),
+            ));
+        }
+        let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = $1")
+            .bind(true)
+            .fetch_all(&self.pool)
+            .await?;
+        let applied: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("version"))
+            .collect::<Result<_, _>>()?;
+        let missing = self
+            .kind
+            .migrator()
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count();
+        if missing > 0 {
+            return Err(StoreError::Migrate(format!(
+                "{missing} migration(s) not applied"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// SQLite would create a missing database file with the process umask, usually
+/// world-readable, and its `-wal` and `-shm` files copy the database file's mode: create it
+/// first, owner-only (0600), like the key files. An existing file is left as it is.
+fn create_private_sqlite_file(url: &str) {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or_default();
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    // Only where SQLite itself would create the file (`mode=rwc`, its default): a caller that
+    // opens with `mode=rw` (`airlock keys`) relies on a missing database being an error.
+    let creates = !query.split('&').any(|p| p.starts_with("mode=")) || query.contains("mode=rwc");
+    if path.is_empty() || path == ":memory:" || !creates {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    // An existing file is fine, and a path that cannot be created (a missing directory, a
+    // read-only mount) is for SQLite to report in its own words.
+    let _ = options.open(path);
+}
+
+/// A lookup by keys a caller chose (a path segment, a body field): a key that breaks the naming
+/// rule (`crate::names`) cannot equal any stored name, so it is "not found" without a query.
+/// PostgreSQL refuses a NUL in a text parameter with an error, which would otherwise turn a
+/// bad path into a 503 and an error in the log.
+fn findable(keys: &[&str]) -> Result<(), StoreError> {
+    if keys
+        .iter()
+        .all(|key| airlock_contract::names::is_clean(key))
+    {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound)
+    }
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}

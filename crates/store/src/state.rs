@@ -1,0 +1,87 @@
+//! Guest state in the `connector_state` table, scoped by tenant, connector and connection
+//! ([`StateScope`]). The pipeline (`airlock-core`) adapts it to the runtime's `StateStore`.
+
+use airlock_model::StateScope;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+impl Store {
+    pub async fn state_get(
+        &self,
+        scope: &StateScope,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT value FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3 AND key = $4")
+            .bind(scope.tenant.as_str())
+            .bind(scope.connector.as_str())
+            .bind(scope.connection_key())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get("value")?),
+            None => None,
+        })
+    }
+
+    /// Writes `value`; a new key is refused when the scope holds `max_keys` already. The
+    /// transaction first writes the tenant's row, which serializes concurrent writers of one
+    /// tenant on PostgreSQL (row lock) and SQLite (one writer), so the count cannot be raced.
+    ///
+    /// Guest writes first take a place in the state lane: on SQLite one at a time waits for
+    /// the writer connection, so however chatty the guests, a run admission batch waits behind
+    /// at most one of their writes.
+    pub async fn state_set(
+        &self,
+        scope: &StateScope,
+        key: &str,
+        value: &[u8],
+        max_keys: u32,
+    ) -> Result<bool, StoreError> {
+        let _lane = self.state_lane().await?;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
+            .bind(scope.tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO connector_state (tenant_id, connector, connection_id, key, value) \
+             SELECT $1, $2, $3, $4, $5 \
+             WHERE EXISTS (SELECT 1 FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3 AND key = $4) \
+                OR (SELECT COUNT(*) FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3) < $6 \
+             ON CONFLICT (tenant_id, connector, connection_id, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(scope.tenant.as_str())
+        .bind(scope.connector.as_str())
+        .bind(scope.connection_key())
+        .bind(key)
+        .bind(value)
+        .bind(i64::from(max_keys))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn state_delete(&self, scope: &StateScope, key: &str) -> Result<(), StoreError> {
+        let _lane = self.state_lane().await?;
+        sqlx::query(
+            "DELETE FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3 AND key = $4",
+        )
+        .bind(scope.tenant.as_str())
+        .bind(scope.connector.as_str())
+        .bind(scope.connection_key())
+        .bind(key)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn state_lane(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.state_lane
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".into()))
+    }
+}

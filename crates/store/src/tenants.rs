@@ -1,0 +1,95 @@
+//! Tenants and their quota.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, findable, now_ms, parse_json};
+use airlock_model::TenantQuota;
+
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: String,
+    pub name: String,
+    pub quota: TenantQuota,
+    pub created_at: i64,
+}
+
+fn tenant(row: &AnyRow) -> Result<TenantRecord, StoreError> {
+    let limits: String = row.try_get("limits")?;
+    Ok(TenantRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        quota: parse_json(&limits, "tenant limits")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn quota_json(quota: &TenantQuota) -> Result<String, StoreError> {
+    serde_json::to_string(quota).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Creates a tenant with the default quota; an existing id is a conflict.
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Result<TenantRecord, StoreError> {
+        let record = TenantRecord {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            quota: TenantQuota::default(),
+            created_at: now_ms(),
+        };
+        sqlx::query("INSERT INTO tenants (id, name, limits, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&record.id)
+            .bind(&record.name)
+            .bind(quota_json(&record.quota)?)
+            .bind(record.created_at)
+            .execute(&self.writer)
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, limits, created_at FROM tenants ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant).collect()
+    }
+
+    pub async fn tenant(&self, tenant_id: &str) -> Result<TenantRecord, StoreError> {
+        findable(&[tenant_id])?;
+        let row = sqlx::query("SELECT id, name, limits, created_at FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant(&row)
+    }
+
+    /// The tenant's quota as stored now: read on every invocation.
+    pub async fn tenant_quota(&self, tenant_id: &str) -> Result<TenantQuota, StoreError> {
+        findable(&[tenant_id])?;
+        let row = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let limits: String = row.try_get("limits")?;
+        parse_json(&limits, "tenant limits")
+    }
+
+    pub async fn set_tenant_quota(
+        &self,
+        tenant_id: &str,
+        quota: &TenantQuota,
+    ) -> Result<(), StoreError> {
+        findable(&[tenant_id])?;
+        let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
+            .bind(tenant_id)
+            .bind(quota_json(quota)?)
+            .execute(&self.writer)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
