@@ -111,7 +111,8 @@ pub struct ServiceOptions {
     pub cors_origins: Vec<String>,
     pub server: ServerOptions,
     pub runtime: RuntimeOptions,
-    /// The pipeline's clock (cache freshness, OAuth2 back-off); tests pass a manual one.
+    /// The clock of the pipeline and the run counter (cache freshness, OAuth2 back-off, the
+    /// hour of `runs_per_hour`); tests pass a manual one.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -125,7 +126,11 @@ pub struct Service {
 impl Service {
     /// Connects to the database and migrates it, and builds the runtime and the pipeline.
     pub async fn start(options: ServiceOptions) -> Result<Service, StartError> {
-        let store = Store::connect(&options.database_url, &options.store).await?;
+        let store_options = StoreOptions {
+            clock: options.clock.clone(),
+            ..options.store
+        };
+        let store = Store::connect(&options.database_url, &store_options).await?;
         let runtime = Arc::new(Runtime::new(options.runtime)?);
         let mut pipeline = PipelineOptions::new(store, runtime, options.keyring);
         pipeline.keys_path = options.keys_path;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use airlock_model::TenantQuota;
 use airlock_store::{ConnectionRecord, ConnectorRecord};
 
-use crate::clock::Clock;
+use airlock_model::clock::Clock;
 
 /// How long another process's write may go unseen here.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -151,7 +151,7 @@ where
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use airlock_model::clock::ManualClock;
 
     fn cache() -> (Cached<String, u32>, ManualClock) {
         let clock = ManualClock::new(1_000_000);

@@ -19,7 +19,6 @@
 //! -> credential (decrypt, refresh) -> run (slot, instance, call). A run refused for want of a
 //! slot is refunded.
 
-pub mod clock;
 pub mod credentials;
 mod error;
 mod hot_rows;
@@ -29,7 +28,7 @@ mod pipeline;
 mod state;
 pub mod writes;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use airlock_model::clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
 pub use hot_rows::TTL as HOT_ROW_TTL;
 pub use oauth::{BACKOFF_BASE_MS, BACKOFF_MAX_MS, EXPIRY_SKEW_MS};

@@ -11,12 +11,12 @@ use airlock_secrets::Keyring;
 use airlock_store::{ConnectionRecord, ConnectorRecord, RunAdmission, Store};
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, SystemClock};
 use crate::credentials::Credentials;
 use crate::hot_rows::HotRows;
 use crate::oauth::RefreshLocks;
 use crate::state::DbStateStore;
 use crate::{CoreError, local};
+use airlock_model::clock::{Clock, SystemClock};
 
 /// Everything the pipeline is built from.
 pub struct PipelineOptions {

@@ -6,12 +6,13 @@
 //!   limits derived from them; [`quota`]: the tenant's limits plus its quotas, in one JSON form.
 //! - [`hosts`]: host patterns and the allow decision for a request's host.
 //! - [`auth`]: the manifest's auth spec and a connection's [`AuthType`].
-//! - [`ids`]: typed ids and the guest state scope.
+//! - [`ids`]: typed ids and the guest state scope; [`clock`]: the injectable clock.
 //!
 //! Depends only on `airlock-contract` (the rules shared with guests) and serde, jsonschema,
 //! url: storage and the runtime both build on it without depending on each other.
 
 pub mod auth;
+pub mod clock;
 pub mod hosts;
 pub mod ids;
 pub mod limits;
@@ -20,6 +21,7 @@ pub mod quota;
 
 pub use airlock_contract::names;
 pub use auth::{ApiKeyLocation, AuthSpec, AuthType};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use hosts::{HostPattern, HostPatternError};
 pub use ids::{ConnectionId, ConnectorName, StateScope, TenantId};
 pub use limits::{LimitBound, LimitCaps, LimitError, OutboundLimits, TenantLimits};

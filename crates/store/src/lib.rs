@@ -125,6 +125,8 @@ pub struct StoreOptions {
     /// How long one admission batch may take (transaction and commit); past it every run of
     /// the batch is refused as unavailable.
     pub batch_deadline: std::time::Duration,
+    /// What decides the clock hour of `runs_per_hour`; tests pass a manual one.
+    pub clock: std::sync::Arc<dyn airlock_model::Clock>,
 }
 
 impl Default for StoreOptions {
@@ -133,6 +135,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             admission_queue: 4096,
             batch_deadline: std::time::Duration::from_secs(5),
+            clock: std::sync::Arc::new(airlock_model::SystemClock),
         }
     }
 }
@@ -165,6 +168,7 @@ impl Store {
             writer.clone(),
             options.admission_queue,
             options.batch_deadline,
+            options.clock.clone(),
         );
         // SQLite: one guest write at a time waits for the one writer, so a burst of `state.set`
         // cannot queue ahead of a run admission batch. PostgreSQL has row locks and a pool.

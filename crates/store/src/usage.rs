@@ -7,12 +7,15 @@
 //! (one statement per batch when the tenants differ), commits once, and answers them all. A run is admitted only
 //! once its count is durable; if the commit fails, every run in the batch is refused.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use airlock_model::Clock;
 
 use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
 /// The most admissions one transaction holds: bounds how long it keeps the write lock.
@@ -55,14 +58,20 @@ enum Request {
 #[derive(Debug, Clone)]
 pub(super) struct RunCounter {
     queue: mpsc::Sender<Request>,
+    clock: Arc<dyn Clock>,
 }
 
 impl RunCounter {
     /// Starts the group-commit task on the current tokio runtime.
-    pub(super) fn start(pool: AnyPool, capacity: usize, deadline: Duration) -> RunCounter {
+    pub(super) fn start(
+        pool: AnyPool,
+        capacity: usize,
+        deadline: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> RunCounter {
         let (queue, receiver) = mpsc::channel(capacity.max(1));
-        tokio::spawn(group_commit(pool, receiver, deadline));
-        RunCounter { queue }
+        tokio::spawn(group_commit(pool, receiver, deadline, clock.clone()));
+        RunCounter { queue, clock }
     }
 
     /// Whether the task has ended: every admission would fail, so the service is not ready.
@@ -71,7 +80,12 @@ impl RunCounter {
     }
 }
 
-async fn group_commit(pool: AnyPool, mut receiver: mpsc::Receiver<Request>, deadline: Duration) {
+async fn group_commit(
+    pool: AnyPool,
+    mut receiver: mpsc::Receiver<Request>,
+    deadline: Duration,
+    clock: Arc<dyn Clock>,
+) {
     let mut requests = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut requests, MAX_BATCH).await > 0 {
         let mut batch = Vec::with_capacity(requests.len());
@@ -86,7 +100,7 @@ async fn group_commit(pool: AnyPool, mut receiver: mpsc::Receiver<Request>, dead
         // rows in the same order and never deadlock.
         batch.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         refunds.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
-        let now = now_ms();
+        let now = clock.now_ms();
         // A batch that outlives its deadline (a stalled database) is rolled back and refused,
         // so admissions waiting behind it are answered instead of piling up.
         let outcome = tokio::time::timeout(deadline, admit_batch(&pool, &batch, &refunds, now))
@@ -267,7 +281,7 @@ impl Store {
 
     /// Runs counted in the tenant's current hour.
     pub async fn runs_this_hour(&self, tenant_id: &str) -> Result<i64, StoreError> {
-        let hour = now_ms().div_euclid(HOUR_MS);
+        let hour = self.runs.clock.now_ms().div_euclid(HOUR_MS);
         let row = sqlx::query("SELECT runs FROM usage_hours WHERE tenant_id = $1 AND hour = $2")
             .bind(tenant_id)
             .bind(hour)

@@ -166,3 +166,46 @@ async fn a_stalled_database_fills_a_bounded_queue_and_batches_meet_their_deadlin
     );
     store.close().await;
 }
+
+/// `runs_per_hour` is a clock hour: a tenant at its limit one millisecond before the hour
+/// turns is admitted again one millisecond later, with a count starting over. The clock is
+/// moved, not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_quota_starts_over_when_the_clock_hour_turns() {
+    use std::sync::Arc;
+
+    use airlock::model::ManualClock;
+
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let next_hour = (airlock::store::now_ms() / HOUR_MS + 1) * HOUR_MS;
+    let clock = ManualClock::new(next_hour - 1);
+    let options = StoreOptions {
+        clock: Arc::new(clock.clone()),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect(&url, &options).await.expect("store");
+    for expected in 1..=3 {
+        let admitted = store.admit_run("acme", 3).await.expect("admission");
+        assert!(
+            matches!(admitted, RunAdmission::Admitted { runs, .. } if runs == expected),
+            "{admitted:?}"
+        );
+    }
+    let refused = store.admit_run("acme", 3).await.expect("admission");
+    assert_eq!(refused, RunAdmission::OverQuota { retry_after_s: 1 });
+    assert_eq!(store.runs_this_hour("acme").await.expect("count"), 3);
+
+    clock.advance_ms(1);
+    assert_eq!(store.runs_this_hour("acme").await.expect("count"), 0);
+    let admitted = store.admit_run("acme", 3).await.expect("admission");
+    assert!(
+        matches!(admitted, RunAdmission::Admitted { runs: 1, hour } if hour * HOUR_MS == next_hour),
+        "{admitted:?}"
+    );
+    store.close().await;
+}

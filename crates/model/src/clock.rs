@@ -1,5 +1,5 @@
-//! The pipeline's clock, injected so tests move time instead of sleeping through it (cache
-//! freshness, OAuth2 refresh back-off).
+//! The clock the store and the pipeline read, injected so tests move time instead of sleeping
+//! through it (the clock hour of `runs_per_hour`, cache freshness, OAuth2 refresh back-off).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -15,7 +15,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        airlock_store::now_ms()
+        let elapsed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
     }
 }
 
