@@ -1,6 +1,7 @@
 //! Tenants (operator) and their limits: `POST/GET /v1/tenants`, `GET /v1/tenants/{id}`,
-//! `GET/PUT /v1/tenants/{id}/limits`. Limits are read from the database on every invocation,
-//! so a `PUT` applies to the next one without a restart.
+//! `GET/PUT /v1/tenants/{id}/limits`. Limits are read on every invocation (cached for at
+//! most a second, and dropped at once by a `PUT` through this process), so a `PUT` applies
+//! to the next one without a restart.
 
 use axum::Router;
 use axum::extract::{Path, State};

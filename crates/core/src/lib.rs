@@ -15,9 +15,11 @@
 //! - background tasks (refreshes), tracked and drained by [`Pipeline::shutdown`].
 //!
 //! Order of an invocation ([`Pipeline::invoke`]): look up (quota, connector, connection) ->
-//! component -> check action and input (no guest, nothing charged) -> admit (charge the run)
-//! -> credential (decrypt, refresh) -> run (slot, instance, call). A run refused for want of a
-//! slot is refunded.
+//! component (in memory) -> check action and input (no guest, nothing charged) -> admit
+//! (charge the run) -> credential (decrypt, refresh) -> run (slot, instance, call). A run
+//! refused for want of a slot is refunded. A component not in memory is loaded only after
+//! the charge (loading runs the guest's `manifest()`), with the action checked against the
+//! stored manifest first and a refund if the input then fails its checks.
 
 pub mod credentials;
 mod error;

@@ -389,8 +389,9 @@ impl Pipeline {
         if let Value::Object(fields) = &mut updated.fields {
             match grant.expires_in {
                 Some(seconds) => {
-                    let expires_at =
-                        self.now_ms() / 1000 + i64::try_from(seconds).unwrap_or(i64::MAX / 2_000);
+                    // The endpoint is the tenant's to choose: no value may overflow.
+                    let expires_at = (self.now_ms() / 1000)
+                        .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
                     fields.insert("expires_at".into(), Value::from(expires_at));
                 }
                 None => {

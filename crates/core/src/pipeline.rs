@@ -187,7 +187,11 @@ impl Pipeline {
                 self.inner.hot.current_connector(tenant, name, load).await
             }
         }
-        .map_err(CoreError::or_not_found("connector version"))
+        .map_err(CoreError::or_not_found(if version.is_some() {
+            "connector version"
+        } else {
+            "connector"
+        }))
     }
 
     async fn connection(&self, tenant: &str, id: &str) -> Result<Arc<ConnectionRecord>, CoreError> {
@@ -214,7 +218,14 @@ impl Pipeline {
             .inner
             .store
             .component_bytes(tenant, &record.digest)
-            .await?;
+            .await
+            .map_err(|error| match error {
+                airlock_store::StoreError::NotFound => {
+                    tracing::error!(digest = %record.digest, "a connector version's component bytes are missing");
+                    CoreError::Internal
+                }
+                other => other.into(),
+            })?;
         runtime.load(&bytes).await.map_err(|e| match e {
             LoadError::Busy => CoreError::Overloaded { retry_after_s: 5 },
             e => {
@@ -262,8 +273,11 @@ impl Pipeline {
                 ),
             });
         }
-        let component = self.component(t, &record).await?;
         let state_store: Arc<dyn StateStore> = self.inner.state_store.clone();
+        let action = match &call {
+            Call::Action { action, .. } => Some(action.clone()),
+            Call::TestConnection => None,
+        };
         let mut request = match call {
             Call::Action { action, input } => InvokeRequest::action(tenant.clone(), action, input),
             Call::TestConnection => InvokeRequest::test_connection(tenant.clone()),
@@ -273,23 +287,42 @@ impl Pipeline {
         if let Some(connection) = &connection {
             request = request.with_connection(ConnectionId::new(&connection.id));
         }
-        // Checks first: a request refused here costs the tenant nothing.
-        let mut prepared = self
-            .inner
-            .runtime
-            .prepare(&component, request)
-            .map_err(local::refusal)?;
-        let charged = match charge {
-            Charge::Free => None,
-            Charge::Run => match self.inner.store.admit_run(t, quota.runs_per_hour).await? {
-                RunAdmission::Admitted { hour, .. } => Some(hour),
-                RunAdmission::OverQuota { retry_after_s } => {
-                    return Err(CoreError::QuotaExceeded {
-                        limit: quota.runs_per_hour,
-                        retry_after_s,
-                    });
+        // Checks first: a request refused by them costs the tenant nothing. With the component
+        // in memory, every check runs before the charge. Without it, loading it runs the
+        // guest's `manifest()` and takes a slot: only the checks the stored manifest answers
+        // (the action exists) come first, the load is charged, and a request the remaining
+        // checks refuse is refunded.
+        // `Some(charge)` once charged: only on the load path.
+        let (component, charged_for_load) = match self.inner.runtime.cached(&record.digest) {
+            Some(component) => (component, None),
+            None => {
+                if let Some(action) = &action
+                    && !record.manifest.actions.iter().any(|a| &a.name == action)
+                {
+                    return Err(CoreError::UnknownAction(format!(
+                        "the connector has no action `{action}`"
+                    )));
                 }
-            },
+                let charged = self.charge(t, &quota, charge).await?;
+                match self.component(t, &record).await {
+                    Ok(component) => (component, Some(charged)),
+                    Err(error) => {
+                        self.refund(t, charged);
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let mut prepared = match self.inner.runtime.prepare(&component, request) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                self.refund(t, charged_for_load.flatten());
+                return Err(local::refusal(refused));
+            }
+        };
+        let charged = match charged_for_load {
+            Some(charged) => charged,
+            None => self.charge(t, &quota, charge).await?,
         };
         let credential = match &connection {
             Some(connection) => {
@@ -301,16 +334,45 @@ impl Pipeline {
         prepared.set_credential(credential);
         let outcome = self.inner.runtime.run(prepared).await;
         if let Err(error) = &outcome.result
-            && matches!(error.kind, ErrorKind::Overloaded | ErrorKind::Internal)
-            && let Some(hour) = charged
+            && error.kind == ErrorKind::Overloaded
         {
-            // No guest ran: the run is taken back.
-            self.inner.store.refund_run(t, hour);
+            // No slot: no guest ran, and the run is taken back.
+            self.refund(t, charged);
         }
         let outcome = local::ran(outcome).map_err(local::refusal)?;
         Ok(Ran {
             connector: record,
             outcome,
         })
+    }
+
+    /// Counts the run against the tenant's hour (`Charge::Run`); returns the hour charged.
+    async fn charge(
+        &self,
+        tenant: &str,
+        quota: &TenantQuota,
+        charge: Charge,
+    ) -> Result<Option<i64>, CoreError> {
+        match charge {
+            Charge::Free => Ok(None),
+            Charge::Run => match self
+                .inner
+                .store
+                .admit_run(tenant, quota.runs_per_hour)
+                .await?
+            {
+                RunAdmission::Admitted { hour, .. } => Ok(Some(hour)),
+                RunAdmission::OverQuota { retry_after_s } => Err(CoreError::QuotaExceeded {
+                    limit: quota.runs_per_hour,
+                    retry_after_s,
+                }),
+            },
+        }
+    }
+
+    fn refund(&self, tenant: &str, charged: Option<i64>) {
+        if let Some(hour) = charged {
+            self.inner.store.refund_run(tenant, hour);
+        }
     }
 }

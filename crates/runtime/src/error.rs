@@ -141,8 +141,9 @@ pub enum LoadError {
     Manifest(#[from] ManifestError),
     #[error("cannot read component file {path}: {reason}")]
     Read { path: String, reason: String },
-    /// Every compilation slot stayed busy for the whole compile queue timeout.
-    #[error("the runtime is compiling as many components as it may at once; retry shortly")]
+    /// Every compilation (or manifest-reading) slot stayed busy for the whole compile queue
+    /// timeout.
+    #[error("the runtime is loading as many components as it may at once; retry shortly")]
     Busy,
 }
 

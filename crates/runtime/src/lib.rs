@@ -94,6 +94,9 @@ pub struct Runtime {
     admission: Admission,
     /// Compilation slots (`max_concurrent_compiles`).
     compiles: Arc<tokio::sync::Semaphore>,
+    /// Manifest reads at once: each takes one of the pool's `LOAD_SLOTS` spare slots, so more
+    /// would take slots that admitted invocations count on.
+    manifest_reads: Arc<tokio::sync::Semaphore>,
     /// Components compiled by this runtime (not loaded from the artifact cache).
     compiled: Arc<std::sync::atomic::AtomicU64>,
     default_state: Arc<dyn StateStore>,
@@ -147,6 +150,7 @@ impl Runtime {
                 options.max_concurrent_compiles.max(1),
             )),
             compiled: Arc::default(),
+            manifest_reads: Arc::new(tokio::sync::Semaphore::new(engine::LOAD_SLOTS as usize)),
             default_state: Arc::new(MemoryStateStore::default()),
             engine,
             linker,
@@ -290,6 +294,13 @@ impl Runtime {
         &self,
         pre: &ConnectorPre<GuestState>,
     ) -> Result<ValidatedManifest, LoadError> {
+        let _slot = tokio::time::timeout(
+            self.options.compile_queue_timeout,
+            self.manifest_reads.acquire(),
+        )
+        .await
+        .map_err(|_| LoadError::Busy)?
+        .map_err(|_| LoadError::Busy)?;
         let state = GuestState::new(
             LOAD_MEMORY,
             logs::LogSink::new(LOAD_LOG_BYTES, LOAD_LOG_LINES),

@@ -29,6 +29,9 @@ impl Store {
     /// transaction first writes the tenant's row, which serializes concurrent writers of one
     /// tenant on PostgreSQL (row lock) and SQLite (one writer), so the count cannot be raced.
     ///
+    /// A write for a connection that no longer exists (deleted while its guest ran) stores
+    /// nothing: the tenant-row lock orders it against `delete_connection`, which takes it too.
+    ///
     /// Guest writes first take a place in the state lane: on SQLite one at a time waits for
     /// the writer connection, so however chatty the guests, a run admission batch waits behind
     /// at most one of their writes.
@@ -48,8 +51,9 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO connector_state (tenant_id, connector, connection_id, key, value) \
              SELECT $1, $2, $3, $4, $5 \
-             WHERE EXISTS (SELECT 1 FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3 AND key = $4) \
-                OR (SELECT COUNT(*) FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3) < $6 \
+             WHERE ($3 = '' OR EXISTS (SELECT 1 FROM connections WHERE tenant_id = $1 AND id = $3)) \
+               AND (EXISTS (SELECT 1 FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3 AND key = $4) \
+                OR (SELECT COUNT(*) FROM connector_state WHERE tenant_id = $1 AND connector = $2 AND connection_id = $3) < $6) \
              ON CONFLICT (tenant_id, connector, connection_id, key) DO UPDATE SET value = excluded.value",
         )
         .bind(scope.tenant.as_str())

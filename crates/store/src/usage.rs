@@ -150,17 +150,23 @@ async fn admit_batch(
     let groups: Vec<&[Pending]> = batch.chunk_by(|a, b| a.tenant_id == b.tenant_id).collect();
     // Per group, the outcomes decided so far; a group stops asking at its first refusal.
     let mut decided: Vec<Vec<RunAdmission>> = vec![Vec::new(); groups.len()];
-    let mut tx = pool.begin().await?;
-    // Refunds first: a run taken back makes room for one asked for in the same batch.
-    for refund in refunds {
-        sqlx::query(
-            "UPDATE usage_hours SET runs = runs - 1 WHERE tenant_id = $1 AND hour = $2 AND runs > 0",
-        )
-        .bind(refund.tenant_id.as_str())
-        .bind(refund.hour)
-        .execute(&mut *tx)
-        .await?;
+    if !refunds.is_empty() {
+        // A transaction of their own, in tenant order like the admissions': one transaction
+        // locking rows for both in two sorted passes could lock B then A while another
+        // process's batch locks A then B (a deadlock PostgreSQL would break by failing one).
+        let mut tx = pool.begin().await?;
+        for refund in refunds {
+            sqlx::query(
+                "UPDATE usage_hours SET runs = runs - 1 WHERE tenant_id = $1 AND hour = $2 AND runs > 0",
+            )
+            .bind(refund.tenant_id.as_str())
+            .bind(refund.hour)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
     }
+    let mut tx = pool.begin().await?;
     for round in 0.. {
         let asking: Vec<usize> = (0..groups.len())
             .filter(|&g| {

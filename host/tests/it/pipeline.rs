@@ -217,5 +217,38 @@ async fn a_connection_and_its_state_are_deleted_together(db: Db) {
             .iter()
             .map(|row| row.try_get("connection_id").expect("connection_id"))
             .collect();
-    assert_eq!(rows, vec![kept]);
+    assert_eq!(rows, vec![kept.clone()]);
+
+    // A guest of the deleted connection still running cannot bring its state back.
+    use airlock::runtime::StateStore as _;
+    let store = airlock::store::Store::connect(&server.database_url, &Default::default())
+        .await
+        .expect("store");
+    let state = airlock::pipeline::DbStateStore::new(store);
+    let scope = |connection: &str| airlock::model::StateScope {
+        tenant: "acme".into(),
+        connector: "hostile".into(),
+        connection: Some(connection.into()),
+    };
+    assert!(
+        state
+            .set(&scope(&dropped), "late", b"v".to_vec(), 10)
+            .await
+            .is_err()
+    );
+    state
+        .set(&scope(&kept), "late", b"v".to_vec(), 10)
+        .await
+        .expect("a live connection's write");
+    let orphans: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM connector_state WHERE tenant_id = $1 AND connection_id = $2",
+    )
+    .bind("acme")
+    .bind(&dropped)
+    .fetch_one(&db)
+    .await
+    .expect("count")
+    .try_get("n")
+    .expect("n");
+    assert_eq!(orphans, 0);
 }
