@@ -89,3 +89,67 @@ impl Store {
             .map_err(|_| StoreError::Unavailable("the store is closed".into()))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use sqlx::{Connection as _, Row as _};
+
+    /// Migration 0003 on a database holding state from before it: every connection of the
+    /// connector gets its own copy of the shared rows, and the shared copy stays as the
+    /// connection-less scope, so no polling connector starts its cursors over.
+    #[tokio::test]
+    async fn migration_0003_copies_shared_state_to_every_connection() {
+        sqlx::any::install_default_drivers();
+        let mut db = sqlx::AnyConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        for sql in [
+            include_str!("../migrations/sqlite/0001_tenant_service.sql"),
+            include_str!("../migrations/sqlite/0002_oauth_refresh_lease.sql"),
+        ] {
+            sqlx::raw_sql(sql).execute(&mut db).await.unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO tenants (id, name, limits, created_at) VALUES ('t', 't', '{}', 0); \
+             INSERT INTO connections (tenant_id, id, connector, name, auth_type, fields, secret, created_at, updated_at) \
+                 VALUES ('t', 'conn_a', 'github', 'a', 'api_key', '{}', NULL, 0, 0), \
+                        ('t', 'conn_b', 'github', 'b', 'api_key', '{}', NULL, 0, 0), \
+                        ('t', 'conn_c', 'other', 'c', 'none', '{}', NULL, 0, 0); \
+             INSERT INTO connector_state (tenant_id, connector, key, value) VALUES ('t', 'github', 'cursor', x'07');",
+        )
+        .execute(&mut db)
+        .await
+        .unwrap();
+        sqlx::raw_sql(include_str!(
+            "../migrations/sqlite/0003_state_per_connection.sql"
+        ))
+        .execute(&mut db)
+        .await
+        .unwrap();
+        let rows = sqlx::query(
+            "SELECT connector, connection_id, key FROM connector_state ORDER BY connection_id",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        let rows: Vec<(String, String, String)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("connector").unwrap(),
+                    r.try_get("connection_id").unwrap(),
+                    r.try_get("key").unwrap(),
+                )
+            })
+            .collect();
+        let row = |connection: &str| {
+            (
+                "github".to_owned(),
+                connection.to_owned(),
+                "cursor".to_owned(),
+            )
+        };
+        assert_eq!(rows, vec![row(""), row("conn_a"), row("conn_b")]);
+    }
+}
