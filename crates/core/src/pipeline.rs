@@ -291,8 +291,7 @@ impl Pipeline {
         // in memory, every check runs before the charge. Without it, loading it runs the
         // guest's `manifest()` and takes a slot: only the checks the stored manifest answers
         // (the action exists) come first, the load is charged, and a request the remaining
-        // checks refuse is refunded.
-        // `Some(charge)` once charged: only on the load path.
+        // checks refuse is refunded. `charged_for_load` is `Some` once charged that way.
         let (component, charged_for_load) = match self.inner.runtime.cached(&record.digest) {
             Some(component) => (component, None),
             None => {
