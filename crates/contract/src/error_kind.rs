@@ -24,16 +24,6 @@ pub enum ConnectorErrorKind {
 }
 
 impl ConnectorErrorKind {
-    pub const ALL: [ConnectorErrorKind; 7] = [
-        Self::Auth,
-        Self::InvalidInput,
-        Self::NotFound,
-        Self::RateLimited,
-        Self::Upstream,
-        Self::HttpDenied,
-        Self::Internal,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auth => "auth",

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use airlock_model::{ConnectionId, LimitCaps, TenantId, TenantQuota};
 use airlock_runtime::outbound::Credential;
 use airlock_runtime::{
-    Call, ErrorKind, InvokeOutcome, InvokeRequest, LoadError, Runtime, SharedComponent, StateStore,
+    Call, ErrorKind, InvokeError, InvokeOutcome, InvokeRequest, LoadError, Runtime,
+    SharedComponent, StateStore,
 };
 use airlock_secrets::Keyring;
 use airlock_store::{ConnectionRecord, ConnectorRecord, RunAdmission, Store};
@@ -298,9 +299,7 @@ impl Pipeline {
                 if let Some(action) = &action
                     && !record.manifest.actions.iter().any(|a| &a.name == action)
                 {
-                    return Err(CoreError::UnknownAction(format!(
-                        "the connector has no action `{action}`"
-                    )));
+                    return Err(local::refusal(InvokeError::unknown_action(action)));
                 }
                 let charged = self.charge(t, &quota, charge).await?;
                 match self.component(t, &record).await {

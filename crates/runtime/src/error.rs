@@ -108,6 +108,14 @@ pub struct InvokeError {
 }
 
 impl InvokeError {
+    /// The refusal of a call to an action the manifest does not declare.
+    pub fn unknown_action(action: &str) -> Self {
+        Self::new(
+            ErrorKind::UnknownAction,
+            format!("the connector has no action `{action}`"),
+        )
+    }
+
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,

@@ -126,15 +126,9 @@ impl InvokeOutcome {
     }
 
     fn refused_after(error: InvokeError, started: Instant) -> Self {
-        let stats = Stats {
-            duration_us: elapsed_us(started),
-            ..Stats::default()
-        };
-        Self {
-            result: Err(error),
-            logs: Logs::default(),
-            stats,
-        }
+        let mut refused = Self::refused(error);
+        refused.stats.duration_us = elapsed_us(started);
+        refused
     }
 }
 
@@ -358,12 +352,10 @@ fn check_call<'a>(
     let Call::Action { action, input } = &request.call else {
         return Ok((None, tenant_timeout));
     };
-    let compiled = component.manifest.action(action).ok_or_else(|| {
-        InvokeError::new(
-            ErrorKind::UnknownAction,
-            format!("the connector has no action `{action}`"),
-        )
-    })?;
+    let compiled = component
+        .manifest
+        .action(action)
+        .ok_or_else(|| InvokeError::unknown_action(action))?;
     if input.len() as u64 > limits.max_input_bytes {
         return Err(InvokeError::new(
             ErrorKind::InvalidInput,

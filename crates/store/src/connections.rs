@@ -120,10 +120,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         // The tenant's row first, as `state_set` does: a guest write racing the delete either
         // lands before it (and is deleted below) or sees the connection gone.
-        sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await?;
+        super::lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query("DELETE FROM connections WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)

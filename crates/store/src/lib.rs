@@ -13,8 +13,6 @@ mod state;
 mod tenants;
 mod usage;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
@@ -271,12 +269,22 @@ fn findable(keys: &[&str]) -> Result<(), StoreError> {
     }
 }
 
-/// Now, in unix milliseconds.
+/// Now, in unix milliseconds (the system clock).
 pub fn now_ms() -> i64 {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+    airlock_model::Clock::now_ms(&airlock_model::SystemClock)
+}
+
+/// Writes the tenant's row in `tx`: a row lock on PostgreSQL (the one writer on SQLite) that
+/// serializes the tenant's state writes with each other and with a connection's deletion.
+async fn lock_tenant(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {

@@ -44,10 +44,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let _lane = self.state_lane().await?;
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
-            .bind(scope.tenant.as_str())
-            .execute(&mut *tx)
-            .await?;
+        super::lock_tenant(&mut tx, scope.tenant.as_str()).await?;
         let done = sqlx::query(
             "INSERT INTO connector_state (tenant_id, connector, connection_id, key, value) \
              SELECT $1, $2, $3, $4, $5 \
