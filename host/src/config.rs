@@ -14,6 +14,7 @@ use airlock_api::{ServerOptions, Service, ServiceOptions, StartError};
 use std::sync::Arc;
 
 use airlock_core::SystemClock;
+use airlock_runs::{RunsOptions, WorkerOptions};
 use airlock_runtime::RuntimeOptions;
 use airlock_runtime::outbound::OutboundConfig;
 use airlock_secrets::{Keyring, Secret, SecretsError};
@@ -90,6 +91,22 @@ pub struct Config {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub credentials_follow_redirects_across_origins: bool,
+    /// Let connectors reach addresses in this private range (CIDR, repeatable), e.g. an
+    /// internal API at 10.1.2.0/24. Loopback, link-local and metadata addresses are private
+    /// too. Off: every private address is refused.
+    #[arg(
+        long = "outbound-allow-private",
+        env = "AIRLOCK_OUTBOUND_ALLOW_PRIVATE",
+        value_delimiter = ','
+    )]
+    pub outbound_allow_private: Vec<ipnet::IpNet>,
+    /// Let connectors use plain `http://` (off: https only).
+    #[arg(long, env = "AIRLOCK_OUTBOUND_ALLOW_HTTP", value_parser = clap::builder::FalseyValueParser::new())]
+    pub outbound_allow_http: bool,
+    /// Resolve a host name to a fixed address, as curl's `--resolve` (`HOST=IP:PORT`,
+    /// repeatable): for split-horizon names and local test upstreams.
+    #[arg(long = "outbound-resolve", env = "AIRLOCK_OUTBOUND_RESOLVE", value_delimiter = ',', value_parser = parse_resolve)]
+    pub outbound_resolve: Vec<(String, SocketAddr)>,
     /// Time a client has to send a request line and its headers, counted from a new
     /// connection or from the first byte of a request on a kept-alive one.
     #[arg(long, env = "AIRLOCK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_timeout)]
@@ -117,6 +134,37 @@ pub struct Config {
     /// are dropped.
     #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::units::parse_timeout)]
     pub shutdown_grace: Duration,
+    /// Durable-run workers in this process (runs worked on at once); 0: an API-only process.
+    #[arg(long, env = "AIRLOCK_WORKERS", default_value_t = 8)]
+    pub workers: usize,
+    /// Serve no REST API, only `/healthz`, `/readyz` and `/openapi.json`: a workers-only
+    /// process.
+    #[arg(long, env = "AIRLOCK_NO_API", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_api: bool,
+    /// How long a worker's claim on a run lasts without a heartbeat: a killed process's runs
+    /// are taken over this long after its last heartbeat (plus one reaper pass).
+    #[arg(long, env = "AIRLOCK_RUN_LEASE", default_value = "30s", value_parser = crate::units::parse_timeout)]
+    pub run_lease: Duration,
+    /// How often a running step's lease is renewed (well under `--run-lease`).
+    #[arg(long, env = "AIRLOCK_RUN_HEARTBEAT", default_value = "5s", value_parser = crate::units::parse_timeout)]
+    pub run_heartbeat: Duration,
+    /// How often an idle worker looks at the queue when nothing woke it.
+    #[arg(long, env = "AIRLOCK_RUN_POLL", default_value = "1s", value_parser = crate::units::parse_timeout)]
+    pub run_poll: Duration,
+    /// How often runs whose lease expired are re-queued.
+    #[arg(long, env = "AIRLOCK_RUN_REAP_EVERY", default_value = "5s", value_parser = crate::units::parse_timeout)]
+    pub run_reap_every: Duration,
+    /// On shutdown, how long running steps may take before they are stopped and their runs
+    /// released to other processes.
+    #[arg(long, env = "AIRLOCK_WORKER_GRACE", default_value = "10s", value_parser = crate::units::parse_timeout)]
+    pub worker_grace: Duration,
+    /// Runs one tenant may have waiting; more are refused with 429 (`max_queued_runs`).
+    #[arg(long, env = "AIRLOCK_MAX_QUEUED_RUNS_PER_TENANT", default_value_t = airlock_runs::DEFAULT_MAX_QUEUED_PER_TENANT)]
+    pub max_queued_runs_per_tenant: u64,
+    /// Runs waiting across all tenants beyond which new runs get 503 `queue-full` and
+    /// `/readyz` reports not ready.
+    #[arg(long, env = "AIRLOCK_MAX_QUEUE_DEPTH", default_value_t = airlock_runs::DEFAULT_MAX_QUEUE_DEPTH)]
+    pub max_queue_depth: i64,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
     pub jwt_secret_env: Option<Secret>,
@@ -127,6 +175,8 @@ impl Config {
     /// tests and embedding.
     pub fn dev(data_dir: impl Into<PathBuf>) -> Config {
         let server = ServerOptions::default();
+        let workers = WorkerOptions::default();
+        let runs = RunsOptions::default();
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
@@ -138,6 +188,9 @@ impl Config {
             max_component_bytes: 16 * 1024 * 1024,
             pool_size: 64,
             credentials_follow_redirects_across_origins: false,
+            outbound_allow_private: Vec::new(),
+            outbound_allow_http: false,
+            outbound_resolve: Vec::new(),
             header_read_timeout: server.header_read_timeout,
             idle_timeout: server.idle_timeout,
             request_timeout: server.request_timeout,
@@ -145,7 +198,28 @@ impl Config {
             health_connections: server.health_connections,
             max_requests_in_flight: server.max_requests_in_flight,
             shutdown_grace: server.shutdown_grace,
+            workers: workers.workers,
+            no_api: false,
+            run_lease: workers.lease,
+            run_heartbeat: workers.heartbeat,
+            run_poll: workers.poll,
+            run_reap_every: workers.reap_every,
+            worker_grace: workers.grace,
+            max_queued_runs_per_tenant: runs.max_queued_per_tenant,
+            max_queue_depth: runs.max_queue_depth,
             jwt_secret_env: None,
+        }
+    }
+
+    /// The durable-run workers' settings.
+    pub fn worker_options(&self) -> WorkerOptions {
+        WorkerOptions {
+            workers: self.workers,
+            lease: self.run_lease,
+            heartbeat: self.run_heartbeat,
+            poll: self.run_poll,
+            reap_every: self.run_reap_every,
+            grace: self.worker_grace,
         }
     }
 
@@ -295,11 +369,21 @@ pub enum ServeError {
 impl Config {
     /// The runtime options `airlock serve` uses.
     pub fn runtime_options(&self) -> RuntimeOptions {
+        let mut resolve_overrides = std::collections::HashMap::<String, Vec<SocketAddr>>::new();
+        for (host, addr) in &self.outbound_resolve {
+            resolve_overrides
+                .entry(host.clone())
+                .or_default()
+                .push(*addr);
+        }
         let mut options = RuntimeOptions {
             cache_dir: Some(self.cache_dir()),
             outbound: OutboundConfig {
                 credentials_follow_redirects_across_origins: self
                     .credentials_follow_redirects_across_origins,
+                allow_http: self.outbound_allow_http,
+                allowed_private_ranges: self.outbound_allow_private.clone(),
+                resolve_overrides,
                 ..OutboundConfig::default()
             },
             ..RuntimeOptions::default()
@@ -332,9 +416,29 @@ impl Config {
             server: self.server_options(),
             runtime,
             clock: Arc::new(SystemClock),
+            api: !self.no_api,
+            workers: self.worker_options(),
+            runs: RunsOptions {
+                max_queued_per_tenant: self.max_queued_runs_per_tenant,
+                max_queue_depth: self.max_queue_depth,
+            },
         };
         Ok(options)
     }
+}
+
+/// `HOST=IP:PORT` for `--outbound-resolve`.
+fn parse_resolve(text: &str) -> Result<(String, SocketAddr), String> {
+    let (host, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not HOST=IP:PORT"))?;
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("`{addr}` is not IP:PORT: {e}"))?;
+    if host.is_empty() {
+        return Err(format!("`{text}` names no host"));
+    }
+    Ok((host.to_ascii_lowercase(), addr))
 }
 
 /// Why the service refuses to start. Messages name the setting to fix, never a key.

@@ -16,6 +16,7 @@ pub use airlock_contract::names;
 pub use airlock_core as pipeline;
 pub use airlock_model as model;
 pub use airlock_model::quota;
+pub use airlock_runs as runs;
 pub use airlock_runtime as runtime;
 pub use airlock_runtime::outbound;
 pub use airlock_secrets as secrets;

@@ -364,6 +364,8 @@ async fn test(
             connection: Some(ConnectionId::new(&id)),
             call: Call::TestConnection,
             charge: Charge::Free,
+            timeout_ms: None,
+            idempotency_key: None,
         })
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))

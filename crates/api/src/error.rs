@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use airlock_core::CoreError;
+use airlock_runs::RunsError;
 use airlock_store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -27,6 +28,11 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub field: Option<String>,
+    /// For `quota-exceeded`: the quota (`runs_per_hour`, `max_workflows`,
+    /// `max_queued_runs`). Absent otherwise, never null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub quota: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,12 @@ pub enum ApiError {
     InvalidComponent(String),
     #[error("the tenant used all {limit} runs of this hour")]
     QuotaExceeded { limit: u32, retry_after_s: u64 },
+    /// A count quota other than the hourly runs (`max_workflows`, `max_queued_runs`).
+    #[error("the tenant has reached its `{quota}` of {limit}")]
+    LimitReached { quota: &'static str, limit: u64 },
+    /// The run queue as a whole is past the operator's threshold.
+    #[error("the run queue is full ({depth} runs waiting); retry shortly")]
+    QueueFull { depth: i64, retry_after_s: u64 },
     /// An OAuth2 connection's access token expired and could not be refreshed. The message
     /// names the cause, never a token or the client secret.
     #[error("{0}")]
@@ -138,7 +150,7 @@ impl ApiError {
                 "invalid-component",
                 "Invalid component",
             ),
-            ApiError::QuotaExceeded { .. } => (
+            ApiError::QuotaExceeded { .. } | ApiError::LimitReached { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota-exceeded",
                 "Quota exceeded",
@@ -148,6 +160,9 @@ impl ApiError {
                 "credential-refresh-failed",
                 "Credential refresh failed",
             ),
+            ApiError::QueueFull { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "queue-full", "Queue full")
+            }
             ApiError::Overloaded { .. } | ApiError::ServerBusy { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded")
             }
@@ -186,12 +201,18 @@ impl ApiError {
             ApiError::Validation { field, .. } => field.clone(),
             _ => None,
         };
+        let quota = match self {
+            ApiError::QuotaExceeded { .. } => Some("runs_per_hour".to_owned()),
+            ApiError::LimitReached { quota, .. } => Some((*quota).to_owned()),
+            _ => None,
+        };
         Problem {
             type_: format!("{TYPE_BASE}{slug}"),
             title: title.into(),
             status: status.as_u16(),
             detail: self.to_string(),
             field,
+            quota,
         }
     }
 }
@@ -212,6 +233,7 @@ impl IntoResponse for ApiError {
             ApiError::QuotaExceeded { retry_after_s, .. }
             | ApiError::TooManyRequests { retry_after_s, .. }
             | ApiError::Overloaded { retry_after_s }
+            | ApiError::QueueFull { retry_after_s, .. }
             | ApiError::ServerBusy { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
@@ -233,6 +255,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal
             }
             StoreError::Busy(_) => ApiError::Overloaded { retry_after_s: 1 },
+            StoreError::LimitReached { quota, limit } => ApiError::LimitReached { quota, limit },
             StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::UnsupportedUrl => {
                 tracing::error!(%error, "database failure");
                 ApiError::Unavailable
@@ -263,6 +286,33 @@ impl From<CoreError> for ApiError {
             CoreError::CredentialRefresh(message) => ApiError::CredentialRefresh(message),
             CoreError::Store(error) => error.into(),
             CoreError::Internal => ApiError::Internal,
+        }
+    }
+}
+
+/// Durable runs' refusals.
+impl From<RunsError> for ApiError {
+    fn from(error: RunsError) -> Self {
+        match error {
+            RunsError::Invalid { field, detail } => ApiError::validation(field, detail),
+            RunsError::NotFound { what } => ApiError::not_found(what),
+            RunsError::LimitReached { quota, limit } => ApiError::LimitReached { quota, limit },
+            RunsError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            } => ApiError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            },
+            RunsError::QueueFull {
+                depth,
+                retry_after_s,
+            } => ApiError::QueueFull {
+                depth,
+                retry_after_s,
+            },
+            RunsError::Conflict(detail) => ApiError::Conflict(detail),
+            RunsError::Core(error) => error.into(),
         }
     }
 }

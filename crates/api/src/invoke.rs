@@ -151,6 +151,8 @@ async fn invoke(
                 input: body.input.to_string(),
             },
             charge: Charge::Run,
+            timeout_ms: None,
+            idempotency_key: None,
         })
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))

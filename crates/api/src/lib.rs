@@ -12,13 +12,16 @@ pub mod error;
 mod health;
 mod invoke;
 mod openapi;
+mod runs;
 mod server;
 mod tenants;
+mod workflows;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_core::{Clock, Pipeline, PipelineOptions};
+use airlock_runs::{Runs, RunsOptions, WorkerOptions, Workers};
 use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use airlock_secrets::{Keyring, Secret};
 use airlock_store::{Store, StoreError, StoreOptions};
@@ -50,6 +53,8 @@ struct Inner {
     max_component_bytes: usize,
     /// Uploads loading per tenant.
     compile_slots: compile_slots::CompileSlots,
+    /// Workflows and durable runs.
+    runs: Runs,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,6 +81,10 @@ impl AppState {
 
     pub fn jwt(&self) -> &JwtKeys {
         &self.inner.jwt
+    }
+
+    pub fn runs(&self) -> &Runs {
+        &self.inner.runs
     }
 
     /// The per-tenant bound on uploads loading at once (tests hold slots through it).
@@ -114,6 +123,12 @@ pub struct ServiceOptions {
     /// The clock of the pipeline and the run counter (cache freshness, OAuth2 back-off, the
     /// hour of `runs_per_hour`); tests pass a manual one.
     pub clock: Arc<dyn Clock>,
+    /// Serve the REST API; `false`: only `/healthz`, `/readyz` and `/openapi.json` (a
+    /// workers-only process).
+    pub api: bool,
+    /// Durable-run workers in this process (`workers: 0`: none, an API-only process).
+    pub workers: WorkerOptions,
+    pub runs: RunsOptions,
 }
 
 /// A started service: its state and the configuration it came from.
@@ -121,6 +136,8 @@ pub struct Service {
     pub state: AppState,
     cors_origins: Vec<String>,
     server: ServerOptions,
+    api: bool,
+    workers: WorkerOptions,
 }
 
 impl Service {
@@ -135,9 +152,11 @@ impl Service {
         let mut pipeline = PipelineOptions::new(store, runtime, options.keyring);
         pipeline.keys_path = options.keys_path;
         pipeline.clock = options.clock;
+        let pipeline = Pipeline::new(pipeline);
         let state = AppState {
             inner: Arc::new(Inner {
-                pipeline: Pipeline::new(pipeline),
+                runs: Runs::new(pipeline.clone(), options.runs),
+                pipeline,
                 jwt: JwtKeys::new(&options.jwt_secret),
                 max_component_bytes: usize::try_from(options.max_component_bytes)
                     .unwrap_or(usize::MAX),
@@ -148,10 +167,16 @@ impl Service {
             state,
             cors_origins: options.cors_origins,
             server: options.server,
+            api: options.api,
+            workers: options.workers,
         })
     }
     pub fn router(&self) -> Router {
-        let mut router = router(self.state.clone());
+        let mut router = if self.api {
+            router(self.state.clone())
+        } else {
+            health_router(self.state.clone())
+        };
         if !self.cors_origins.is_empty() {
             let origins: Vec<HeaderValue> = self
                 .cors_origins
@@ -182,9 +207,12 @@ impl Service {
     ) -> std::io::Result<()> {
         let router = self.router();
         let pipeline = self.state.pipeline().clone();
+        let workers = Workers::start(pipeline.clone(), self.workers.clone());
         let result = server::serve(listener, router, self.server, shutdown).await;
-        // In-flight refreshes finish (a rotated refresh token must reach the database)
-        // before the pool closes.
+        // Running steps finish (or are stopped after the grace period) and their runs go
+        // back to the queue; in-flight refreshes finish (a rotated refresh token must reach
+        // the database) before the pool closes.
+        workers.shutdown().await;
         pipeline.shutdown().await;
         pipeline.store().close().await;
         result
@@ -208,13 +236,25 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::routes())
         .merge(connectors::routes(upload_limit))
         .merge(connections::routes())
-        .merge(invoke::routes());
+        .merge(invoke::routes())
+        .merge(workflows::routes())
+        .merge(runs::routes());
     Router::new()
         .nest("/v1", v1)
         .merge(health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(axum::middleware::map_response(error::ensure_problem))
+        .with_state(state)
+}
+
+/// A workers-only process: health, readiness and the document, nothing else.
+fn health_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(error::ensure_problem))
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
-use super::{auth, connections, connectors, error, health, invoke, tenants};
+use super::{auth, connections, connectors, error, health, invoke, runs, tenants, workflows};
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
 
@@ -88,12 +88,12 @@ pub mod problem {
     )]
     pub struct Unprocessable(Problem);
 
-    /// `type` `quota-exceeded`.
+    /// `type` `quota-exceeded` (`quota` names it) or `too-many-requests`.
     #[derive(ToResponse)]
     #[response(
-        description = "the tenant used all its runs of this hour",
+        description = "a tenant quota is used up: `runs_per_hour` (with Retry-After: seconds until the next hour), `max_workflows` or `max_queued_runs` (`quota` names which)",
         content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "seconds until the next hour"))
+        headers(("Retry-After" = u64, description = "seconds; sent with `runs_per_hour` and `too-many-requests`"))
     )]
     pub struct TooManyRequests(Problem);
 
@@ -108,9 +108,9 @@ pub mod problem {
     /// `type` `unavailable` or `overloaded`.
     #[derive(ToResponse)]
     #[response(
-        description = "the database is unavailable, or (`overloaded`) every instance slot is busy",
+        description = "the database is unavailable, (`overloaded`) every instance slot is busy, or (`queue-full`) the run queue is past the operator's threshold",
         content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "seconds; sent with `overloaded`"))
+        headers(("Retry-After" = u64, description = "seconds; sent with `overloaded` and `queue-full`"))
     )]
     pub struct Unavailable(Problem);
 }
@@ -123,6 +123,10 @@ pub mod problem {
         connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
         connections::create, connections::list, connections::show, connections::remove, connections::test,
         invoke::invoke, invoke::usage,
+        workflows::create, workflows::list, workflows::show, workflows::update, workflows::remove,
+        workflows::start_run,
+        runs::list, runs::show, runs::cancel, runs::replay, runs::dead_letters, runs::replay_many,
+        runs::audit, runs::daily_usage,
         health::healthz, health::readyz, health::openapi_json,
     ),
     components(
@@ -133,6 +137,11 @@ pub mod problem {
             connectors::ComponentBytes,
             connections::CreateConnection, connections::Connection,
             invoke::InvokeBody, invoke::InvokeResponse, invoke::ConnectorRef, invoke::Usage,
+            workflows::CreateWorkflow, workflows::UpdateWorkflow, workflows::Workflow,
+            workflows::WorkflowStep, workflows::RetryBody, workflows::StartRun,
+            runs::Run, runs::RunStats, runs::Step, runs::RunDetail, runs::RunPage,
+            runs::ReplayBody, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
+            runs::AuditEntry, runs::DailyUsage,
             health::Health,
         ),
         responses(

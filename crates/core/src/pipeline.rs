@@ -96,6 +96,10 @@ pub struct Invocation {
     pub connection: Option<ConnectionId>,
     pub call: Call,
     pub charge: Charge,
+    /// A wall-clock budget below the tenant's `timeout_ms` (a workflow step's timeout).
+    pub timeout_ms: Option<u64>,
+    /// A durable run's step key, sent upstream as `Idempotency-Key`.
+    pub idempotency_key: Option<String>,
 }
 
 /// The guest ran: its outcome (success or a guest-side failure), and which version ran.
@@ -171,7 +175,8 @@ impl Pipeline {
             .map_err(CoreError::or_not_found("tenant"))
     }
 
-    async fn connector(
+    /// The connector version `version`, or the current one (through the hot rows).
+    pub async fn connector(
         &self,
         tenant: &str,
         name: &str,
@@ -195,7 +200,11 @@ impl Pipeline {
         }))
     }
 
-    async fn connection(&self, tenant: &str, id: &str) -> Result<Arc<ConnectionRecord>, CoreError> {
+    pub async fn connection(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Arc<ConnectionRecord>, CoreError> {
         let load = self.inner.store.connection(tenant, id);
         self.inner
             .hot
@@ -245,6 +254,8 @@ impl Pipeline {
             connection,
             call,
             charge,
+            timeout_ms,
+            idempotency_key,
         } = invocation;
         let t = tenant.as_str();
         let quota = self.quota(t).await?;
@@ -275,6 +286,10 @@ impl Pipeline {
             });
         }
         let state_store: Arc<dyn StateStore> = self.inner.state_store.clone();
+        let mut limits = quota.runtime.clone();
+        if let Some(timeout_ms) = timeout_ms {
+            limits.timeout_ms = limits.timeout_ms.min(timeout_ms);
+        }
         let action = match &call {
             Call::Action { action, .. } => Some(action.clone()),
             Call::TestConnection => None,
@@ -283,8 +298,9 @@ impl Pipeline {
             Call::Action { action, input } => InvokeRequest::action(tenant.clone(), action, input),
             Call::TestConnection => InvokeRequest::test_connection(tenant.clone()),
         }
-        .with_limits(quota.runtime.clone())
-        .with_state(state_store);
+        .with_limits(limits)
+        .with_state(state_store)
+        .with_idempotency_key(idempotency_key);
         if let Some(connection) = &connection {
             request = request.with_connection(ConnectionId::new(&connection.id));
         }
@@ -345,7 +361,7 @@ impl Pipeline {
     }
 
     /// Counts the run against the tenant's hour (`Charge::Run`); returns the hour charged.
-    async fn charge(
+    pub async fn charge(
         &self,
         tenant: &str,
         quota: &TenantQuota,
@@ -368,7 +384,8 @@ impl Pipeline {
         }
     }
 
-    fn refund(&self, tenant: &str, charged: Option<i64>) {
+    /// Takes back a run [`Pipeline::charge`] counted (best-effort, see the store).
+    pub fn refund(&self, tenant: &str, charged: Option<i64>) {
         if let Some(hour) = charged {
             self.inner.store.refund_run(tenant, hour);
         }

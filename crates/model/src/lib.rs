@@ -7,6 +7,7 @@
 //! - [`hosts`]: host patterns and the allow decision for a request's host.
 //! - [`auth`]: the manifest's auth spec and a connection's [`AuthType`].
 //! - [`ids`]: typed ids and the guest state scope; [`clock`]: the injectable clock.
+//! - [`workflow`]: a workflow's steps, their input mapping by JSON Pointer and retry policy.
 //!
 //! Depends only on `airlock-contract` (the rules shared with guests) and serde, jsonschema,
 //! url: storage and the runtime both build on it without depending on each other.
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod limits;
 pub mod manifest;
 pub mod quota;
+pub mod workflow;
 
 pub use airlock_contract::names;
 pub use auth::{ApiKeyLocation, AuthSpec, AuthType};
@@ -30,3 +32,4 @@ pub use manifest::{
     ValidatedManifest,
 };
 pub use quota::TenantQuota;
+pub use workflow::{MappingError, StepSpec, WorkflowError, WorkflowSpec};

@@ -39,6 +39,9 @@ pub struct InvokeRequest {
     /// Where the guest's `state` import reads and writes; `None` uses the runtime's
     /// in-memory store.
     pub state: Option<Arc<dyn StateStore>>,
+    /// A durable run's step key, sent upstream as `Idempotency-Key` (see
+    /// [`crate::outbound::Grant::idempotency_key`]).
+    pub idempotency_key: Option<String>,
 }
 
 impl InvokeRequest {
@@ -68,6 +71,7 @@ impl InvokeRequest {
             limits: TenantLimits::default(),
             credential: Credential::None,
             state: None,
+            idempotency_key: None,
         }
     }
 
@@ -89,6 +93,11 @@ impl InvokeRequest {
 
     pub fn with_state(mut self, state: Arc<dyn StateStore>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
+        self.idempotency_key = key;
         self
     }
 }
@@ -243,6 +252,10 @@ impl Runtime {
             auth: manifest.auth.clone(),
             credential: request.credential,
             limits: limits.outbound(),
+            idempotency_key: request
+                .idempotency_key
+                .as_deref()
+                .and_then(|key| reqwest::header::HeaderValue::from_str(key).ok()),
         });
         let scrubber = session.scrubber();
         let logs = LogSink::new(limits.max_log_bytes, limits.max_log_lines);

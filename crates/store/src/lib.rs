@@ -1,6 +1,6 @@
 //! The database: one `sqlx::Any` pool over SQLite or PostgreSQL, migrations chosen by URL
 //! scheme and applied at start, and the tenant-scoped repositories (`tenants`, `connectors`,
-//! `connections`, `state`, `usage`).
+//! `connections`, `state`, `usage`, `workflows`, `runs`).
 //!
 //! One code path serves both databases: queries use `$N` placeholders (SQLite accepts them),
 //! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
@@ -9,9 +9,11 @@
 mod connections;
 mod connectors;
 mod rotation;
+mod runs;
 mod state;
 mod tenants;
 mod usage;
+mod workflows;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
@@ -20,8 +22,13 @@ use sqlx::{AnyPool, Row};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use rotation::{RotationReport, reencrypt_connections};
+pub use runs::{
+    AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, Finish, Lease,
+    LeaseStatus, NewRun, ReplayRefusal, RunFilter, RunRecord, RunState, StepRecord, StepResult,
+};
 pub use tenants::TenantRecord;
 pub use usage::RunAdmission;
+pub use workflows::WorkflowRecord;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -83,6 +90,9 @@ pub enum StoreError {
     /// A bounded queue in front of the database is full: try again shortly.
     #[error("the database is busy: {0}")]
     Busy(&'static str),
+    /// A count the tenant may not exceed (`quota`: `max_workflows`, `max_queued_runs`).
+    #[error("the tenant has reached its `{quota}` of {limit}")]
+    LimitReached { quota: &'static str, limit: u64 },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -111,6 +121,10 @@ pub struct Store {
     runs: usage::RunCounter,
     /// Guest state writes queued for the writer at once (see [`Store::state_set`]).
     state_lane: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Wakes this process's idle run workers when a run becomes claimable.
+    wakeups: std::sync::Arc<tokio::sync::Notify>,
+    /// For the PostgreSQL `LISTEN` connection, which is not pooled. It may hold a password.
+    url: airlock_secrets::Secret,
 }
 
 /// Options for [`Store::connect`].
@@ -180,6 +194,8 @@ impl Store {
             kind,
             runs,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
+            wakeups: std::sync::Arc::default(),
+            url: airlock_secrets::Secret::new(url),
         })
     }
 

@@ -14,6 +14,7 @@ mod api_refusals;
 mod api_server;
 mod api_support;
 
+mod chaos;
 mod cli;
 mod connectors;
 mod isolation;
@@ -22,5 +23,7 @@ mod limits;
 mod loading;
 mod outbound;
 mod pipeline;
+mod queue;
+mod runs;
 mod scheduling;
 mod usage;

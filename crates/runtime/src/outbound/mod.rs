@@ -110,6 +110,10 @@ pub struct Grant {
     pub auth: AuthSpec,
     pub credential: Credential,
     pub limits: OutboundLimits,
+    /// A durable run's step key: sent as `Idempotency-Key` on the step's requests that are
+    /// not safe methods (unless the guest set one), so an upstream can drop the repeat of a
+    /// step re-run after a crash.
+    pub idempotency_key: Option<HeaderValue>,
 }
 
 impl Default for Grant {
@@ -121,9 +125,12 @@ impl Default for Grant {
             auth: AuthSpec::None,
             credential: Credential::None,
             limits: OutboundLimits::default(),
+            idempotency_key: None,
         }
     }
 }
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 /// A request as the guest wrote it (the WIT `http.request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +383,12 @@ impl Session {
         let mut url = url.clone();
         url.set_fragment(None);
         let mut headers = guest_headers.clone();
+        if let Some(key) = &self.grant.idempotency_key
+            && !method.is_safe()
+            && !headers.contains_key(IDEMPOTENCY_KEY)
+        {
+            headers.insert(IDEMPOTENCY_KEY, key.clone());
+        }
         if !trusted {
             // The guest's own credentials, which it gave to the origin it asked for (curl drops
             // the same two; `Proxy-Authorization` never leaves the gate at all).

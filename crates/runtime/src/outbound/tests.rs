@@ -1307,6 +1307,38 @@ async fn transport_headers_from_the_guest_are_stripped() {
     assert_eq!(seen.header("x-fine"), ["yes"]);
 }
 
+/// A durable run's step key goes on every request that is not a safe method, unless the guest
+/// chose its own; GET carries none.
+#[tokio::test]
+async fn a_step_key_is_sent_as_idempotency_key_on_unsafe_methods() {
+    let server = spawn_server().await;
+    let keyed = Grant {
+        idempotency_key: Some(HeaderValue::from_static("run_1:charge")),
+        ..grant(&[API])
+    };
+    let mut s = session(loopback_config(server.addr), keyed);
+    for method in ["POST", "GET", "DELETE"] {
+        assert_eq!(
+            s.send(request(method, &api("/echo"))).await.unwrap().status,
+            200
+        );
+    }
+    let mut own = request("PUT", &api("/echo"));
+    own.headers = vec![("Idempotency-Key".into(), "guest-chosen".into())];
+    assert_eq!(s.send(own).await.unwrap().status, 200);
+    let seen = server.seen();
+    let keys: Vec<Vec<&str>> = seen.iter().map(|r| r.header("idempotency-key")).collect();
+    assert_eq!(
+        keys,
+        [
+            vec!["run_1:charge"],
+            vec![],
+            vec!["run_1:charge"],
+            vec!["guest-chosen"],
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rule 7: scrubbing
 

@@ -1,0 +1,517 @@
+//! Runs of workflows: listing with filters and cursor pagination, one run with its step
+//! journal, cancel and replay, the dead letters (runs in the `dead` state), the audit log
+//! of replays and cancels (read-only: the API has no way to change it), and daily usage.
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Principal, Role};
+use super::error::{ApiError, Json};
+use super::openapi::problem;
+use airlock_model::TenantId;
+use airlock_store::{Cost, RunFilter, RunRecord, RunState, StepRecord};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runs", get(list))
+        .route("/runs/{id}", get(show))
+        .route("/runs/{id}/cancel", post(cancel))
+        .route("/runs/{id}/replay", post(replay))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/replay", post(replay_many))
+        .route("/audit", get(audit))
+        .route("/usage/daily", get(daily_usage))
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 500;
+const MAX_REPLAY_BATCH: usize = 100;
+
+/// What a run or a step consumed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunStats {
+    pub fuel_used: i64,
+    pub duration_us: i64,
+    pub peak_memory_bytes: i64,
+    pub outbound_requests: i64,
+    /// Request and response bytes together.
+    pub outbound_bytes: i64,
+}
+
+impl From<Cost> for RunStats {
+    fn from(cost: Cost) -> Self {
+        RunStats {
+            fuel_used: cost.fuel_used,
+            duration_us: cost.duration_us,
+            peak_memory_bytes: cost.peak_memory_bytes,
+            outbound_requests: cost.outbound_requests,
+            outbound_bytes: cost.outbound_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Run {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: i64,
+    /// `queued`, `running`, `retrying`, `succeeded`, `dead` or `cancelled`.
+    pub state: String,
+    /// The trigger payload.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    /// The index of the first step not yet finished.
+    pub next_step: i64,
+    /// Failed attempts of that step so far.
+    pub attempt: i64,
+    /// When a queued or retrying run may start.
+    pub run_at_ms: i64,
+    pub cancel_requested: bool,
+    /// The last step's output, once the run succeeded.
+    #[schema(value_type = Object)]
+    pub output: Option<Value>,
+    /// Why the run is dead: the step, its error kind and message, the attempts.
+    #[schema(value_type = Object)]
+    pub error: Option<Value>,
+    pub stats: RunStats,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+fn json_text(text: Option<&str>) -> Option<Value> {
+    text.map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+}
+
+impl Run {
+    pub fn summary(run: RunRecord) -> Run {
+        Run {
+            input: serde_json::from_str(&run.input).unwrap_or(Value::Null),
+            output: json_text(run.output.as_deref()),
+            error: json_text(run.error.as_deref()),
+            id: run.id,
+            workflow_id: run.workflow_id,
+            workflow_version: run.workflow_version,
+            state: run.state.as_str().to_owned(),
+            idempotency_key: run.idempotency_key,
+            next_step: run.next_step,
+            attempt: run.attempt,
+            run_at_ms: run.run_at,
+            cancel_requested: run.cancel_requested,
+            stats: run.cost.into(),
+            created_at_ms: run.created_at,
+            started_at_ms: run.started_at,
+            finished_at_ms: run.finished_at,
+        }
+    }
+}
+
+/// One journaled step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Step {
+    pub index: i64,
+    pub id: String,
+    /// `succeeded`, or `failed` (its last attempt failed; see the run's state).
+    pub status: String,
+    pub attempts: i64,
+    #[schema(value_type = Object)]
+    pub output: Option<Value>,
+    #[schema(value_type = Object)]
+    pub error: Option<Value>,
+    /// The last attempt's log lines.
+    #[schema(value_type = Vec<Object>)]
+    pub logs: Value,
+    pub stats: RunStats,
+    pub finished_at_ms: i64,
+}
+
+impl From<StepRecord> for Step {
+    fn from(step: StepRecord) -> Self {
+        Step {
+            output: json_text(step.output.as_deref()),
+            error: json_text(step.error.as_deref()),
+            logs: serde_json::from_str(&step.logs).unwrap_or(Value::Array(Vec::new())),
+            index: step.index,
+            id: step.step_id,
+            status: step.status,
+            attempts: step.attempts,
+            stats: step.cost.into(),
+            finished_at_ms: step.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: Run,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Only runs in this state.
+    pub state: Option<String>,
+    /// Only runs created at or after (unix ms).
+    pub created_from_ms: Option<i64>,
+    /// Only runs created before (unix ms).
+    pub created_before_ms: Option<i64>,
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+fn filter(query: ListQuery, state: Option<RunState>) -> Result<RunFilter, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::validation("limit", "limit is 1-500"));
+    }
+    let state = match (state, query.state) {
+        (Some(state), _) => Some(state),
+        (None, Some(state)) => Some(airlock_runs::parse_state(&state)?),
+        (None, None) => None,
+    };
+    let after =
+        match query.cursor {
+            None => None,
+            Some(cursor) => {
+                let parsed = cursor
+                    .split_once('.')
+                    .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                    .filter(|(_, id)| airlock_contract::names::is_clean(id));
+                Some(parsed.ok_or_else(|| {
+                    ApiError::validation("cursor", "not a cursor this API returned")
+                })?)
+            }
+        };
+    Ok(RunFilter {
+        workflow_id: query.workflow,
+        state,
+        created_from: query.created_from_ms,
+        created_before: query.created_before_ms,
+        after,
+        limit,
+    })
+}
+
+async fn page(
+    state: &AppState,
+    tenant: &str,
+    filter: RunFilter,
+) -> Result<Json<RunPage>, ApiError> {
+    if let Some(workflow) = &filter.workflow_id
+        && !airlock_contract::names::is_clean(workflow)
+    {
+        return Ok(Json(RunPage {
+            runs: Vec::new(),
+            next_cursor: None,
+        }));
+    }
+    let runs = state.store().list_runs(tenant, &filter).await?;
+    let full = i64::try_from(runs.len()).unwrap_or(i64::MAX) == filter.limit;
+    let next_cursor = runs
+        .last()
+        .filter(|_| full)
+        .map(|last| format!("{}.{}", last.created_at, last.id));
+    Ok(Json(RunPage {
+        runs: runs.into_iter().map(Run::summary).collect(),
+        next_cursor,
+    }))
+}
+
+/// The tenant's runs, newest first, filtered, one page at a time.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, body = RunPage),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    page(&state, tenant, filter(query, None)?).await
+}
+
+/// The dead letters: runs in the `dead` state (out of attempts, or failed in a way a retry
+/// cannot fix), newest first, with their error.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "runs", params(ListQuery),
+    responses((status = 200, body = RunPage),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn dead_letters(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<RunPage>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    page(&state, tenant, filter(query, Some(RunState::Dead))?).await
+}
+
+/// One run with its step journal: each step's output, error, attempts, last logs and cost.
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = RunDetail),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let run = state
+        .store()
+        .run(tenant, &id)
+        .await
+        .map_err(ApiError::or_not_found("run"))?;
+    let steps = state.store().run_steps(tenant, &id).await?;
+    Ok(Json(RunDetail {
+        run: Run::summary(run),
+        steps: steps.into_iter().map(Step::from).collect(),
+    }))
+}
+
+/// Cancels a run: a waiting one at once; a running one's guest is stopped by its worker
+/// within a heartbeat (`cancel_requested: true` until then). Audited. 409 for a run that
+/// has ended.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)),
+    responses((status = 200, body = Run),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Run>, ApiError> {
+    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    state
+        .runs()
+        .cancel(&tenant, &id, &principal.subject)
+        .await?;
+    let run = state.store().run(tenant.as_str(), &id).await?;
+    Ok(Json(Run::summary(run)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayBody {
+    /// The step (id) to start from; steps before it keep their journaled outputs and are not
+    /// run again. Default: the step that failed.
+    pub from_step: Option<String>,
+}
+
+/// Replays a dead or cancelled run: back to the queue, from the failed step or `from_step`.
+/// Audited. 409 for a run in another state.
+#[utoipa::path(post, path = "/v1/runs/{id}/replay", tag = "runs", params(("id" = String, Path)),
+    request_body = ReplayBody,
+    responses((status = 200, body = Run),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<ReplayBody>,
+) -> Result<Json<Run>, ApiError> {
+    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let run = state
+        .runs()
+        .replay(&tenant, &id, body.from_step.as_deref(), &principal.subject)
+        .await?;
+    Ok(Json(Run::summary(run)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayMany {
+    /// 1-100 run ids.
+    #[schema(min_items = 1, max_items = 100)]
+    pub run_ids: Vec<String>,
+    /// As for one run; every run must have this step.
+    pub from_step: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayRefused {
+    pub run_id: String,
+    /// The problem `type` this run alone would have been answered with.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayReport {
+    pub replayed: Vec<Run>,
+    pub refused: Vec<ReplayRefused>,
+}
+
+/// Replays many dead letters; each is replayed (and audited) or refused on its own.
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "runs", request_body = ReplayMany,
+    responses((status = 200, body = ReplayReport),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn replay_many(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<ReplayMany>,
+) -> Result<Json<ReplayReport>, ApiError> {
+    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    if body.run_ids.is_empty() || body.run_ids.len() > MAX_REPLAY_BATCH {
+        return Err(ApiError::validation("run_ids", "1-100 run ids"));
+    }
+    let mut report = ReplayReport {
+        replayed: Vec::new(),
+        refused: Vec::new(),
+    };
+    for id in body.run_ids {
+        match state
+            .runs()
+            .replay(&tenant, &id, body.from_step.as_deref(), &principal.subject)
+            .await
+        {
+            Ok(run) => report.replayed.push(Run::summary(run)),
+            Err(error) => {
+                let problem = ApiError::from(error).problem();
+                if problem.status >= 500 {
+                    return Err(ApiError::Unavailable);
+                }
+                report.refused.push(ReplayRefused {
+                    run_id: id,
+                    type_: problem.type_,
+                    detail: problem.detail,
+                });
+            }
+        }
+    }
+    Ok(Json(report))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    pub at_ms: i64,
+    /// The token's subject.
+    pub actor: String,
+    /// `replay` or `cancel`.
+    pub action: String,
+    pub run_id: String,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Newest first, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// The tenant's audit log of replays and cancels, newest first. Append-only: no route
+/// changes or deletes it, and the database refuses updates and deletes of its rows.
+#[utoipa::path(get, path = "/v1/audit", tag = "runs", params(AuditQuery),
+    responses((status = 200, body = Vec<AuditEntry>),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::validation("limit", "limit is 1-500"));
+    }
+    let records = state.store().audit_records(tenant, limit).await?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| AuditEntry {
+                detail: serde_json::from_str(&r.detail).unwrap_or(Value::Null),
+                id: r.id,
+                at_ms: r.at,
+                actor: r.actor,
+                action: r.action,
+                run_id: r.run_id,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyUsage {
+    /// The UTC day, as days since 1970-01-01.
+    pub day: i64,
+    /// Runs created.
+    pub runs: i64,
+    /// Step attempts finished (succeeded or failed).
+    pub steps: i64,
+    pub fuel_used: i64,
+    pub duration_us: i64,
+    pub outbound_requests: i64,
+    pub outbound_bytes: i64,
+}
+
+/// The tenant's durable-run usage per UTC day, newest first (up to 90 days).
+#[utoipa::path(get, path = "/v1/usage/daily", tag = "runs",
+    responses((status = 200, body = Vec<DailyUsage>),
+        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn daily_usage(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Vec<DailyUsage>>, ApiError> {
+    let tenant = principal.tenant(Role::Viewer)?;
+    let days = state.store().usage_days(tenant, 90).await?;
+    Ok(Json(
+        days.into_iter()
+            .map(|d| DailyUsage {
+                day: d.day,
+                runs: d.runs,
+                steps: d.steps,
+                fuel_used: d.fuel_used,
+                duration_us: d.duration_us,
+                outbound_requests: d.outbound_requests,
+                outbound_bytes: d.outbound_bytes,
+            })
+            .collect(),
+    ))
+}

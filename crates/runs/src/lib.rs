@@ -1,0 +1,439 @@
+//! Durable runs: workflows, and the workers that run them through the invocation pipeline.
+//!
+//! - [`Runs`]: what the API calls. Saving workflows (the definition's own rules, then the
+//!   tenant's connectors, actions and connections), creating runs (idempotency key,
+//!   `runs_per_hour`, queue limits), cancel and replay (audited).
+//! - [`Workers`]: claim runs from the database queue (fair across tenants, within each
+//!   tenant's concurrency quota, across processes), run their steps one by one under a
+//!   heartbeated lease, journal each step's output with the fencing check, retry with
+//!   backoff, dead-letter what cannot succeed; a reaper re-queues runs of dead workers.
+//!
+//! The queue itself (claiming, fencing, the journal) is `airlock-store`'s `runs` module; the
+//! definition format is `airlock-model`'s `workflow`.
+
+mod error;
+pub mod retry;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use airlock_core::Pipeline;
+use airlock_model::{TenantId, WorkflowSpec};
+use airlock_store::{
+    Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, RunState, WorkflowRecord,
+};
+use serde_json::Value;
+
+pub use error::RunsError;
+pub use worker::{WorkerOptions, Workers, step_key};
+
+/// Runs one tenant may have waiting, unless the operator says otherwise.
+pub const DEFAULT_MAX_QUEUED_PER_TENANT: u64 = 10_000;
+/// Runs waiting across all tenants beyond which new runs are refused (503).
+pub const DEFAULT_MAX_QUEUE_DEPTH: i64 = 100_000;
+/// How long a read of the queue depth is reused.
+const DEPTH_TTL_MS: i64 = 1_000;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Queue limits.
+#[derive(Debug, Clone)]
+pub struct RunsOptions {
+    pub max_queued_per_tenant: u64,
+    pub max_queue_depth: i64,
+}
+
+impl Default for RunsOptions {
+    fn default() -> Self {
+        Self {
+            max_queued_per_tenant: DEFAULT_MAX_QUEUED_PER_TENANT,
+            max_queue_depth: DEFAULT_MAX_QUEUE_DEPTH,
+        }
+    }
+}
+
+/// Workflows and runs as the API sees them. Cheap to clone.
+#[derive(Clone)]
+pub struct Runs {
+    pipeline: Pipeline,
+    options: RunsOptions,
+    depth: Arc<DepthCache>,
+}
+
+#[derive(Default)]
+struct DepthCache {
+    read_at_ms: AtomicI64,
+    depth: AtomicI64,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runs")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A workflow as saved: the record and its parsed definition.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub record: WorkflowRecord,
+    pub spec: WorkflowSpec,
+}
+
+impl Workflow {
+    fn from_record(record: WorkflowRecord) -> Result<Workflow, RunsError> {
+        let spec = serde_json::from_str(&record.definition).map_err(|e| {
+            tracing::error!(workflow = %record.id, error = %e, "a stored workflow definition does not parse");
+            RunsError::Core(airlock_core::CoreError::Internal)
+        })?;
+        Ok(Workflow { record, spec })
+    }
+}
+
+impl Runs {
+    pub fn new(pipeline: Pipeline, options: RunsOptions) -> Runs {
+        Runs {
+            pipeline,
+            options,
+            depth: Arc::default(),
+        }
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Checks a definition: its own rules, then that every step's connector (or pinned
+    /// version), action and connection exist in the tenant, and that a step's connection
+    /// belongs to its connector. A step without a connection runs without a credential, as
+    /// an invocation without one does.
+    pub async fn check(&self, tenant: &TenantId, spec: &WorkflowSpec) -> Result<(), RunsError> {
+        spec.validate()?;
+        for (i, step) in spec.steps.iter().enumerate() {
+            let at = |field: &str| format!("steps[{i}].{field}");
+            let invalid = |field: &str, detail: String| RunsError::Invalid {
+                field: at(field),
+                detail,
+            };
+            let record = match self
+                .pipeline
+                .connector(tenant.as_str(), &step.connector, step.version.as_deref())
+                .await
+            {
+                Ok(record) => record,
+                Err(airlock_core::CoreError::NotFound { .. }) => {
+                    let field = if step.version.is_some() {
+                        "version"
+                    } else {
+                        "connector"
+                    };
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "the tenant has no connector `{}` at that version",
+                            step.connector
+                        ),
+                    ));
+                }
+                Err(other) => return Err(other.into()),
+            };
+            if !record
+                .manifest
+                .actions
+                .iter()
+                .any(|a| a.name == step.action)
+            {
+                return Err(invalid(
+                    "action",
+                    format!(
+                        "connector `{}` has no action `{}`",
+                        step.connector, step.action
+                    ),
+                ));
+            }
+            if let Some(id) = &step.connection {
+                let connection = match self.pipeline.connection(tenant.as_str(), id).await {
+                    Ok(connection) => connection,
+                    Err(airlock_core::CoreError::NotFound { .. }) => {
+                        return Err(invalid("connection", format!("no connection `{id}`")));
+                    }
+                    Err(other) => return Err(other.into()),
+                };
+                if connection.connector != step.connector {
+                    return Err(invalid(
+                        "connection",
+                        format!(
+                            "connection `{id}` belongs to connector `{}`",
+                            connection.connector
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create_workflow(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        spec: &WorkflowSpec,
+    ) -> Result<Workflow, RunsError> {
+        self.check(tenant, spec).await?;
+        let quota = self.pipeline.quota(tenant.as_str()).await?;
+        let id = format!("wf_{}", uuid::Uuid::new_v4().simple());
+        let record = self
+            .pipeline
+            .store()
+            .create_workflow(
+                tenant.as_str(),
+                &id,
+                name,
+                &definition_text(spec)?,
+                quota.max_workflows,
+            )
+            .await
+            .map_err(|e| match e {
+                airlock_store::StoreError::Conflict => {
+                    RunsError::Conflict(format!("a workflow named `{name}` exists"))
+                }
+                other => other.into(),
+            })?;
+        Ok(Workflow {
+            record,
+            spec: spec.clone(),
+        })
+    }
+
+    pub async fn put_workflow(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        name: Option<&str>,
+        spec: &WorkflowSpec,
+    ) -> Result<Workflow, RunsError> {
+        self.check(tenant, spec).await?;
+        let record = self
+            .pipeline
+            .store()
+            .put_workflow_version(tenant.as_str(), id, name, &definition_text(spec)?)
+            .await
+            .map_err(|e| match e {
+                airlock_store::StoreError::Conflict => RunsError::Conflict(format!(
+                    "a workflow named `{}` exists",
+                    name.unwrap_or_default()
+                )),
+                other => RunsError::or_not_found("workflow")(other),
+            })?;
+        Ok(Workflow {
+            record,
+            spec: spec.clone(),
+        })
+    }
+
+    pub async fn workflow(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        version: Option<i64>,
+    ) -> Result<Workflow, RunsError> {
+        let record = self
+            .pipeline
+            .store()
+            .workflow(tenant.as_str(), id, version)
+            .await
+            .map_err(RunsError::or_not_found("workflow"))?;
+        Workflow::from_record(record)
+    }
+
+    pub async fn list_workflows(&self, tenant: &TenantId) -> Result<Vec<Workflow>, RunsError> {
+        let records = self
+            .pipeline
+            .store()
+            .list_workflows(tenant.as_str())
+            .await?;
+        records.into_iter().map(Workflow::from_record).collect()
+    }
+
+    /// Creates a run of the workflow's current version, or returns the run an earlier
+    /// request with the same `idempotency_key` created (`created: false`), without charging
+    /// it again. Refusals, in order: unknown workflow (404), queue past the operator's
+    /// depth (503), hourly runs used (429), too many of the tenant's runs waiting (429).
+    pub async fn enqueue(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &str,
+        input: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(RunRecord, bool), RunsError> {
+        let t = tenant.as_str();
+        if let Some(key) = idempotency_key {
+            check_idempotency_key(key)?;
+        }
+        let workflow = self
+            .pipeline
+            .store()
+            .workflow(t, workflow_id, None)
+            .await
+            .map_err(RunsError::or_not_found("workflow"))?;
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.pipeline.store().run_by_key(t, key).await?
+        {
+            return Ok((existing, false));
+        }
+        let depth = self.queue_depth().await?;
+        if depth >= self.options.max_queue_depth {
+            return Err(RunsError::QueueFull {
+                depth,
+                retry_after_s: 5,
+            });
+        }
+        let quota = self.pipeline.quota(t).await?;
+        let charged = self
+            .pipeline
+            .charge(t, &quota, airlock_core::Charge::Run)
+            .await?;
+        let created = self
+            .pipeline
+            .store()
+            .create_run(
+                t,
+                NewRun {
+                    id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+                    workflow_id: workflow.id.clone(),
+                    workflow_version: workflow.version,
+                    input: input.to_string(),
+                    idempotency_key: idempotency_key.map(str::to_owned),
+                    max_queued: self.options.max_queued_per_tenant,
+                },
+            )
+            .await;
+        match created {
+            Ok(Enqueued::Created(run)) => Ok((run, true)),
+            Ok(Enqueued::Existing(run)) => {
+                // A concurrent request with the same key created it first.
+                self.pipeline.refund(t, charged);
+                Ok((run, false))
+            }
+            Err(error) => {
+                self.pipeline.refund(t, charged);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Runs waiting across all tenants, read at most once a second.
+    pub async fn queue_depth(&self) -> Result<i64, RunsError> {
+        let now = airlock_store::now_ms();
+        if now - self.depth.read_at_ms.load(Ordering::Relaxed) < DEPTH_TTL_MS {
+            return Ok(self.depth.depth.load(Ordering::Relaxed));
+        }
+        let depth = self.pipeline.store().queue_depth().await?;
+        self.depth.depth.store(depth, Ordering::Relaxed);
+        self.depth.read_at_ms.store(now, Ordering::Relaxed);
+        Ok(depth)
+    }
+
+    /// Whether the queue is under the operator's depth threshold (for `/readyz`).
+    pub async fn queue_ready(&self) -> Result<i64, RunsError> {
+        let depth = self.queue_depth().await?;
+        if depth >= self.options.max_queue_depth {
+            return Err(RunsError::QueueFull {
+                depth,
+                retry_after_s: 5,
+            });
+        }
+        Ok(depth)
+    }
+
+    /// Cancels a run (see [`airlock_store::Store::cancel_run`]), audited as `actor`.
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        run_id: &str,
+        actor: &str,
+    ) -> Result<Cancelled, RunsError> {
+        let cancelled = self
+            .pipeline
+            .store()
+            .cancel_run(tenant.as_str(), run_id, actor)
+            .await
+            .map_err(RunsError::or_not_found("run"))?;
+        match cancelled {
+            Cancelled::AlreadyEnded(state) => Err(RunsError::state("cancel", state)),
+            other => Ok(other),
+        }
+    }
+
+    /// Replays a dead or cancelled run from step `from_step` (an id; default: the step that
+    /// failed), audited as `actor`.
+    pub async fn replay(
+        &self,
+        tenant: &TenantId,
+        run_id: &str,
+        from_step: Option<&str>,
+        actor: &str,
+    ) -> Result<RunRecord, RunsError> {
+        let store = self.pipeline.store();
+        let t = tenant.as_str();
+        let run = store
+            .run(t, run_id)
+            .await
+            .map_err(RunsError::or_not_found("run"))?;
+        let from = match from_step {
+            None => None,
+            Some(step) => {
+                let definition = store
+                    .workflow_definition(t, &run.workflow_id, run.workflow_version)
+                    .await?;
+                let spec: WorkflowSpec = serde_json::from_str(&definition)
+                    .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
+                let index = spec.position(step).ok_or_else(|| RunsError::Invalid {
+                    field: "from_step".into(),
+                    detail: format!("the run's workflow version has no step `{step}`"),
+                })?;
+                Some(i64::try_from(index).unwrap_or(i64::MAX))
+            }
+        };
+        match store.replay_run(t, run_id, from, actor).await? {
+            Ok(run) => Ok(run),
+            Err(ReplayRefusal::State(state)) => Err(RunsError::state("replay", state)),
+            Err(ReplayRefusal::NotReached { next_step }) => Err(RunsError::Invalid {
+                field: "from_step".into(),
+                detail: format!(
+                    "the run never finished the steps before it (it stopped at step {next_step}); replay from an earlier step"
+                ),
+            }),
+        }
+    }
+}
+
+/// Whether `state` is one of the run states (for filters).
+pub fn parse_state(state: &str) -> Result<RunState, RunsError> {
+    RunState::parse(state).ok_or_else(|| RunsError::Invalid {
+        field: "state".into(),
+        detail: format!(
+            "unknown run state `{state}`; one of {}",
+            RunState::ALL.map(RunState::as_str).join(", ")
+        ),
+    })
+}
+
+fn definition_text(spec: &WorkflowSpec) -> Result<String, RunsError> {
+    serde_json::to_string(spec).map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))
+}
+
+fn check_idempotency_key(key: &str) -> Result<(), RunsError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(RunsError::Invalid {
+            field: "Idempotency-Key".into(),
+            detail: format!("must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! What follows a failed step: which failures are worth another attempt, and when.
+
+use airlock_core::CoreError;
+use airlock_model::RetryPolicy;
+use airlock_runtime::{ErrorKind, InvokeError};
+use serde::Serialize;
+
+/// Why a step failed, as the run and its journal record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepError {
+    /// The runtime's kind (`connector_error`, `timeout`, ...) or the pipeline's refusal
+    /// (`not_found`, `invalid_input`, `credential_refresh`, `overloaded`, `internal`).
+    pub kind: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector_kind: Option<String>,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// Asked-for wait before the next attempt (the hourly quota's reset), if any.
+    #[serde(skip)]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl StepError {
+    pub fn new(kind: &str, message: impl Into<String>, retryable: bool) -> StepError {
+        StepError {
+            kind: kind.to_owned(),
+            message: message.into(),
+            connector_kind: None,
+            retryable,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A guest that ran and failed. Retried when the runtime or the connector says a retry
+    /// may help, except for what a retry cannot fix: a rejected credential, invalid input.
+    pub fn from_guest(error: &InvokeError) -> StepError {
+        let connector_kind = error.connector_kind.clone();
+        let hopeless = error.kind == ErrorKind::InvalidInput
+            || matches!(connector_kind.as_deref(), Some("auth" | "invalid_input"));
+        StepError {
+            kind: error.kind.as_str().to_owned(),
+            message: error.message.clone(),
+            retryable: error.retryable && !hopeless,
+            connector_kind,
+            retry_after_ms: None,
+        }
+    }
+
+    /// A step the pipeline refused or failed around. Missing rows and invalid input stay
+    /// wrong on every attempt; load, the database and a token endpoint may recover.
+    pub fn from_core(error: &CoreError) -> StepError {
+        let (kind, retryable) = match error {
+            CoreError::NotFound { .. } => ("not_found", false),
+            CoreError::Invalid { .. } => ("invalid", false),
+            CoreError::UnknownAction(_) => ("unknown_action", false),
+            CoreError::InvalidInput { .. } => ("invalid_input", false),
+            CoreError::QuotaExceeded { .. } => ("quota_exceeded", true),
+            CoreError::Overloaded { .. } => ("overloaded", true),
+            CoreError::CredentialRefresh(_) => ("credential_refresh", true),
+            CoreError::Store(_) => ("unavailable", true),
+            CoreError::Internal => ("internal", true),
+        };
+        let retry_after_ms = match error {
+            CoreError::QuotaExceeded { retry_after_s, .. }
+            | CoreError::Overloaded { retry_after_s } => Some(retry_after_s.saturating_mul(1000)),
+            _ => None,
+        };
+        let message = match error {
+            // Store messages may carry driver text; runs show a fixed one.
+            CoreError::Store(_) => "the database failed during the step".to_owned(),
+            other => other.to_string(),
+        };
+        StepError {
+            kind: kind.to_owned(),
+            message,
+            connector_kind: None,
+            retryable,
+            retry_after_ms,
+        }
+    }
+
+    fn rate_limited(&self) -> bool {
+        self.connector_kind.as_deref() == Some("rate_limited")
+    }
+}
+
+/// The wait before attempt `failures + 1` after `failures` failed ones: full jitter
+/// (uniform in `[0, min(max, initial * 2^(failures-1))]`), so a crowd of failed runs does
+/// not come back in step. A rate-limited failure waits the whole window, and an asked-for
+/// wait is honoured as a floor.
+pub fn backoff_ms(policy: &RetryPolicy, failures: u32, error: &StepError) -> u64 {
+    let exponent = failures.saturating_sub(1).min(32);
+    let window = policy
+        .initial_backoff_ms
+        .saturating_mul(1u64 << exponent)
+        .min(policy.max_backoff_ms);
+    let jittered = if error.rate_limited() {
+        window
+    } else {
+        random_below(window.saturating_add(1))
+    };
+    jittered.max(error.retry_after_ms.unwrap_or(0))
+}
+
+fn random_below(bound: u64) -> u64 {
+    // Jitter needs no cryptographic quality; a failed read only loses the spread.
+    getrandom::u64().map_or(bound / 2, |r| r % bound.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 5,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 1_000,
+    };
+
+    #[test]
+    fn backoff_grows_within_the_full_jitter_window_and_is_capped() {
+        let error = StepError::new("connector_error", "upstream", true);
+        for (failures, window) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (60, 1_000),
+        ] {
+            let mut seen_low = false;
+            for _ in 0..200 {
+                let wait = backoff_ms(&POLICY, failures, &error);
+                assert!(wait <= window, "{failures} failures: {wait} > {window}");
+                seen_low |= wait < window / 2;
+            }
+            assert!(
+                seen_low,
+                "{failures} failures: no jitter below half the window"
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limited_waits_the_whole_window_and_asked_waits_are_floors() {
+        let mut error = StepError::new("connector_error", "slow down", true);
+        error.connector_kind = Some("rate_limited".into());
+        assert_eq!(backoff_ms(&POLICY, 2, &error), 200);
+        let mut asked = StepError::new("quota_exceeded", "hour used", true);
+        asked.retry_after_ms = Some(5_000);
+        assert!(backoff_ms(&POLICY, 1, &asked) >= 5_000);
+    }
+
+    #[test]
+    fn credential_and_input_failures_are_not_retried() {
+        let mut auth = InvokeError::new(ErrorKind::ConnectorError, "rejected");
+        auth.connector_kind = Some("auth".into());
+        auth.retryable = true;
+        assert!(!StepError::from_guest(&auth).retryable);
+        let mut upstream = InvokeError::new(ErrorKind::ConnectorError, "502");
+        upstream.connector_kind = Some("upstream".into());
+        upstream.retryable = true;
+        assert!(StepError::from_guest(&upstream).retryable);
+        upstream.retryable = false;
+        assert!(!StepError::from_guest(&upstream).retryable);
+        assert!(!StepError::from_core(&CoreError::NotFound { what: "connector" }).retryable);
+        assert!(StepError::from_core(&CoreError::Overloaded { retry_after_s: 1 }).retryable);
+    }
+}

@@ -1,0 +1,1135 @@
+//! Durable runs: the run queue, its leases and fencing, the step journal, cancel and replay.
+//!
+//! A run is claimed by one worker at a time under a lease (`lease_until`, renewed by
+//! heartbeats) and a fencing token (`lease_epoch`, incremented by every claim). Every write a
+//! worker makes about a run names the epoch it claimed with and changes nothing unless the
+//! run is still `running` under that epoch: a worker whose lease expired and was claimed again
+//! elsewhere writes nothing, whatever it thinks. Expired leases are re-queued by [`Store::reap`].
+//!
+//! Claiming is fair across tenants: tenants take turns (the one claimed from longest ago
+//! first, `run_tenants.last_turn`), and a tenant's runs in `running` never exceed its
+//! `max_concurrent_runs`, across every process: the count and the claim happen under a lock
+//! on the tenant's `run_tenants` row (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so claimers
+//! skip a tenant another is claiming for; on SQLite the one writer serializes claims).
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{DbKind, Store, StoreError, findable, now_ms, parse_json};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunState {
+    Queued,
+    Running,
+    /// Waiting for its next attempt (`run_at`).
+    Retrying,
+    Succeeded,
+    /// The dead-letter state: out of attempts, or failed in a way a retry cannot fix.
+    Dead,
+    Cancelled,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 6] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Retrying,
+        RunState::Succeeded,
+        RunState::Dead,
+        RunState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Retrying => "retrying",
+            RunState::Succeeded => "succeeded",
+            RunState::Dead => "dead",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Dead | RunState::Cancelled
+        )
+    }
+}
+
+/// What one step (or a whole run, summed) cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub fuel_used: i64,
+    pub duration_us: i64,
+    pub peak_memory_bytes: i64,
+    pub outbound_requests: i64,
+    pub outbound_bytes: i64,
+}
+
+impl Cost {
+    fn read(row: &AnyRow) -> Result<Cost, StoreError> {
+        Ok(Cost {
+            fuel_used: row.try_get("fuel_used")?,
+            duration_us: row.try_get("duration_us")?,
+            peak_memory_bytes: row.try_get("peak_memory_bytes")?,
+            outbound_requests: row.try_get("outbound_requests")?,
+            outbound_bytes: row.try_get("outbound_bytes")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: i64,
+    pub state: RunState,
+    /// The trigger payload, as JSON text.
+    pub input: String,
+    pub idempotency_key: Option<String>,
+    /// The first step not yet journaled as succeeded.
+    pub next_step: i64,
+    /// Failed attempts of `next_step` so far.
+    pub attempt: i64,
+    /// When a queued or retrying run may be claimed.
+    pub run_at: i64,
+    pub lease_epoch: i64,
+    pub cancel_requested: bool,
+    pub output: Option<String>,
+    /// Why the run is dead (JSON text).
+    pub error: Option<String>,
+    pub cost: Cost,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
+    next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
+    duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
+    finished_at, updated_at";
+
+fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        workflow_id: row.try_get("workflow_id")?,
+        workflow_version: row.try_get("workflow_version")?,
+        state: RunState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))?,
+        input: row.try_get("input")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        next_step: row.try_get("next_step")?,
+        attempt: row.try_get("attempt")?,
+        run_at: row.try_get("run_at")?,
+        lease_epoch: row.try_get("lease_epoch")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        cost: Cost::read(row)?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// One journaled step: its output once it succeeded, or its last failure.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub index: i64,
+    pub step_id: String,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    /// The last attempt's log lines (JSON text).
+    pub logs: String,
+    pub cost: Cost,
+    pub finished_at: i64,
+}
+
+fn step(row: &AnyRow) -> Result<StepRecord, StoreError> {
+    Ok(StepRecord {
+        index: row.try_get("step_index")?,
+        step_id: row.try_get("step_id")?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        output: row.try_get("output")?,
+        error: row.try_get("error")?,
+        logs: row.try_get("logs")?,
+        cost: Cost::read(row)?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: i64,
+    pub input: String,
+    pub idempotency_key: Option<String>,
+    /// Refuse with [`StoreError::LimitReached`] when the tenant has this many runs waiting.
+    pub max_queued: u64,
+}
+
+/// Whether [`Store::create_run`] created the run or found one with the same key.
+#[derive(Debug, Clone)]
+pub enum Enqueued {
+    Created(RunRecord),
+    Existing(RunRecord),
+}
+
+/// A claimed run's fencing token: every worker write names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub tenant_id: String,
+    pub run_id: String,
+    pub epoch: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease: Lease,
+    pub run: RunRecord,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    Held,
+    /// Held, and someone asked for the run to be cancelled.
+    CancelRequested,
+    /// Expired and re-queued, claimed by another worker, cancelled or finished: stop, write
+    /// nothing.
+    Lost,
+}
+
+/// A step attempt's result, as the worker journals it.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    pub index: i64,
+    pub step_id: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub logs: String,
+    pub cost: Cost,
+}
+
+/// What follows a failed step attempt.
+#[derive(Debug, Clone)]
+pub enum AfterFailure {
+    /// Attempt again at `run_at`.
+    Retry { run_at: i64 },
+    /// Dead-letter the run with `error` (JSON text).
+    Dead { error: String },
+}
+
+/// How a worker ends its hold on a run without a step failure.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Succeeded {
+        output: String,
+    },
+    Cancelled,
+    /// Shutting down: back to the queue, claimable at once by any worker.
+    Released,
+}
+
+/// What [`Store::cancel_run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was waiting: it is cancelled now.
+    Now,
+    /// It is running: its worker stops the guest and cancels it at its next heartbeat.
+    Requested,
+    /// It had already ended in this state.
+    AlreadyEnded(RunState),
+}
+
+/// Why [`Store::replay_run`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRefusal {
+    /// Only dead and cancelled runs are replayed.
+    State(RunState),
+    /// The run never reached that step: steps before it have no journaled output.
+    NotReached { next_step: i64 },
+}
+
+/// Filters of [`Store::list_runs`]; the cursor is the last row of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow_id: Option<String>,
+    pub state: Option<RunState>,
+    pub created_from: Option<i64>,
+    pub created_before: Option<i64>,
+    /// `(created_at, id)` of the last run of the previous page (newest first).
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// An append-only record of who replayed or cancelled what.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub id: String,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub run_id: String,
+    pub detail: String,
+}
+
+/// One tenant's usage on one UTC day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayUsage {
+    pub day: i64,
+    pub runs: i64,
+    pub steps: i64,
+    pub fuel_used: i64,
+    pub duration_us: i64,
+    pub outbound_requests: i64,
+    pub outbound_bytes: i64,
+}
+
+const DAY_MS: i64 = 86_400_000;
+const WAITING: &str = "state IN ('queued', 'retrying')";
+/// Tenants looked at per claim: the ones with claimable runs, longest unserved first.
+const CLAIM_CANDIDATES: i64 = 16;
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+
+impl Store {
+    /// Creates a queued run, or returns the run created before with the same idempotency
+    /// key. A tenant with `max_queued` runs waiting is refused ([`StoreError::LimitReached`]).
+    pub async fn create_run(&self, tenant_id: &str, new: NewRun) -> Result<Enqueued, StoreError> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = self.run_by_key(tenant_id, key).await?
+        {
+            return Ok(Enqueued::Existing(existing));
+        }
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let waiting: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
+        ))
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if waiting >= i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
+            return Err(StoreError::LimitReached {
+                quota: "max_queued_runs",
+                limit: new.max_queued,
+            });
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
+               idempotency_key, run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $7) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(&new.id)
+        .bind(&new.workflow_id)
+        .bind(new.workflow_version)
+        .bind(&new.input)
+        .bind(new.idempotency_key.as_deref())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let record = match inserted {
+            Ok(row) => run(&row)?,
+            Err(error) => {
+                let error = StoreError::from(error);
+                drop(tx);
+                // Another request with the same key won the race: its run is the answer.
+                if let (StoreError::Conflict, Some(key)) = (&error, &new.idempotency_key)
+                    && let Some(existing) = self.run_by_key(tenant_id, key).await?
+                {
+                    return Ok(Enqueued::Existing(existing));
+                }
+                return Err(error);
+            }
+        };
+        sqlx::query(
+            "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        add_usage(&mut tx, tenant_id, now, 1, 0, &Cost::default()).await?;
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(Enqueued::Created(record))
+    }
+
+    /// The run created with idempotency key `key`, if any.
+    pub async fn run_by_key(
+        &self,
+        tenant_id: &str,
+        key: &str,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(run).transpose()
+    }
+
+    /// Claims the next run for `worker`: tenants in turn, each within its concurrency quota.
+    /// `None` when no tenant has a claimable run it may start now.
+    pub async fn claim_run(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let now = now_ms();
+        // Idle workers poll: a read on the shared pool answers "nothing to do" without
+        // taking the writer (SQLite's one connection, which run admissions also wait for).
+        let any = sqlx::query(&format!(
+            "SELECT 1 AS one FROM runs WHERE {WAITING} AND run_at <= $1 LIMIT 1"
+        ))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.writer.begin().await?;
+        let candidates = sqlx::query(&format!(
+            "SELECT t.tenant_id FROM run_tenants t WHERE EXISTS ( \
+               SELECT 1 FROM runs r WHERE r.tenant_id = t.tenant_id AND r.{WAITING} \
+               AND r.run_at <= $1) \
+             ORDER BY t.last_turn, t.tenant_id LIMIT $2"
+        ))
+        .bind(now)
+        .bind(CLAIM_CANDIDATES)
+        .fetch_all(&mut *tx)
+        .await?;
+        let skip_locked = match self.kind {
+            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
+            DbKind::Sqlite => "",
+        };
+        for candidate in candidates {
+            let tenant_id: String = candidate.try_get("tenant_id")?;
+            if self.kind == DbKind::Postgres {
+                let locked = sqlx::query(&format!(
+                    "SELECT tenant_id FROM run_tenants WHERE tenant_id = $1{skip_locked}"
+                ))
+                .bind(&tenant_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if locked.is_none() {
+                    continue; // another worker is claiming for this tenant
+                }
+            }
+            if !under_concurrency_quota(&mut tx, &tenant_id).await? {
+                continue;
+            }
+            let next = sqlx::query(&format!(
+                "SELECT id FROM runs WHERE tenant_id = $1 AND {WAITING} AND run_at <= $2 \
+                 ORDER BY run_at, id LIMIT 1{skip_locked}"
+            ))
+            .bind(&tenant_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(next) = next else { continue };
+            let run_id: String = next.try_get("id")?;
+            let row = sqlx::query(&format!(
+                "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
+                   lease_owner = $3, lease_until = $4, started_at = COALESCE(started_at, $5), \
+                   updated_at = $5 \
+                 WHERE tenant_id = $1 AND id = $2 RETURNING {RUN_COLUMNS}"
+            ))
+            .bind(&tenant_id)
+            .bind(&run_id)
+            .bind(worker)
+            .bind(now.saturating_add(lease_ms))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let record = run(&row)?;
+            // A sequence, not a time: two claims in one millisecond still take turns.
+            sqlx::query(
+                "UPDATE run_tenants SET last_turn = \
+                   (SELECT COALESCE(MAX(last_turn), 0) + 1 FROM run_tenants) \
+                 WHERE tenant_id = $1",
+            )
+            .bind(&tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(Claimed {
+                lease: Lease {
+                    tenant_id,
+                    run_id,
+                    epoch: record.lease_epoch,
+                },
+                run: record,
+            }));
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// Extends the lease to `lease_ms` from now, if still held.
+    pub async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<LeaseStatus, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE runs SET lease_until = $4, updated_at = $5 \
+             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(match row {
+            None => LeaseStatus::Lost,
+            Some(row) if row.try_get::<i64, _>("cancel_requested")? != 0 => {
+                LeaseStatus::CancelRequested
+            }
+            Some(_) => LeaseStatus::Held,
+        })
+    }
+
+    /// Journals a succeeded step and moves the run to the next one, in one transaction with
+    /// the fencing check. `false`: the lease was lost and nothing was written.
+    pub async fn journal_step(
+        &self,
+        lease: &Lease,
+        result: &StepResult,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let fenced = sqlx::query(
+            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, \
+               fuel_used = fuel_used + $6, duration_us = duration_us + $7, \
+               peak_memory_bytes = CASE WHEN peak_memory_bytes > $8 THEN peak_memory_bytes ELSE $8 END, \
+               outbound_requests = outbound_requests + $9, outbound_bytes = outbound_bytes + $10 \
+             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+               AND next_step = $4",
+        )
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(result.index)
+        .bind(now)
+        .bind(result.cost.fuel_used)
+        .bind(result.cost.duration_us)
+        .bind(result.cost.peak_memory_bytes)
+        .bind(result.cost.outbound_requests)
+        .bind(result.cost.outbound_bytes)
+        .execute(&mut *tx)
+        .await?;
+        if fenced.rows_affected() == 0 {
+            return Ok(false);
+        }
+        // The failed attempts of this step, if any, are in its journal row already.
+        let failed: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(attempts), 0) AS attempts FROM run_steps \
+             WHERE tenant_id = $1 AND run_id = $2 AND step_index = $3",
+        )
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(result.index)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("attempts")?;
+        write_step(&mut tx, lease, result, "succeeded", failed + 1, now).await?;
+        add_usage(&mut tx, &lease.tenant_id, now, 0, 1, &result.cost).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a failed step attempt and what follows it (a retry, or the dead letters), in
+    /// one transaction with the fencing check. `false`: the lease was lost, nothing written.
+    pub async fn fail_step(
+        &self,
+        lease: &Lease,
+        result: &StepResult,
+        after: &AfterFailure,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let (state, run_at, error, finished_at) = match after {
+            AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
+            AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
+        };
+        let row = sqlx::query(
+            "UPDATE runs SET state = $5, attempt = attempt + 1, run_at = $6, error = $7, \
+               finished_at = $8, lease_owner = NULL, lease_until = NULL, updated_at = $9, \
+               fuel_used = fuel_used + $10, duration_us = duration_us + $11, \
+               peak_memory_bytes = CASE WHEN peak_memory_bytes > $12 THEN peak_memory_bytes ELSE $12 END, \
+               outbound_requests = outbound_requests + $13, outbound_bytes = outbound_bytes + $14 \
+             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+               AND next_step = $4 \
+             RETURNING attempt",
+        )
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(result.index)
+        .bind(state.as_str())
+        .bind(run_at)
+        .bind(error)
+        .bind(finished_at)
+        .bind(now)
+        .bind(result.cost.fuel_used)
+        .bind(result.cost.duration_us)
+        .bind(result.cost.peak_memory_bytes)
+        .bind(result.cost.outbound_requests)
+        .bind(result.cost.outbound_bytes)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let attempts: i64 = row.try_get("attempt")?;
+        write_step(&mut tx, lease, result, "failed", attempts, now).await?;
+        add_usage(&mut tx, &lease.tenant_id, now, 0, 1, &result.cost).await?;
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Ends the worker's hold on the run (see [`Finish`]), fenced. `false`: lease lost.
+    pub async fn finish_run(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let (state, output, finished_at) = match finish {
+            Finish::Succeeded { output } => (RunState::Succeeded, Some(output.as_str()), Some(now)),
+            Finish::Cancelled => (RunState::Cancelled, None, Some(now)),
+            Finish::Released => (RunState::Queued, None, None),
+        };
+        let done = sqlx::query(
+            "UPDATE runs SET state = $4, output = COALESCE($5, output), finished_at = $6, \
+               run_at = $7, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
+             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running'",
+        )
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(state.as_str())
+        .bind(output)
+        .bind(finished_at)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        if matches!(finish, Finish::Released) {
+            self.notify_now().await;
+            self.wake_workers();
+        }
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Re-queues every run whose lease expired (its worker died or stalled), or cancels it
+    /// if a cancel was asked for. Returns how many it moved.
+    pub async fn reap(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE runs SET \
+               state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+               finished_at = CASE WHEN cancel_requested = 1 THEN $1 ELSE NULL END, \
+               run_at = $1, lease_owner = NULL, lease_until = NULL, updated_at = $1 \
+             WHERE state = 'running' AND lease_until < $1",
+        )
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        let moved = done.rows_affected();
+        if moved > 0 {
+            self.notify_now().await;
+            self.wake_workers();
+        }
+        Ok(moved)
+    }
+
+    /// Cancels a waiting run, or asks the worker of a running one to stop it; writes an audit
+    /// record in the same transaction when it changed anything.
+    pub async fn cancel_run(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<Cancelled, StoreError> {
+        findable(&[tenant_id, id])?;
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let state = self.locked_state(&mut tx, tenant_id, id).await?;
+        let outcome = match state {
+            RunState::Queued | RunState::Retrying => {
+                sqlx::query(
+                    "UPDATE runs SET state = 'cancelled', finished_at = $3, updated_at = $3 \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Cancelled::Now
+            }
+            RunState::Running => {
+                sqlx::query(
+                    "UPDATE runs SET cancel_requested = 1, updated_at = $3 \
+                     WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant_id)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Cancelled::Requested
+            }
+            ended => return Ok(Cancelled::AlreadyEnded(ended)),
+        };
+        let detail = serde_json::json!({ "previous_state": state.as_str() });
+        audit(&mut tx, tenant_id, now, actor, "cancel", id, &detail).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Puts a dead or cancelled run back in the queue from step `from` (default: the step
+    /// that failed); journaled steps before it keep their outputs and are not run again.
+    pub async fn replay_run(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        from: Option<i64>,
+        actor: &str,
+    ) -> Result<Result<RunRecord, ReplayRefusal>, StoreError> {
+        findable(&[tenant_id, id])?;
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        let state = self.locked_state(&mut tx, tenant_id, id).await?;
+        if !matches!(state, RunState::Dead | RunState::Cancelled) {
+            return Ok(Err(ReplayRefusal::State(state)));
+        }
+        let row = sqlx::query("SELECT next_step, error FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let next_step: i64 = row.try_get("next_step")?;
+        let error: Option<String> = row.try_get("error")?;
+        let from = from.unwrap_or(next_step);
+        if from > next_step || from < 0 {
+            return Ok(Err(ReplayRefusal::NotReached { next_step }));
+        }
+        sqlx::query(
+            "DELETE FROM run_steps WHERE tenant_id = $1 AND run_id = $2 AND step_index >= $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET state = 'queued', next_step = $3, attempt = 0, run_at = $4, \
+               error = NULL, output = NULL, finished_at = NULL, cancel_requested = 0, \
+               lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+             WHERE tenant_id = $1 AND id = $2 RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .bind(from)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({
+            "previous_state": state.as_str(),
+            "from_step": from,
+            "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
+        });
+        audit(&mut tx, tenant_id, now, actor, "replay", id, &detail).await?;
+        sqlx::query(
+            "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(Ok(run(&row)?))
+    }
+
+    async fn locked_state(
+        &self,
+        tx: &mut Tx<'_>,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<RunState, StoreError> {
+        let lock = match self.kind {
+            DbKind::Postgres => " FOR UPDATE",
+            DbKind::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT state FROM runs WHERE tenant_id = $1 AND id = $2{lock}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let state: String = row.try_get("state")?;
+        RunState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))
+    }
+
+    pub async fn run(&self, tenant_id: &str, id: &str) -> Result<RunRecord, StoreError> {
+        findable(&[tenant_id, id])?;
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        run(&row)
+    }
+
+    /// The run's journal, by step.
+    pub async fn run_steps(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Vec<StepRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT step_index, step_id, status, attempts, output, error, logs, fuel_used, \
+               duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, finished_at \
+             FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY step_index",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step).collect()
+    }
+
+    /// The tenant's runs, newest first, one page.
+    pub async fn list_runs(
+        &self,
+        tenant_id: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1");
+        let mut n = 1;
+        let mut next = |sql: &mut String, clause: &str| {
+            n += 1;
+            sql.push_str(&clause.replace("$?", &format!("${n}")));
+        };
+        if filter.workflow_id.is_some() {
+            next(&mut sql, " AND workflow_id = $?");
+        }
+        if filter.state.is_some() {
+            next(&mut sql, " AND state = $?");
+        }
+        if filter.created_from.is_some() {
+            next(&mut sql, " AND created_at >= $?");
+        }
+        if filter.created_before.is_some() {
+            next(&mut sql, " AND created_at < $?");
+        }
+        if filter.after.is_some() {
+            n += 2;
+            sql.push_str(&format!(
+                " AND (created_at < ${a} OR (created_at = ${a} AND id < ${b}))",
+                a = n - 1,
+                b = n
+            ));
+        }
+        n += 1;
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
+        let mut query = sqlx::query(&sql).bind(tenant_id);
+        if let Some(workflow) = &filter.workflow_id {
+            query = query.bind(workflow);
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(from) = filter.created_from {
+            query = query.bind(from);
+        }
+        if let Some(before) = filter.created_before {
+            query = query.bind(before);
+        }
+        if let Some((created_at, id)) = &filter.after {
+            query = query.bind(*created_at).bind(id);
+        }
+        let rows = query.bind(filter.limit).fetch_all(&self.pool).await?;
+        rows.iter().map(run).collect()
+    }
+
+    /// Runs waiting in the queue, every tenant: the backpressure and readiness figure.
+    pub async fn queue_depth(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query(&format!("SELECT COUNT(*) AS n FROM runs WHERE {WAITING}"))
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?,
+        )
+    }
+
+    /// The tenant's audit records, oldest first, after `after` (an id from the last page).
+    pub async fn audit_records(
+        &self,
+        tenant_id: &str,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, run_id, detail FROM audit_log \
+             WHERE tenant_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+        )
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    run_id: row.try_get("run_id")?,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The tenant's usage per UTC day, newest first.
+    pub async fn usage_days(
+        &self,
+        tenant_id: &str,
+        days: i64,
+    ) -> Result<Vec<DayUsage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT day, runs, steps, fuel_used, duration_us, outbound_requests, outbound_bytes \
+             FROM usage_days WHERE tenant_id = $1 ORDER BY day DESC LIMIT $2",
+        )
+        .bind(tenant_id)
+        .bind(days)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DayUsage {
+                    day: row.try_get("day")?,
+                    runs: row.try_get("runs")?,
+                    steps: row.try_get("steps")?,
+                    fuel_used: row.try_get("fuel_used")?,
+                    duration_us: row.try_get("duration_us")?,
+                    outbound_requests: row.try_get("outbound_requests")?,
+                    outbound_bytes: row.try_get("outbound_bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Wakes this process's idle workers (a run became claimable).
+    pub fn wake_workers(&self) {
+        self.wakeups.notify_waiters();
+    }
+
+    /// What idle workers wait on: this process's wake-ups, and on PostgreSQL every
+    /// process's (see [`Store::listen_for_runs`]).
+    pub fn wakeups(&self) -> &std::sync::Arc<tokio::sync::Notify> {
+        &self.wakeups
+    }
+
+    /// PostgreSQL: `NOTIFY` at commit of `tx`, for the workers of other processes.
+    async fn notify_in(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        if self.kind == DbKind::Postgres {
+            sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// PostgreSQL: `NOTIFY` now; a failure only costs the other processes a poll interval.
+    async fn notify_now(&self) {
+        if self.kind == DbKind::Postgres
+            && let Err(error) = sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
+                .execute(&self.writer)
+                .await
+        {
+            tracing::debug!(%error, "run notification not sent");
+        }
+    }
+
+    /// PostgreSQL: `LISTEN`s for other processes' enqueues and forwards them to
+    /// [`Store::wakeups`] until `stop`; reconnects after a failure. SQLite: returns at once
+    /// (one process, woken in memory).
+    pub async fn listen_for_runs(&self, stop: tokio_util::sync::CancellationToken) {
+        if self.kind != DbKind::Postgres {
+            return;
+        }
+        while !stop.is_cancelled() {
+            let listening = async {
+                let mut listener = sqlx::postgres::PgListener::connect(self.url.expose()).await?;
+                listener.listen(RUNS_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    self.wake_workers();
+                }
+                #[allow(unreachable_code)]
+                Ok::<(), sqlx::Error>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                result = listening => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "run notifications interrupted; polling meanwhile");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+const RUNS_CHANNEL: &str = "airlock_runs";
+
+async fn under_concurrency_quota(tx: &mut Tx<'_>, tenant_id: &str) -> Result<bool, StoreError> {
+    let Some(row) = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .fetch_optional(&mut **tx)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let limits: String = row.try_get("limits")?;
+    let quota: airlock_model::TenantQuota = parse_json(&limits, "tenant limits")?;
+    let running: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'")
+            .bind(tenant_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
+    Ok(running < i64::from(quota.runtime.max_concurrent_runs))
+}
+
+async fn write_step(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    result: &StepResult,
+    status: &str,
+    attempts: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
+           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
+           outbound_bytes, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
+           status = excluded.status, attempts = excluded.attempts, output = excluded.output, \
+           error = excluded.error, logs = excluded.logs, \
+           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
+           duration_us = run_steps.duration_us + excluded.duration_us, \
+           peak_memory_bytes = excluded.peak_memory_bytes, \
+           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
+           finished_at = excluded.finished_at",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(result.index)
+    .bind(&result.step_id)
+    .bind(status)
+    .bind(attempts)
+    .bind(result.output.as_deref())
+    .bind(result.error.as_deref())
+    .bind(&result.logs)
+    .bind(result.cost.fuel_used)
+    .bind(result.cost.duration_us)
+    .bind(result.cost.peak_memory_bytes)
+    .bind(result.cost.outbound_requests)
+    .bind(result.cost.outbound_bytes)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn add_usage(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    now: i64,
+    runs: i64,
+    steps: i64,
+    cost: &Cost,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO usage_days (tenant_id, day, runs, steps, fuel_used, duration_us, \
+           outbound_requests, outbound_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (tenant_id, day) DO UPDATE SET runs = usage_days.runs + excluded.runs, \
+           steps = usage_days.steps + excluded.steps, \
+           fuel_used = usage_days.fuel_used + excluded.fuel_used, \
+           duration_us = usage_days.duration_us + excluded.duration_us, \
+           outbound_requests = usage_days.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = usage_days.outbound_bytes + excluded.outbound_bytes",
+    )
+    .bind(tenant_id)
+    .bind(now.div_euclid(DAY_MS))
+    .bind(runs)
+    .bind(steps)
+    .bind(cost.fuel_used)
+    .bind(cost.duration_us)
+    .bind(cost.outbound_requests)
+    .bind(cost.outbound_bytes)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn audit(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    now: i64,
+    actor: &str,
+    action: &str,
+    run_id: &str,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, id, at, actor, action, run_id, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(tenant_id)
+    .bind(format!("aud_{}", uuid::Uuid::new_v4().simple()))
+    .bind(now)
+    .bind(actor)
+    .bind(action)
+    .bind(run_id)
+    .bind(detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,462 @@
+//! Durable runs across real `airlock serve` processes on one database, killed with SIGKILL
+//! at random moments and restarted: every run ends, none is lost, no journaled step runs
+//! again, and a step that is re-run carries the same idempotency key upstream. A fake
+//! upstream records every request. `scripts/chaos` runs the long version (100 kills).
+//!
+//! Also: a process stopped with SIGSTOP past its lease loses the run to another process, and
+//! once resumed writes nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock::api::{JwtKeys, Role};
+use airlock::secrets::Secret;
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::api_support::{Db, PgDatabase, on_both_databases};
+
+on_both_databases!(
+    killed_workers_lose_no_run_and_rerun_no_journaled_step,
+    a_stopped_worker_is_fenced_out
+);
+
+const API: &str = "api.example.test";
+
+/// Every request the fake upstream saw: (path, idempotency key), in arrival order.
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+async fn upstream(delay: Duration) -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let router = Router::new().route(
+        "/{*path}",
+        any(move |request: Request| {
+            let record = record.clone();
+            async move {
+                let key = request
+                    .headers()
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                record
+                    .lock()
+                    .expect("lock")
+                    .push((request.uri().path().to_owned(), key));
+                tokio::time::sleep(delay).await;
+                axum::Json(json!({"ok": true}))
+            }
+        }),
+    );
+    (airlock_testkit::serve(router).await, seen)
+}
+
+/// A cluster of `airlock serve` processes sharing a data directory (keys) and a database.
+struct Cluster {
+    dir: tempfile::TempDir,
+    database_url: String,
+    upstream: SocketAddr,
+    lease: &'static str,
+    nodes: Vec<(SocketAddr, Option<Child>)>,
+    _pg: Option<PgDatabase>,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+impl Cluster {
+    async fn new(db: Db, upstream: SocketAddr, lease: &'static str) -> Option<Cluster> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg) = match db {
+            Db::Sqlite => (
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("airlock.db").display()
+                ),
+                None,
+            ),
+            Db::Postgres => {
+                let pg = PgDatabase::create().await?;
+                (pg.url.clone(), Some(pg))
+            }
+        };
+        Some(Cluster {
+            dir,
+            database_url,
+            upstream,
+            lease,
+            nodes: Vec::new(),
+            _pg: pg,
+        })
+    }
+
+    fn log(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("node{node}.log"))
+    }
+
+    fn spawn(&self, node: usize, addr: SocketAddr) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(node))
+            .expect("log file");
+        Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .arg("serve")
+            .args(["--listen", &addr.to_string()])
+            .args([
+                "--data-dir",
+                &self.dir.path().join("data").display().to_string(),
+            ])
+            .args(["--database-url", &self.database_url])
+            .args(["--pool-size", "8", "--workers", "4"])
+            .args(["--run-lease", self.lease, "--run-heartbeat", "200ms"])
+            .args(["--run-reap-every", "300ms", "--run-poll", "100ms"])
+            .args(["--worker-grace", "1s", "--shutdown-grace", "1s"])
+            .args([
+                "--outbound-allow-http",
+                "--outbound-allow-private",
+                "127.0.0.0/8",
+            ])
+            .args(["--outbound-resolve", &format!("{API}={}", self.upstream)])
+            .env("AIRLOCK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("airlock serve starts")
+    }
+
+    /// Starts node `node` (again, on its old address) and waits until it is ready.
+    async fn start(&mut self, node: usize) {
+        if node == self.nodes.len() {
+            self.nodes.push((free_port(), None));
+        }
+        let addr = self.nodes[node].0;
+        let child = self.spawn(node, addr);
+        self.nodes[node].1 = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(reply) = client.get(format!("http://{addr}/readyz")).send().await
+                && reply.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {node} never got ready: {}",
+                std::fs::read_to_string(self.log(node)).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].1.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, node: usize, signal: &str) {
+        let pid = self.nodes[node].1.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    fn base(&self, node: usize) -> String {
+        format!("http://{}", self.nodes[node].0)
+    }
+
+    fn token(&self, tenant: Option<&str>, role: Role) -> String {
+        let secret = std::fs::read_to_string(self.dir.path().join("data").join("jwt.key"))
+            .expect("dev mode wrote the JWT key");
+        JwtKeys::new(&Secret::new(secret.trim()))
+            .issue("chaos", tenant, role, Duration::from_secs(3600))
+            .expect("token")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 0..self.nodes.len() {
+            self.kill(node);
+        }
+    }
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Vec<u8>>,
+    content_type: &str,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.header("content-type", content_type).body(body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A tenant with the hostile connector and a two-step workflow whose steps POST upstream.
+async fn set_up(cluster: &Cluster, max_concurrent_runs: u32) -> (String, String) {
+    let operator = cluster.token(None, Role::Operator);
+    let base = cluster.base(0);
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/v1/tenants"),
+        &operator,
+        Some(
+            json!({"id": "acme", "name": "acme"})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/tenants/acme/limits"),
+        &operator,
+        Some(
+            json!({"max_concurrent_runs": max_concurrent_runs, "runs_per_hour": 500})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let admin = cluster.token(Some("acme"), Role::Admin);
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/v1/connectors"),
+        &admin,
+        Some(std::fs::read(airlock_test_artifacts::HOSTILE).expect("guest built")),
+        "application/wasm",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let port = cluster.upstream.port();
+    let step = |id: &str| {
+        json!({"id": id, "connector": "hostile", "action": "fetch",
+               "input": {"method": "POST", "url": format!("http://{API}:{port}/{id}"),
+                         "body": "{}"}})
+    };
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/v1/workflows"),
+        &admin,
+        Some(
+            json!({"name": "pay", "steps": [step("reserve"), step("charge")]})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (admin, body["id"].as_str().expect("id").to_owned())
+}
+
+async fn enqueue(cluster: &Cluster, admin: &str, workflow: &str, n: usize) -> Vec<String> {
+    let mut runs = Vec::new();
+    for i in 0..n {
+        let (status, body) = call(
+            reqwest::Method::POST,
+            format!("{}/v1/workflows/{workflow}/runs", cluster.base(0)),
+            admin,
+            Some(json!({"input": {"i": i}}).to_string().into_bytes()),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        runs.push(body["id"].as_str().expect("id").to_owned());
+    }
+    runs
+}
+
+/// Polls until every run has ended; returns each run's final document.
+async fn wait_all(
+    cluster: &Cluster,
+    node: usize,
+    admin: &str,
+    runs: &[String],
+    within: Duration,
+) -> BTreeMap<String, Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut done = BTreeMap::new();
+    while done.len() < runs.len() {
+        let pending: Vec<&String> = runs.iter().filter(|r| !done.contains_key(*r)).collect();
+        for run in pending {
+            let (status, body) = call(
+                reqwest::Method::GET,
+                format!("{}/v1/runs/{run}", cluster.base(node)),
+                admin,
+                None,
+                "",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            if matches!(
+                body["state"].as_str(),
+                Some("succeeded" | "dead" | "cancelled")
+            ) {
+                done.insert(run.clone(), body);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} runs ended; logs:\n{}",
+            done.len(),
+            runs.len(),
+            std::fs::read_to_string(cluster.log(0)).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done
+}
+
+/// Which step each upstream request was for (its path, `/{step}`), by run (its key,
+/// `{run}:{step}`), in arrival order.
+fn requests_by_run(seen: &Seen) -> BTreeMap<String, Vec<(String, String)>> {
+    let mut by_run: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (path, key) in seen.lock().expect("lock").iter() {
+        let step = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let key = key
+            .clone()
+            .unwrap_or_else(|| panic!("a step request without a key: {path}"));
+        let (run, key_step) = key.split_once(':').expect("run:step");
+        assert_eq!(key_step, step, "the key names the step it was sent by");
+        by_run
+            .entry(run.to_owned())
+            .or_default()
+            .push((step, key.clone()));
+    }
+    by_run
+}
+
+/// Kills a node every so often (the CI version: a few), then checks every guarantee.
+async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
+    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_RUNS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(24);
+    let (upstream, seen) = upstream(Duration::from_millis(40)).await;
+    let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
+        return;
+    };
+    cluster.start(0).await;
+    cluster.start(1).await;
+    let (admin, workflow) = set_up(&cluster, 8).await;
+    let runs = enqueue(&cluster, &admin, &workflow, runs_n).await;
+    for k in 0..kills {
+        let pause = 150 + (getrandom::u32().unwrap_or(0) % 600);
+        tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
+        let victim = k % 2;
+        cluster.kill(victim);
+        cluster.start(victim).await;
+    }
+    let done = wait_all(&cluster, 0, &admin, &runs, Duration::from_secs(120)).await;
+    for (run, body) in &done {
+        assert_eq!(body["state"], "succeeded", "{run}: {body}");
+        let steps = body["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 2, "{body}");
+    }
+    let by_run = requests_by_run(&seen);
+    for run in &runs {
+        let requests = by_run
+            .get(run)
+            .unwrap_or_else(|| panic!("{run} never reached upstream"));
+        let first_charge = requests
+            .iter()
+            .position(|(step, _)| step == "charge")
+            .expect("charged");
+        assert!(
+            requests[first_charge..]
+                .iter()
+                .all(|(step, _)| step == "charge"),
+            "{run}: `reserve` ran again after it was journaled: {requests:?}"
+        );
+        assert!(requests.iter().any(|(step, _)| step == "reserve"));
+    }
+}
+
+async fn a_stopped_worker_is_fenced_out(db: Db) {
+    let (upstream, seen) = upstream(Duration::from_millis(2500)).await;
+    let Some(mut cluster) = Cluster::new(db, upstream, "1s").await else {
+        return;
+    };
+    cluster.start(0).await;
+    let (admin, workflow) = set_up(&cluster, 8).await;
+    // Node 1 is not running yet: node 0 takes the run and is stopped inside its first step.
+    let runs = enqueue(&cluster, &admin, &workflow, 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seen.lock().expect("lock").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.signal(0, "-STOP");
+    cluster.start(1).await;
+    // Node 1 takes the run over once node 0's lease expires, and finishes it.
+    let done = wait_all(&cluster, 1, &admin, &runs, Duration::from_secs(60)).await;
+    let body = &done[&runs[0]];
+    assert_eq!(body["state"], "succeeded", "{body}");
+    let journal = body["steps"].clone();
+    cluster.signal(0, "-CONT");
+    // Node 0's guest finishes its step; its journal write must not land.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, after) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/runs/{}", cluster.base(1), runs[0]),
+        &admin,
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(after["state"], "succeeded");
+    assert_eq!(
+        after["steps"], journal,
+        "the fenced-out worker changed the journal"
+    );
+    let log = std::fs::read_to_string(cluster.log(0)).unwrap_or_default();
+    assert!(
+        log.contains("nothing written"),
+        "node 0 should have found its lease lost: {log}"
+    );
+    let reserve = requests_by_run(&seen)[&runs[0]]
+        .iter()
+        .filter(|(step, _)| step == "reserve")
+        .count();
+    assert_eq!(reserve, 2, "both workers ran `reserve`, with one key");
+}

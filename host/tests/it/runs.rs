@@ -1,0 +1,687 @@
+//! Durable runs through the API with the server's own workers: workflows saved and checked,
+//! runs created (idempotency, quota), executed step by step, retried, dead-lettered,
+//! replayed and cancelled; step idempotency keys reaching a real upstream; tenants kept
+//! apart. Both databases.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock::api::Role;
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::api_support::{Db, TestServer, assert_problem, on_both_databases};
+use crate::support::{Server, options, options_for_tls};
+
+on_both_databases!(
+    a_two_step_workflow_runs_to_success_charged_once,
+    definitions_are_checked_at_save,
+    versions_are_immutable_and_runs_keep_theirs,
+    an_idempotency_key_makes_one_run,
+    retryable_failures_retry_then_dead_letter_and_replay_resumes,
+    hopeless_failures_go_straight_to_the_dead_letters,
+    cancel_stops_a_running_guest,
+    steps_send_their_idempotency_key_upstream,
+    runs_are_kept_apart_by_tenant_and_role,
+    the_workflow_quota_is_enforced,
+);
+
+const API: &str = "api.example.test";
+
+/// Requests an upstream saw: (method, idempotency key).
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+fn fast_workers(config: &mut airlock::config::Config) {
+    config.run_poll = Duration::from_millis(50);
+    config.run_heartbeat = Duration::from_millis(100);
+    config.run_lease = Duration::from_secs(5);
+    config.run_reap_every = Duration::from_millis(200);
+    config.worker_grace = Duration::from_secs(2);
+}
+
+async fn start(db: Db) -> Option<TestServer> {
+    let mut options = options();
+    options.engine.pool_size = 8;
+    TestServer::start_configured(db, options, fast_workers).await
+}
+
+/// A tenant with the hostile connector uploaded; returns its admin token.
+async fn tenant_with_hostile(server: &TestServer, id: &str) -> String {
+    let admin = server.tenant(id).await;
+    let uploaded = server.upload(&admin, airlock_test_artifacts::HOSTILE).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    admin
+}
+
+async fn create_workflow(server: &TestServer, token: &str, name: &str, steps: Value) -> String {
+    let reply = server
+        .post(
+            "/v1/workflows",
+            token,
+            json!({"name": name, "steps": steps}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    reply.body["id"].as_str().expect("id").to_owned()
+}
+
+async fn start_run(server: &TestServer, token: &str, workflow: &str, input: Value) -> String {
+    let reply = server
+        .post(
+            &format!("/v1/workflows/{workflow}/runs"),
+            token,
+            json!({"input": input}),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
+    reply.body["id"].as_str().expect("id").to_owned()
+}
+
+/// Polls the run until `done` holds (30 s at most).
+async fn wait_for(
+    server: &TestServer,
+    token: &str,
+    run: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = server.get(&format!("/v1/runs/{run}"), token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        if done(&reply.body) {
+            return reply.body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run never got there: {}",
+            reply.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn in_state(state: &'static str) -> impl Fn(&Value) -> bool {
+    move |run| run["state"] == state
+}
+
+fn ended(run: &Value) -> bool {
+    matches!(
+        run["state"].as_str(),
+        Some("succeeded" | "dead" | "cancelled")
+    )
+}
+
+async fn runs_this_hour(server: &TestServer, token: &str) -> i64 {
+    let usage = server.get("/v1/usage", token).await;
+    usage.body["runs_this_hour"]
+        .as_i64()
+        .expect("runs_this_hour")
+}
+
+async fn a_two_step_workflow_runs_to_success_charged_once(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "double echo",
+        json!([
+            {"id": "first", "connector": "hostile", "action": "echo",
+             "input": {"n": {"$from": "/trigger/count"}}},
+            {"id": "second", "connector": "hostile", "action": "echo",
+             "input": {"n": {"$from": "/steps/first/n"}, "note": {"$literal": {"$from": "kept"}}}},
+        ]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({"count": 7})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"n": 7, "note": {"$from": "kept"}}));
+    assert_eq!(done["workflow_version"], 1);
+    let steps = done["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 2, "{done}");
+    for (i, step) in steps.iter().enumerate() {
+        assert_eq!(step["index"], i);
+        assert_eq!(step["status"], "succeeded");
+        assert_eq!(step["attempts"], 1);
+        assert!(step["stats"]["fuel_used"].as_i64().expect("fuel") > 0);
+    }
+    assert_eq!(steps[0]["output"], json!({"n": 7}));
+    let run_fuel = done["stats"]["fuel_used"].as_i64().expect("fuel");
+    let step_fuel: i64 = steps
+        .iter()
+        .map(|s| s["stats"]["fuel_used"].as_i64().expect("fuel"))
+        .sum();
+    assert_eq!(run_fuel, step_fuel, "the run's cost is its steps' sum");
+    // One run counted against the hour, not one per step; usage per day has both.
+    assert_eq!(runs_this_hour(&server, &admin).await, 1);
+    let daily = server.get("/v1/usage/daily", &admin).await;
+    assert_eq!(daily.body[0]["runs"], 1, "{}", daily.text);
+    assert_eq!(daily.body[0]["steps"], 2, "{}", daily.text);
+    let listed = server
+        .get(
+            &format!("/v1/runs?workflow={workflow}&state=succeeded"),
+            &admin,
+        )
+        .await;
+    assert_eq!(listed.body["runs"][0]["id"], json!(run), "{}", listed.text);
+}
+
+async fn definitions_are_checked_at_save(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let echo = |id: &str, input: Value| json!({"id": id, "connector": "hostile", "action": "echo", "input": input});
+    let cases = [
+        (json!([]), "steps"),
+        (
+            json!([{"id": "a", "connector": "nope", "action": "echo"}]),
+            "steps[0].connector",
+        ),
+        (
+            json!([{"id": "a", "connector": "hostile", "action": "nope"}]),
+            "steps[0].action",
+        ),
+        (
+            json!([{"id": "a", "connector": "hostile", "version": "9.9.9", "action": "echo"}]),
+            "steps[0].version",
+        ),
+        (
+            json!([{"id": "a", "connector": "hostile", "action": "echo", "connection": "conn_x"}]),
+            "steps[0].connection",
+        ),
+        (
+            json!([
+                echo("a", json!({"n": {"$from": "/steps/b/n"}})),
+                echo("b", json!({}))
+            ]),
+            "steps[0].input/n",
+        ),
+        (json!([echo("Bad Id", json!({}))]), "steps[0].id"),
+        (
+            json!([echo("a", json!({})), echo("a", json!({}))]),
+            "steps[1].id",
+        ),
+        (
+            json!([{"id": "a", "connector": "hostile", "action": "echo", "surprise": 1}]),
+            "steps",
+        ),
+    ];
+    for (steps, field) in cases {
+        let reply = server
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": "w", "steps": steps}),
+            )
+            .await;
+        assert_problem(&reply, 422, "validation");
+        assert_eq!(reply.body["field"], json!(field), "{}", reply.text);
+    }
+    let listed = server.get("/v1/workflows", &admin).await;
+    assert_eq!(listed.body, json!([]), "refused definitions saved nothing");
+}
+
+async fn versions_are_immutable_and_runs_keep_theirs(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    // Version 1 sleeps long enough for the run to still be going when version 2 is saved.
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "versions",
+        json!([{"id": "nap", "connector": "hostile", "action": "sleep", "input": {"ms": 600}}]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let saved = server
+        .put(
+            &format!("/v1/workflows/{workflow}"),
+            &admin,
+            json!({"steps": [{"id": "echo", "connector": "hostile", "action": "echo", "input": {"n": 1}}]}),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert_eq!(saved.body["version"], 2);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["workflow_version"], 1);
+    assert_eq!(
+        done["output"],
+        json!({"slept_ms": 600}),
+        "ran version 1's step"
+    );
+    let v1 = server
+        .get(&format!("/v1/workflows/{workflow}?version=1"), &admin)
+        .await;
+    assert_eq!(v1.body["steps"][0]["id"], "nap", "{}", v1.text);
+    let second = start_run(&server, &admin, &workflow, json!({})).await;
+    let done = wait_for(&server, &admin, &second, ended).await;
+    assert_eq!(
+        (done["workflow_version"].clone(), done["output"].clone()),
+        (json!(2), json!({"n": 1}))
+    );
+    // Deleted: no new runs.
+    let deleted = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/workflows/{workflow}"),
+            Some(&admin),
+            crate::api_support::Body::None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let refused = server
+        .post(&format!("/v1/workflows/{workflow}/runs"), &admin, json!({}))
+        .await;
+    assert_problem(&refused, 404, "not-found");
+}
+
+async fn an_idempotency_key_makes_one_run(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "once",
+        json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]),
+    )
+    .await;
+    let server = Arc::new(server);
+    let path = format!("/v1/workflows/{workflow}/runs");
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let server = server.clone();
+            let (path, admin) = (path.clone(), admin.clone());
+            tokio::spawn(async move { keyed_post(&server, &path, &admin, "delivery-1").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for request in requests {
+        let (status, body) = request.await.expect("join");
+        statuses.push(status);
+        ids.insert(body["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one run for one key: {ids:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        runs_this_hour(&server, &admin).await,
+        1,
+        "a repeat is not charged"
+    );
+    let (status, _) = keyed_post(&server, &path, &admin, "delivery-2").await;
+    assert_eq!(status, 202);
+    let (status, body) = keyed_post(&server, &path, &admin, "bad key with spaces").await;
+    assert_eq!(status, 422, "{body}");
+}
+
+async fn keyed_post(server: &TestServer, path: &str, token: &str, key: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.base))
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .header("content-type", "application/json")
+        .body(json!({"input": {}}).to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = serde_json::from_str(&response.text().await.expect("body")).unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn retryable_failures_retry_then_dead_letter_and_replay_resumes(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    // The tenant's wall clock is too short for the second step: it times out (retryable)
+    // on every attempt until the operator raises the limit.
+    let limits = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &server.operator(),
+            json!({"timeout_ms": 150}),
+        )
+        .await;
+    assert_eq!(limits.status, 200, "{}", limits.text);
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "slow",
+        json!([
+            {"id": "quick", "connector": "hostile", "action": "echo", "input": {"n": 3}},
+            {"id": "slow", "connector": "hostile", "action": "sleep", "input": {"ms": 600},
+             "retry": {"max_attempts": 3, "initial_backoff_ms": 10, "max_backoff_ms": 50}},
+        ]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["step"], "slow");
+    assert_eq!(dead["error"]["kind"], "timeout");
+    assert_eq!(dead["error"]["attempts"], 3, "{dead}");
+    assert_eq!(dead["next_step"], 1);
+    let steps = dead["steps"].as_array().expect("steps").clone();
+    assert_eq!(steps[0]["status"], "succeeded");
+    assert_eq!(steps[1]["status"], "failed");
+    assert_eq!(steps[1]["attempts"], 3);
+    let letters = server.get("/v1/dead-letters", &admin).await;
+    assert_eq!(
+        letters.body["runs"][0]["id"],
+        json!(run),
+        "{}",
+        letters.text
+    );
+
+    let limits = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &server.operator(),
+            json!({"timeout_ms": 5000}),
+        )
+        .await;
+    assert_eq!(limits.status, 200, "{}", limits.text);
+    // The hot-row cache may hold the old limits for up to a second.
+    tokio::time::sleep(airlock::pipeline::HOT_ROW_TTL).await;
+    let replayed = server
+        .post(&format!("/v1/runs/{run}/replay"), &admin, json!({}))
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let after = done["steps"].as_array().expect("steps");
+    assert_eq!(
+        after[0], steps[0],
+        "the journaled first step was not run again"
+    );
+    assert_eq!(after[1]["status"], "succeeded");
+    let again = server
+        .post(&format!("/v1/runs/{run}/replay"), &admin, json!({}))
+        .await;
+    assert_problem(&again, 409, "conflict");
+    let audit = server.get("/v1/audit", &admin).await;
+    assert_eq!(audit.body[0]["action"], "replay", "{}", audit.text);
+    assert_eq!(audit.body[0]["run_id"], json!(run));
+    assert_eq!(audit.body[0]["actor"], "test");
+    assert_eq!(
+        runs_this_hour(&server, &admin).await,
+        1,
+        "retries are not new runs"
+    );
+}
+
+async fn hopeless_failures_go_straight_to_the_dead_letters(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "hopeless",
+        json!([{"id": "bad", "connector": "hostile", "action": "echo",
+                "input": {"n": {"$from": "/trigger/n"}},
+                "retry": {"max_attempts": 5, "initial_backoff_ms": 10, "max_backoff_ms": 10}}]),
+    )
+    .await;
+    // The schema wants an integer: invalid input, not worth a retry.
+    let run = start_run(&server, &admin, &workflow, json!({"n": "seven"})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["kind"], "invalid_input");
+    assert_eq!(dead["error"]["attempts"], 1);
+    // A pointer that finds nothing is the same.
+    let missing = start_run(&server, &admin, &workflow, json!({})).await;
+    let dead = wait_for(&server, &admin, &missing, ended).await;
+    assert_eq!(dead["error"]["kind"], "invalid_input", "{dead}");
+    assert!(
+        dead["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("/trigger/n"),
+        "{dead}"
+    );
+}
+
+async fn cancel_stops_a_running_guest(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "long",
+        json!([{"id": "nap", "connector": "hostile", "action": "sleep", "input": {"ms": 20000}}]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    wait_for(&server, &admin, &run, in_state("running")).await;
+    let asked = tokio::time::Instant::now();
+    let cancelled = server
+        .post(&format!("/v1/runs/{run}/cancel"), &admin, json!({}))
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text);
+    assert_eq!(cancelled.body["cancel_requested"], true);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the guest was stopped, not waited for"
+    );
+    let again = server
+        .post(&format!("/v1/runs/{run}/cancel"), &admin, json!({}))
+        .await;
+    assert_problem(&again, 409, "conflict");
+    // A queued run is cancelled at once, and a cancelled run can be replayed.
+    let audit = server.get("/v1/audit", &admin).await;
+    assert_eq!(audit.body[0]["action"], "cancel", "{}", audit.text);
+    assert_eq!(audit.body[0]["detail"]["previous_state"], "running");
+}
+
+async fn steps_send_their_idempotency_key_upstream(db: Db) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let upstream = Server::start_tls(
+        Router::new().route(
+            "/{*path}",
+            any(move |request: Request| {
+                let record = record.clone();
+                async move {
+                    let key = request
+                        .headers()
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    record
+                        .lock()
+                        .expect("lock")
+                        .push((request.method().to_string(), key));
+                    axum::Json(json!({"ok": true}))
+                }
+            }),
+        ),
+        &[API],
+    )
+    .await;
+    let mut options = options_for_tls(&upstream, &[API]);
+    options.engine.pool_size = 8;
+    let Some(server) = TestServer::start_configured(db, options, fast_workers).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "charge",
+        json!([
+            {"id": "look", "connector": "hostile", "action": "fetch",
+             "input": {"url": format!("https://{API}/orders")}},
+            {"id": "charge", "connector": "hostile", "action": "fetch",
+             "input": {"method": "POST", "url": format!("https://{API}/charges"), "body": "{}"}},
+        ]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            ("GET".to_owned(), None),
+            (
+                "POST".to_owned(),
+                Some(airlock::runs::step_key(&run, "charge"))
+            ),
+        ]
+    );
+}
+
+async fn runs_are_kept_apart_by_tenant_and_role(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let other = tenant_with_hostile(&server, "globex").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "mine",
+        json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({"secret": "acme-only"})).await;
+    wait_for(&server, &admin, &run, ended).await;
+    for path in [
+        format!("/v1/workflows/{workflow}"),
+        format!("/v1/runs/{run}"),
+    ] {
+        assert_problem(&server.get(&path, &other).await, 404, "not-found");
+    }
+    for path in [
+        format!("/v1/workflows/{workflow}/runs"),
+        format!("/v1/runs/{run}/cancel"),
+        format!("/v1/runs/{run}/replay"),
+    ] {
+        assert_problem(
+            &server.post(&path, &other, json!({})).await,
+            404,
+            "not-found",
+        );
+    }
+    let listed = server.get("/v1/runs", &other).await;
+    assert_eq!(listed.body["runs"], json!([]), "{}", listed.text);
+    assert!(!listed.text.contains("acme-only"));
+    let batch = server
+        .post("/v1/dead-letters/replay", &other, json!({"run_ids": [run]}))
+        .await;
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    assert_eq!(
+        batch.body["refused"][0]["type"],
+        "https://airlock.dev/problems/not-found"
+    );
+    // Viewers read; they do not start, cancel or replay.
+    let viewer = server.token(Some("acme"), Role::Viewer);
+    assert_eq!(
+        server.get(&format!("/v1/runs/{run}"), &viewer).await.status,
+        200
+    );
+    assert_problem(
+        &server
+            .post(
+                &format!("/v1/workflows/{workflow}/runs"),
+                &viewer,
+                json!({}),
+            )
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &server
+            .post(&format!("/v1/runs/{run}/cancel"), &viewer, json!({}))
+            .await,
+        403,
+        "forbidden",
+    );
+    // Operators manage tenants, not their runs.
+    assert_problem(
+        &server.get("/v1/runs", &server.operator()).await,
+        403,
+        "forbidden",
+    );
+}
+
+async fn the_workflow_quota_is_enforced(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let limits = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &server.operator(),
+            json!({"max_workflows": 1, "runs_per_hour": 1}),
+        )
+        .await;
+    assert_eq!(limits.status, 200, "{}", limits.text);
+    tokio::time::sleep(airlock::pipeline::HOT_ROW_TTL).await;
+    let steps = json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]);
+    let workflow = create_workflow(&server, &admin, "one", steps.clone()).await;
+    let second = server
+        .post(
+            "/v1/workflows",
+            &admin,
+            json!({"name": "two", "steps": steps}),
+        )
+        .await;
+    assert_problem(&second, 429, "quota-exceeded");
+    assert_eq!(second.body["quota"], "max_workflows", "{}", second.text);
+    let duplicate = server
+        .post(
+            "/v1/workflows",
+            &admin,
+            json!({"name": "one", "steps": steps}),
+        )
+        .await;
+    assert_problem(&duplicate, 429, "quota-exceeded");
+
+    start_run(&server, &admin, &workflow, json!({})).await;
+    let over = server
+        .post(&format!("/v1/workflows/{workflow}/runs"), &admin, json!({}))
+        .await;
+    assert_problem(&over, 429, "quota-exceeded");
+    assert_eq!(over.body["quota"], "runs_per_hour");
+    assert!(
+        over.headers.contains_key("retry-after"),
+        "{:?}",
+        over.headers
+    );
+    let listed = server.get("/v1/runs", &admin).await;
+    assert_eq!(
+        listed.body["runs"].as_array().map(Vec::len),
+        Some(1),
+        "a refused run writes nothing"
+    );
+}
