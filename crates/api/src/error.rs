@@ -296,6 +296,9 @@ impl From<RunsError> for ApiError {
         match error {
             RunsError::Invalid { field, detail } => ApiError::validation(field, detail),
             RunsError::NotFound { what } => ApiError::not_found(what),
+            RunsError::Missing { field, detail } => {
+                ApiError::NotFound(format!("{field}: {detail}"))
+            }
             RunsError::LimitReached { quota, limit } => ApiError::LimitReached { quota, limit },
             RunsError::QuotaExceeded {
                 limit,

@@ -139,7 +139,7 @@ pub mod problem {
             invoke::InvokeBody, invoke::InvokeResponse, invoke::ConnectorRef, invoke::Usage,
             workflows::CreateWorkflow, workflows::UpdateWorkflow, workflows::Workflow,
             workflows::WorkflowStep, workflows::RetryBody, workflows::StartRun,
-            runs::Run, runs::RunStats, runs::Step, runs::RunDetail, runs::RunPage,
+            runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::RunPage,
             runs::ReplayBody, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
             runs::AuditEntry, runs::DailyUsage,
             health::Health,

@@ -12,6 +12,9 @@ pub enum RunsError {
     Invalid { field: String, detail: String },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// A definition names a connector, version or connection the tenant does not have.
+    #[error("{field}: {detail}")]
+    Missing { field: String, detail: String },
     /// A count the tenant may not exceed (`max_workflows`, `max_queued_runs`).
     #[error("the tenant has reached its `{quota}` of {limit}")]
     LimitReached { quota: &'static str, limit: u64 },

@@ -20,9 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
-use airlock_store::{
-    Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, RunState, WorkflowRecord,
-};
+use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, WorkflowRecord};
 use serde_json::Value;
 
 pub use error::RunsError;
@@ -105,8 +103,9 @@ impl Runs {
         &self.pipeline
     }
 
-    /// Checks a definition: its own rules, then that every step's connector (or pinned
-    /// version), action and connection exist in the tenant, and that a step's connection
+    /// Checks a definition: its own rules (422), then that every step's connector (or
+    /// pinned version) and connection exist in the tenant (404, as for any other request
+    /// naming a resource the tenant lacks), that the action exists (422), and that a step's connection
     /// belongs to its connector. A step without a connection runs without a credential, as
     /// an invocation without one does.
     pub async fn check(&self, tenant: &TenantId, spec: &WorkflowSpec) -> Result<(), RunsError> {
@@ -114,6 +113,10 @@ impl Runs {
         for (i, step) in spec.steps.iter().enumerate() {
             let at = |field: &str| format!("steps[{i}].{field}");
             let invalid = |field: &str, detail: String| RunsError::Invalid {
+                field: at(field),
+                detail,
+            };
+            let missing = |field: &str, detail: String| RunsError::Missing {
                 field: at(field),
                 detail,
             };
@@ -129,7 +132,7 @@ impl Runs {
                     } else {
                         "connector"
                     };
-                    return Err(invalid(
+                    return Err(missing(
                         field,
                         format!(
                             "the tenant has no connector `{}` at that version",
@@ -157,7 +160,10 @@ impl Runs {
                 let connection = match self.pipeline.connection(tenant.as_str(), id).await {
                     Ok(connection) => connection,
                     Err(airlock_core::CoreError::NotFound { .. }) => {
-                        return Err(invalid("connection", format!("no connection `{id}`")));
+                        return Err(missing(
+                            "connection",
+                            "the tenant has no such connection".to_owned(),
+                        ));
                     }
                     Err(other) => return Err(other.into()),
                 };
@@ -269,15 +275,15 @@ impl Runs {
         idempotency_key: Option<&str>,
     ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
-        if let Some(key) = idempotency_key {
-            check_idempotency_key(key)?;
-        }
         let workflow = self
             .pipeline
             .store()
             .workflow(t, workflow_id, None)
             .await
             .map_err(RunsError::or_not_found("workflow"))?;
+        if let Some(key) = idempotency_key {
+            check_idempotency_key(key)?;
+        }
         if let Some(key) = idempotency_key
             && let Some(existing) = self.pipeline.store().run_by_key(t, key).await?
         {
@@ -408,17 +414,6 @@ impl Runs {
             }),
         }
     }
-}
-
-/// Whether `state` is one of the run states (for filters).
-pub fn parse_state(state: &str) -> Result<RunState, RunsError> {
-    RunState::parse(state).ok_or_else(|| RunsError::Invalid {
-        field: "state".into(),
-        detail: format!(
-            "unknown run state `{state}`; one of {}",
-            RunState::ALL.map(RunState::as_str).join(", ")
-        ),
-    })
 }
 
 fn definition_text(spec: &WorkflowSpec) -> Result<String, RunsError> {

@@ -88,6 +88,9 @@ struct Fixture {
     transform_version: String,
     github_version: String,
     transform_connection: String,
+    workflow: String,
+    /// A queued run (the server runs no workers here): cancelled, then replayed, by A.
+    run: String,
     markers: Vec<String>,
 }
 
@@ -150,13 +153,47 @@ async fn tenant_a(server: &TestServer) -> Fixture {
         markers.extend([id.clone(), name]);
         connections.push(id);
     }
+    let workflow_name = format!("a-workflow-{tag}");
+    let created = server
+        .post(
+            "/v1/workflows",
+            &admin,
+            json!({"name": workflow_name, "steps": workflow_steps(&connections[0])}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let workflow = created.body["id"].as_str().expect("id").to_owned();
+    let started = server
+        .post(
+            &format!("/v1/workflows/{workflow}/runs"),
+            &admin,
+            json!({"input": {"marker": format!("a-run-input-{tag}")}}),
+        )
+        .await;
+    assert_eq!(started.status, 202, "{}", started.text);
+    let run = started.body["id"].as_str().expect("id").to_owned();
+    // The run's id is not a marker: a batch replay echoes the ids its caller sent.
+    markers.extend([
+        workflow.clone(),
+        workflow_name,
+        format!("a-run-input-{tag}"),
+    ]);
     Fixture {
         tenant,
+        workflow,
+        run,
         transform_version: versions[0].clone(),
         github_version: versions[1].clone(),
         transform_connection: connections[0].clone(),
         markers,
     }
+}
+
+/// A one-step workflow of A's `transform` with A's connection: B has a `transform` of its
+/// own, so B is refused for the connection.
+fn workflow_steps(connection: &str) -> Value {
+    json!([{"id": "pick", "connector": "transform", "action": "pick", "connection": connection,
+            "input": {"data": {"$from": "/trigger"}, "fields": ["marker"]}}])
 }
 
 /// Every operation of the API, filled with A's ids. Keep in step with `/openapi.json`: the
@@ -326,6 +363,123 @@ fn table(a: &Fixture) -> Vec<Route> {
             Payload::None,
         ),
         route(
+            Method::POST,
+            "/v1/workflows",
+            "/v1/workflows".into(),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(
+                json!({"name": "made by the table", "steps": workflow_steps(connection)}),
+            ),
+        ),
+        route(
+            Method::GET,
+            "/v1/workflows",
+            "/v1/workflows".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/workflows/{id}",
+            format!("/v1/workflows/{}", a.workflow),
+            Tenant(Role::Viewer),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::PUT,
+            "/v1/workflows/{id}",
+            format!("/v1/workflows/{}", a.workflow),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({"steps": workflow_steps(connection)})),
+        ),
+        route(
+            Method::DELETE,
+            "/v1/workflows/{id}",
+            format!("/v1/workflows/{}", a.workflow),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/workflows/{id}/runs",
+            format!("/v1/workflows/{}/runs", a.workflow),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({"input": {}})),
+        ),
+        route(
+            Method::GET,
+            "/v1/runs",
+            "/v1/runs".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/runs/{id}",
+            format!("/v1/runs/{}", a.run),
+            Tenant(Role::Viewer),
+            true,
+            Payload::None,
+        ),
+        // Cancel before replay: A's editor cancels the queued run, then replays it.
+        route(
+            Method::POST,
+            "/v1/runs/{id}/cancel",
+            format!("/v1/runs/{}/cancel", a.run),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/runs/{id}/replay",
+            format!("/v1/runs/{}/replay", a.run),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({})),
+        ),
+        route(
+            Method::GET,
+            "/v1/dead-letters",
+            "/v1/dead-letters".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        // Each id is replayed or refused on its own: B gets a report refusing A's run as
+        // not found, never a 404 for the batch.
+        route(
+            Method::POST,
+            "/v1/dead-letters/replay",
+            "/v1/dead-letters/replay".into(),
+            Tenant(Role::Editor),
+            false,
+            Payload::Json(json!({"run_ids": [a.run]})),
+        ),
+        route(
+            Method::GET,
+            "/v1/audit",
+            "/v1/audit".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/usage/daily",
+            "/v1/usage/daily".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
             Method::GET,
             "/healthz",
             "/healthz".into(),
@@ -397,7 +551,10 @@ fn fits_template(path: &str, template: &str) -> bool {
 }
 
 async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
-    let Some(server) = TestServer::start(db).await else {
+    // No workers: A's run stays queued, so it can be cancelled and replayed by the table.
+    let mut options = crate::support::options();
+    options.engine.pool_size = 8;
+    let Some(server) = TestServer::start_configured(db, options, |c| c.workers = 0).await else {
         return;
     };
     let a = tenant_a(&server).await;
@@ -550,7 +707,11 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
         .await;
     assert_eq!(limits.body["runs_per_hour"], json!(77), "{}", limits.text);
     let usage = server.get("/v1/usage", &a_admin).await;
-    assert_eq!(usage.body["runs_this_hour"], json!(0), "{}", usage.text);
+    assert_eq!(usage.body["runs_this_hour"], json!(1), "{}", usage.text);
+    let run = server.get(&format!("/v1/runs/{}", a.run), &a_admin).await;
+    assert_eq!(run.body["state"], json!("queued"), "{}", run.text);
+    let audit = server.get("/v1/audit", &a_admin).await;
+    assert_eq!(audit.body, json!([]), "{}", audit.text);
 
     // A's editor does everything the table lets it, destructive calls last: the same filled
     // paths and bodies that B was refused work for their owner.
@@ -567,8 +728,18 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
             &format!("A's editor: {} {}", route.method, route.path),
         );
     }
+    // The fixture's run, the table's run and the table's invocation.
     let usage = server.get("/v1/usage", &a_admin).await;
-    assert_eq!(usage.body["runs_this_hour"], json!(1), "{}", usage.text);
+    assert_eq!(usage.body["runs_this_hour"], json!(3), "{}", usage.text);
+    let audit = server.get("/v1/audit", &a_admin).await;
+    let actions: Vec<&str> = audit
+        .body
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["replay", "cancel"], "{}", audit.text);
     eprintln!("api_isolation: {} routes, {calls} calls", routes.len());
 }
 

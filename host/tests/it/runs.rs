@@ -177,15 +177,11 @@ async fn definitions_are_checked_at_save(db: Db) {
     };
     let admin = tenant_with_hostile(&server, "acme").await;
     let echo = |id: &str, input: Value| json!({"id": id, "connector": "hostile", "action": "echo", "input": input});
-    let cases = [
-        (json!([]), "steps"),
+    // What the tenant does not have is not found, naming the step's field.
+    let missing = [
         (
             json!([{"id": "a", "connector": "nope", "action": "echo"}]),
             "steps[0].connector",
-        ),
-        (
-            json!([{"id": "a", "connector": "hostile", "action": "nope"}]),
-            "steps[0].action",
         ),
         (
             json!([{"id": "a", "connector": "hostile", "version": "9.9.9", "action": "echo"}]),
@@ -194,6 +190,32 @@ async fn definitions_are_checked_at_save(db: Db) {
         (
             json!([{"id": "a", "connector": "hostile", "action": "echo", "connection": "conn_x"}]),
             "steps[0].connection",
+        ),
+    ];
+    for (steps, field) in missing {
+        let reply = server
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": "w", "steps": steps}),
+            )
+            .await;
+        assert_problem(&reply, 404, "not-found");
+        assert!(
+            reply.body["detail"]
+                .as_str()
+                .expect("detail")
+                .starts_with(field),
+            "{}",
+            reply.text
+        );
+    }
+    // What is wrong in the definition itself is invalid, naming the field.
+    let cases = [
+        (json!([]), "steps"),
+        (
+            json!([{"id": "a", "connector": "hostile", "action": "nope"}]),
+            "steps[0].action",
         ),
         (
             json!([
@@ -322,10 +344,22 @@ async fn an_idempotency_key_makes_one_run(db: Db) {
         statuses.iter().all(|s| *s == 202 || *s == 200),
         "{statuses:?}"
     );
+    // Concurrent first requests each charged, and all but the winner are refunded; refunds
+    // ride the run counter's next batch, so the count settles within moments.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while runs_this_hour(&server, &admin).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a repeat stayed charged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = keyed_post(&server, &path, &admin, "delivery-1").await;
+    assert_eq!(status, 200, "a later repeat finds the run");
     assert_eq!(
         runs_this_hour(&server, &admin).await,
         1,
-        "a repeat is not charged"
+        "and is not charged at all"
     );
     let (status, _) = keyed_post(&server, &path, &admin, "delivery-2").await;
     assert_eq!(status, 202);
