@@ -187,6 +187,7 @@ impl From<StateName> for RunState {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only runs of this workflow.
@@ -198,7 +199,7 @@ pub struct ListQuery {
     /// Only runs created before (unix ms).
     pub created_before_ms: Option<i64>,
     /// From a previous page's `next_cursor`.
-    #[param(pattern = "^-?[0-9]+[.].+$")]
+    #[param(pattern = "^-?[0-9]{1,18}[.][\\s\\S]+$")]
     pub cursor: Option<String>,
     /// Page size, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
@@ -458,6 +459,7 @@ pub struct AuditEntry {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Newest first, 1-500 (default 50).

@@ -110,6 +110,7 @@ impl From<SavedWorkflow> for Workflow {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct VersionQuery {
     /// A version to show instead of the current one.
