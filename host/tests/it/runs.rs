@@ -26,6 +26,8 @@ on_both_databases!(
     steps_send_their_idempotency_key_upstream,
     runs_are_kept_apart_by_tenant_and_role,
     the_workflow_quota_is_enforced,
+    a_step_output_that_echoes_the_credential_never_shows_it,
+    a_full_queue_is_refused_and_not_ready,
 );
 
 const API: &str = "api.example.test";
@@ -718,4 +720,138 @@ async fn the_workflow_quota_is_enforced(db: Db) {
         Some(1),
         "a refused run writes nothing"
     );
+}
+
+async fn a_step_output_that_echoes_the_credential_never_shows_it(db: Db) {
+    // The upstream echoes the Authorization header it got into its body and a header.
+    let upstream = Server::start_tls(
+        Router::new().route(
+            "/{*path}",
+            any(|request: Request| async move {
+                let auth = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                (
+                    [("x-echo", auth.clone())],
+                    axum::Json(json!({"you_sent": auth})),
+                )
+            }),
+        ),
+        &[API],
+    )
+    .await;
+    let mut options = options_for_tls(&upstream, &[API]);
+    options.engine.pool_size = 8;
+    let Some(server) = TestServer::start_configured(db, options, fast_workers).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let connection = server
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({"connector": "hostile", "name": "leaky", "credential": {"api_key": canary}}),
+        )
+        .await;
+    assert_eq!(connection.status, 201, "{}", connection.text);
+    let connection = connection.body["id"].as_str().expect("id").to_owned();
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "leak",
+        json!([
+            {"id": "leak", "connector": "hostile", "action": "echo_auth", "connection": connection,
+             "input": {"url": format!("https://{API}/me")}},
+            {"id": "pass_on", "connector": "hostile", "action": "echo",
+             "input": {"n": 1, "got": {"$from": "/steps/leak/body"}}},
+        ]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "the step reached the upstream with the credential"
+    );
+    for path in [
+        format!("/v1/runs/{run}"),
+        "/v1/runs".to_owned(),
+        "/v1/dead-letters".to_owned(),
+    ] {
+        let reply = server.get(&path, &admin).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert!(
+            !reply.text.contains(&canary),
+            "{path} shows the credential: {}",
+            reply.text
+        );
+    }
+    let raw = server.raw_db().await;
+    for table in ["runs", "run_steps"] {
+        let rows: Vec<(String,)> = sqlx::query_as(&format!(
+            "SELECT COALESCE(output, '') || COALESCE(error, '') FROM {table}"
+        ))
+        .fetch_all(&raw)
+        .await
+        .expect("rows");
+        assert!(
+            rows.iter().all(|(text,)| !text.contains(&canary)),
+            "{table} stores the credential"
+        );
+    }
+}
+
+async fn a_full_queue_is_refused_and_not_ready(db: Db) {
+    let mut options = options();
+    options.engine.pool_size = 8;
+    let Some(server) = TestServer::start_configured(db, options, |config| {
+        config.workers = 0; // nothing drains the queue
+        config.max_queue_depth = 2;
+        config.max_queued_runs_per_tenant = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let other = tenant_with_hostile(&server, "globex").await;
+    let steps = json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]);
+    let mine = create_workflow(&server, &admin, "mine", steps.clone()).await;
+    let theirs = create_workflow(&server, &other, "theirs", steps).await;
+    start_run(&server, &admin, &mine, json!({})).await;
+    // The tenant's own cap comes first: one waiting run each.
+    let capped = server
+        .post(&format!("/v1/workflows/{mine}/runs"), &admin, json!({}))
+        .await;
+    assert_problem(&capped, 429, "quota-exceeded");
+    assert_eq!(capped.body["quota"], "max_queued_runs", "{}", capped.text);
+    start_run(&server, &other, &theirs, json!({})).await;
+    // The queue's depth is read at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let full = server
+        .post(&format!("/v1/workflows/{theirs}/runs"), &other, json!({}))
+        .await;
+    assert_problem(&full, 503, "queue-full");
+    assert!(
+        full.headers.contains_key("retry-after"),
+        "{:?}",
+        full.headers
+    );
+    let ready = server
+        .call(
+            reqwest::Method::GET,
+            "/readyz",
+            None,
+            crate::api_support::Body::None,
+        )
+        .await;
+    assert_problem(&ready, 503, "queue-full");
+    // Refusals were not charged.
+    assert_eq!(runs_this_hour(&server, &other).await, 1);
 }
