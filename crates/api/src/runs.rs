@@ -124,8 +124,8 @@ pub struct Step {
     pub output: Option<Value>,
     #[schema(value_type = Object)]
     pub error: Option<Value>,
-    /// The last attempt's log lines.
-    #[schema(value_type = Vec<Object>)]
+    /// The last attempt's logs: `lines`, and what was dropped past the limits.
+    #[schema(value_type = Object)]
     pub logs: Value,
     pub stats: RunStats,
     pub finished_at_ms: i64,
@@ -136,7 +136,8 @@ impl From<StepRecord> for Step {
         Step {
             output: json_text(step.output.as_deref()),
             error: json_text(step.error.as_deref()),
-            logs: serde_json::from_str(&step.logs).unwrap_or(Value::Array(Vec::new())),
+            logs: serde_json::from_str(&step.logs)
+                .unwrap_or_else(|_| Value::Object(Default::default())),
             index: step.index,
             id: step.step_id,
             status: step.status,

@@ -121,10 +121,14 @@ pub struct VersionQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
-    /// The trigger payload: what `/trigger/...` pointers read.
-    #[serde(default)]
+    /// The trigger payload: what `/trigger/...` pointers read. Absent: `{}`.
+    #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub input: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {

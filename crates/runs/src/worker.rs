@@ -209,7 +209,7 @@ impl Worker {
             Ok(loaded) => loaded,
             Err(error) => {
                 let error = StepError::new("internal", error, false);
-                self.fail(&lease, &run, None, error, Cost::default(), "[]".into())
+                self.fail(&lease, &run, None, error, Cost::default(), no_logs())
                     .await;
                 return;
             }
@@ -227,15 +227,8 @@ impl Worker {
                 Ok(input) => input,
                 Err(error) => {
                     let error = StepError::new("invalid_input", error.to_string(), false);
-                    self.fail(
-                        &lease,
-                        &run,
-                        Some(index),
-                        error,
-                        Cost::default(),
-                        "[]".into(),
-                    )
-                    .await;
+                    self.fail(&lease, &run, Some(index), error, Cost::default(), no_logs())
+                        .await;
                     return;
                 }
             };
@@ -272,7 +265,7 @@ impl Worker {
                 Ok(ran) => {
                     let outcome = ran.outcome;
                     let cost = cost_of(&outcome.stats);
-                    let logs = serde_json::to_string(&outcome.logs).unwrap_or_else(|_| "[]".into());
+                    let logs = serde_json::to_string(&outcome.logs).unwrap_or_else(|_| no_logs());
                     match outcome.result {
                         Ok(output) => (Some(output), None, cost, logs),
                         Err(error) => (None, Some(StepError::from_guest(&error)), cost, logs),
@@ -282,7 +275,7 @@ impl Worker {
                     None,
                     Some(StepError::from_core(&error)),
                     Cost::default(),
-                    "[]".into(),
+                    no_logs(),
                 ),
             };
             if let Some(error) = error {
@@ -302,8 +295,13 @@ impl Worker {
                 cost,
             };
             match self.store().journal_step(&lease, &result).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(LeaseStatus::Held) => {}
+                Ok(LeaseStatus::CancelRequested) => {
+                    // Journaled; the rest of the run is cancelled.
+                    self.finish(&lease, Finish::Cancelled).await;
+                    return;
+                }
+                Ok(LeaseStatus::Lost) => {
                     tracing::info!(step = %step.id, "lease lost before the journal write; nothing written");
                     return;
                 }
@@ -505,6 +503,11 @@ impl Worker {
 /// upstream can recognise the repeat of a step re-run after a crash.
 pub fn step_key(run_id: &str, step_id: &str) -> String {
     format!("{run_id}:{step_id}")
+}
+
+/// The journal's logs of a step that never ran a guest: the shape of a run's logs, empty.
+fn no_logs() -> String {
+    serde_json::to_string(&airlock_runtime::Logs::default()).unwrap_or_default()
 }
 
 fn index_i64(index: usize) -> i64 {

@@ -513,12 +513,13 @@ impl Store {
     }
 
     /// Journals a succeeded step and moves the run to the next one, in one transaction with
-    /// the fencing check. `false`: the lease was lost and nothing was written.
+    /// the fencing check. [`LeaseStatus::Lost`]: nothing was written;
+    /// [`LeaseStatus::CancelRequested`]: written, and the run should stop here.
     pub async fn journal_step(
         &self,
         lease: &Lease,
         result: &StepResult,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<LeaseStatus, StoreError> {
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         let fenced = sqlx::query(
@@ -527,7 +528,8 @@ impl Store {
                peak_memory_bytes = CASE WHEN peak_memory_bytes > $8 THEN peak_memory_bytes ELSE $8 END, \
                outbound_requests = outbound_requests + $9, outbound_bytes = outbound_bytes + $10 \
              WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
-               AND next_step = $4",
+               AND next_step = $4 \
+             RETURNING cancel_requested",
         )
         .bind(&lease.tenant_id)
         .bind(&lease.run_id)
@@ -539,11 +541,16 @@ impl Store {
         .bind(result.cost.peak_memory_bytes)
         .bind(result.cost.outbound_requests)
         .bind(result.cost.outbound_bytes)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if fenced.rows_affected() == 0 {
-            return Ok(false);
-        }
+        let Some(fenced) = fenced else {
+            return Ok(LeaseStatus::Lost);
+        };
+        let status = if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
+            LeaseStatus::CancelRequested
+        } else {
+            LeaseStatus::Held
+        };
         // The failed attempts of this step, if any, are in its journal row already.
         let failed: i64 = sqlx::query(
             "SELECT COALESCE(MAX(attempts), 0) AS attempts FROM run_steps \
@@ -558,7 +565,7 @@ impl Store {
         write_step(&mut tx, lease, result, "succeeded", failed + 1, now).await?;
         add_usage(&mut tx, &lease.tenant_id, now, 0, 1, &result.cost).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(status)
     }
 
     /// Records a failed step attempt and what follows it (a retry, or the dead letters), in

@@ -369,7 +369,12 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(24);
-    let (upstream, seen) = upstream(Duration::from_millis(40)).await;
+    let delay_ms: u64 = std::env::var("AIRLOCK_CHAOS_DELAY_MS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(40);
+    let began = std::time::Instant::now();
+    let (upstream, seen) = upstream(Duration::from_millis(delay_ms)).await;
     let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
         return;
     };
@@ -384,7 +389,14 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
         cluster.kill(victim);
         cluster.start(victim).await;
     }
-    let done = wait_all(&cluster, 0, &admin, &runs, Duration::from_secs(120)).await;
+    let done = wait_all(
+        &cluster,
+        0,
+        &admin,
+        &runs,
+        Duration::from_secs(120 + 60 * kills as u64),
+    )
+    .await;
     for (run, body) in &done {
         assert_eq!(body["state"], "succeeded", "{run}: {body}");
         let steps = body["steps"].as_array().expect("steps");
@@ -407,6 +419,15 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
         );
         assert!(requests.iter().any(|(step, _)| step == "reserve"));
     }
+    let requests: usize = by_run.values().map(Vec::len).sum();
+    eprintln!(
+        "chaos ({db:?}): {runs_n} two-step runs, {kills} SIGKILLs with restarts, {:.1} s: all \
+         succeeded; {requests} step requests upstream for {} steps ({} re-run after a kill, \
+         each with its step's key); no journaled step re-run",
+        began.elapsed().as_secs_f64(),
+        2 * runs_n,
+        requests - 2 * runs_n,
+    );
 }
 
 async fn a_stopped_worker_is_fenced_out(db: Db) {

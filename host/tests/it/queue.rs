@@ -118,11 +118,12 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     assert_eq!(new.lease.epoch, 2, "every claim grows the fencing token");
 
     // The old worker comes back: none of its writes land.
-    assert!(
-        !store
+    assert_eq!(
+        store
             .journal_step(&old.lease, &step(0, "1"))
             .await
-            .expect("write")
+            .expect("write"),
+        LeaseStatus::Lost
     );
     let failed = AfterFailure::Dead { error: "{}".into() };
     assert!(
@@ -149,11 +150,12 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     assert_eq!(run.next_step, 0);
 
     // The new holder's writes do.
-    assert!(
+    assert_eq!(
         store
             .journal_step(&new.lease, &step(0, "2"))
             .await
-            .expect("write")
+            .expect("write"),
+        LeaseStatus::Held
     );
     assert_eq!(
         store
@@ -286,11 +288,12 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     tenant(store, "t1", 4).await;
     enqueue(store, "t1", "run_r").await;
     let c = claim(store, "w", 60_000).await.expect("claimed");
-    assert!(
+    assert_eq!(
         store
             .journal_step(&c.lease, &step(0, "\"first\""))
             .await
-            .expect("journal")
+            .expect("journal"),
+        LeaseStatus::Held
     );
     let mut failed = step(1, "");
     failed.output = None;

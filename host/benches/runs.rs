@@ -1,0 +1,419 @@
+//! Durable runs under load: `cargo bench -p airlock --bench runs` (add `-- --quick` for a
+//! short pass). The service runs in this process on SQLite (a temp dir) and, when reachable,
+//! PostgreSQL (a database made for the run), with the `transform` connector's `pick` as the
+//! step (a guest that does almost nothing, so the queue is what is measured).
+//!
+//! Scenarios, each printed as one line:
+//! - enqueue-to-start on an idle queue (p50, p99: a run's `started_at - created_at`);
+//! - completed single-step runs per second (8 tenants enqueueing at once);
+//! - a small tenant's enqueue-to-start while another has a 10,000-run backlog;
+//! - crash-to-resume: runs held by a worker that died (never heartbeats) are started again
+//!   after the lease expires and the reaper passes (default lease 30 s, reaper every 5 s).
+//!
+//! Figures are in docs/performance.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock::api::{AppState, Role, Service};
+use airlock::config::Config;
+use airlock::store::{NewRun, Store};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+struct Bench {
+    base: String,
+    client: reqwest::Client,
+    state: AppState,
+    operator: String,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(database_url: Option<String>, workers: usize) -> Bench {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::dev(dir.path().join("data"));
+    config.database_url = database_url;
+    config.workers = workers;
+    config.pool_size = 32;
+    let mut runtime = config.runtime_options();
+    runtime.engine.pool_size = 32;
+    let service = Service::start(config.service_options(runtime).expect("config"))
+        .await
+        .expect("service");
+    let state = service.state.clone();
+    let operator = state
+        .jwt()
+        .issue("bench", None, Role::Operator, Duration::from_secs(3600))
+        .expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = CancellationToken::new();
+    tokio::spawn(service.serve(listener, shutdown.clone()));
+    Bench {
+        base,
+        client: reqwest::Client::new(),
+        state,
+        operator,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl Bench {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await
+    }
+
+    /// A tenant with `transform` and a one-step workflow; returns (admin token, workflow id).
+    async fn tenant(&self, id: &str) -> (String, String) {
+        let (status, body) = self
+            .post("/v1/tenants", &self.operator, json!({"id": id, "name": id}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("/v1/tenants/{id}/limits"),
+                &self.operator,
+                Some((
+                    "application/json",
+                    json!({"runs_per_hour": 500}).to_string().into_bytes(),
+                )),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let admin = self
+            .state
+            .jwt()
+            .issue("bench", Some(id), Role::Admin, Duration::from_secs(3600))
+            .expect("token");
+        let wasm = std::fs::read(airlock_test_artifacts::CONNECTOR_TRANSFORM).expect("guest built");
+        let (status, body) = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/connectors",
+                &admin,
+                Some(("application/wasm", wasm)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": "pick", "steps": [{"id": "pick", "connector": "transform", "action": "pick",
+                        "input": {"data": {"$from": "/trigger"}, "fields": ["i"]}}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (admin, body["id"].as_str().expect("id").to_owned())
+    }
+
+    async fn enqueue(&self, admin: &str, workflow: &str, i: usize) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/v1/workflows/{workflow}/runs"),
+                admin,
+                json!({"input": {"i": i}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    fn store(&self) -> &Store {
+        self.state.store()
+    }
+
+    /// Waits until `tenant` has `n` runs succeeded; returns each one's start - creation (ms).
+    async fn wait_succeeded(&self, tenant: &str, n: usize, within: Duration) -> Vec<i64> {
+        use sqlx::Row as _;
+        let deadline = Instant::now() + within;
+        loop {
+            let rows = sqlx::query(
+                "SELECT created_at, started_at FROM runs WHERE tenant_id = $1 AND state = 'succeeded'",
+            )
+            .bind(tenant)
+            .fetch_all(self.store().pool())
+            .await
+            .expect("runs");
+            if rows.len() >= n {
+                return rows
+                    .iter()
+                    .map(|r| r.get::<i64, _>("started_at") - r.get::<i64, _>("created_at"))
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{tenant}: {} of {n} runs done",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn percentile(values: &mut [i64], p: f64) -> i64 {
+    values.sort_unstable();
+    if values.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (values.len() - 1) as f64).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+async fn idle_enqueue_to_start(label: &str, url: Option<String>, n: usize) {
+    let bench = start(url, 8).await;
+    let (admin, workflow) = bench.tenant("idle").await;
+    for i in 0..n {
+        bench.enqueue(&admin, &workflow, i).await;
+        // Each run finds the queue idle: it is done before the next is created.
+        bench
+            .wait_succeeded("idle", i + 1, Duration::from_secs(30))
+            .await;
+    }
+    let mut waits = bench
+        .wait_succeeded("idle", n, Duration::from_secs(30))
+        .await;
+    println!(
+        "{label}: idle enqueue-to-start over {n} runs: p50 {} ms, p99 {} ms, max {} ms",
+        percentile(&mut waits, 50.0),
+        percentile(&mut waits, 99.0),
+        percentile(&mut waits, 100.0)
+    );
+}
+
+async fn throughput(label: &str, url: Option<String>, tenants: usize, per_tenant: usize) {
+    let bench = Arc::new(start(url, 16).await);
+    let mut setups = Vec::new();
+    for t in 0..tenants {
+        let id = format!("tp{t}");
+        let (admin, workflow) = bench.tenant(&id).await;
+        setups.push((id, admin, workflow));
+    }
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for (_, admin, workflow) in setups.clone() {
+        let bench = bench.clone();
+        clients.push(tokio::spawn(async move {
+            for i in 0..per_tenant {
+                bench.enqueue(&admin, &workflow, i).await;
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client");
+    }
+    let enqueued = started.elapsed();
+    for (id, _, _) in &setups {
+        bench
+            .wait_succeeded(id, per_tenant, Duration::from_secs(600))
+            .await;
+    }
+    let total = tenants * per_tenant;
+    let elapsed = started.elapsed();
+    println!(
+        "{label}: {total} single-step runs ({tenants} tenants) enqueued in {:.2} s, all succeeded in {:.2} s: {:.0} runs/s completed",
+        enqueued.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
+
+async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usize) {
+    let bench = start(url, 0).await;
+    let (_, big_workflow) = bench.tenant("big").await;
+    let (small_admin, small_workflow) = bench.tenant("small").await;
+    let filled = Instant::now();
+    for i in 0..backlog {
+        let run = NewRun {
+            id: format!("run_big_{i:06}"),
+            workflow_id: big_workflow.clone(),
+            workflow_version: 1,
+            input: json!({"i": i}).to_string(),
+            idempotency_key: None,
+            max_queued: u64::MAX,
+        };
+        bench.store().create_run("big", run).await.expect("backlog");
+    }
+    let fill = filled.elapsed();
+    let options = airlock::runs::WorkerOptions {
+        workers: 8,
+        ..airlock::runs::WorkerOptions::default()
+    };
+    let workers = airlock::runs::Workers::start(bench.state.pipeline().clone(), options);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..probes {
+        bench.enqueue(&small_admin, &small_workflow, i).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut waits = bench
+        .wait_succeeded("small", probes, Duration::from_secs(120))
+        .await;
+    let big_done = bench
+        .wait_succeeded("big", 0, Duration::from_secs(1))
+        .await
+        .len();
+    println!(
+        "{label}: small tenant's enqueue-to-start behind a {backlog}-run backlog (filled in {:.1} s; {big_done} of it done meanwhile): p50 {} ms, p99 {} ms over {probes} runs",
+        fill.as_secs_f64(),
+        percentile(&mut waits, 50.0),
+        percentile(&mut waits, 99.0)
+    );
+    workers.shutdown().await;
+}
+
+async fn crash_to_resume(label: &str, url: Option<String>, n: usize) {
+    let bench = start(url, 0).await;
+    let (admin, workflow) = bench.tenant("crash").await;
+    for i in 0..n {
+        bench.enqueue(&admin, &workflow, i).await;
+    }
+    // A worker claims them and dies: it never heartbeats again.
+    let options = airlock::runs::WorkerOptions::default();
+    let lease_ms = i64::try_from(options.lease.as_millis()).unwrap_or(i64::MAX);
+    for _ in 0..n {
+        bench
+            .store()
+            .claim_run("dead-worker", lease_ms)
+            .await
+            .expect("claim")
+            .expect("a run");
+    }
+    let died = Instant::now();
+    let workers = airlock::runs::Workers::start(bench.state.pipeline().clone(), options.clone());
+    bench
+        .wait_succeeded("crash", n, Duration::from_secs(120))
+        .await;
+    println!(
+        "{label}: crash-to-resume ({n} runs held by a killed worker; lease {} s, reaper every {} s): all resumed and done {:.1} s after the last heartbeat",
+        options.lease.as_secs(),
+        options.reap_every.as_secs(),
+        died.elapsed().as_secs_f64()
+    );
+    workers.shutdown().await;
+}
+
+async fn postgres_database() -> Option<String> {
+    use sqlx::Connection as _;
+    let admin = std::env::var("AIRLOCK_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN.to_owned());
+    let mut conn =
+        match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin))
+            .await
+        {
+            Ok(Ok(conn)) => conn,
+            _ => {
+                println!("PostgreSQL not reachable at {admin}: its scenarios are skipped");
+                return None;
+            }
+        };
+    let name = format!("airlock_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base)
+        .to_owned();
+    Some(format!("{base}/{name}"))
+}
+
+/// A fresh database for a scenario: SQLite in the service's temp dir (`None`), or a new
+/// PostgreSQL database, remembered in `made` to be dropped at the end.
+async fn fresh(pg: bool, made: &mut Vec<String>) -> Option<String> {
+    if !pg {
+        return None;
+    }
+    let url = postgres_database().await;
+    made.extend(url.clone());
+    url
+}
+
+async fn drop_databases(urls: &[String]) {
+    use sqlx::Connection as _;
+    let admin = std::env::var("AIRLOCK_TEST_PG_URL").unwrap_or_else(|_| PG_ADMIN.to_owned());
+    let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+        return;
+    };
+    for url in urls {
+        if let Some((_, name)) = url.rsplit_once('/') {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (idle, tenants, per_tenant, backlog, crashed) = if quick {
+            (50, 4, 100, 1_000, 4)
+        } else {
+            (300, 8, 400, 10_000, 20)
+        };
+        println!(
+            "durable runs, 2 worker threads, release build{}",
+            if quick { ", --quick" } else { "" }
+        );
+        let mut made = Vec::new();
+        let probe = postgres_database().await;
+        let postgres = probe.is_some();
+        made.extend(probe);
+        for (label, pg) in [("sqlite", false), ("postgres", true)] {
+            if pg && !postgres {
+                continue;
+            }
+            idle_enqueue_to_start(label, fresh(pg, &mut made).await, idle).await;
+            throughput(label, fresh(pg, &mut made).await, tenants, per_tenant).await;
+            fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
+            if !quick {
+                crash_to_resume(label, fresh(pg, &mut made).await, crashed).await;
+            }
+        }
+        drop_databases(&made).await;
+    });
+}
