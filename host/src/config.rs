@@ -506,3 +506,27 @@ fn generate_jwt_secret(path: &Path) -> Result<Secret, ConfigError> {
         .map_err(|e| ConfigError::JwtSecretFile(format!("{}: {e}", path.display())))?;
     Ok(secret)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_resolve_is_host_equals_ip_and_port() {
+        assert_eq!(
+            parse_resolve("API.example.test=127.0.0.1:8443").unwrap(),
+            (
+                "api.example.test".to_owned(),
+                "127.0.0.1:8443".parse().unwrap()
+            )
+        );
+        assert!(parse_resolve("[::1]:443").is_err(), "no host");
+        assert!(parse_resolve("=127.0.0.1:443").is_err());
+        assert!(
+            parse_resolve("api.example.test=127.0.0.1").is_err(),
+            "no port"
+        );
+        assert!(parse_resolve("api.example.test=example.com:443").is_err());
+    }
+}

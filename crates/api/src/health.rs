@@ -20,6 +20,9 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi_json))
 }
 
+/// How long `/readyz` waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,
@@ -41,14 +44,26 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, response = problem::Unavailable)))]
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>), ApiError> {
-    state.store().ready().await.map_err(|e| {
-        tracing::warn!(error = %e, "not ready");
-        ApiError::Unavailable
-    })?;
-    let depth = state.runs().queue_ready().await.map_err(|e| {
-        tracing::warn!(error = %e, "not ready");
-        ApiError::from(e)
-    })?;
+    // A database that does not answer must not hang the probe: a pool waiting for a
+    // connection to a server that is down waits its whole acquire timeout (30 s).
+    match tokio::time::timeout(READY_TIMEOUT, state.store().ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready");
+            return Err(ApiError::Unavailable);
+        }
+        Err(_) => {
+            tracing::warn!("not ready: the database did not answer within {READY_TIMEOUT:?}");
+            return Err(ApiError::Unavailable);
+        }
+    }
+    let depth = match tokio::time::timeout(READY_TIMEOUT, state.runs().queue_ready()).await {
+        Ok(depth) => depth.map_err(|e| {
+            tracing::warn!(error = %e, "not ready");
+            ApiError::from(e)
+        })?,
+        Err(_) => return Err(ApiError::Unavailable),
+    };
     Ok((
         StatusCode::OK,
         Json(Health {

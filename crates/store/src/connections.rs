@@ -117,7 +117,7 @@ impl Store {
 
     pub async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         findable(&[tenant_id, id])?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The tenant's row first, as `state_set` does: a guest write racing the delete either
         // lands before it (and is deleted below) or sees the connection gone.
         super::lock_tenant(&mut tx, tenant_id).await?;

@@ -84,7 +84,7 @@ impl Store {
             serde_json::to_string(manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let now = now_ms();
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO component_blobs (tenant_id, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, digest) DO NOTHING",

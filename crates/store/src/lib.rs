@@ -199,6 +199,19 @@ impl Store {
         })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at `BEGIN` (`IMMEDIATE`): a
+    /// deferred transaction that reads first and then writes fails at once with
+    /// `SQLITE_BUSY` when another process committed in between (its snapshot is stale), and
+    /// no busy handler retries that; an immediate one waits its turn instead.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.kind {
+            DbKind::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.writer.begin().await?,
+        })
+    }
+
     pub fn kind(&self) -> DbKind {
         self.kind
     }

@@ -319,7 +319,7 @@ impl Store {
             return Ok(Enqueued::Existing(existing));
         }
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let waiting: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
         ))
@@ -410,7 +410,7 @@ impl Store {
         if any.is_none() {
             return Ok(None);
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let candidates = sqlx::query(&format!(
             "SELECT t.tenant_id FROM run_tenants t WHERE EXISTS ( \
                SELECT 1 FROM runs r WHERE r.tenant_id = t.tenant_id AND r.{WAITING} \
@@ -521,7 +521,7 @@ impl Store {
         result: &StepResult,
     ) -> Result<LeaseStatus, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let fenced = sqlx::query(
             "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, \
                fuel_used = fuel_used + $6, duration_us = duration_us + $7, \
@@ -577,7 +577,7 @@ impl Store {
         after: &AfterFailure,
     ) -> Result<bool, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (state, run_at, error, finished_at) = match after {
             AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
             AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
@@ -680,7 +680,7 @@ impl Store {
     ) -> Result<Cancelled, StoreError> {
         findable(&[tenant_id, id])?;
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let state = self.locked_state(&mut tx, tenant_id, id).await?;
         let outcome = match state {
             RunState::Queued | RunState::Retrying => {
@@ -726,7 +726,7 @@ impl Store {
     ) -> Result<Result<RunRecord, ReplayRefusal>, StoreError> {
         findable(&[tenant_id, id])?;
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         let state = self.locked_state(&mut tx, tenant_id, id).await?;
         if !matches!(state, RunState::Dead | RunState::Cancelled) {
             return Ok(Err(ReplayRefusal::State(state)));

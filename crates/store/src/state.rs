@@ -43,7 +43,7 @@ impl Store {
         max_keys: u32,
     ) -> Result<bool, StoreError> {
         let _lane = self.state_lane().await?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         super::lock_tenant(&mut tx, scope.tenant.as_str()).await?;
         let done = sqlx::query(
             "INSERT INTO connector_state (tenant_id, connector, connection_id, key, value) \

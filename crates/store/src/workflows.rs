@@ -45,7 +45,7 @@ impl Store {
         max_workflows: u32,
     ) -> Result<WorkflowRecord, StoreError> {
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         lock_tenant(&mut tx, tenant_id).await?;
         let live: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM workflows WHERE tenant_id = $1 AND deleted_at IS NULL",
@@ -92,7 +92,7 @@ impl Store {
     ) -> Result<WorkflowRecord, StoreError> {
         findable(&[tenant_id, id])?;
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
         // The bump locks the row: concurrent saves get consecutive versions.
         let row = sqlx::query(
             "UPDATE workflows SET current_version = current_version + 1, updated_at = $3, \
