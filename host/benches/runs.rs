@@ -108,7 +108,9 @@ impl Bench {
                 &self.operator,
                 Some((
                     "application/json",
-                    json!({"runs_per_hour": 500}).to_string().into_bytes(),
+                    json!({"runs_per_hour": 500, "max_concurrent_runs": 256})
+                        .to_string()
+                        .into_bytes(),
                 )),
             )
             .await;
@@ -269,6 +271,7 @@ async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usiz
             workflow_version: 1,
             input: json!({"i": i}).to_string(),
             idempotency_key: None,
+            trigger_id: None,
             max_queued: u64::MAX,
         };
         bench.store().create_run("big", run).await.expect("backlog");
