@@ -14,7 +14,7 @@ use airlock_api::{ServerOptions, Service, ServiceOptions, StartError};
 use std::sync::Arc;
 
 use airlock_core::SystemClock;
-use airlock_runs::{RunsOptions, WorkerOptions};
+use airlock_runs::{RunsOptions, SchedulerOptions, WorkerOptions};
 use airlock_runtime::RuntimeOptions;
 use airlock_runtime::outbound::OutboundConfig;
 use airlock_secrets::{Keyring, Secret, SecretsError};
@@ -165,6 +165,13 @@ pub struct Config {
     /// `/readyz` reports not ready.
     #[arg(long, env = "AIRLOCK_MAX_QUEUE_DEPTH", default_value_t = airlock_runs::DEFAULT_MAX_QUEUE_DEPTH)]
     pub max_queue_depth: i64,
+    /// Fire no cron ticks in this process (another process does; any number may).
+    #[arg(long, env = "AIRLOCK_NO_SCHEDULER", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_scheduler: bool,
+    /// A cron tick at most this late fires whatever its trigger's missed-ticks policy; an
+    /// older one was missed (no process ran) and follows the policy.
+    #[arg(long, env = "AIRLOCK_CRON_GRACE", default_value = "60s", value_parser = crate::units::parse_timeout)]
+    pub cron_grace: Duration,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
     pub jwt_secret_env: Option<Secret>,
@@ -207,6 +214,8 @@ impl Config {
             worker_grace: workers.grace,
             max_queued_runs_per_tenant: runs.max_queued_per_tenant,
             max_queue_depth: runs.max_queue_depth,
+            no_scheduler: false,
+            cron_grace: SchedulerOptions::default().grace,
             jwt_secret_env: None,
         }
     }
@@ -421,6 +430,11 @@ impl Config {
             runs: RunsOptions {
                 max_queued_per_tenant: self.max_queued_runs_per_tenant,
                 max_queue_depth: self.max_queue_depth,
+            },
+            scheduler: SchedulerOptions {
+                enabled: !self.no_scheduler,
+                grace: self.cron_grace,
+                ..SchedulerOptions::default()
             },
         };
         Ok(options)

@@ -21,3 +21,4 @@ pub use airlock_runtime as runtime;
 pub use airlock_runtime::outbound;
 pub use airlock_secrets as secrets;
 pub use airlock_store as store;
+pub use airlock_triggers as triggers;

@@ -246,16 +246,7 @@ async fn create(
     Json(body): Json<CreateConnection>,
 ) -> Result<(StatusCode, Json<Connection>), ApiError> {
     let tenant = principal.tenant(Role::Editor)?;
-    let name = body.name.trim().to_owned();
-    // Characters, not bytes: the limit the document and the message state.
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "name",
-            "a connection name is 1-200 characters",
-        ));
-    }
-    airlock_contract::names::check(&name)
-        .map_err(|e| ApiError::validation("name", format!("the connection name {e}")))?;
+    let name = super::names::check_name(&body.name, "connection")?;
     airlock_contract::names::check(&body.connector)
         .map_err(|e| ApiError::validation("connector", format!("the connector name {e}")))?;
     let connector = state

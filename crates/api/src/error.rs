@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use airlock_core::CoreError;
-use airlock_runs::RunsError;
+use airlock_runs::{HookError, RunsError};
 use airlock_store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -39,6 +39,10 @@ pub struct Problem {
 pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// A webhook delivery whose signature, timestamp or headers do not verify (401, no
+    /// `WWW-Authenticate`: the sender signs, it does not log in).
+    #[error("{0}")]
+    BadSignature(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -121,6 +125,11 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::BadSignature(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-signature",
+                "Invalid signature",
+            ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed => (
@@ -316,6 +325,21 @@ impl From<RunsError> for ApiError {
             },
             RunsError::Conflict(detail) => ApiError::Conflict(detail),
             RunsError::Core(error) => error.into(),
+        }
+    }
+}
+
+impl From<HookError> for ApiError {
+    fn from(error: HookError) -> Self {
+        match error {
+            HookError::NotFound => ApiError::not_found("hook"),
+            HookError::Unverified(_) => ApiError::BadSignature(error.to_string()),
+            HookError::Paused => ApiError::Conflict(error.to_string()),
+            HookError::RateLimited { retry_after_s, .. } => ApiError::TooManyRequests {
+                detail: error.to_string(),
+                retry_after_s,
+            },
+            HookError::Runs(error) => error.into(),
         }
     }
 }

@@ -11,17 +11,21 @@ mod connectors;
 pub mod error;
 mod health;
 mod invoke;
+mod names;
 mod openapi;
 mod runs;
 mod server;
 mod tenants;
+mod triggers;
 mod workflows;
+
+pub use triggers::MAX_HOOK_BODY;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_core::{Clock, Pipeline, PipelineOptions};
-use airlock_runs::{Runs, RunsOptions, WorkerOptions, Workers};
+use airlock_runs::{Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers};
 use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use airlock_secrets::{Keyring, Secret};
 use airlock_store::{Store, StoreError, StoreOptions};
@@ -129,6 +133,8 @@ pub struct ServiceOptions {
     /// Durable-run workers in this process (`workers: 0`: none, an API-only process).
     pub workers: WorkerOptions,
     pub runs: RunsOptions,
+    /// The cron scheduler of this process (`enabled: false`: this process fires no ticks).
+    pub scheduler: SchedulerOptions,
 }
 
 /// A started service: its state and the configuration it came from.
@@ -138,6 +144,7 @@ pub struct Service {
     server: ServerOptions,
     api: bool,
     workers: WorkerOptions,
+    scheduler: SchedulerOptions,
 }
 
 impl Service {
@@ -169,6 +176,7 @@ impl Service {
             server: options.server,
             api: options.api,
             workers: options.workers,
+            scheduler: options.scheduler,
         })
     }
     pub fn router(&self) -> Router {
@@ -208,10 +216,12 @@ impl Service {
         let router = self.router();
         let pipeline = self.state.pipeline().clone();
         let workers = Workers::start(pipeline.clone(), self.workers.clone());
+        let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
         let result = server::serve(listener, router, self.server, shutdown).await;
         // Running steps finish (or are stopped after the grace period) and their runs go
         // back to the queue; in-flight refreshes finish (a rotated refresh token must reach
         // the database) before the pool closes.
+        scheduler.shutdown().await;
         workers.shutdown().await;
         pipeline.shutdown().await;
         pipeline.store().close().await;
@@ -238,9 +248,11 @@ pub fn router(state: AppState) -> Router {
         .merge(connections::routes())
         .merge(invoke::routes())
         .merge(workflows::routes())
+        .merge(triggers::routes())
         .merge(runs::routes());
     Router::new()
         .nest("/v1", v1)
+        .merge(triggers::hook_routes())
         .merge(health::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

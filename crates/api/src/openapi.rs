@@ -9,7 +9,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
-use super::{auth, connections, connectors, error, health, invoke, runs, tenants, workflows};
+use super::{
+    auth, connections, connectors, error, health, invoke, runs, tenants, triggers, workflows,
+};
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
 
@@ -127,6 +129,8 @@ pub mod problem {
         workflows::start_run,
         runs::list, runs::show, runs::cancel, runs::replay, runs::dead_letters, runs::replay_many,
         runs::audit, runs::daily_usage,
+        triggers::create, triggers::list, triggers::show, triggers::pause, triggers::resume,
+        triggers::rotate, triggers::remove, triggers::receive,
         health::healthz, health::readyz, health::openapi_json,
     ),
     components(
@@ -142,6 +146,8 @@ pub mod problem {
             runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::RunPage,
             runs::ReplayBody, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
             runs::AuditEntry, runs::DailyUsage,
+            triggers::CreateTrigger, triggers::RotateSecret, triggers::Trigger, triggers::TriggerKind,
+            triggers::WebhookDetails, triggers::CronDetails, triggers::HookReceipt,
             health::Health,
         ),
         responses(

@@ -66,6 +66,8 @@ pub struct Run {
     #[schema(value_type = Object)]
     pub input: Value,
     pub idempotency_key: Option<String>,
+    /// The trigger that created the run; `null` for a run started through the API.
+    pub trigger_id: Option<String>,
     /// The index of the first step not yet finished.
     pub next_step: i64,
     /// Failed attempts of that step so far.
@@ -100,6 +102,7 @@ impl Run {
             workflow_version: run.workflow_version,
             state: run.state.as_str().to_owned(),
             idempotency_key: run.idempotency_key,
+            trigger_id: run.trigger_id,
             next_step: run.next_step,
             attempt: run.attempt,
             run_at_ms: run.run_at,

@@ -119,16 +119,8 @@ async fn create(
             "a tenant id is 1-64 characters of a-z, 0-9, '-' and '_'",
         ));
     }
-    let name = body.name.trim();
-    // Characters, not bytes: the limit the document and the message state.
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "name",
-            "a tenant name is 1-200 characters",
-        ));
-    }
-    airlock_contract::names::check(name)
-        .map_err(|e| ApiError::validation("name", format!("the tenant name {e}")))?;
+    let name = super::names::check_name(&body.name, "tenant")?;
+    let name = name.as_str();
     let record = state
         .store()
         .create_tenant(&id, name)

@@ -132,16 +132,7 @@ fn empty_object() -> Value {
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::validation(
-            "name",
-            "a workflow name is 1-200 characters",
-        ));
-    }
-    airlock_contract::names::check(&name)
-        .map_err(|e| ApiError::validation("name", format!("the workflow name {e}")))?;
-    Ok(name)
+    super::names::check_name(name, "workflow")
 }
 
 fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {

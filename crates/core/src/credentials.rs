@@ -85,15 +85,26 @@ impl Credentials {
         tenant: &str,
         record: &ConnectionRecord,
     ) -> Result<BTreeMap<String, Secret>, CoreError> {
-        let Some(encoded) = &record.secret else {
-            return Ok(BTreeMap::new());
-        };
+        match &record.secret {
+            Some(encoded) => self.open_sealed(tenant, &record.id, encoded),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Opens what [`Credentials::seal`] sealed for `(tenant, id)`: a connection's secret
+    /// fields, or a webhook trigger's secrets (ids never collide: their prefixes differ).
+    pub fn open_sealed(
+        &self,
+        tenant: &str,
+        id: &str,
+        encoded: &str,
+    ) -> Result<BTreeMap<String, Secret>, CoreError> {
         let fail = |e: SecretsError| {
-            tracing::error!(error = %e, connection = %record.id, "cannot decrypt a connection's credential");
+            tracing::error!(error = %e, owner = %id, "cannot decrypt a sealed secret");
             CoreError::Internal
         };
         let envelope = Envelope::decode(encoded).map_err(fail)?;
-        let aad = Aad::new(tenant, &record.id);
+        let aad = Aad::new(tenant, id);
         let plain = match self.keyring().decrypt(&aad, &envelope) {
             Err(SecretsError::UnknownKey(_)) if self.reload() => {
                 self.keyring().decrypt(&aad, &envelope)
@@ -102,7 +113,7 @@ impl Credentials {
         }
         .map_err(fail)?;
         serde_json::from_slice(plain.expose()).map_err(|_| {
-            tracing::error!(connection = %record.id, "a decrypted credential is not a JSON object of strings");
+            tracing::error!(owner = %id, "a decrypted secret is not a JSON object of strings");
             CoreError::Internal
         })
     }

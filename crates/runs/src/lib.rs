@@ -12,7 +12,10 @@
 //! definition format is `airlock-model`'s `workflow`.
 
 mod error;
+mod rate;
 pub mod retry;
+mod scheduler;
+mod triggers;
 mod worker;
 
 use std::sync::Arc;
@@ -24,6 +27,11 @@ use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, Workf
 use serde_json::Value;
 
 pub use error::RunsError;
+pub use scheduler::{Scheduler, SchedulerOptions};
+pub use triggers::{
+    DEFAULT_RATE_PER_MINUTE, Delivered, HookError, MAX_TRIGGERS_PER_TENANT, Overlap, Trigger,
+    TriggerSpec, WithSecret,
+};
 pub use worker::{WorkerOptions, Workers, step_key};
 
 /// Runs one tenant may have waiting, unless the operator says otherwise.
@@ -57,6 +65,8 @@ pub struct Runs {
     pipeline: Pipeline,
     options: RunsOptions,
     depth: Arc<DepthCache>,
+    hook_counters: Arc<triggers::HookCounters>,
+    hook_rates: Arc<rate::RateLimits>,
 }
 
 #[derive(Default)]
@@ -96,6 +106,8 @@ impl Runs {
             pipeline,
             options,
             depth: Arc::default(),
+            hook_counters: Arc::default(),
+            hook_rates: Arc::default(),
         }
     }
 
@@ -201,12 +213,7 @@ impl Runs {
                 quota.max_workflows,
             )
             .await
-            .map_err(|e| match e {
-                airlock_store::StoreError::Conflict => {
-                    RunsError::Conflict(format!("a workflow named `{name}` exists"))
-                }
-                other => other.into(),
-            })?;
+            .map_err(workflow_write_error(Some(name)))?;
         Ok(Workflow {
             record,
             spec: spec.clone(),
@@ -226,13 +233,7 @@ impl Runs {
             .store()
             .put_workflow_version(tenant.as_str(), id, name, &definition_text(spec)?)
             .await
-            .map_err(|e| match e {
-                airlock_store::StoreError::Conflict => RunsError::Conflict(format!(
-                    "a workflow named `{}` exists",
-                    name.unwrap_or_default()
-                )),
-                other => RunsError::or_not_found("workflow")(other),
-            })?;
+            .map_err(workflow_write_error(name))?;
         Ok(Workflow {
             record,
             spec: spec.clone(),
@@ -274,6 +275,19 @@ impl Runs {
         input: &Value,
         idempotency_key: Option<&str>,
     ) -> Result<(RunRecord, bool), RunsError> {
+        self.enqueue_from(tenant, workflow_id, input, idempotency_key, None)
+            .await
+    }
+
+    /// [`Runs::enqueue`] for a trigger's run.
+    pub(crate) async fn enqueue_from(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &str,
+        input: &Value,
+        idempotency_key: Option<&str>,
+        trigger_id: Option<&str>,
+    ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
         let workflow = self
             .pipeline
@@ -312,6 +326,7 @@ impl Runs {
                     workflow_version: workflow.version,
                     input: input.to_string(),
                     idempotency_key: idempotency_key.map(str::to_owned),
+                    trigger_id: trigger_id.map(str::to_owned),
                     max_queued: self.options.max_queued_per_tenant,
                 },
             )
@@ -413,6 +428,17 @@ impl Runs {
                 ),
             }),
         }
+    }
+}
+
+/// A store error of saving a workflow: a taken name is a conflict naming it.
+fn workflow_write_error(name: Option<&str>) -> impl Fn(airlock_store::StoreError) -> RunsError {
+    move |error| match error {
+        airlock_store::StoreError::Conflict => RunsError::Conflict(format!(
+            "a workflow named `{}` exists",
+            name.unwrap_or_default()
+        )),
+        other => RunsError::or_not_found("workflow")(other),
     }
 }
 

@@ -138,54 +138,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-
-    /// Replaces a connection's envelope only if it still holds `expected` (compare-and-swap),
-    /// so a re-encryption never overwrites a concurrent update. Returns whether it did.
-    pub async fn swap_connection_secret(
-        &self,
-        tenant_id: &str,
-        id: &str,
-        expected: &str,
-        replacement: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE connections SET secret = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND secret = $3",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(expected)
-        .bind(replacement)
-        .bind(now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-impl Store {
-    /// One page of a tenant's connections whose envelope does not start with `prefix` (the
-    /// current key's), in id order after `after`: the rotation job's work list.
-    pub async fn connections_not_under(
-        &self,
-        tenant_id: &str,
-        prefix: &str,
-        after: &str,
-        limit: i64,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, secret FROM connections WHERE tenant_id = $1 AND secret IS NOT NULL \
-             AND substr(secret, 1, length($2)) <> $2 AND id > $3 ORDER BY id LIMIT $4",
-        )
-        .bind(tenant_id)
-        .bind(prefix)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("id")?, row.try_get("secret")?)))
-            .collect()
-    }
 }
 
 /// The OAuth2 refresh lease: a compare-and-swap on the connection row, so that of every

@@ -1,6 +1,6 @@
 //! The database: one `sqlx::Any` pool over SQLite or PostgreSQL, migrations chosen by URL
 //! scheme and applied at start, and the tenant-scoped repositories (`tenants`, `connectors`,
-//! `connections`, `state`, `usage`, `workflows`, `runs`).
+//! `connections`, `state`, `usage`, `workflows`, `runs`, `triggers`).
 //!
 //! One code path serves both databases: queries use `$N` placeholders (SQLite accepts them),
 //! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
@@ -12,6 +12,7 @@ mod rotation;
 mod runs;
 mod state;
 mod tenants;
+mod triggers;
 mod usage;
 mod workflows;
 
@@ -21,12 +22,13 @@ use sqlx::{AnyPool, Row};
 
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
-pub use rotation::{RotationReport, reencrypt_connections};
+pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{
     AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, Finish, Lease,
     LeaseStatus, NewRun, ReplayRefusal, RunFilter, RunRecord, RunState, StepRecord, StepResult,
 };
 pub use tenants::TenantRecord;
+pub use triggers::{Fired, TICK_RETENTION_MS, Tick, TickPlan, TriggerRecord};
 pub use usage::RunAdmission;
 pub use workflows::WorkflowRecord;
 
@@ -123,6 +125,8 @@ pub struct Store {
     state_lane: std::sync::Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle run workers when a run becomes claimable.
     wakeups: std::sync::Arc<tokio::sync::Notify>,
+    /// Woken when a cron trigger is created, paused or resumed in this process.
+    scheduler_wakeups: std::sync::Arc<tokio::sync::Notify>,
     /// For the PostgreSQL `LISTEN` connection, which is not pooled. It may hold a password.
     url: airlock_secrets::Secret,
 }
@@ -195,6 +199,7 @@ impl Store {
             runs,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
             wakeups: std::sync::Arc::default(),
+            scheduler_wakeups: std::sync::Arc::default(),
             url: airlock_secrets::Secret::new(url),
         })
     }

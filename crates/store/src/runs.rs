@@ -55,6 +55,12 @@ impl RunState {
         RunState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The `state` column of `row`.
+    fn read(row: &AnyRow) -> Result<RunState, StoreError> {
+        let state: String = row.try_get("state")?;
+        RunState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -94,6 +100,8 @@ pub struct RunRecord {
     /// The trigger payload, as JSON text.
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// The trigger that created it, if one did.
+    pub trigger_id: Option<String>,
     /// The first step not yet journaled as succeeded.
     pub next_step: i64,
     /// Failed attempts of `next_step` so far.
@@ -113,20 +121,19 @@ pub struct RunRecord {
 }
 
 const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
-    next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
+    trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
     finished_at, updated_at";
 
 fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
-    let state: String = row.try_get("state")?;
     Ok(RunRecord {
         id: row.try_get("id")?,
         workflow_id: row.try_get("workflow_id")?,
         workflow_version: row.try_get("workflow_version")?,
-        state: RunState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))?,
+        state: RunState::read(row)?,
         input: row.try_get("input")?,
         idempotency_key: row.try_get("idempotency_key")?,
+        trigger_id: row.try_get("trigger_id")?,
         next_step: row.try_get("next_step")?,
         attempt: row.try_get("attempt")?,
         run_at: row.try_get("run_at")?,
@@ -180,6 +187,8 @@ pub struct NewRun {
     pub workflow_version: i64,
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// The trigger that created it, if one did.
+    pub trigger_id: Option<String>,
     /// Refuse with [`StoreError::LimitReached`] when the tenant has this many runs waiting.
     pub max_queued: u64,
 }
@@ -307,7 +316,7 @@ const WAITING: &str = "state IN ('queued', 'retrying')";
 /// Tenants looked at per claim: the ones with claimable runs, longest unserved first.
 const CLAIM_CANDIDATES: i64 = 16;
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Store {
     /// Creates a queued run, or returns the run created before with the same idempotency
@@ -320,37 +329,9 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let waiting: i64 = sqlx::query(&format!(
-            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
-        ))
-        .bind(tenant_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
-        if waiting >= i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
-            return Err(StoreError::LimitReached {
-                quota: "max_queued_runs",
-                limit: new.max_queued,
-            });
-        }
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-               idempotency_key, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $7, $7) RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(tenant_id)
-        .bind(&new.id)
-        .bind(&new.workflow_id)
-        .bind(new.workflow_version)
-        .bind(&new.input)
-        .bind(new.idempotency_key.as_deref())
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
-        let record = match inserted {
-            Ok(row) => run(&row)?,
+        let record = match insert_run(&mut tx, tenant_id, &new, now).await {
+            Ok(record) => record,
             Err(error) => {
-                let error = StoreError::from(error);
                 drop(tx);
                 // Another request with the same key won the race: its run is the answer.
                 if let (StoreError::Conflict, Some(key)) = (&error, &new.idempotency_key)
@@ -361,14 +342,6 @@ impl Store {
                 return Err(error);
             }
         };
-        sqlx::query(
-            "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
-             ON CONFLICT (tenant_id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await?;
-        add_usage(&mut tx, tenant_id, now, 1, 0, &Cost::default()).await?;
         self.notify_in(&mut tx).await?;
         tx.commit().await?;
         self.wake_workers();
@@ -522,27 +495,22 @@ impl Store {
     ) -> Result<LeaseStatus, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
-        let fenced = sqlx::query(
-            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, \
-               fuel_used = fuel_used + $6, duration_us = duration_us + $7, \
-               peak_memory_bytes = CASE WHEN peak_memory_bytes > $8 THEN peak_memory_bytes ELSE $8 END, \
-               outbound_requests = outbound_requests + $9, outbound_bytes = outbound_bytes + $10 \
+        let sql = format!(
+            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {} \
              WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
                AND next_step = $4 \
              RETURNING cancel_requested",
-        )
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(lease.epoch)
-        .bind(result.index)
-        .bind(now)
-        .bind(result.cost.fuel_used)
-        .bind(result.cost.duration_us)
-        .bind(result.cost.peak_memory_bytes)
-        .bind(result.cost.outbound_requests)
-        .bind(result.cost.outbound_bytes)
-        .fetch_optional(&mut *tx)
-        .await?;
+            add_cost(6)
+        );
+        let query = sqlx::query(&sql)
+            .bind(&lease.tenant_id)
+            .bind(&lease.run_id)
+            .bind(lease.epoch)
+            .bind(result.index)
+            .bind(now);
+        let fenced = bind_cost(query, &result.cost)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(fenced) = fenced else {
             return Ok(LeaseStatus::Lost);
         };
@@ -582,32 +550,27 @@ impl Store {
             AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
             AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
         };
-        let row = sqlx::query(
+        let sql = format!(
             "UPDATE runs SET state = $5, attempt = attempt + 1, run_at = $6, error = $7, \
-               finished_at = $8, lease_owner = NULL, lease_until = NULL, updated_at = $9, \
-               fuel_used = fuel_used + $10, duration_us = duration_us + $11, \
-               peak_memory_bytes = CASE WHEN peak_memory_bytes > $12 THEN peak_memory_bytes ELSE $12 END, \
-               outbound_requests = outbound_requests + $13, outbound_bytes = outbound_bytes + $14 \
+               finished_at = $8, lease_owner = NULL, lease_until = NULL, updated_at = $9, {} \
              WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
                AND next_step = $4 \
              RETURNING attempt",
-        )
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(lease.epoch)
-        .bind(result.index)
-        .bind(state.as_str())
-        .bind(run_at)
-        .bind(error)
-        .bind(finished_at)
-        .bind(now)
-        .bind(result.cost.fuel_used)
-        .bind(result.cost.duration_us)
-        .bind(result.cost.peak_memory_bytes)
-        .bind(result.cost.outbound_requests)
-        .bind(result.cost.outbound_bytes)
-        .fetch_optional(&mut *tx)
-        .await?;
+            add_cost(10)
+        );
+        let query = sqlx::query(&sql)
+            .bind(&lease.tenant_id)
+            .bind(&lease.run_id)
+            .bind(lease.epoch)
+            .bind(result.index)
+            .bind(state.as_str())
+            .bind(run_at)
+            .bind(error)
+            .bind(finished_at)
+            .bind(now);
+        let row = bind_cost(query, &result.cost)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Ok(false);
         };
@@ -768,13 +731,7 @@ impl Store {
             "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
         });
         audit(&mut tx, tenant_id, now, actor, "replay", id, &detail).await?;
-        sqlx::query(
-            "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
-             ON CONFLICT (tenant_id) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await?;
+        ensure_run_tenant(&mut tx, tenant_id).await?;
         self.notify_in(&mut tx).await?;
         tx.commit().await?;
         self.wake_workers();
@@ -799,8 +756,7 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let state: String = row.try_get("state")?;
-        RunState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("run state `{state}`")))
+        RunState::read(&row)
     }
 
     pub async fn run(&self, tenant_id: &str, id: &str) -> Result<RunRecord, StoreError> {
@@ -967,7 +923,7 @@ impl Store {
     }
 
     /// PostgreSQL: `NOTIFY` at commit of `tx`, for the workers of other processes.
-    async fn notify_in(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn notify_in(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         if self.kind == DbKind::Postgres {
             sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
                 .execute(&mut **tx)
@@ -1080,6 +1036,85 @@ async fn write_step(
     .bind(result.cost.outbound_requests)
     .bind(result.cost.outbound_bytes)
     .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting. A taken
+/// idempotency key is [`StoreError::Conflict`]. The caller notifies the workers and commits.
+pub(crate) async fn insert_run(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    new: &NewRun,
+    now: i64,
+) -> Result<RunRecord, StoreError> {
+    let waiting: i64 = sqlx::query(&format!(
+        "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
+    ))
+    .bind(tenant_id)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
+    if waiting >= i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
+        return Err(StoreError::LimitReached {
+            quota: "max_queued_runs",
+            limit: new.max_queued,
+        });
+    }
+    let row = sqlx::query(&format!(
+        "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
+           idempotency_key, trigger_id, run_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) RETURNING {RUN_COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(&new.id)
+    .bind(&new.workflow_id)
+    .bind(new.workflow_version)
+    .bind(&new.input)
+    .bind(new.idempotency_key.as_deref())
+    .bind(new.trigger_id.as_deref())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let record = run(&row)?;
+    ensure_run_tenant(tx, tenant_id).await?;
+    add_usage(tx, tenant_id, now, 1, 0, &Cost::default()).await?;
+    Ok(record)
+}
+
+/// The `SET` clause adding a step's cost to its run's totals (the peak memory as a
+/// maximum), with its five values at `$first`..`$first + 4`, bound by [`bind_cost`].
+fn add_cost(first: usize) -> String {
+    let [fuel, duration, memory, requests, bytes] = std::array::from_fn(|i| first + i);
+    format!(
+        "fuel_used = fuel_used + ${fuel}, duration_us = duration_us + ${duration}, \
+         peak_memory_bytes = CASE WHEN peak_memory_bytes > ${memory} \
+           THEN peak_memory_bytes ELSE ${memory} END, \
+         outbound_requests = outbound_requests + ${requests}, \
+         outbound_bytes = outbound_bytes + ${bytes}"
+    )
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds the values of [`add_cost`], in its order.
+fn bind_cost<'q>(query: AnyQuery<'q>, cost: &Cost) -> AnyQuery<'q> {
+    query
+        .bind(cost.fuel_used)
+        .bind(cost.duration_us)
+        .bind(cost.peak_memory_bytes)
+        .bind(cost.outbound_requests)
+        .bind(cost.outbound_bytes)
+}
+
+/// Gives the tenant its place in the claim rotation (`run_tenants`) if it has none.
+async fn ensure_run_tenant(tx: &mut Tx<'_>, tenant_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

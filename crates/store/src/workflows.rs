@@ -178,22 +178,34 @@ impl Store {
         rows.iter().map(workflow).collect()
     }
 
-    /// Deletes a workflow: new runs of it are refused; runs already created keep going on
-    /// the version they started with.
+    /// Deletes a workflow and its triggers: new runs of it are refused; runs already created
+    /// keep going on the version they started with.
     pub async fn delete_workflow(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         findable(&[tenant_id, id])?;
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE workflows SET deleted_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
         )
         .bind(tenant_id)
         .bind(id)
-        .bind(now_ms())
-        .execute(&self.writer)
+        .bind(now)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        sqlx::query(
+            "UPDATE triggers SET deleted_at = $3, updated_at = $3 \
+             WHERE tenant_id = $1 AND workflow_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

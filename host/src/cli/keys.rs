@@ -1,7 +1,8 @@
 //! `airlock keys`: `rotate` adds a key to the key file and makes it current, then re-encrypts
-//! every stored connection under it, while servers keep serving (they still decrypt old key
-//! ids, and reload the key file when they meet the new one); `reencrypt` moves stragglers;
-//! `list` counts the connections under each key; `retire` removes a key nothing needs.
+//! every stored connection credential and webhook trigger secret under it, while servers keep
+//! serving (they still decrypt old key ids, and reload the key file when they meet the new
+//! one); `reencrypt` moves stragglers;
+//! `list` counts the secrets sealed under each key; `retire` removes a key nothing needs.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::{EXIT_FAILED, EXIT_SETUP};
 use crate::config::Config;
 use airlock_secrets::{KeyId, Keyring, SecretsError};
-use airlock_store::{Store, StoreOptions, reencrypt_connections};
+use airlock_store::{Store, StoreOptions, reencrypt_secrets};
 
 /// Bad arguments, as clap exits on its own (see the codes in `cli/mod.rs`).
 const EXIT_USAGE: u8 = 2;
@@ -23,13 +24,14 @@ pub struct KeysArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Add a new key, make it current, and re-encrypt every connection under it.
+    /// Add a new key, make it current, and re-encrypt every connection credential and webhook
+    /// trigger secret under it.
     Rotate(PassArgs),
-    /// Re-encrypt connections still under an older key (e.g. written during a rotation).
+    /// Re-encrypt secrets still under an older key (e.g. written during a rotation).
     Reencrypt(PassArgs),
-    /// Print each key id, which is current, and how many connections each seals.
+    /// Print each key id, which is current, and how many secrets each seals.
     List(ListArgs),
-    /// Remove an old key from the key file, once no connection is sealed under it.
+    /// Remove an old key from the key file, once nothing is sealed under it.
     Retire(RetireArgs),
 }
 
@@ -89,12 +91,12 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
     let store = Store::connect(&config.database_url(), &StoreOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    let report = reencrypt_connections(&store, &keyring, args.batch.max(1))
+    let report = reencrypt_secrets(&store, &keyring, args.batch.max(1))
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;
     outln!(
-        "re-encrypted {} connection(s) under key {}; {} changed meanwhile; {} failed",
+        "re-encrypted {} secret(s) under key {}; {} changed meanwhile; {} failed",
         report.reencrypted,
         keyring.current(),
         report.changed_meanwhile,
@@ -120,7 +122,7 @@ async fn list(config: &Config) -> Result<ExitCode, String> {
     // Oldest first for the generated `k<n>` ids: k2 before k10.
     ids.sort_by(|a, b| (a.as_str().len(), a).cmp(&(b.as_str().len(), b)));
     let store = existing_store(config).await?;
-    let counted = store.connections_per_key(&ids).await;
+    let counted = store.sealed_per_key(&ids).await;
     store.close().await;
     let (per_key, sealed) = counted.map_err(|e| e.to_string())?;
 
@@ -130,7 +132,7 @@ async fn list(config: &Config) -> Result<ExitCode, String> {
         .max()
         .unwrap_or(0)
         .max(3);
-    outln!("{:<width$}  {:<7}  connections", "key", "state");
+    outln!("{:<width$}  {:<7}  sealed", "key", "state");
     for (id, count) in ids.iter().zip(&per_key) {
         let state = if id == keyring.current() {
             "current"
@@ -145,7 +147,7 @@ async fn list(config: &Config) -> Result<ExitCode, String> {
     // with nothing here: worth saying, as it usually means a mismatched file and database.
     let unnamed = sealed.saturating_sub(per_key.iter().sum());
     if unnamed > 0 {
-        outln!("{unnamed} connection(s) are sealed under a key id this key file does not name");
+        outln!("{unnamed} secret(s) are sealed under a key id this key file does not name");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -181,12 +183,12 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
     }
 
     let store = existing_store(&args.config).await?;
-    let counted = store.connections_under(id).await;
+    let counted = store.sealed_under(id).await;
     store.close().await;
     let sealed = counted.map_err(|e| e.to_string())?;
     if sealed > 0 {
         errln!(
-            "error: {sealed} connection(s) are still sealed under key {id}; run \
+            "error: {sealed} secret(s) (connection credentials, webhook trigger secrets) are still sealed under key {id}; run \
              `airlock keys reencrypt` to move them to key {}, then retire {id}",
             keyring.current()
         );
@@ -205,7 +207,7 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
     }
     keyring.save(&path).map_err(|e| e.to_string())?;
     outln!(
-        "retired key {id}: removed from {}; no connection was sealed under it",
+        "retired key {id}: removed from {}; nothing was sealed under it",
         path.display()
     );
     errln!(

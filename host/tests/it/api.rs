@@ -880,11 +880,11 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
     let store = airlock::store::Store::connect(&server.database_url, &Default::default())
         .await
         .expect("store");
-    let report = airlock::store::reencrypt_connections(&store, &keyring, 1)
+    let report = airlock::store::reencrypt_secrets(&store, &keyring, 1)
         .await
         .expect("pass");
     assert_eq!((report.reencrypted, report.failed), (2, 0), "{report:?}");
-    let again = airlock::store::reencrypt_connections(&store, &keyring, 1)
+    let again = airlock::store::reencrypt_secrets(&store, &keyring, 1)
         .await
         .expect("second pass");
     assert_eq!(again.reencrypted, 0);

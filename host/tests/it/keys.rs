@@ -15,6 +15,7 @@ use crate::api_support::{Body, Db, TestServer, on_both_databases};
 on_both_databases!(
     retire_refuses_a_key_that_still_seals_connections,
     retire_after_rotate_drops_the_old_key_and_connections_still_decrypt,
+    webhook_trigger_secrets_are_counted_rotated_and_still_verify,
 );
 
 /// Runs `airlock keys <args>` on `data` (its key file, and its SQLite database unless
@@ -159,7 +160,7 @@ async fn retire_refuses_a_key_that_still_seals_connections(db: Db) {
     assert_eq!(
         list(&server).await,
         [
-            ["key", "state", "connections"],
+            ["key", "state", "sealed"],
             ["k1", "old", "2"],
             ["k2", "current", "0"]
         ]
@@ -169,7 +170,7 @@ async fn retire_refuses_a_key_that_still_seals_connections(db: Db) {
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
     let message = text(&refused.stderr);
     assert!(
-        message.contains("2 connection(s) are still sealed under key k1")
+        message.contains("2 secret(s) (connection credentials, webhook trigger secrets) are still sealed under key k1")
             && message.contains("airlock keys reencrypt"),
         "{message}"
     );
@@ -189,7 +190,7 @@ async fn retire_refuses_a_key_that_still_seals_connections(db: Db) {
     assert_eq!(
         list(&server).await,
         [
-            ["key", "state", "connections"],
+            ["key", "state", "sealed"],
             ["k1", "retired", "0"],
             ["k2", "current", "2"]
         ]
@@ -213,7 +214,7 @@ async fn retire_after_rotate_drops_the_old_key_and_connections_still_decrypt(db:
     let rotated = server_keys(&server, &["rotate"]).await;
     assert_success(&rotated);
     assert!(
-        text(&rotated.stdout).contains("re-encrypted 2 connection(s) under key k2"),
+        text(&rotated.stdout).contains("re-encrypted 2 secret(s) under key k2"),
         "{}",
         text(&rotated.stdout)
     );
@@ -237,6 +238,50 @@ async fn retire_after_rotate_drops_the_old_key_and_connections_still_decrypt(db:
     for connection in &ids {
         server_decrypts(&server, &admin, connection).await;
     }
+}
+
+/// A webhook trigger's secret is an envelope like a connection's: `list` and `retire` count
+/// it, `rotate` re-encrypts it, and the hook still verifies deliveries afterwards.
+async fn webhook_trigger_secrets_are_counted_rotated_and_still_verify(db: Db) {
+    use crate::triggers::{deliver, signed, webhook};
+    use airlock::triggers::webhook::Scheme;
+    let Some(server) = crate::runs_support::start(db).await else {
+        return;
+    };
+    let admin = crate::runs_support::tenant_with_hostile(&server, "acme").await;
+    let workflow = crate::runs_support::create_workflow(
+        &server,
+        &admin,
+        "echo",
+        json!([{"id": "echo", "connector": "hostile", "action": "echo", "input": {}}]),
+    )
+    .await;
+    let (hook, secret) = webhook(&server, &admin, &workflow).await;
+    assert_eq!(
+        list(&server).await,
+        [["key", "state", "sealed"], ["k1", "current", "1"]]
+    );
+    let rotated = server_keys(&server, &["rotate"]).await;
+    assert_success(&rotated);
+    assert!(
+        text(&rotated.stdout).contains("re-encrypted 1 secret(s) under key k2"),
+        "{}",
+        text(&rotated.stdout)
+    );
+    let retired = server_keys(&server, &["retire", "--key-id", "k1"]).await;
+    assert_success(&retired);
+    // The server meets k2, reloads the key file, and verifies with the same secret.
+    let body = br#"{"n": 1}"#;
+    let now = airlock::store::now_ms() / 1000;
+    let headers = signed(
+        Scheme::StandardWebhooks,
+        &secret,
+        "after-rotation",
+        now,
+        body,
+    );
+    let reply = deliver(&server, &hook, &headers, body).await;
+    assert_eq!(reply.status, 202, "{}", reply.text);
 }
 
 /// A data directory with a key file (`k1` current) and no database.

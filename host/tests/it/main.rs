@@ -25,5 +25,7 @@ mod outbound;
 mod pipeline;
 mod queue;
 mod runs;
+mod runs_support;
 mod scheduling;
+mod triggers;
 mod usage;

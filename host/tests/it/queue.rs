@@ -67,6 +67,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         workflow_version: 1,
         input: "{}".into(),
         idempotency_key: key.map(str::to_owned),
+        trigger_id: None,
         max_queued: 100_000,
     }
 }

@@ -1,0 +1,76 @@
+//! Per-trigger delivery rates: a token bucket per webhook trigger, in this process.
+//!
+//! Each process keeps its own buckets, so N processes behind a load balancer accept up to N
+//! times a trigger's rate; the tenant's `runs_per_hour`, counted in the database, is the
+//! bound that holds across processes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Buckets kept before idle (full) ones are forgotten.
+const MAX_BUCKETS: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct RateLimits {
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at_ms: i64,
+}
+
+impl RateLimits {
+    /// Takes one token from `id`'s bucket (capacity and refill: `per_minute` a minute), or
+    /// says in how many seconds one will be there.
+    pub(crate) fn take(&self, id: &str, per_minute: u32, now_ms: i64) -> Result<(), u64> {
+        let capacity = f64::from(per_minute.max(1));
+        let per_ms = capacity / 60_000.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(id) {
+            buckets.retain(|_, b| b.tokens + (now_ms - b.at_ms).max(0) as f64 * per_ms < capacity);
+        }
+        let bucket = buckets.entry(id.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            at_ms: now_ms,
+        });
+        let elapsed = (now_ms - bucket.at_ms).max(0) as f64;
+        bucket.tokens = (bucket.tokens + elapsed * per_ms).min(capacity);
+        bucket.at_ms = bucket.at_ms.max(now_ms);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait_ms = (1.0 - bucket.tokens) / per_ms;
+            Err((wait_ms / 1000.0).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_refuses_past_its_rate_and_refills() {
+        let limits = RateLimits::default();
+        for _ in 0..60 {
+            assert_eq!(limits.take("t", 60, 0), Ok(()));
+        }
+        assert_eq!(limits.take("t", 60, 0), Err(1));
+        // Another trigger has its own bucket.
+        assert_eq!(limits.take("u", 60, 0), Ok(()));
+        // One token a second comes back.
+        assert_eq!(limits.take("t", 60, 1_000), Ok(()));
+        assert_eq!(limits.take("t", 60, 1_000), Err(1));
+    }
+
+    #[test]
+    fn a_slow_rate_says_how_long_to_wait() {
+        let limits = RateLimits::default();
+        assert_eq!(limits.take("t", 1, 0), Ok(()));
+        assert_eq!(limits.take("t", 1, 0), Err(60));
+        assert_eq!(limits.take("t", 1, 30_000), Err(30));
+    }
+}

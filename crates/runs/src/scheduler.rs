@@ -1,0 +1,217 @@
+//! [`Scheduler`]: fires cron triggers' ticks, exactly once across every process.
+//!
+//! Every process with a scheduler polls for triggers with a tick due, sleeping until the
+//! earliest tick (at most `poll`), or until a trigger changes in this process. It claims a
+//! trigger's due ticks with [`airlock_store::Store::fire_ticks`], which moves the trigger's
+//! `next_fire_at` by compare-and-swap in the transaction that creates the runs: of several
+//! processes that see the same tick, one creates its run and the others change nothing.
+//! Each tick costs one of the tenant's `runs_per_hour`, charged before the claim and refunded
+//! when the claim is lost or the tick is skipped or refused.
+
+use std::time::Duration;
+
+use airlock_core::Charge;
+use airlock_store::{Tick, TickPlan, TriggerRecord};
+use airlock_triggers::schedule::{self, MissedTicks, Schedule};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Runs, RunsError};
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Fire cron ticks in this process.
+    pub enabled: bool,
+    /// The longest sleep between two looks at the triggers (a trigger created by another
+    /// process is seen within it).
+    pub poll: Duration,
+    /// A tick at most this late is on time and fires whatever the missed-ticks policy; an
+    /// older one was missed (the service was down) and follows the policy.
+    pub grace: Duration,
+    /// Triggers handled per look.
+    pub batch: i64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll: Duration::from_secs(1),
+            grace: Duration::from_secs(60),
+            batch: 100,
+        }
+    }
+}
+
+/// The running scheduler of this process.
+pub struct Scheduler {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+const PRUNE_EVERY_MS: i64 = 3_600_000;
+
+impl Scheduler {
+    pub fn start(runs: Runs, options: SchedulerOptions) -> Scheduler {
+        let stop = CancellationToken::new();
+        let task = options
+            .enabled
+            .then(|| tokio::spawn(run(runs, options, stop.clone())));
+        Scheduler { stop, task }
+    }
+
+    /// Stops after the batch in hand (a claim is one transaction: all or nothing).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run(runs: Runs, options: SchedulerOptions, stop: CancellationToken) {
+    let store = runs.pipeline().store().clone();
+    let wakeups = store.scheduler_wakeups().clone();
+    let grace_ms = i64::try_from(options.grace.as_millis()).unwrap_or(i64::MAX);
+    let poll_ms = i64::try_from(options.poll.as_millis()).unwrap_or(1_000);
+    let mut pruned_at = 0;
+    loop {
+        // Registered before the look, so a change made during it still wakes the sleep.
+        let woken = wakeups.notified();
+        let now = airlock_store::now_ms();
+        match store.due_triggers(now, options.batch).await {
+            Ok(due) => {
+                for trigger in due {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    if let Err(error) = fire(&runs, &trigger, grace_ms).await {
+                        tracing::warn!(trigger = %trigger.id, %error, "cannot fire a cron tick; retrying at the next poll");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read due cron triggers"),
+        }
+        if now - pruned_at > PRUNE_EVERY_MS {
+            pruned_at = now;
+            if let Err(error) = store.prune_ticks(now).await {
+                tracing::warn!(%error, "cannot prune old cron ticks");
+            }
+        }
+        let sleep_ms = match store.next_tick().await {
+            Ok(Some(next)) => (next - airlock_store::now_ms()).clamp(0, poll_ms),
+            _ => poll_ms,
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = woken => {}
+            () = tokio::time::sleep(Duration::from_millis(sleep_ms.unsigned_abs())) => {}
+        }
+    }
+}
+
+/// Fires one trigger's due ticks. Charges each tick to `runs_per_hour` first; a tick the
+/// tenant cannot pay for, or that the queue refuses, is refused and counted.
+async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(), RunsError> {
+    let (Some(expression), Some(zone), Some(next)) = (
+        &trigger.expression,
+        &trigger.time_zone,
+        trigger.next_fire_at,
+    ) else {
+        return Ok(());
+    };
+    let schedule = Schedule::parse(expression, zone).map_err(|e| RunsError::Invalid {
+        field: "expression".into(),
+        detail: e.to_string(),
+    })?;
+    let policy = match trigger.missed_policy.as_deref() {
+        Some("skip") => MissedTicks::Skip,
+        Some("all") => MissedTicks::All,
+        _ => MissedTicks::Latest,
+    };
+    let cap = trigger
+        .missed_cap
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(crate::triggers::DEFAULT_MISSED_CAP);
+    let now = airlock_store::now_ms();
+    let due = schedule::due(&schedule, next, now, policy, cap, grace_ms);
+    let pipeline = runs.pipeline();
+    let t = trigger.tenant_id.as_str();
+    let quota = pipeline.quota(t).await?;
+    let queue_full = runs
+        .queue_depth()
+        .await
+        .map(|depth| depth >= runs.options.max_queue_depth)
+        .unwrap_or(false);
+    let mut charges = Vec::with_capacity(due.fire.len());
+    let mut ticks = Vec::with_capacity(due.fire.len());
+    let mut refused = 0u64;
+    for at in due.fire {
+        if queue_full {
+            refused += 1;
+            continue;
+        }
+        match pipeline.charge(t, &quota, Charge::Run).await {
+            Ok(charged) => charges.push(charged),
+            Err(airlock_core::CoreError::QuotaExceeded { .. }) => {
+                refused += 1;
+                continue;
+            }
+            Err(other) => {
+                refund_all(runs, t, charges);
+                return Err(other.into());
+            }
+        }
+        ticks.push(Tick {
+            scheduled_at: at,
+            run_id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+            input: json!({
+                "source": "cron",
+                "trigger_id": trigger.id,
+                "scheduled_at": at,
+            })
+            .to_string(),
+            idempotency_key: format!("cron:{}:{at}", trigger.id),
+        });
+    }
+    let plan = TickPlan {
+        ticks,
+        missed: due.missed,
+        next_fire_at: due.next,
+        skip_overlap: trigger.overlap.as_deref() == Some("skip"),
+        max_queued: runs.options.max_queued_per_tenant,
+        refused,
+    };
+    match pipeline.store().fire_ticks(trigger, &plan).await {
+        Ok(Some(fired)) => {
+            // Skipped and refused ticks were charged and made no run.
+            let unused = charges.len().saturating_sub(fired.created.len());
+            refund_all(runs, t, charges.into_iter().take(unused).collect());
+            if due.missed > 0 {
+                tracing::info!(trigger = %trigger.id, missed = due.missed, truncated = due.missed_truncated, "cron ticks missed while no process ran");
+            }
+            Ok(())
+        }
+        Ok(None) => {
+            refund_all(runs, t, charges);
+            Ok(())
+        }
+        Err(error) => {
+            refund_all(runs, t, charges);
+            Err(error.into())
+        }
+    }
+}
+
+fn refund_all(runs: &Runs, tenant: &str, charges: Vec<Option<i64>>) {
+    for charged in charges {
+        runs.pipeline().refund(tenant, charged);
+    }
+}

@@ -1,0 +1,538 @@
+//! Triggers as the API sees them: creating, pausing, rotating and deleting webhook and cron
+//! triggers, and receiving a webhook delivery.
+//!
+//! A delivery is verified before anything is stored or charged: a request that fails
+//! verification costs an HMAC and a read, and leaves nothing but this process's counter. Only
+//! then come the per-trigger rate limit (after verification, so nobody without the secret
+//! can spend a sender's budget), the tenant's `runs_per_hour` and the queue limits. The
+//! delivery id is the run's idempotency key: a redelivery answers with the run it made.
+
+use std::collections::BTreeMap;
+
+use airlock_model::TenantId;
+use airlock_secrets::Secret;
+use airlock_store::{RunRecord, TriggerRecord};
+use airlock_triggers::schedule::{MAX_CATCH_UP, MissedTicks, Schedule};
+use airlock_triggers::webhook::{self, Scheme, VerifyError};
+use serde_json::{Value, json};
+
+use crate::{Runs, RunsError};
+
+/// Live triggers one tenant may have.
+pub const MAX_TRIGGERS_PER_TENANT: u32 = 100;
+/// Deliveries a webhook trigger accepts per minute unless its creator says otherwise.
+pub const DEFAULT_RATE_PER_MINUTE: u32 = 6_000;
+/// The highest per-trigger rate a tenant may set.
+pub const MAX_RATE_PER_MINUTE: u32 = 600_000;
+/// How long the previous secret keeps verifying after a rotation, unless told otherwise.
+pub const DEFAULT_ROTATION_OVERLAP_S: u64 = 86_400;
+/// The longest overlap a rotation may ask for.
+pub const MAX_ROTATION_OVERLAP_S: u64 = 7 * 86_400;
+/// Late ticks fired under `missed_ticks: all` unless the creator says otherwise.
+pub const DEFAULT_MISSED_CAP: u32 = 10;
+
+/// What a new trigger is.
+#[derive(Debug, Clone)]
+pub enum TriggerSpec {
+    Webhook {
+        scheme: Scheme,
+        /// Supplied by the tenant (Stripe generates its own signing secrets); generated
+        /// when `None`.
+        secret: Option<Secret>,
+        rate_per_minute: Option<u32>,
+    },
+    Cron {
+        expression: String,
+        time_zone: String,
+        missed_ticks: MissedTicks,
+        missed_cap: Option<u32>,
+        overlap: Overlap,
+    },
+}
+
+/// Whether a cron tick starts a run while the trigger's previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    #[default]
+    Allow,
+    Skip,
+}
+
+impl Overlap {
+    fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Skip => "skip",
+        }
+    }
+}
+
+fn missed_str(policy: MissedTicks) -> &'static str {
+    match policy {
+        MissedTicks::Skip => "skip",
+        MissedTicks::Latest => "latest",
+        MissedTicks::All => "all",
+    }
+}
+
+/// A trigger with what is computed from it.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub record: TriggerRecord,
+    /// Cron: the next fire times (up to 5), none while paused.
+    pub next_fire_times: Vec<i64>,
+    /// Webhook: deliveries refused by verification in this process since it started.
+    pub rejected_here: u64,
+}
+
+/// A trigger just created or rotated, with the secret shown this once.
+#[derive(Debug)]
+pub struct WithSecret {
+    pub trigger: Trigger,
+    pub secret: Option<Secret>,
+}
+
+/// A delivery accepted: the run it created, or the one an earlier delivery with its id did.
+#[derive(Debug)]
+pub struct Delivered {
+    pub run: RunRecord,
+    pub created: bool,
+}
+
+/// Why a delivery was refused, beyond the refusals every run creation has.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    #[error("no such hook")]
+    NotFound,
+    #[error("the request's signature does not verify: {0}")]
+    Unverified(VerifyError),
+    #[error("this trigger is paused")]
+    Paused,
+    #[error("this trigger accepts {limit} deliveries a minute; retry later")]
+    RateLimited { limit: u32, retry_after_s: u64 },
+    #[error(transparent)]
+    Runs(#[from] RunsError),
+}
+
+impl Runs {
+    /// Creates a trigger of a workflow. A webhook trigger's secret is returned this once.
+    pub async fn create_trigger(
+        &self,
+        tenant: &TenantId,
+        workflow_id: &str,
+        spec: TriggerSpec,
+    ) -> Result<WithSecret, RunsError> {
+        let t = tenant.as_str();
+        let id = format!("trg_{}", uuid::Uuid::new_v4().simple());
+        let now = airlock_store::now_ms();
+        let mut record = TriggerRecord {
+            tenant_id: t.to_owned(),
+            id: id.clone(),
+            workflow_id: workflow_id.to_owned(),
+            kind: String::new(),
+            paused: false,
+            scheme: None,
+            secret: None,
+            previous_until: None,
+            rate_per_minute: None,
+            expression: None,
+            time_zone: None,
+            missed_policy: None,
+            missed_cap: None,
+            overlap: None,
+            next_fire_at: None,
+            last_fired_at: None,
+            last_run_id: None,
+            fired: 0,
+            missed: 0,
+            skipped: 0,
+            refused: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut shown = None;
+        match spec {
+            TriggerSpec::Webhook {
+                scheme,
+                secret,
+                rate_per_minute,
+            } => {
+                let secret = match (secret, scheme) {
+                    (Some(secret), _) => {
+                        webhook::check_secret(scheme, secret.expose()).map_err(|e| {
+                            RunsError::Invalid {
+                                field: "secret".into(),
+                                detail: e.to_string(),
+                            }
+                        })?;
+                        secret
+                    }
+                    (None, Scheme::Stripe) => {
+                        return Err(RunsError::Invalid {
+                            field: "secret".into(),
+                            detail: "a Stripe trigger needs the endpoint's signing secret \
+                                     (`whsec_…`, from Stripe's dashboard)"
+                                .into(),
+                        });
+                    }
+                    (None, _) => Secret::new(webhook::generate_secret()),
+                };
+                let rate = rate_per_minute.unwrap_or(DEFAULT_RATE_PER_MINUTE);
+                if rate == 0 || rate > MAX_RATE_PER_MINUTE {
+                    return Err(RunsError::Invalid {
+                        field: "rate_per_minute".into(),
+                        detail: format!("must be 1-{MAX_RATE_PER_MINUTE}"),
+                    });
+                }
+                record.kind = "webhook".into();
+                record.scheme = Some(scheme.as_str().into());
+                record.secret = Some(self.seal_secrets(t, &id, &secret, None)?);
+                record.rate_per_minute = Some(i64::from(rate));
+                shown = Some(secret);
+            }
+            TriggerSpec::Cron {
+                expression,
+                time_zone,
+                missed_ticks,
+                missed_cap,
+                overlap,
+            } => {
+                let schedule = parse_schedule(&expression, &time_zone)?;
+                let cap = missed_cap.unwrap_or(DEFAULT_MISSED_CAP);
+                if cap == 0 || cap > MAX_CATCH_UP {
+                    return Err(RunsError::Invalid {
+                        field: "missed_cap".into(),
+                        detail: format!("must be 1-{MAX_CATCH_UP}"),
+                    });
+                }
+                record.kind = "cron".into();
+                record.expression = Some(schedule.expression().to_owned());
+                record.time_zone = Some(schedule.time_zone().to_owned());
+                record.missed_policy = Some(missed_str(missed_ticks).into());
+                record.missed_cap = Some(i64::from(cap));
+                record.overlap = Some(overlap.as_str().into());
+                record.next_fire_at = schedule.next_after(now);
+            }
+        }
+        let record = self
+            .pipeline
+            .store()
+            .create_trigger(&record, MAX_TRIGGERS_PER_TENANT)
+            .await
+            .map_err(RunsError::or_not_found("workflow"))?;
+        self.pipeline.store().wake_scheduler();
+        Ok(WithSecret {
+            trigger: self.view(record),
+            secret: shown,
+        })
+    }
+
+    pub async fn trigger(&self, tenant: &TenantId, id: &str) -> Result<Trigger, RunsError> {
+        let record = self
+            .pipeline
+            .store()
+            .trigger(tenant.as_str(), id)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))?;
+        Ok(self.view(record))
+    }
+
+    pub async fn list_triggers(
+        &self,
+        tenant: &TenantId,
+        workflow_id: Option<&str>,
+    ) -> Result<Vec<Trigger>, RunsError> {
+        let records = self
+            .pipeline
+            .store()
+            .list_triggers(tenant.as_str(), workflow_id)
+            .await?;
+        Ok(records.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    /// Pauses (`true`) or resumes a trigger. A resumed cron trigger fires from its next tick
+    /// after now: the ticks of the pause are not caught up.
+    pub async fn set_paused(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        paused: bool,
+    ) -> Result<Trigger, RunsError> {
+        let store = self.pipeline.store();
+        let current = store
+            .trigger(tenant.as_str(), id)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))?;
+        let next = match (&current.expression, &current.time_zone, paused) {
+            (Some(expression), Some(zone), false) => {
+                let schedule = parse_schedule(expression, zone)?;
+                // Never before a tick already fired, whatever this process's clock says.
+                let from = airlock_store::now_ms().max(current.last_fired_at.unwrap_or(0));
+                schedule.next_after(from)
+            }
+            _ => current.next_fire_at,
+        };
+        let record = store
+            .set_trigger_paused(tenant.as_str(), id, paused, next)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))?;
+        store.wake_scheduler();
+        Ok(self.view(record))
+    }
+
+    /// Gives a webhook trigger a new secret (`secret`, or a generated one); the previous one
+    /// keeps verifying for `overlap_s` seconds, so senders can switch without losing a
+    /// delivery.
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        secret: Option<Secret>,
+        overlap_s: Option<u64>,
+    ) -> Result<WithSecret, RunsError> {
+        let t = tenant.as_str();
+        let store = self.pipeline.store();
+        let current = store
+            .trigger(t, id)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))?;
+        let (Some(scheme), Some(sealed)) = (
+            current.scheme.as_deref().and_then(Scheme::parse),
+            &current.secret,
+        ) else {
+            return Err(RunsError::Conflict(
+                "only a webhook trigger has a secret to rotate".into(),
+            ));
+        };
+        let overlap_s = overlap_s.unwrap_or(DEFAULT_ROTATION_OVERLAP_S);
+        if overlap_s > MAX_ROTATION_OVERLAP_S {
+            return Err(RunsError::Invalid {
+                field: "overlap_seconds".into(),
+                detail: format!("must be 0-{MAX_ROTATION_OVERLAP_S}"),
+            });
+        }
+        let secret = match (secret, scheme) {
+            (Some(secret), _) => {
+                webhook::check_secret(scheme, secret.expose()).map_err(|e| RunsError::Invalid {
+                    field: "secret".into(),
+                    detail: e.to_string(),
+                })?;
+                secret
+            }
+            (None, Scheme::Stripe) => {
+                return Err(RunsError::Invalid {
+                    field: "secret".into(),
+                    detail: "a Stripe trigger's new secret comes from Stripe: send it".into(),
+                });
+            }
+            (None, _) => Secret::new(webhook::generate_secret()),
+        };
+        let old = self.open_secrets(t, id, sealed)?;
+        let previous = old.get("current").filter(|_| overlap_s > 0);
+        let until = previous.map(|_| {
+            airlock_store::now_ms().saturating_add(i64::try_from(overlap_s * 1000).unwrap_or(0))
+        });
+        let sealed = self.seal_secrets(t, id, &secret, previous)?;
+        let record = store
+            .rotate_trigger_secret(t, id, &sealed, until)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))?;
+        Ok(WithSecret {
+            trigger: self.view(record),
+            secret: Some(secret),
+        })
+    }
+
+    pub async fn delete_trigger(&self, tenant: &TenantId, id: &str) -> Result<(), RunsError> {
+        self.pipeline
+            .store()
+            .delete_trigger(tenant.as_str(), id)
+            .await
+            .map_err(RunsError::or_not_found("trigger"))
+    }
+
+    /// Receives a delivery to `/hooks/{id}`: verify, then rate-limit, then create the run
+    /// (or find the one this delivery id made). `now_s`: unix seconds, for the timestamp
+    /// tolerance.
+    pub async fn receive_hook(
+        &self,
+        id: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now_s: i64,
+    ) -> Result<Delivered, HookError> {
+        let store = self.pipeline.store();
+        let Some(trigger) = store.hook_trigger(id).await.map_err(RunsError::from)? else {
+            return Err(HookError::NotFound);
+        };
+        let (Some(scheme), Some(sealed)) = (
+            trigger.scheme.as_deref().and_then(Scheme::parse),
+            &trigger.secret,
+        ) else {
+            tracing::error!(trigger = %trigger.id, "a webhook trigger without a scheme or secret");
+            return Err(RunsError::Core(airlock_core::CoreError::Internal).into());
+        };
+        let secrets = self.open_secrets(&trigger.tenant_id, &trigger.id, sealed)?;
+        let now_ms = now_s.saturating_mul(1000);
+        let mut candidates: Vec<&str> = Vec::with_capacity(2);
+        if let Some(current) = secrets.get("current") {
+            candidates.push(current.expose());
+        }
+        if let (Some(previous), Some(until)) = (secrets.get("previous"), trigger.previous_until)
+            && until > now_ms
+        {
+            candidates.push(previous.expose());
+        }
+        let verified = match webhook::verify(scheme, &candidates, headers, body, now_s) {
+            Ok(verified) => verified,
+            Err(error) => {
+                if error.is_server_fault() {
+                    tracing::error!(trigger = %trigger.id, %error, "a stored webhook secret does not parse");
+                    return Err(RunsError::Core(airlock_core::CoreError::Internal).into());
+                }
+                self.hook_counters.rejected(&trigger.id);
+                return Err(HookError::Unverified(error));
+            }
+        };
+        if trigger.paused {
+            return Err(HookError::Paused);
+        }
+        let limit = trigger
+            .rate_per_minute
+            .and_then(|r| u32::try_from(r).ok())
+            .unwrap_or(DEFAULT_RATE_PER_MINUTE);
+        if let Err(retry_after_s) = self.hook_rates.take(&trigger.id, limit, now_ms) {
+            return Err(HookError::RateLimited {
+                limit,
+                retry_after_s,
+            });
+        }
+        let input = hook_input(&verified, headers, body, now_ms);
+        let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
+        let tenant = TenantId::new(trigger.tenant_id.clone());
+        let (run, created) = self
+            .enqueue_from(
+                &tenant,
+                &trigger.workflow_id,
+                &input,
+                Some(&key),
+                Some(&trigger.id),
+            )
+            .await?;
+        Ok(Delivered { run, created })
+    }
+
+    fn view(&self, record: TriggerRecord) -> Trigger {
+        let next_fire_times = match (&record.expression, &record.time_zone, record.paused) {
+            (Some(expression), Some(zone), false) => Schedule::parse(expression, zone)
+                .map(|s| {
+                    let mut times = Vec::with_capacity(5);
+                    let mut at = record.next_fire_at;
+                    while let Some(t) = at
+                        && times.len() < 5
+                    {
+                        times.push(t);
+                        at = s.next_after(t);
+                    }
+                    times
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let rejected_here = self.hook_counters.get(&record.id);
+        Trigger {
+            record,
+            next_fire_times,
+            rejected_here,
+        }
+    }
+
+    fn seal_secrets(
+        &self,
+        tenant: &str,
+        id: &str,
+        current: &Secret,
+        previous: Option<&Secret>,
+    ) -> Result<String, RunsError> {
+        let mut secrets = BTreeMap::new();
+        secrets.insert("current".to_owned(), current.clone());
+        if let Some(previous) = previous {
+            secrets.insert("previous".to_owned(), previous.clone());
+        }
+        Ok(self.pipeline.credentials().seal(tenant, id, &secrets)?)
+    }
+
+    fn open_secrets(
+        &self,
+        tenant: &str,
+        id: &str,
+        sealed: &str,
+    ) -> Result<BTreeMap<String, Secret>, RunsError> {
+        Ok(self
+            .pipeline
+            .credentials()
+            .open_sealed(tenant, id, sealed)?)
+    }
+}
+
+fn parse_schedule(expression: &str, time_zone: &str) -> Result<Schedule, RunsError> {
+    Schedule::parse(expression, time_zone).map_err(|e| RunsError::Invalid {
+        field: if matches!(
+            e,
+            airlock_triggers::schedule::ScheduleError::UnknownTimeZone(_)
+        ) {
+            "time_zone".into()
+        } else {
+            "expression".into()
+        },
+        detail: e.to_string(),
+    })
+}
+
+/// The run's trigger input: the raw body (base64, byte for byte) and, when it is JSON, the
+/// parsed value, with the delivery's id and content type.
+fn hook_input(
+    verified: &webhook::Verified,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    received_at: i64,
+) -> Value {
+    use base64::Engine as _;
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    json!({
+        "source": "webhook",
+        "delivery_id": verified.delivery_id,
+        "received_at": received_at,
+        "content_type": content_type,
+        "json": serde_json::from_slice::<Value>(body).ok(),
+        "body_base64": base64::engine::general_purpose::STANDARD.encode(body),
+    })
+}
+
+/// Per-process counts of refused deliveries, by trigger: a refused request writes nothing.
+#[derive(Debug, Default)]
+pub(crate) struct HookCounters {
+    rejected: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl HookCounters {
+    /// Bounded: past this many triggers the oldest counts are not kept apart (ids of real
+    /// triggers only reach here, after the lookup).
+    const MAX: usize = 10_000;
+
+    fn rejected(&self, id: &str) {
+        let mut map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX && !map.contains_key(id) {
+            map.clear();
+        }
+        *map.entry(id.to_owned()).or_default() += 1;
+    }
+
+    fn get(&self, id: &str) -> u64 {
+        let map = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).copied().unwrap_or(0)
+    }
+}
