@@ -42,6 +42,14 @@ pub mod problem {
     )]
     pub struct Unauthorized(Problem);
 
+    /// `type` `invalid-signature`.
+    #[derive(ToResponse)]
+    #[response(
+        description = "a webhook delivery whose signature, timestamp or signing headers do not verify against the trigger's secret",
+        content_type = "application/problem+json"
+    )]
+    pub struct BadSignature(Problem);
+
     /// `type` `forbidden`.
     #[derive(ToResponse)]
     #[response(
@@ -151,7 +159,8 @@ pub mod problem {
             health::Health,
         ),
         responses(
-            problem::BadRequest, problem::Unauthorized, problem::Forbidden, problem::NotFound,
+            problem::BadRequest, problem::Unauthorized, problem::BadSignature, problem::Forbidden,
+            problem::NotFound,
             problem::Conflict, problem::PayloadTooLarge, problem::UnsupportedMediaType,
             problem::Unprocessable, problem::TooManyRequests, problem::BadGateway,
             problem::Unavailable,

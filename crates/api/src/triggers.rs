@@ -320,7 +320,7 @@ async fn list(
 /// One trigger: a webhook's URL, a cron trigger's next fire times and tick counts.
 #[utoipa::path(get, path = "/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)),
     responses((status = 200, body = Trigger),
-        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
         (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn show(
@@ -335,7 +335,7 @@ async fn show(
 /// Pauses a trigger: no tick fires, deliveries are refused (409) after verification.
 #[utoipa::path(post, path = "/v1/triggers/{id}/pause", tag = "triggers", params(("id" = String, Path)),
     responses((status = 200, body = Trigger),
-        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
         (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn pause(
@@ -353,7 +353,7 @@ async fn pause(
 /// pause are not caught up.
 #[utoipa::path(post, path = "/v1/triggers/{id}/resume", tag = "triggers", params(("id" = String, Path)),
     responses((status = 200, body = Trigger),
-        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
         (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn resume(
@@ -395,7 +395,7 @@ async fn rotate(
 /// Deletes a trigger: it stops in every process within one poll interval.
 #[utoipa::path(delete, path = "/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path)),
     responses((status = 204, description = "deleted"),
-        (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
         (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn remove(
@@ -424,7 +424,7 @@ pub struct HookReceipt {
 #[utoipa::path(post, path = "/hooks/{id}", tag = "triggers", params(("id" = String, Path)),
     request_body(content = Vec<u8>, description = "the sender's payload, verified byte for byte", content_type = "*/*"),
     responses((status = 202, body = HookReceipt), (status = 200, body = HookReceipt),
-        (status = 401, response = problem::Unauthorized), (status = 404, response = problem::NotFound),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::BadSignature), (status = 404, response = problem::NotFound),
         (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
         (status = 429, response = problem::TooManyRequests), (status = 503, response = problem::Unavailable)))]
 async fn receive(

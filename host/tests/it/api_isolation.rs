@@ -29,6 +29,9 @@ enum Access {
     MemberOrOperator,
     /// Inside the caller's own tenant, with at least this role; operators get 403.
     Tenant(Role),
+    /// No token: the request's signature authenticates it (a webhook). Unsigned, it is 401
+    /// `invalid-signature` whoever sends it, tokens or not.
+    Signed,
 }
 
 enum Payload {
@@ -67,6 +70,7 @@ fn expected(route: &Route, who: Who) -> Expect {
     use Expect::{Problem, Success};
     match (route.access, who) {
         (Access::Public, _) => Success,
+        (Access::Signed, _) => Problem(401, "invalid-signature"),
         (_, Who::Anonymous) => Problem(401, "unauthorized"),
         (Access::Operator, Who::Operator) => Success,
         (Access::Operator, _) => Problem(403, "forbidden"),
@@ -91,6 +95,8 @@ struct Fixture {
     workflow: String,
     /// A queued run (the server runs no workers here): cancelled, then replayed, by A.
     run: String,
+    /// A webhook trigger of `workflow`.
+    trigger: String,
     markers: Vec<String>,
 }
 
@@ -172,6 +178,19 @@ async fn tenant_a(server: &TestServer) -> Fixture {
         .await;
     assert_eq!(started.status, 202, "{}", started.text);
     let run = started.body["id"].as_str().expect("id").to_owned();
+    let hook = server
+        .post(
+            &format!("/v1/workflows/{workflow}/triggers"),
+            &admin,
+            json!({"kind": "webhook"}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
+    let trigger = hook.body["id"].as_str().expect("id").to_owned();
+    markers.extend([
+        trigger.clone(),
+        hook.body["secret"].as_str().expect("secret").to_owned(),
+    ]);
     // The run's id is not a marker: a batch replay echoes the ids its caller sent.
     markers.extend([
         workflow.clone(),
@@ -182,6 +201,7 @@ async fn tenant_a(server: &TestServer) -> Fixture {
         tenant,
         workflow,
         run,
+        trigger,
         transform_version: versions[0].clone(),
         github_version: versions[1].clone(),
         transform_connection: connections[0].clone(),
@@ -199,7 +219,7 @@ fn workflow_steps(connection: &str) -> Value {
 /// Every operation of the API, filled with A's ids. Keep in step with `/openapi.json`: the
 /// test fails on any difference.
 fn table(a: &Fixture) -> Vec<Route> {
-    use Access::{MemberOrOperator, Operator, Public, Tenant};
+    use Access::{MemberOrOperator, Operator, Public, Signed, Tenant};
     let route = |method: Method,
                  template: &'static str,
                  path: String,
@@ -361,6 +381,71 @@ fn table(a: &Fixture) -> Vec<Route> {
             Tenant(Role::Viewer),
             false,
             Payload::None,
+        ),
+        // Before the workflow's routes: deleting the workflow deletes its triggers.
+        route(
+            Method::POST,
+            "/v1/workflows/{id}/triggers",
+            format!("/v1/workflows/{}/triggers", a.workflow),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({"kind": "cron", "expression": "0 0 1 1 *"})),
+        ),
+        route(
+            Method::GET,
+            "/v1/triggers",
+            "/v1/triggers".into(),
+            Tenant(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/triggers/{id}",
+            format!("/v1/triggers/{}", a.trigger),
+            Tenant(Role::Viewer),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/triggers/{id}/pause",
+            format!("/v1/triggers/{}/pause", a.trigger),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/triggers/{id}/resume",
+            format!("/v1/triggers/{}/resume", a.trigger),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/triggers/{id}/rotate-secret",
+            format!("/v1/triggers/{}/rotate-secret", a.trigger),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({})),
+        ),
+        route(
+            Method::DELETE,
+            "/v1/triggers/{id}",
+            format!("/v1/triggers/{}", a.trigger),
+            Tenant(Role::Editor),
+            true,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/hooks/{id}",
+            format!("/hooks/{}", a.trigger),
+            Signed,
+            true,
+            Payload::Json(json!({"unsigned": true})),
         ),
         route(
             Method::POST,
@@ -610,7 +695,7 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
             .is_some_and(|(_, _, secured)| *secured);
         assert_eq!(
             secured,
-            route.access != Access::Public,
+            !matches!(route.access, Access::Public | Access::Signed),
             "{} {}: the document's security requirement disagrees with the table",
             route.method,
             route.template
@@ -754,7 +839,8 @@ fn check(reply: &Reply, expect: &Expect, what: &str) {
         Expect::Problem(status, slug) => {
             assert_eq!(reply.status, *status, "{what}: {}", reply.text);
             assert_problem(reply, *status, slug);
-            if *status == 401 {
+            // A bad signature is not a login to retry: no challenge.
+            if *status == 401 && *slug == "unauthorized" {
                 assert_eq!(
                     reply
                         .headers
