@@ -1,4 +1,5 @@
-//! `Context`, the handle an action gets to the host's capabilities: HTTP, logs and state.
+//! `Context`, the handle an action gets to the host's capabilities: HTTP, logs, state, and
+//! what the host knows of the invocation (its idempotency key).
 
 use std::fmt;
 use std::rc::Rc;
@@ -32,6 +33,15 @@ impl Context {
     /// The tenant- and connector-scoped key-value store.
     pub fn state(&self) -> State<'_> {
         State::new(&*self.host)
+    }
+
+    /// This invocation's idempotency key: for a step of a durable run, `<run id>:<step id>`,
+    /// the same on every attempt and re-run of that step. Pass it to an upstream that dedupes
+    /// by another name (a request field, a differently named header); requests other than
+    /// GET, HEAD and OPTIONS already carry it as `Idempotency-Key`. `None` for a synchronous
+    /// invocation.
+    pub fn idempotency_key(&self) -> Option<String> {
+        self.host.idempotency_key()
     }
 }
 

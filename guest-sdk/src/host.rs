@@ -11,4 +11,5 @@ pub(crate) trait Host {
     fn state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     fn state_set(&self, key: &str, value: &[u8]) -> Result<(), StateError>;
     fn state_delete(&self, key: &str) -> Result<(), StateError>;
+    fn idempotency_key(&self) -> Option<String>;
 }

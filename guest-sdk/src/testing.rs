@@ -100,6 +100,7 @@ struct Inner {
     state_failure: RefCell<Option<StateError>>,
     /// The running connector's declared hosts, as the real host's gate would check them.
     hosts: RefCell<Vec<String>>,
+    idempotency_key: RefCell<Option<String>>,
 }
 
 impl MockHost {
@@ -140,6 +141,12 @@ impl MockHost {
     /// The general route: return `Some` to answer the request, `None` to pass it on.
     pub fn on_request(self, route: impl Fn(&Request) -> Option<MockResponse> + 'static) -> Self {
         self.inner.routes.borrow_mut().push(Box::new(route));
+        self
+    }
+
+    /// Invocations see this idempotency key, as a durable run's step does (`<run>:<step>`).
+    pub fn with_idempotency_key(self, key: impl Into<String>) -> Self {
+        *self.inner.idempotency_key.borrow_mut() = Some(key.into());
         self
     }
 
@@ -295,6 +302,10 @@ impl Host for Inner {
         self.state_op(|state| {
             state.remove(key);
         })
+    }
+
+    fn idempotency_key(&self) -> Option<String> {
+        self.idempotency_key.borrow().clone()
     }
 }
 

@@ -22,7 +22,9 @@ pub mod bindings {
     });
 }
 
-use bindings::airlock::connector::{http as wit_http, log as wit_log, state as wit_state, types};
+use bindings::airlock::connector::{
+    http as wit_http, invocation as wit_invocation, log as wit_log, state as wit_state, types,
+};
 
 struct WasmHost;
 
@@ -69,6 +71,10 @@ impl Host for WasmHost {
 
     fn state_delete(&self, key: &str) -> Result<(), StateError> {
         wit_state::delete(key).map_err(state_error)
+    }
+
+    fn idempotency_key(&self) -> Option<String> {
+        wit_invocation::idempotency_key()
     }
 }
 

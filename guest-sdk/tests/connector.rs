@@ -27,6 +27,7 @@ impl Connector for Sample {
             .action(Action::new("send", send))
             .action(Action::new("count", count))
             .action(Action::new("fail", fail))
+            .action(Action::new("key", key))
     }
 
     fn test_connection(cx: &Context) -> Result<(), ConnectorError> {
@@ -110,6 +111,10 @@ fn count(cx: &Context, _: Empty) -> Result<Counter, ConnectorError> {
     state.set_json("counter", &counter)?;
     cx.log().info(format_args!("count is {}", counter.n));
     Ok(counter)
+}
+
+fn key(cx: &Context, _: Empty) -> Result<Option<String>, ConnectorError> {
+    Ok(cx.idempotency_key())
 }
 
 fn fail(_cx: &Context, _: Empty) -> Result<(), ConnectorError> {
@@ -200,6 +205,20 @@ fn invoke_routes_to_the_named_action() {
     assert_eq!(
         host.invoke::<Sample>("count", json!({})),
         Ok(json!({"n": 1}))
+    );
+}
+
+#[test]
+fn the_idempotency_key_is_the_hosts() {
+    assert_eq!(
+        MockHost::new().invoke::<Sample>("key", json!({})),
+        Ok(Value::Null),
+        "a synchronous invocation has none"
+    );
+    let host = MockHost::new().with_idempotency_key("run_1:charge");
+    assert_eq!(
+        host.invoke::<Sample>("key", json!({})),
+        Ok(json!("run_1:charge"))
     );
 }
 

@@ -8,7 +8,11 @@
 //! - completed single-step runs per second (8 tenants enqueueing at once);
 //! - a small tenant's enqueue-to-start while another has a 10,000-run backlog;
 //! - crash-to-resume: runs held by a worker that died (never heartbeats) are started again
-//!   after the lease expires and the reaper passes (default lease 30 s, reaper every 5 s).
+//!   after the lease expires and the reaper passes (default lease 30 s, reaper every 5 s);
+//! - signed webhook ingest: deliveries answered 202 per second and their latency, from
+//!   concurrent senders to one Standard Webhooks trigger per tenant, then received-to-started
+//!   of their runs;
+//! - cron: how late each tick's run is created and started (every-second triggers).
 //!
 //! Figures are in docs/performance.md.
 
@@ -359,6 +363,152 @@ async fn postgres_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// `tenants` webhook triggers (one per tenant, `per_tenant` deliveries each, within the
+/// tenant's hourly runs) and `senders` concurrent senders signing every delivery.
+async fn webhook_ingest(
+    label: &str,
+    url: Option<String>,
+    tenants: usize,
+    per_tenant: usize,
+    senders: usize,
+) {
+    use airlock::triggers::webhook::{Scheme, sign};
+    let bench = Arc::new(start(url, 8).await);
+    let mut hooks = Vec::new();
+    for t in 0..tenants {
+        let id = format!("wh{t}");
+        let (admin, workflow) = bench.tenant(&id).await;
+        let (status, trigger) = bench
+            .post(
+                &format!("/v1/workflows/{workflow}/triggers"),
+                &admin,
+                json!({"kind": "webhook", "rate_per_minute": 600_000}),
+            )
+            .await;
+        assert_eq!(status, 201, "{trigger}");
+        let hook = trigger["webhook"]["url"].as_str().expect("url").to_owned();
+        let secret = trigger["secret"].as_str().expect("secret").to_owned();
+        hooks.push((id, hook, secret));
+    }
+    let hooks = Arc::new(hooks);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let total = tenants * per_tenant;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (bench, hooks, next) = (bench.clone(), hooks.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    return latencies;
+                }
+                let (_, hook, secret) = &hooks[n % hooks.len()];
+                let body = json!({"i": n}).to_string().into_bytes();
+                let now = airlock::store::now_ms() / 1000;
+                let headers = sign(
+                    Scheme::StandardWebhooks,
+                    secret,
+                    &format!("d{n}"),
+                    now,
+                    &body,
+                )
+                .expect("sign");
+                let sent = Instant::now();
+                let mut request = bench
+                    .client
+                    .post(format!("{}{hook}", bench.base))
+                    .header("content-type", "application/json")
+                    .body(body);
+                for (name, value) in headers {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.expect("delivery");
+                let status = response.status().as_u16();
+                let text = response.text().await.expect("body");
+                assert_eq!(status, 202, "{text}");
+                latencies.push(i64::try_from(sent.elapsed().as_micros()).unwrap_or(i64::MAX));
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("sender"));
+    }
+    let elapsed = started.elapsed();
+    let mut to_start = Vec::new();
+    for (id, _, _) in hooks.iter() {
+        to_start.extend(
+            bench
+                .wait_succeeded(id, per_tenant, Duration::from_secs(600))
+                .await,
+        );
+    }
+    println!(
+        "{label}: {total} signed webhook deliveries ({tenants} triggers, {senders} senders) answered 202 in {:.2} s: {:.0}/s, latency p50 {:.1} ms, p99 {:.1} ms; received-to-started p50 {} ms, p95 {} ms (under that load)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        percentile(&mut latencies, 50.0) as f64 / 1000.0,
+        percentile(&mut latencies, 99.0) as f64 / 1000.0,
+        percentile(&mut to_start, 50.0),
+        percentile(&mut to_start, 95.0),
+    );
+}
+
+/// `triggers` every-second cron triggers for `seconds`: how late each tick's run was
+/// created, and started, after its scheduled time.
+async fn cron_lateness(label: &str, url: Option<String>, triggers: usize, seconds: u64) {
+    use sqlx::Row as _;
+    let bench = start(url, 8).await;
+    let (admin, workflow) = bench.tenant("cron").await;
+    let mut ids = Vec::new();
+    for _ in 0..triggers {
+        let (status, trigger) = bench
+            .post(
+                &format!("/v1/workflows/{workflow}/triggers"),
+                &admin,
+                json!({"kind": "cron", "expression": "* * * * * *"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{trigger}");
+        ids.push(trigger["id"].as_str().expect("id").to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    for id in &ids {
+        let (status, body) = bench
+            .post(&format!("/v1/triggers/{id}/pause"), &admin, json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows = sqlx::query(
+        "SELECT r.created_at, r.started_at, t.scheduled_at FROM runs r \
+         JOIN trigger_ticks t ON t.run_id = r.id WHERE r.tenant_id = 'cron' \
+           AND r.started_at IS NOT NULL",
+    )
+    .fetch_all(bench.store().pool())
+    .await
+    .expect("runs");
+    let mut created: Vec<i64> = rows
+        .iter()
+        .map(|r| r.get::<i64, _>("created_at") - r.get::<i64, _>("scheduled_at"))
+        .collect();
+    let mut started: Vec<i64> = rows
+        .iter()
+        .map(|r| r.get::<i64, _>("started_at") - r.get::<i64, _>("scheduled_at"))
+        .collect();
+    println!(
+        "{label}: cron, {triggers} every-second triggers for {seconds} s, {} ticks: run created p50 {} ms, p99 {} ms, max {} ms after the tick; started p50 {} ms, p99 {} ms",
+        rows.len(),
+        percentile(&mut created, 50.0),
+        percentile(&mut created, 99.0),
+        percentile(&mut created, 100.0),
+        percentile(&mut started, 50.0),
+        percentile(&mut started, 99.0),
+    );
+}
+
 /// A fresh database for a scenario: SQLite in the service's temp dir (`None`), or a new
 /// PostgreSQL database, remembered in `made` to be dropped at the end.
 async fn fresh(pg: bool, made: &mut Vec<String>) -> Option<String> {
@@ -398,6 +548,8 @@ fn main() {
         } else {
             (300, 8, 400, 10_000, 20)
         };
+        let (hook_tenants, hook_senders, cron_seconds) =
+            if quick { (4, 16, 3) } else { (20, 32, 10) };
         println!(
             "durable runs, 2 worker threads, release build{}",
             if quick { ", --quick" } else { "" }
@@ -413,6 +565,15 @@ fn main() {
             idle_enqueue_to_start(label, fresh(pg, &mut made).await, idle).await;
             throughput(label, fresh(pg, &mut made).await, tenants, per_tenant).await;
             fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
+            webhook_ingest(
+                label,
+                fresh(pg, &mut made).await,
+                hook_tenants,
+                per_tenant,
+                hook_senders,
+            )
+            .await;
+            cron_lateness(label, fresh(pg, &mut made).await, 10, cron_seconds).await;
             if !quick {
                 crash_to_resume(label, fresh(pg, &mut made).await, crashed).await;
             }

@@ -57,6 +57,7 @@ impl std::fmt::Debug for Scheduler {
 }
 
 const PRUNE_EVERY_MS: i64 = 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
 
 impl Scheduler {
     pub fn start(runs: Runs, options: SchedulerOptions) -> Scheduler {
@@ -153,15 +154,29 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
     let mut charges = Vec::with_capacity(due.fire.len());
     let mut ticks = Vec::with_capacity(due.fire.len());
     let mut refused = 0u64;
+    let mut next_fire_at = due.next;
+    let mut blocked = false;
     for at in due.fire {
-        if queue_full {
+        if queue_full || blocked {
             refused += 1;
             continue;
         }
         match pipeline.charge(t, &quota, Charge::Run).await {
             Ok(charged) => charges.push(charged),
-            Err(airlock_core::CoreError::QuotaExceeded { .. }) => {
+            Err(airlock_core::CoreError::QuotaExceeded { retry_after_s, .. }) => {
+                // The hour is used up: jump to its end in this one write, counting the
+                // ticks in between as refused, rather than claiming (and writing) each.
+                blocked = true;
                 refused += 1;
+                // `runs_per_hour` is a clock-hour window and Retry-After is rounded up to
+                // whole seconds: the hour's turn is the start of the hour it lands in.
+                let retry_at = now.saturating_add(
+                    i64::try_from(retry_after_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+                );
+                let until = (retry_at - retry_at.rem_euclid(HOUR_MS)).max(now + 1);
+                let (skipped, next) = ticks_before(&schedule, due.next, until);
+                refused += skipped;
+                next_fire_at = next;
                 continue;
             }
             Err(other) => {
@@ -184,7 +199,7 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
     let plan = TickPlan {
         ticks,
         missed: due.missed,
-        next_fire_at: due.next,
+        next_fire_at,
         skip_overlap: trigger.overlap.as_deref() == Some("skip"),
         max_queued: runs.options.max_queued_per_tenant,
         refused,
@@ -207,6 +222,28 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
             refund_all(runs, t, charges);
             Err(error.into())
         }
+    }
+}
+
+/// Most ticks counted when jumping over an hour the tenant cannot pay for (an every-second
+/// schedule has 3,600).
+const MAX_JUMP_COUNT: u64 = 100_000;
+
+/// The ticks from `from` up to (not including) `until`, counted (at most
+/// [`MAX_JUMP_COUNT`]), and the first tick at or after `until`.
+fn ticks_before(schedule: &Schedule, from: Option<i64>, until: i64) -> (u64, Option<i64>) {
+    let mut count = 0;
+    let mut at = from;
+    while let Some(t) = at
+        && t < until
+        && count < MAX_JUMP_COUNT
+    {
+        count += 1;
+        at = schedule.next_after(t);
+    }
+    match at {
+        Some(t) if t < until => (count, schedule.next_after(until - 1)),
+        other => (count, other),
     }
 }
 

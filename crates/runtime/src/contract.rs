@@ -1,5 +1,6 @@
 //! The WIT contract (`wit/connector.wit`) on the host side: the one `bindgen!`, and the
-//! implementations of the `http`, `log` and `state` imports over an invocation's state.
+//! implementations of the `http`, `log`, `state` and `invocation` imports over an
+//! invocation's state.
 
 use airlock_contract::ConnectorErrorKind;
 
@@ -19,7 +20,7 @@ wasmtime::component::bindgen!({
 // `self::`: under rustdoc the crate `airlock` is also in scope, and the generated module of the
 // same name (from the WIT package `airlock:connector`) would be ambiguous.
 pub use self::airlock::connector::types::ErrorKind as GuestErrorKind;
-use self::airlock::connector::{http, log, state};
+use self::airlock::connector::{http, invocation, log, state};
 
 /// The interfaces of our own contract a component may import.
 pub const CONTRACT_PREFIX: &str = "airlock:connector/";
@@ -69,6 +70,15 @@ impl http::Host for GuestState {
                 GateError::Other(m) => http::HttpError::Other(m),
             }),
         }
+    }
+}
+
+impl invocation::Host for GuestState {
+    async fn idempotency_key(&mut self) -> Option<String> {
+        self.outbound
+            .as_ref()
+            .and_then(|session| session.idempotency_key())
+            .map(str::to_owned)
     }
 }
 

@@ -28,6 +28,7 @@ on_both_databases!(
     hopeless_failures_go_straight_to_the_dead_letters,
     cancel_stops_a_running_guest,
     steps_send_their_idempotency_key_upstream,
+    a_step_reads_its_idempotency_key_through_the_contract,
     runs_are_kept_apart_by_tenant_and_role,
     the_workflow_quota_is_enforced,
     a_step_output_that_echoes_the_credential_never_shows_it,
@@ -509,6 +510,39 @@ async fn steps_send_their_idempotency_key_upstream(db: Db) {
                 Some(airlock::runs::step_key(&run, "charge"))
             ),
         ]
+    );
+}
+
+/// The `invocation` import: a step sees `<run>:<step>`, a synchronous invocation nothing.
+async fn a_step_reads_its_idempotency_key_through_the_contract(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "keyed",
+        json!([{"id": "mark", "connector": "hostile", "action": "step_key", "input": {}}]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"key": format!("{run}:mark")}));
+    let direct = server
+        .post(
+            "/v1/connectors/hostile/actions/step_key/invoke",
+            &admin,
+            json!({"input": {}}),
+        )
+        .await;
+    assert_eq!(direct.status, 200, "{}", direct.text);
+    assert_eq!(
+        direct.body["output"],
+        json!({"key": null}),
+        "{}",
+        direct.text
     );
 }
 

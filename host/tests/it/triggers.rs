@@ -24,9 +24,13 @@ on_both_databases!(
     a_cron_trigger_fires_each_tick_once_and_stops_when_deleted,
     missed_ticks_follow_the_trigger_policy,
     overlap_skip_starts_no_run_while_one_is_going,
+    a_used_up_hour_stops_cron_until_it_turns_in_one_write,
     triggers_are_kept_apart_by_tenant_and_role,
     webhook_secrets_are_shown_once_and_stored_sealed,
 );
+
+/// Header names and values, as a sender sets them.
+type Headers = Vec<(String, String)>;
 
 fn now_s() -> i64 {
     airlock::store::now_ms() / 1000
@@ -93,13 +97,7 @@ pub(crate) async fn deliver(
     }
 }
 
-pub(crate) fn signed(
-    scheme: Scheme,
-    secret: &str,
-    id: &str,
-    at: i64,
-    body: &[u8],
-) -> Vec<(String, String)> {
+pub(crate) fn signed(scheme: Scheme, secret: &str, id: &str, at: i64, body: &[u8]) -> Headers {
     sign(scheme, secret, id, at, body)
         .expect("sign")
         .into_iter()
@@ -161,7 +159,7 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind(db: Db) {
     let body = br#"{"count": 1}"#;
     let now = now_s();
     let good = signed(Scheme::StandardWebhooks, &secret, "msg_ok", now, body);
-    let with = |name: &str, value: &str| -> Vec<(String, String)> {
+    let with = |name: &str, value: &str| -> Headers {
         good.iter()
             .map(|(n, v)| {
                 if n == name {
@@ -176,7 +174,7 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind(db: Db) {
     let reserialized =
         serde_json::to_vec(&serde_json::from_slice::<Value>(br#"{ "count" : 1 }"#).expect("json"))
             .expect("json");
-    let cases: Vec<(&str, Vec<(String, String)>, Vec<u8>)> = vec![
+    let cases: Vec<(&str, Headers, Vec<u8>)> = vec![
         ("unsigned", Vec::new(), body.to_vec()),
         (
             "empty v1 signature",
@@ -775,6 +773,70 @@ async fn overlap_skip_starts_no_run_while_one_is_going(db: Db) {
         let created = pair[1]["created_at_ms"].as_i64().expect("created");
         assert!(created >= ended_at, "overlap: {} and {}", pair[0], pair[1]);
     }
+}
+
+async fn a_used_up_hour_stops_cron_until_it_turns_in_one_write(db: Db) {
+    // Not across an hour's turn: the hourly runs start again there.
+    while airlock::store::now_ms() % 3_600_000 > 3_580_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let limits = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &server.operator(),
+            json!({"runs_per_hour": 2}),
+        )
+        .await;
+    assert_eq!(limits.status, 200, "{}", limits.text);
+    let workflow = echo_workflow(&server, &admin, "/trigger/scheduled_at").await;
+    let trigger = create_trigger(
+        &server,
+        &admin,
+        &workflow,
+        json!({"kind": "cron", "expression": "* * * * * *"}),
+    )
+    .await;
+    let id = trigger["id"].as_str().expect("id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown = server.get(&format!("/v1/triggers/{id}"), &admin).await;
+        if shown.body["cron"]["refused"].as_i64().unwrap_or(0) > 0 {
+            break shown;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never refused: {}",
+            shown.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cron = &shown.body["cron"];
+    assert_eq!(cron["fired"], 2, "{}", shown.text);
+    // The rest of the hour is counted at once and the next tick is the hour's turn: the
+    // scheduler does not claim (and write) a refused tick every second.
+    let now = airlock::store::now_ms();
+    let next_hour = now - now % 3_600_000 + 3_600_000;
+    assert_eq!(
+        cron["next_fire_times_ms"][0],
+        json!(next_hour),
+        "{}",
+        shown.text
+    );
+    assert!(cron["refused"].as_i64().expect("refused") >= (next_hour - now) / 1_000 - 5);
+    let updated = shown.body["updated_at_ms"].as_i64().expect("updated");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let later = server.get(&format!("/v1/triggers/{id}"), &admin).await;
+    assert_eq!(
+        later.body["updated_at_ms"],
+        json!(updated),
+        "no write meanwhile: {}",
+        later.text
+    );
+    assert_eq!(ticks(&server, "acme", &id).await.len(), 2);
 }
 
 async fn triggers_are_kept_apart_by_tenant_and_role(db: Db) {

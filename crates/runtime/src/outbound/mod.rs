@@ -273,6 +273,14 @@ struct Hop {
 }
 
 impl Session {
+    /// The invocation's idempotency key (a durable run step's `<run>:<step>`), if it has one.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.grant
+            .idempotency_key
+            .as_ref()
+            .and_then(|key| key.to_str().ok())
+    }
+
     /// Sends one guest request, following redirects, and returns the scrubbed response.
     ///
     /// A 401 to a hop that carried a refreshable OAuth2 token, the first in this session, is

@@ -69,6 +69,10 @@ impl bindings::Guest for Hostile {
             "state_roundtrip" => state::roundtrip(&input),
             "state_get" => state::get(&input),
             "state_then_alloc" => state::then_alloc(&input),
+            "step_key" => Ok(serde_json::json!({
+                "key": bindings::airlock::connector::invocation::idempotency_key()
+            })
+            .to_string()),
             other => Err(error(
                 ErrorKind::InvalidInput,
                 format!("unknown action {other:?}"),

@@ -131,6 +131,12 @@ pub(crate) fn json() -> String {
             any.clone(),
         ),
         action("echo", "Returns its input", echo_schema(), echo_schema()),
+        action(
+            "step_key",
+            "Returns the invocation's idempotency key (the `invocation` import)",
+            any.clone(),
+            any.clone(),
+        ),
     ];
     json!({
         "name": "hostile",
