@@ -141,11 +141,13 @@ fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
 }
 
 /// Creates a workflow (version 1). Its connectors, actions and connections must exist in
-/// the tenant. 429 `quota-exceeded` (`quota`: `max_workflows`) at the tenant's limit.
+/// the tenant (404 naming the step field otherwise). 429 `quota-exceeded` (`quota`:
+/// `max_workflows`) at the tenant's limit.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = CreateWorkflow,
     responses((status = 201, body = Workflow),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden), (status = 409, response = problem::Conflict),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
         (status = 429, response = problem::TooManyRequests), (status = 503, response = problem::Unavailable)),
