@@ -14,6 +14,7 @@
 //!   of their runs;
 //! - cron: how late each tick's run is created and started (every-second triggers).
 //!
+//! `cargo bench -p airlock --bench runs -- webhook cron` runs only the scenarios named.
 //! Figures are in docs/performance.md.
 
 use std::sync::Arc;
@@ -371,6 +372,7 @@ async fn webhook_ingest(
     tenants: usize,
     per_tenant: usize,
     senders: usize,
+    probes: usize,
 ) {
     use airlock::triggers::webhook::{Scheme, sign};
     let bench = Arc::new(start(url, 8).await);
@@ -390,6 +392,43 @@ async fn webhook_ingest(
         let secret = trigger["secret"].as_str().expect("secret").to_owned();
         hooks.push((id, hook, secret));
     }
+    // One sender, one delivery at a time, each waiting for its run to start: the latency
+    // a delivery sees on an idle service.
+    let (probe, hook, secret) = &hooks[0];
+    for n in 0..probes {
+        let body = json!({"i": n}).to_string().into_bytes();
+        let now = airlock::store::now_ms() / 1000;
+        let headers = sign(
+            Scheme::StandardWebhooks,
+            secret,
+            &format!("probe{n}"),
+            now,
+            &body,
+        )
+        .expect("sign");
+        let mut request = bench
+            .client
+            .post(format!("{}{hook}", bench.base))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.expect("delivery");
+        assert_eq!(response.status().as_u16(), 202);
+        bench
+            .wait_succeeded(probe, n + 1, Duration::from_secs(30))
+            .await;
+    }
+    let mut idle = bench
+        .wait_succeeded(probe, probes, Duration::from_secs(30))
+        .await;
+    println!(
+        "{label}: webhook received-to-started on an idle service over {probes} deliveries: p50 {} ms, p95 {} ms, p99 {} ms",
+        percentile(&mut idle, 50.0),
+        percentile(&mut idle, 95.0),
+        percentile(&mut idle, 99.0),
+    );
     let hooks = Arc::new(hooks);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = tenants * per_tenant;
@@ -537,6 +576,13 @@ async fn drop_databases(urls: &[String]) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // Scenario names given as arguments (`idle`, `throughput`, `fairness`, `webhook`, `cron`,
+    // `crash`) run only those.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let only = |scenario: &str| named.is_empty() || named.iter().any(|n| n == scenario);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -562,19 +608,30 @@ fn main() {
             if pg && !postgres {
                 continue;
             }
-            idle_enqueue_to_start(label, fresh(pg, &mut made).await, idle).await;
-            throughput(label, fresh(pg, &mut made).await, tenants, per_tenant).await;
-            fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
-            webhook_ingest(
-                label,
-                fresh(pg, &mut made).await,
-                hook_tenants,
-                per_tenant,
-                hook_senders,
-            )
-            .await;
-            cron_lateness(label, fresh(pg, &mut made).await, 10, cron_seconds).await;
-            if !quick {
+            if only("idle") {
+                idle_enqueue_to_start(label, fresh(pg, &mut made).await, idle).await;
+            }
+            if only("throughput") {
+                throughput(label, fresh(pg, &mut made).await, tenants, per_tenant).await;
+            }
+            if only("fairness") {
+                fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
+            }
+            if only("webhook") {
+                webhook_ingest(
+                    label,
+                    fresh(pg, &mut made).await,
+                    hook_tenants,
+                    per_tenant,
+                    hook_senders,
+                    50,
+                )
+                .await;
+            }
+            if only("cron") {
+                cron_lateness(label, fresh(pg, &mut made).await, 10, cron_seconds).await;
+            }
+            if !quick && only("crash") {
                 crash_to_resume(label, fresh(pg, &mut made).await, crashed).await;
             }
         }
