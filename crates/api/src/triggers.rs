@@ -20,9 +20,10 @@ use airlock_secrets::Secret;
 use airlock_triggers::schedule::MissedTicks;
 use airlock_triggers::webhook::Scheme;
 
-/// The largest webhook body accepted (GitHub caps its payloads at 25 MB; an integration's
-/// events are far smaller, and a run's input is kept in the database).
-pub const MAX_HOOK_BODY: usize = 1024 * 1024;
+/// The largest webhook body accepted. GitHub caps its payloads at 25 MB, but an
+/// integration's events are far smaller, and the run keeps the body twice (raw, and parsed
+/// when it is JSON) in its input, which every read of the run returns.
+pub const MAX_HOOK_BODY: usize = 256 * 1024;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_QUEUE_DEPTH: i64 = 100_000;
 const DEPTH_TTL_MS: i64 = 1_000;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Idempotency keys only triggers give their runs.
+const RESERVED_KEY_PREFIXES: [&str; 2] = ["cron:", "hook:"];
 
 /// Queue limits.
 #[derive(Debug, Clone)]
@@ -297,6 +299,15 @@ impl Runs {
             .map_err(RunsError::or_not_found("workflow"))?;
         if let Some(key) = idempotency_key {
             check_idempotency_key(key)?;
+            // Triggers' keys are theirs: a caller taking `cron:<trigger>:<tick>` ahead of the
+            // scheduler would have that tick refused.
+            if trigger_id.is_none() && RESERVED_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                return Err(RunsError::Invalid {
+                    field: "Idempotency-Key".into(),
+                    detail: "keys starting with `cron:` or `hook:` are reserved for triggers"
+                        .into(),
+                });
+            }
         }
         if let Some(key) = idempotency_key
             && let Some(existing) = self.pipeline.store().run_by_key(t, key).await?

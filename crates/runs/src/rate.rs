@@ -19,6 +19,16 @@ pub(crate) struct RateLimits {
 struct Bucket {
     tokens: f64,
     at_ms: i64,
+    /// Its own capacity (tokens a minute), for judging it idle.
+    capacity: f64,
+}
+
+impl Bucket {
+    /// Whether it has refilled by `now_ms`: forgetting it then changes nothing.
+    fn full_at(&self, now_ms: i64) -> bool {
+        self.tokens + (now_ms - self.at_ms).max(0) as f64 * self.capacity / 60_000.0
+            >= self.capacity
+    }
 }
 
 impl RateLimits {
@@ -29,12 +39,14 @@ impl RateLimits {
         let per_ms = capacity / 60_000.0;
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(id) {
-            buckets.retain(|_, b| b.tokens + (now_ms - b.at_ms).max(0) as f64 * per_ms < capacity);
+            buckets.retain(|_, b| !b.full_at(now_ms));
         }
         let bucket = buckets.entry(id.to_owned()).or_insert(Bucket {
             tokens: capacity,
             at_ms: now_ms,
+            capacity,
         });
+        bucket.capacity = capacity;
         let elapsed = (now_ms - bucket.at_ms).max(0) as f64;
         bucket.tokens = (bucket.tokens + elapsed * per_ms).min(capacity);
         bucket.at_ms = bucket.at_ms.max(now_ms);

@@ -8,6 +8,7 @@
 //! Each tick costs one of the tenant's `runs_per_hour`, charged before the claim and refunded
 //! when the claim is lost or the tick is skipped or refused.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use airlock_core::Charge;
@@ -16,7 +17,7 @@ use airlock_triggers::schedule::{self, MissedTicks, Schedule};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Runs, RunsError};
+use crate::{Overlap, Runs, RunsError};
 
 /// How the scheduler runs.
 #[derive(Debug, Clone)]
@@ -58,6 +59,14 @@ impl std::fmt::Debug for Scheduler {
 
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 const HOUR_MS: i64 = 3_600_000;
+/// The longest stretch of ticks refused in one write when the tenant's hour is used up.
+const MAX_JUMP_MS: i64 = 60_000;
+/// A trigger whose claim failed is retried after this, doubling up to `MAX_BACKOFF_MS`.
+const BACKOFF_MS: i64 = 500;
+const MAX_BACKOFF_MS: i64 = 30_000;
+/// The shortest sleep after a look that left work undone (a trigger failing or backing
+/// off), so a failing trigger cannot make the loop spin.
+const MIN_SLEEP_TROUBLED_MS: i64 = 200;
 
 impl Scheduler {
     pub fn start(runs: Runs, options: SchedulerOptions) -> Scheduler {
@@ -83,31 +92,60 @@ async fn run(runs: Runs, options: SchedulerOptions, stop: CancellationToken) {
     let grace_ms = i64::try_from(options.grace.as_millis()).unwrap_or(i64::MAX);
     let poll_ms = i64::try_from(options.poll.as_millis()).unwrap_or(1_000);
     let mut pruned_at = 0;
+    // Triggers whose last claim failed: when to try again, and how many failures in a row.
+    let mut backoff: HashMap<String, (i64, u32)> = HashMap::new();
     loop {
         // Registered before the look, so a change made during it still wakes the sleep.
         let woken = wakeups.notified();
         let now = airlock_store::now_ms();
-        match store.due_triggers(now, options.batch).await {
+        let mut troubled = false;
+        // Room for the backing-off triggers too, so they cannot fill the batch and starve
+        // the others.
+        let limit = options
+            .batch
+            .saturating_add(i64::try_from(backoff.len()).unwrap_or(i64::MAX));
+        match store.due_triggers(now, limit).await {
             Ok(due) => {
                 for trigger in due {
                     if stop.is_cancelled() {
                         return;
                     }
-                    if let Err(error) = fire(&runs, &trigger, grace_ms).await {
-                        tracing::warn!(trigger = %trigger.id, %error, "cannot fire a cron tick; retrying at the next poll");
+                    if backoff.get(&trigger.id).is_some_and(|(at, _)| *at > now) {
+                        troubled = true;
+                        continue;
+                    }
+                    match fire(&runs, &trigger, grace_ms).await {
+                        Ok(()) => {
+                            backoff.remove(&trigger.id);
+                        }
+                        Err(error) => {
+                            troubled = true;
+                            let failures = backoff.get(&trigger.id).map_or(0, |(_, n)| *n) + 1;
+                            let wait = BACKOFF_MS
+                                .saturating_mul(1 << failures.min(10))
+                                .min(MAX_BACKOFF_MS);
+                            backoff.insert(trigger.id.clone(), (now + wait, failures));
+                            tracing::warn!(trigger = %trigger.id, %error, retry_in_ms = wait, "cannot fire a cron tick");
+                        }
                     }
                 }
             }
-            Err(error) => tracing::warn!(%error, "cannot read due cron triggers"),
+            Err(error) => {
+                troubled = true;
+                tracing::warn!(%error, "cannot read due cron triggers");
+            }
         }
+        // Forget triggers that were deleted or paused while backing off.
+        backoff.retain(|_, (at, _)| *at > now - MAX_BACKOFF_MS);
         if now - pruned_at > PRUNE_EVERY_MS {
             pruned_at = now;
             if let Err(error) = store.prune_ticks(now).await {
                 tracing::warn!(%error, "cannot prune old cron ticks");
             }
         }
+        let floor = if troubled { MIN_SLEEP_TROUBLED_MS } else { 0 };
         let sleep_ms = match store.next_tick().await {
-            Ok(Some(next)) => (next - airlock_store::now_ms()).clamp(0, poll_ms),
+            Ok(Some(next)) => (next - airlock_store::now_ms()).clamp(floor, poll_ms.max(floor)),
             _ => poll_ms,
         };
         tokio::select! {
@@ -132,11 +170,11 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
         field: "expression".into(),
         detail: e.to_string(),
     })?;
-    let policy = match trigger.missed_policy.as_deref() {
-        Some("skip") => MissedTicks::Skip,
-        Some("all") => MissedTicks::All,
-        _ => MissedTicks::Latest,
-    };
+    let policy = trigger
+        .missed_policy
+        .as_deref()
+        .and_then(MissedTicks::parse)
+        .unwrap_or_default();
     let cap = trigger
         .missed_cap
         .and_then(|c| u32::try_from(c).ok())
@@ -173,7 +211,10 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
                 let retry_at = now.saturating_add(
                     i64::try_from(retry_after_s.saturating_mul(1000)).unwrap_or(i64::MAX),
                 );
-                let until = (retry_at - retry_at.rem_euclid(HOUR_MS)).max(now + 1);
+                let hour_turn = (retry_at - retry_at.rem_euclid(HOUR_MS)).max(now + 1);
+                // At most a minute at a time: this process's refusal may be a moment's (other
+                // processes' charges for the same tick, refunded when they lose the claim).
+                let until = hour_turn.min(now + MAX_JUMP_MS);
                 let (skipped, next) = ticks_before(&schedule, due.next, until);
                 refused += skipped;
                 next_fire_at = next;
@@ -200,7 +241,7 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
         ticks,
         missed: due.missed,
         next_fire_at,
-        skip_overlap: trigger.overlap.as_deref() == Some("skip"),
+        skip_overlap: trigger.overlap.as_deref().and_then(Overlap::parse) == Some(Overlap::Skip),
         max_queued: runs.options.max_queued_per_tenant,
         refused,
     };

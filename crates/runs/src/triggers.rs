@@ -60,19 +60,18 @@ pub enum Overlap {
 }
 
 impl Overlap {
-    fn as_str(self) -> &'static str {
+    /// The serde spelling, which is also how it is stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Overlap::Allow => "allow",
             Overlap::Skip => "skip",
         }
     }
-}
 
-fn missed_str(policy: MissedTicks) -> &'static str {
-    match policy {
-        MissedTicks::Skip => "skip",
-        MissedTicks::Latest => "latest",
-        MissedTicks::All => "all",
+    pub fn parse(text: &str) -> Option<Overlap> {
+        [Overlap::Allow, Overlap::Skip]
+            .into_iter()
+            .find(|o| o.as_str() == text)
     }
 }
 
@@ -158,26 +157,7 @@ impl Runs {
                 secret,
                 rate_per_minute,
             } => {
-                let secret = match (secret, scheme) {
-                    (Some(secret), _) => {
-                        webhook::check_secret(scheme, secret.expose()).map_err(|e| {
-                            RunsError::Invalid {
-                                field: "secret".into(),
-                                detail: e.to_string(),
-                            }
-                        })?;
-                        secret
-                    }
-                    (None, Scheme::Stripe) => {
-                        return Err(RunsError::Invalid {
-                            field: "secret".into(),
-                            detail: "a Stripe trigger needs the endpoint's signing secret \
-                                     (`whsec_…`, from Stripe's dashboard)"
-                                .into(),
-                        });
-                    }
-                    (None, _) => Secret::new(webhook::generate_secret()),
-                };
+                let secret = choose_secret(scheme, secret)?;
                 let rate = rate_per_minute.unwrap_or(DEFAULT_RATE_PER_MINUTE);
                 if rate == 0 || rate > MAX_RATE_PER_MINUTE {
                     return Err(RunsError::Invalid {
@@ -209,7 +189,7 @@ impl Runs {
                 record.kind = "cron".into();
                 record.expression = Some(schedule.expression().to_owned());
                 record.time_zone = Some(schedule.time_zone().to_owned());
-                record.missed_policy = Some(missed_str(missed_ticks).into());
+                record.missed_policy = Some(missed_ticks.as_str().into());
                 record.missed_cap = Some(i64::from(cap));
                 record.overlap = Some(overlap.as_str().into());
                 record.next_fire_at = schedule.next_after(now);
@@ -312,32 +292,22 @@ impl Runs {
                 detail: format!("must be 0-{MAX_ROTATION_OVERLAP_S}"),
             });
         }
-        let secret = match (secret, scheme) {
-            (Some(secret), _) => {
-                webhook::check_secret(scheme, secret.expose()).map_err(|e| RunsError::Invalid {
-                    field: "secret".into(),
-                    detail: e.to_string(),
-                })?;
-                secret
-            }
-            (None, Scheme::Stripe) => {
-                return Err(RunsError::Invalid {
-                    field: "secret".into(),
-                    detail: "a Stripe trigger's new secret comes from Stripe: send it".into(),
-                });
-            }
-            (None, _) => Secret::new(webhook::generate_secret()),
-        };
+        let secret = choose_secret(scheme, secret)?;
         let old = self.open_secrets(t, id, sealed)?;
         let previous = old.get("current").filter(|_| overlap_s > 0);
         let until = previous.map(|_| {
             airlock_store::now_ms().saturating_add(i64::try_from(overlap_s * 1000).unwrap_or(0))
         });
-        let sealed = self.seal_secrets(t, id, &secret, previous)?;
+        let fresh = self.seal_secrets(t, id, &secret, previous)?;
         let record = store
-            .rotate_trigger_secret(t, id, &sealed, until)
+            .rotate_trigger_secret(t, id, sealed, &fresh, until)
             .await
-            .map_err(RunsError::or_not_found("trigger"))?;
+            .map_err(|e| match e {
+                airlock_store::StoreError::Conflict => RunsError::Conflict(
+                    "the secret was rotated meanwhile; read the trigger and rotate again".into(),
+                ),
+                other => RunsError::or_not_found("trigger")(other),
+            })?;
         Ok(WithSecret {
             trigger: self.view(record),
             secret: Some(secret),
@@ -424,17 +394,17 @@ impl Runs {
     }
 
     fn view(&self, record: TriggerRecord) -> Trigger {
-        let next_fire_times = match (&record.expression, &record.time_zone, record.paused) {
-            (Some(expression), Some(zone), false) => Schedule::parse(expression, zone)
+        // The stored next tick, then the schedule's: `next_fire_at` may be a tick still due.
+        let next_fire_times = match (
+            &record.expression,
+            &record.time_zone,
+            record.next_fire_at,
+            record.paused,
+        ) {
+            (Some(expression), Some(zone), Some(next), false) => Schedule::parse(expression, zone)
                 .map(|s| {
-                    let mut times = Vec::with_capacity(5);
-                    let mut at = record.next_fire_at;
-                    while let Some(t) = at
-                        && times.len() < 5
-                    {
-                        times.push(t);
-                        at = s.next_after(t);
-                    }
+                    let mut times = vec![next];
+                    times.extend(s.upcoming(next, 4));
                     times
                 })
                 .unwrap_or_default(),
@@ -473,6 +443,27 @@ impl Runs {
             .pipeline
             .credentials()
             .open_sealed(tenant, id, sealed)?)
+    }
+}
+
+/// The secret a webhook trigger gets: the one given (checked for its scheme), or a new one.
+/// Stripe makes its endpoints' signing secrets itself, so a Stripe trigger's must be given.
+fn choose_secret(scheme: Scheme, given: Option<Secret>) -> Result<Secret, RunsError> {
+    match given {
+        Some(secret) => {
+            webhook::check_secret(scheme, secret.expose()).map_err(|e| RunsError::Invalid {
+                field: "secret".into(),
+                detail: e.to_string(),
+            })?;
+            Ok(secret)
+        }
+        None if scheme == Scheme::Stripe => Err(RunsError::Invalid {
+            field: "secret".into(),
+            detail: "a Stripe trigger needs the endpoint's signing secret (`whsec_…`, from \
+                     Stripe's dashboard)"
+                .into(),
+        }),
+        None => Ok(Secret::new(webhook::generate_secret())),
     }
 }
 

@@ -249,7 +249,8 @@ impl Store {
         findable(&[tenant_id, id])?;
         let row = sqlx::query(&format!(
             "UPDATE triggers SET paused = $3, \
-               next_fire_at = CASE WHEN kind = 'cron' AND $3 = 0 THEN $4 ELSE next_fire_at END, \
+               next_fire_at = CASE WHEN kind = 'cron' AND paused = 1 AND $3 = 0 THEN $4 \
+                 ELSE next_fire_at END, \
                updated_at = $5 \
              WHERE tenant_id = $1 AND id = $2 AND {LIVE} RETURNING {COLUMNS}"
         ))
@@ -265,29 +266,38 @@ impl Store {
     }
 
     /// Replaces a webhook trigger's secret envelope (which now holds the new secret and the
-    /// previous one) and when the previous one stops verifying.
+    /// previous one) and when the previous one stops verifying. Compare-and-swap on the
+    /// envelope read (`expected`): of two concurrent rotations one wins, the other is
+    /// [`StoreError::Conflict`] (its secret would otherwise be shown and never stored).
     pub async fn rotate_trigger_secret(
         &self,
         tenant_id: &str,
         id: &str,
+        expected: &str,
         secret: &str,
         previous_until: Option<i64>,
     ) -> Result<TriggerRecord, StoreError> {
         findable(&[tenant_id, id])?;
         let row = sqlx::query(&format!(
-            "UPDATE triggers SET secret = $3, previous_until = $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND id = $2 AND kind = 'webhook' AND {LIVE} \
+            "UPDATE triggers SET secret = $4, previous_until = $5, updated_at = $6 \
+             WHERE tenant_id = $1 AND id = $2 AND secret = $3 AND kind = 'webhook' AND {LIVE} \
              RETURNING {COLUMNS}"
         ))
         .bind(tenant_id)
         .bind(id)
+        .bind(expected)
         .bind(secret)
         .bind(previous_until)
         .bind(now_ms())
         .fetch_optional(&self.writer)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        trigger(&row)
+        .await?;
+        match row {
+            Some(row) => trigger(&row),
+            None => {
+                self.trigger(tenant_id, id).await?;
+                Err(StoreError::Conflict)
+            }
+        }
     }
 
     /// Deletes a trigger: no tick fires and no hook request is accepted from the next poll
@@ -348,8 +358,9 @@ impl Store {
         plan: &TickPlan,
     ) -> Result<Option<Fired>, StoreError> {
         let tenant_id = trigger.tenant_id.as_str();
-        let now = now_ms();
         let mut tx = self.begin_write().await?;
+        // Read once the writer is ours: a run that ended while this waited is seen as ended.
+        let now = now_ms();
         let claimed = sqlx::query(&format!(
             "UPDATE triggers SET next_fire_at = $4, missed = missed + $5, updated_at = $6 \
              WHERE tenant_id = $1 AND id = $2 AND next_fire_at = $3 AND kind = 'cron' \
@@ -416,6 +427,14 @@ impl Store {
                 }
                 continue;
             };
+            // A run holding this tick's key already (possible only if its tick record was
+            // pruned) must not make the insert fail: on PostgreSQL that aborts the whole
+            // transaction, and the trigger would be claimed, and fail, at every poll.
+            if key_taken(&mut tx, tenant_id, &tick.idempotency_key).await? {
+                mark_tick(&mut tx, &trigger.id, tick.scheduled_at, "refused").await?;
+                fired.refused += 1;
+                continue;
+            }
             let new = NewRun {
                 id: tick.run_id.clone(),
                 workflow_id: trigger.workflow_id.clone(),
@@ -432,14 +451,7 @@ impl Store {
                     going = plan.skip_overlap;
                 }
                 Err(StoreError::LimitReached { .. }) => {
-                    sqlx::query(
-                        "UPDATE trigger_ticks SET outcome = 'refused', run_id = NULL \
-                         WHERE trigger_id = $1 AND scheduled_at = $2",
-                    )
-                    .bind(&trigger.id)
-                    .bind(tick.scheduled_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    mark_tick(&mut tx, &trigger.id, tick.scheduled_at, "refused").await?;
                     fired.refused += 1;
                 }
                 Err(other) => return Err(other),
@@ -514,6 +526,35 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Whether one of the tenant's runs holds idempotency key `key`.
+async fn key_taken(tx: &mut Tx<'_>, tenant_id: &str, key: &str) -> Result<bool, StoreError> {
+    let row = sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Records a tick as not fired (`refused`), without a run.
+async fn mark_tick(
+    tx: &mut Tx<'_>,
+    trigger_id: &str,
+    scheduled_at: i64,
+    outcome: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE trigger_ticks SET outcome = $3, run_id = NULL \
+         WHERE trigger_id = $1 AND scheduled_at = $2",
+    )
+    .bind(trigger_id)
+    .bind(scheduled_at)
+    .bind(outcome)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Whether the run has not ended yet (queued, running or waiting to retry).

@@ -184,6 +184,8 @@ impl Store {
         findable(&[tenant_id, id])?;
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        // Serialized with `create_trigger`, which checks the workflow under the same lock.
+        lock_tenant(&mut tx, tenant_id).await?;
         let done = sqlx::query(
             "UPDATE workflows SET deleted_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",

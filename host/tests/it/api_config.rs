@@ -136,7 +136,7 @@ fn keys_rotate_adds_a_current_key_and_reencrypts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 0 connection(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 0 secret(s)"));
     let keyring = airlock::secrets::Keyring::load(&data.join("keys.json")).expect("key file");
     assert_eq!(keyring.key_ids().count(), 2);
 }

@@ -445,6 +445,23 @@ pub enum MissedTicks {
     All,
 }
 
+impl MissedTicks {
+    /// The serde spelling, which is also how it is stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedTicks::Skip => "skip",
+            MissedTicks::Latest => "latest",
+            MissedTicks::All => "all",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MissedTicks> {
+        [MissedTicks::Skip, MissedTicks::Latest, MissedTicks::All]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
 /// Ticks to fire now, and what was missed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
