@@ -277,6 +277,7 @@ async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usiz
             input: json!({"i": i}).to_string(),
             idempotency_key: None,
             trigger_id: None,
+            runs_per_hour: None,
             max_queued: u64::MAX,
         };
         bench.store().create_run("big", run).await.expect("backlog");

@@ -265,6 +265,13 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Busy(_) => ApiError::Overloaded { retry_after_s: 1 },
             StoreError::LimitReached { quota, limit } => ApiError::LimitReached { quota, limit },
+            StoreError::OverQuota {
+                limit,
+                retry_after_s,
+            } => ApiError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            },
             StoreError::Unavailable(_) | StoreError::Migrate(_) | StoreError::UnsupportedUrl => {
                 tracing::error!(%error, "database failure");
                 ApiError::Unavailable

@@ -57,6 +57,13 @@ impl From<StoreError> for CoreError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Busy(_) => CoreError::Overloaded { retry_after_s: 1 },
+            StoreError::OverQuota {
+                limit,
+                retry_after_s,
+            } => CoreError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            },
             other => CoreError::Store(other),
         }
     }

@@ -60,6 +60,13 @@ impl From<StoreError> for RunsError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::LimitReached { quota, limit } => RunsError::LimitReached { quota, limit },
+            StoreError::OverQuota {
+                limit,
+                retry_after_s,
+            } => RunsError::QuotaExceeded {
+                limit,
+                retry_after_s,
+            },
             other => CoreError::from(other).into(),
         }
     }

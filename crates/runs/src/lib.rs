@@ -322,10 +322,6 @@ impl Runs {
             });
         }
         let quota = self.pipeline.quota(t).await?;
-        let charged = self
-            .pipeline
-            .charge(t, &quota, airlock_core::Charge::Run)
-            .await?;
         let created = self
             .pipeline
             .store()
@@ -338,21 +334,16 @@ impl Runs {
                     input: input.to_string(),
                     idempotency_key: idempotency_key.map(str::to_owned),
                     trigger_id: trigger_id.map(str::to_owned),
+                    // Counted in the insert's transaction: one commit per run.
+                    runs_per_hour: Some(quota.runs_per_hour),
                     max_queued: self.options.max_queued_per_tenant,
                 },
             )
             .await;
-        match created {
-            Ok(Enqueued::Created(run)) => Ok((run, true)),
-            Ok(Enqueued::Existing(run)) => {
-                // A concurrent request with the same key created it first.
-                self.pipeline.refund(t, charged);
-                Ok((run, false))
-            }
-            Err(error) => {
-                self.pipeline.refund(t, charged);
-                Err(error.into())
-            }
+        match created? {
+            Enqueued::Created(run) => Ok((run, true)),
+            // A concurrent request with the same key created it first (and was charged).
+            Enqueued::Existing(run) => Ok((run, false)),
         }
     }
 

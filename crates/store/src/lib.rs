@@ -95,6 +95,9 @@ pub enum StoreError {
     /// A count the tenant may not exceed (`quota`: `max_workflows`, `max_queued_runs`).
     #[error("the tenant has reached its `{quota}` of {limit}")]
     LimitReached { quota: &'static str, limit: u64 },
+    /// The tenant used its `runs_per_hour` (`limit`) this clock hour.
+    #[error("the tenant used all {limit} runs of this hour")]
+    OverQuota { limit: u32, retry_after_s: u64 },
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -189,6 +189,11 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The trigger that created it, if one did.
     pub trigger_id: Option<String>,
+    /// Count the run against the tenant's hourly runs, at most this many, in the insert's
+    /// own transaction ([`StoreError::OverQuota`] past it): one durable commit per run
+    /// instead of a charge and an insert in series. `None`: charged elsewhere (cron ticks
+    /// are charged before their claim), or not at all.
+    pub runs_per_hour: Option<u32>,
     /// Refuse with [`StoreError::LimitReached`] when the tenant has this many runs waiting.
     pub max_queued: u64,
 }
@@ -329,6 +334,9 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.begin_write().await?;
+        if let Some(limit) = new.runs_per_hour {
+            self.count_run_in(&mut tx, tenant_id, limit).await?;
+        }
         let record = match insert_run(&mut tx, tenant_id, &new, now).await {
             Ok(record) => record,
             Err(error) => {

@@ -442,6 +442,7 @@ impl Store {
                 input: tick.input.clone(),
                 idempotency_key: Some(tick.idempotency_key.clone()),
                 trigger_id: Some(trigger.id.clone()),
+                runs_per_hour: None,
                 max_queued: plan.max_queued,
             };
             match insert_run(&mut tx, tenant_id, &new, now).await {

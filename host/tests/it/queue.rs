@@ -68,6 +68,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         input: "{}".into(),
         idempotency_key: key.map(str::to_owned),
         trigger_id: None,
+        runs_per_hour: None,
         max_queued: 100_000,
     }
 }

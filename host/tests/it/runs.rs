@@ -831,6 +831,7 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
             input: "{}".into(),
             idempotency_key: None,
             trigger_id: None,
+            runs_per_hour: None,
             max_queued: u64::MAX,
         };
         store.create_run("big", run).await.expect("backlog");
