@@ -294,8 +294,17 @@ impl Worker {
                 logs,
                 cost,
             };
-            match self.store().journal_step(&lease, &result).await {
+            // The last step's journal write ends the run too: one commit instead of two.
+            let last = index + 1 == spec.steps.len();
+            let finish = last.then(|| output.to_string());
+            match self
+                .store()
+                .journal_step(&lease, &result, finish.as_deref())
+                .await
+            {
+                Ok(LeaseStatus::Held) if last => return,
                 Ok(LeaseStatus::Held) => {}
+                Ok(LeaseStatus::CancelRequested) if last => return,
                 Ok(LeaseStatus::CancelRequested) => {
                     // Journaled; the rest of the run is cancelled.
                     self.finish(&lease, Finish::Cancelled).await;

@@ -496,15 +496,26 @@ impl Store {
     /// Journals a succeeded step and moves the run to the next one, in one transaction with
     /// the fencing check. [`LeaseStatus::Lost`]: nothing was written;
     /// [`LeaseStatus::CancelRequested`]: written, and the run should stop here.
+    ///
+    /// `finish`: the run's output when this was its last step. The run then ends in the same
+    /// write (`succeeded`, or `cancelled` if a cancel was asked for meanwhile), saving the
+    /// separate [`Store::finish_run`] commit.
     pub async fn journal_step(
         &self,
         lease: &Lease,
         result: &StepResult,
+        finish: Option<&str>,
     ) -> Result<LeaseStatus, StoreError> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let sql = format!(
-            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {} \
+            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {}, \
+               state = CASE WHEN $11 = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
+                 ELSE 'succeeded' END, \
+               output = CASE WHEN $11 = 1 AND cancel_requested = 0 THEN $12 ELSE output END, \
+               finished_at = CASE WHEN $11 = 1 THEN $5 ELSE finished_at END, \
+               lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
+               lease_until = CASE WHEN $11 = 1 THEN NULL ELSE lease_until END \
              WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
                AND next_step = $4 \
              RETURNING cancel_requested",
@@ -517,6 +528,8 @@ impl Store {
             .bind(result.index)
             .bind(now);
         let fenced = bind_cost(query, &result.cost)
+            .bind(i64::from(finish.is_some()))
+            .bind(finish)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(fenced) = fenced else {

@@ -18,6 +18,7 @@ on_both_databases!(
     replay_keeps_earlier_steps_and_is_audited,
     audit_records_cannot_be_changed,
     waiting_runs_per_tenant_are_capped,
+    the_last_journal_write_ends_the_run,
 );
 
 /// A store on a fresh database, and what keeps the database alive.
@@ -122,7 +123,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     // The old worker comes back: none of its writes land.
     assert_eq!(
         store
-            .journal_step(&old.lease, &step(0, "1"))
+            .journal_step(&old.lease, &step(0, "1"), None)
             .await
             .expect("write"),
         LeaseStatus::Lost
@@ -154,7 +155,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     // The new holder's writes do.
     assert_eq!(
         store
-            .journal_step(&new.lease, &step(0, "2"))
+            .journal_step(&new.lease, &step(0, "2"), None)
             .await
             .expect("write"),
         LeaseStatus::Held
@@ -179,6 +180,55 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].output.as_deref(), Some("2"));
     assert_eq!(steps[0].attempts, 1);
+}
+
+/// The last step's journal write ends the run in the same write: succeeded with its output,
+/// or cancelled (no output) when a cancel was asked for while the step ran.
+async fn the_last_journal_write_ends_the_run(db: Db) {
+    let Some(f) = fresh(db).await else { return };
+    let store = &f.store;
+    tenant(store, "t1", 4).await;
+    enqueue(store, "t1", "run_ok").await;
+    let ok = claim(store, "w", 60_000).await.expect("claimed");
+    assert_eq!(
+        store
+            .journal_step(&ok.lease, &step(0, "7"), Some("7"))
+            .await
+            .expect("write"),
+        LeaseStatus::Held
+    );
+    let run = store.run("t1", "run_ok").await.expect("run");
+    assert_eq!(run.state, RunState::Succeeded);
+    assert_eq!(run.output.as_deref(), Some("7"));
+    assert!(run.finished_at.is_some());
+    // The run is over: the lease is gone, so no later write of the worker lands.
+    assert_eq!(
+        store.heartbeat(&ok.lease, 10_000).await.expect("heartbeat"),
+        LeaseStatus::Lost
+    );
+
+    enqueue(store, "t1", "run_cancel").await;
+    let c = claim(store, "w", 60_000).await.expect("claimed");
+    store
+        .cancel_run("t1", "run_cancel", "tester")
+        .await
+        .expect("cancel");
+    assert_eq!(
+        store
+            .journal_step(&c.lease, &step(0, "8"), Some("8"))
+            .await
+            .expect("write"),
+        LeaseStatus::CancelRequested
+    );
+    let run = store.run("t1", "run_cancel").await.expect("run");
+    assert_eq!(run.state, RunState::Cancelled);
+    assert_eq!(run.output, None);
+    let steps = store.run_steps("t1", "run_cancel").await.expect("steps");
+    assert_eq!(
+        steps[0].output.as_deref(),
+        Some("8"),
+        "the step is journaled all the same"
+    );
 }
 
 async fn claims_take_tenants_in_turn(db: Db) {
@@ -292,7 +342,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     let c = claim(store, "w", 60_000).await.expect("claimed");
     assert_eq!(
         store
-            .journal_step(&c.lease, &step(0, "\"first\""))
+            .journal_step(&c.lease, &step(0, "\"first\""), None)
             .await
             .expect("journal"),
         LeaseStatus::Held
