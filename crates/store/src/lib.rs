@@ -8,7 +8,6 @@
 
 mod connections;
 mod connectors;
-mod enqueue;
 mod rotation;
 mod runs;
 mod state;
@@ -125,8 +124,6 @@ pub struct Store {
     writer: AnyPool,
     kind: DbKind,
     runs: usage::RunCounter,
-    /// Creates durable runs, group-committed.
-    enqueuer: enqueue::Enqueuer,
     /// Guest state writes queued for the writer at once (see [`Store::state_set`]).
     state_lane: std::sync::Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle run workers when a run becomes claimable.
@@ -192,15 +189,6 @@ impl Store {
             options.batch_deadline,
             options.clock.clone(),
         );
-        let wakeups = std::sync::Arc::new(tokio::sync::Notify::new());
-        let enqueuer = enqueue::Enqueuer::start(
-            writer.clone(),
-            kind,
-            options.admission_queue,
-            options.batch_deadline,
-            options.clock.clone(),
-            wakeups.clone(),
-        );
         // SQLite: one guest write at a time waits for the one writer, so a burst of `state.set`
         // cannot queue ahead of a run admission batch. PostgreSQL has row locks and a pool.
         let state_lane = match kind {
@@ -212,9 +200,8 @@ impl Store {
             writer,
             kind,
             runs,
-            enqueuer,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
-            wakeups,
+            wakeups: std::sync::Arc::default(),
             scheduler_wakeups: std::sync::Arc::default(),
             url: airlock_secrets::Secret::new(url),
         })

@@ -326,20 +326,37 @@ pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 impl Store {
     /// Creates a queued run, or returns the run created before with the same idempotency
     /// key. A tenant with `max_queued` runs waiting is refused ([`StoreError::LimitReached`]).
-    ///
-    /// Group-committed with the runs created at the same moment (`enqueue.rs`): answered once
-    /// durable. A run seen before by its key is answered without joining a batch.
     pub async fn create_run(&self, tenant_id: &str, new: NewRun) -> Result<Enqueued, StoreError> {
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = self.run_by_key(tenant_id, key).await?
         {
             return Ok(Enqueued::Existing(existing));
         }
-        self.enqueuer.create(tenant_id, new).await
+        let now = now_ms();
+        let mut tx = self.begin_write().await?;
+        if let Some(limit) = new.runs_per_hour {
+            self.count_run_in(&mut tx, tenant_id, limit).await?;
+        }
+        let record = match insert_run(&mut tx, tenant_id, &new, now).await {
+            Ok(record) => record,
+            Err(error) => {
+                drop(tx);
+                // Another request with the same key won the race: its run is the answer.
+                if let (StoreError::Conflict, Some(key)) = (&error, &new.idempotency_key)
+                    && let Some(existing) = self.run_by_key(tenant_id, key).await?
+                {
+                    return Ok(Enqueued::Existing(existing));
+                }
+                return Err(error);
+            }
+        };
+        self.notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(Enqueued::Created(record))
     }
 
-    /// The run created with idempotency key `key`, if any (read on the writer: a run just
-    /// created by this process is seen).
+    /// The run created with idempotency key `key`, if any.
     pub async fn run_by_key(
         &self,
         tenant_id: &str,
@@ -981,7 +998,7 @@ impl Store {
     }
 }
 
-pub(crate) const RUNS_CHANNEL: &str = "airlock_runs";
+const RUNS_CHANNEL: &str = "airlock_runs";
 
 async fn under_concurrency_quota(tx: &mut Tx<'_>, tenant_id: &str) -> Result<bool, StoreError> {
     let Some(row) = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
@@ -1045,18 +1062,14 @@ async fn write_step(
     Ok(())
 }
 
-/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting
-/// ([`StoreError::LimitReached`]) or, when `new.runs_per_hour` asks for it, has used its
-/// hour ([`StoreError::OverQuota`]; `hour_now` is the run counter's clock). `None`: a run
-/// with the same idempotency key exists, and nothing was counted. Never fails on a taken key
-/// (on PostgreSQL that would abort `tx`). The caller notifies the workers and commits.
+/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting. A taken
+/// idempotency key is [`StoreError::Conflict`]. The caller notifies the workers and commits.
 pub(crate) async fn insert_run(
     tx: &mut Tx<'_>,
     tenant_id: &str,
     new: &NewRun,
     now: i64,
-    hour_now: i64,
-) -> Result<Option<RunRecord>, StoreError> {
+) -> Result<RunRecord, StoreError> {
     let waiting: i64 = sqlx::query(&format!(
         "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
     ))
@@ -1070,16 +1083,10 @@ pub(crate) async fn insert_run(
             limit: new.max_queued,
         });
     }
-    let counted = match new.runs_per_hour {
-        Some(limit) => Some(super::usage::count_run(tx, tenant_id, limit, hour_now).await?),
-        None => None,
-    };
     let row = sqlx::query(&format!(
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
            idempotency_key, trigger_id, run_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) \
-         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING {RUN_COLUMNS}"
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) RETURNING {RUN_COLUMNS}"
     ))
     .bind(tenant_id)
     .bind(&new.id)
@@ -1089,18 +1096,12 @@ pub(crate) async fn insert_run(
     .bind(new.idempotency_key.as_deref())
     .bind(new.trigger_id.as_deref())
     .bind(now)
-    .fetch_optional(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    let Some(row) = row else {
-        if let Some(hour) = counted {
-            super::usage::uncount_run(tx, tenant_id, hour).await?;
-        }
-        return Ok(None);
-    };
     let record = run(&row)?;
     ensure_run_tenant(tx, tenant_id).await?;
     add_usage(tx, tenant_id, now, 1, 0, &Cost::default()).await?;
-    Ok(Some(record))
+    Ok(record)
 }
 
 /// The `SET` clause adding a step's cost to its run's totals (the peak memory as a
@@ -1126,22 +1127,6 @@ fn bind_cost<'q>(query: AnyQuery<'q>, cost: &Cost) -> AnyQuery<'q> {
         .bind(cost.peak_memory_bytes)
         .bind(cost.outbound_requests)
         .bind(cost.outbound_bytes)
-}
-
-/// [`Store::run_by_key`] inside `tx`.
-pub(crate) async fn run_by_key_in(
-    tx: &mut Tx<'_>,
-    tenant_id: &str,
-    key: &str,
-) -> Result<Option<RunRecord>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(tenant_id)
-    .bind(key)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.as_ref().map(run).transpose()
 }
 
 /// Gives the tenant its place in the claim rotation (`run_tenants`) if it has none.
