@@ -365,6 +365,19 @@ impl Runs {
                 return Err(HookError::Unverified(error));
             }
         };
+        let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
+        // A redelivery of an accepted delivery gets its run, whatever happened since (the
+        // trigger paused, its rate used up): the sender stops retrying.
+        if let Some(run) = store
+            .run_by_key(&trigger.tenant_id, &key)
+            .await
+            .map_err(RunsError::from)?
+        {
+            return Ok(Delivered {
+                run,
+                created: false,
+            });
+        }
         if trigger.paused {
             return Err(HookError::Paused);
         }
@@ -379,7 +392,6 @@ impl Runs {
             });
         }
         let input = hook_input(&verified, headers, body, now_ms);
-        let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
         let tenant = TenantId::new(trigger.tenant_id.clone());
         let (run, created) = self
             .enqueue_from(

@@ -439,6 +439,10 @@ async fn a_paused_trigger_refuses_and_fires_nothing(db: Db) {
     let workflow = echo_workflow(&server, &admin, "/trigger/scheduled_at").await;
     let (hook, secret) = webhook(&server, &admin, &workflow).await;
     let id = hook.trim_start_matches("/hooks/").to_owned();
+    let early_body = br#"{"count": 0}"#;
+    let early = signed(Scheme::StandardWebhooks, &secret, "p0", now_s(), early_body);
+    let accepted = deliver(&server, &hook, &early, early_body).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.text);
     let paused = server
         .post(&format!("/v1/triggers/{id}/pause"), &admin, json!({}))
         .await;
@@ -451,6 +455,10 @@ async fn a_paused_trigger_refuses_and_fires_nothing(db: Db) {
         409,
         "conflict",
     );
+    // A delivery accepted before the pause, redelivered: its run (200), not a refusal.
+    let again = deliver(&server, &hook, &early, early_body).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["run_id"], accepted.body["run_id"]);
     // An unsigned request learns nothing about the state: 401 first.
     assert_problem(
         &deliver(&server, &hook, &[], body).await,
@@ -593,11 +601,16 @@ async fn deliveries_count_against_the_hourly_runs(db: Db) {
     let slow_hook = slow["webhook"]["url"].as_str().expect("url").to_owned();
     let slow_secret = slow["secret"].as_str().expect("secret").to_owned();
     let first = signed(Scheme::StandardWebhooks, &slow_secret, "r0", now_s(), body);
-    assert_eq!(deliver(&server, &slow_hook, &first, body).await.status, 202);
+    let accepted = deliver(&server, &slow_hook, &first, body).await;
+    assert_eq!(accepted.status, 202);
     let second = signed(Scheme::StandardWebhooks, &slow_secret, "r1", now_s(), body);
     let limited = deliver(&server, &slow_hook, &second, body).await;
     assert_problem(&limited, 429, "too-many-requests");
     assert!(limited.headers.get("retry-after").is_some());
+    // A redelivery of the accepted one still gets its run (200), rate or not.
+    let again = deliver(&server, &slow_hook, &first, body).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["run_id"], accepted.body["run_id"]);
 }
 
 /// (scheduled time, outcome) of each recorded tick of a trigger.
