@@ -277,19 +277,6 @@ impl Runs {
         input: &Value,
         idempotency_key: Option<&str>,
     ) -> Result<(RunRecord, bool), RunsError> {
-        self.enqueue_from(tenant, workflow_id, input, idempotency_key, None)
-            .await
-    }
-
-    /// [`Runs::enqueue`] for a trigger's run.
-    pub(crate) async fn enqueue_from(
-        &self,
-        tenant: &TenantId,
-        workflow_id: &str,
-        input: &Value,
-        idempotency_key: Option<&str>,
-        trigger_id: Option<&str>,
-    ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
         let workflow = self
             .pipeline
@@ -298,22 +285,51 @@ impl Runs {
             .await
             .map_err(RunsError::or_not_found("workflow"))?;
         if let Some(key) = idempotency_key {
-            check_idempotency_key(key)?;
             // Triggers' keys are theirs: a caller taking `cron:<trigger>:<tick>` ahead of the
             // scheduler would have that tick refused.
-            if trigger_id.is_none() && RESERVED_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+            if RESERVED_KEY_PREFIXES.iter().any(|p| key.starts_with(p)) {
+                check_idempotency_key(key)?;
                 return Err(RunsError::Invalid {
                     field: "Idempotency-Key".into(),
                     detail: "keys starting with `cron:` or `hook:` are reserved for triggers"
                         .into(),
                 });
             }
+            if let Some(existing) = self.existing_run(tenant, key).await? {
+                return Ok((existing, false));
+            }
         }
-        if let Some(key) = idempotency_key
-            && let Some(existing) = self.pipeline.store().run_by_key(t, key).await?
-        {
-            return Ok((existing, false));
-        }
+        self.create_run(tenant, &workflow, input, idempotency_key, None)
+            .await
+    }
+
+    /// The run created with idempotency key `key`, once the key is checked.
+    pub(crate) async fn existing_run(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+    ) -> Result<Option<RunRecord>, RunsError> {
+        check_idempotency_key(key)?;
+        Ok(self
+            .pipeline
+            .store()
+            .run_by_key(tenant.as_str(), key)
+            .await?)
+    }
+
+    /// Creates a run of `workflow` (its current version), for the API or a trigger, once no
+    /// run holds `idempotency_key`. Refusals: queue past the operator's depth (503), hourly
+    /// runs used (429), too many of the tenant's runs waiting (429). A concurrent request
+    /// with the same key that won answers `created: false` with its run.
+    pub(crate) async fn create_run(
+        &self,
+        tenant: &TenantId,
+        workflow: &WorkflowRecord,
+        input: &Value,
+        idempotency_key: Option<&str>,
+        trigger_id: Option<&str>,
+    ) -> Result<(RunRecord, bool), RunsError> {
+        let t = tenant.as_str();
         let depth = self.queue_depth().await?;
         if depth >= self.options.max_queue_depth {
             return Err(RunsError::QueueFull {

@@ -366,13 +366,10 @@ impl Runs {
             }
         };
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
+        let tenant = TenantId::new(trigger.tenant_id.clone());
         // A redelivery of an accepted delivery gets its run, whatever happened since (the
         // trigger paused, its rate used up): the sender stops retrying.
-        if let Some(run) = store
-            .run_by_key(&trigger.tenant_id, &key)
-            .await
-            .map_err(RunsError::from)?
-        {
+        if let Some(run) = self.existing_run(&tenant, &key).await? {
             return Ok(Delivered {
                 run,
                 created: false,
@@ -392,15 +389,12 @@ impl Runs {
             });
         }
         let input = hook_input(&verified, headers, body, now_ms);
-        let tenant = TenantId::new(trigger.tenant_id.clone());
+        let workflow = store
+            .workflow(&trigger.tenant_id, &trigger.workflow_id, None)
+            .await
+            .map_err(RunsError::or_not_found("workflow"))?;
         let (run, created) = self
-            .enqueue_from(
-                &tenant,
-                &trigger.workflow_id,
-                &input,
-                Some(&key),
-                Some(&trigger.id),
-            )
+            .create_run(&tenant, &workflow, &input, Some(&key), Some(&trigger.id))
             .await?;
         Ok(Delivered { run, created })
     }

@@ -94,3 +94,23 @@ pub async fn runs_this_hour(server: &TestServer, token: &str) -> i64 {
         .as_i64()
         .expect("runs_this_hour")
 }
+
+/// The operator sets `tenant`'s limits (the fields given; the rest take their defaults).
+pub async fn put_limits(server: &TestServer, tenant: &str, limits: Value) {
+    let reply = server
+        .put(
+            &format!("/v1/tenants/{tenant}/limits"),
+            &server.operator(),
+            limits,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+/// Waits until the clock hour has at least three minutes left: `runs_per_hour` starts again
+/// at the hour's turn, and a test counting against it must not straddle one.
+pub async fn away_from_hour_turn() {
+    while airlock::store::now_ms() % 3_600_000 > 3_420_000 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
