@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::api_support::{Db, TestServer, assert_problem, on_both_databases};
 use crate::runs_support::{
-    create_workflow, ended, fast_workers, in_state, runs_this_hour, start, start_run,
+    create_workflow, ended, fast_workers, in_state, put_limits, runs_this_hour, start, start_run,
     tenant_with_hostile, wait_for,
 };
 use crate::support::{Server, options, options_for_tls};
@@ -310,14 +310,7 @@ async fn retryable_failures_retry_then_dead_letter_and_replay_resumes(db: Db) {
     let admin = tenant_with_hostile(&server, "acme").await;
     // The tenant's wall clock is too short for the second step: it times out (retryable)
     // on every attempt until the operator raises the limit.
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"timeout_ms": 150}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(&server, "acme", json!({"timeout_ms": 150})).await;
     let workflow = create_workflow(
         &server,
         &admin,
@@ -348,14 +341,7 @@ async fn retryable_failures_retry_then_dead_letter_and_replay_resumes(db: Db) {
         letters.text
     );
 
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"timeout_ms": 5000}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(&server, "acme", json!({"timeout_ms": 5000})).await;
     // The hot-row cache may hold the old limits for up to a second.
     tokio::time::sleep(airlock::pipeline::HOT_ROW_TTL).await;
     let replayed = server
@@ -626,14 +612,12 @@ async fn the_workflow_quota_is_enforced(db: Db) {
         return;
     };
     let admin = tenant_with_hostile(&server, "acme").await;
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"max_workflows": 1, "runs_per_hour": 1}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(
+        &server,
+        "acme",
+        json!({"max_workflows": 1, "runs_per_hour": 1}),
+    )
+    .await;
     tokio::time::sleep(airlock::pipeline::HOT_ROW_TTL).await;
     let steps = json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]);
     let workflow = create_workflow(&server, &admin, "one", steps.clone()).await;

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::api_support::{Db, Reply, TestServer, assert_problem, on_both_databases};
 use crate::runs_support::{
-    create_workflow, ended, runs_this_hour, start, tenant_with_hostile, wait_for,
+    away_from_hour_turn, create_workflow, ended, put_limits, runs_this_hour, start,
+    tenant_with_hostile, wait_for,
 };
 
 on_both_databases!(
@@ -546,22 +547,12 @@ async fn a_paused_trigger_refuses_and_fires_nothing(db: Db) {
 }
 
 async fn deliveries_count_against_the_hourly_runs(db: Db) {
-    // Not across an hour's turn: the hourly runs start again there.
-    while airlock::store::now_ms() % 3_600_000 > 3_420_000 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    away_from_hour_turn().await;
     let Some(server) = start(db).await else {
         return;
     };
     let admin = tenant_with_hostile(&server, "acme").await;
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"runs_per_hour": 2}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(&server, "acme", json!({"runs_per_hour": 2})).await;
     let workflow = echo_workflow(&server, &admin, "/trigger/json/count").await;
     let (hook, secret) = webhook(&server, &admin, &workflow).await;
     let body = br#"{"count": 1}"#;
@@ -583,14 +574,7 @@ async fn deliveries_count_against_the_hourly_runs(db: Db) {
     let headers = signed(Scheme::StandardWebhooks, &secret, "q0", now_s(), body);
     assert_eq!(deliver(&server, &hook, &headers, body).await.status, 200);
     // The per-trigger rate: a trigger accepting one delivery a minute refuses the second.
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"runs_per_hour": 100}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(&server, "acme", json!({"runs_per_hour": 100})).await;
     let slow = create_trigger(
         &server,
         &admin,
@@ -838,22 +822,12 @@ async fn overlap_skip_starts_no_run_while_one_is_going(db: Db) {
 }
 
 async fn a_used_up_hour_refuses_a_minute_of_cron_ticks_in_one_write(db: Db) {
-    // Not across an hour's turn: the hourly runs start again there.
-    while airlock::store::now_ms() % 3_600_000 > 3_420_000 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    away_from_hour_turn().await;
     let Some(server) = start(db).await else {
         return;
     };
     let admin = tenant_with_hostile(&server, "acme").await;
-    let limits = server
-        .put(
-            "/v1/tenants/acme/limits",
-            &server.operator(),
-            json!({"runs_per_hour": 2}),
-        )
-        .await;
-    assert_eq!(limits.status, 200, "{}", limits.text);
+    put_limits(&server, "acme", json!({"runs_per_hour": 2})).await;
     let workflow = echo_workflow(&server, &admin, "/trigger/scheduled_at").await;
     let trigger = create_trigger(
         &server,
