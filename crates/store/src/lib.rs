@@ -8,6 +8,7 @@
 
 mod connections;
 mod connectors;
+mod enqueue;
 mod rotation;
 mod runs;
 mod state;
@@ -124,6 +125,8 @@ pub struct Store {
     writer: AnyPool,
     kind: DbKind,
     runs: usage::RunCounter,
+    /// Creates durable runs, group-committed.
+    enqueuer: enqueue::Enqueuer,
     /// Guest state writes queued for the writer at once (see [`Store::state_set`]).
     state_lane: std::sync::Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle run workers when a run becomes claimable.
@@ -189,6 +192,15 @@ impl Store {
             options.batch_deadline,
             options.clock.clone(),
         );
+        let wakeups = std::sync::Arc::new(tokio::sync::Notify::new());
+        let enqueuer = enqueue::Enqueuer::start(
+            writer.clone(),
+            kind,
+            options.admission_queue,
+            options.batch_deadline,
+            options.clock.clone(),
+            wakeups.clone(),
+        );
         // SQLite: one guest write at a time waits for the one writer, so a burst of `state.set`
         // cannot queue ahead of a run admission batch. PostgreSQL has row locks and a pool.
         let state_lane = match kind {
@@ -200,8 +212,9 @@ impl Store {
             writer,
             kind,
             runs,
+            enqueuer,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
-            wakeups: std::sync::Arc::default(),
+            wakeups,
             scheduler_wakeups: std::sync::Arc::default(),
             url: airlock_secrets::Secret::new(url),
         })

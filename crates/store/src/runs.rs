@@ -325,38 +325,17 @@ pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl Store {
     /// Creates a queued run, or returns the run created before with the same idempotency
-    /// key. A tenant with `max_queued` runs waiting is refused ([`StoreError::LimitReached`]).
+    /// key (before any limit is applied: a retried request always finds its run). A tenant
+    /// with `max_queued` runs waiting is refused ([`StoreError::LimitReached`]), and one
+    /// that used its hour ([`StoreError::OverQuota`]). Answered once durable; on SQLite,
+    /// group-committed with the runs created at the same moment (see `enqueue.rs`).
     pub async fn create_run(&self, tenant_id: &str, new: NewRun) -> Result<Enqueued, StoreError> {
-        if let Some(key) = &new.idempotency_key
-            && let Some(existing) = self.run_by_key(tenant_id, key).await?
-        {
-            return Ok(Enqueued::Existing(existing));
-        }
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        if let Some(limit) = new.runs_per_hour {
-            self.count_run_in(&mut tx, tenant_id, limit).await?;
-        }
-        let record = match insert_run(&mut tx, tenant_id, &new, now).await {
-            Ok(record) => record,
-            Err(error) => {
-                drop(tx);
-                // Another request with the same key won the race: its run is the answer.
-                if let (StoreError::Conflict, Some(key)) = (&error, &new.idempotency_key)
-                    && let Some(existing) = self.run_by_key(tenant_id, key).await?
-                {
-                    return Ok(Enqueued::Existing(existing));
-                }
-                return Err(error);
-            }
-        };
-        self.notify_in(&mut tx).await?;
-        tx.commit().await?;
-        self.wake_workers();
-        Ok(Enqueued::Created(record))
+        self.enqueuer.create(tenant_id, new).await
     }
 
-    /// The run created with idempotency key `key`, if any.
+    /// The run created with idempotency key `key`, if any. Read on the shared pool: a run
+    /// is answered only once committed, so a reader after that answer sees it, and the
+    /// check does not queue behind SQLite's one writer.
     pub async fn run_by_key(
         &self,
         tenant_id: &str,
@@ -367,7 +346,7 @@ impl Store {
         ))
         .bind(tenant_id)
         .bind(key)
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(run).transpose()
     }
@@ -945,12 +924,7 @@ impl Store {
 
     /// PostgreSQL: `NOTIFY` at commit of `tx`, for the workers of other processes.
     pub(crate) async fn notify_in(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        if self.kind == DbKind::Postgres {
-            sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        notify_runs(tx, self.kind).await
     }
 
     /// PostgreSQL: `NOTIFY` now; a failure only costs the other processes a poll interval.
@@ -999,6 +973,16 @@ impl Store {
 }
 
 const RUNS_CHANNEL: &str = "airlock_runs";
+
+/// PostgreSQL: tells every process's workers, once `tx` commits, that runs are claimable.
+pub(crate) async fn notify_runs(tx: &mut Tx<'_>, kind: DbKind) -> Result<(), StoreError> {
+    if kind == DbKind::Postgres {
+        sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
 
 async fn under_concurrency_quota(tx: &mut Tx<'_>, tenant_id: &str) -> Result<bool, StoreError> {
     let Some(row) = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
@@ -1062,31 +1046,28 @@ async fn write_step(
     Ok(())
 }
 
-/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting. A taken
-/// idempotency key is [`StoreError::Conflict`]. The caller notifies the workers and commits.
+/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting
+/// ([`StoreError::LimitReached`]) or, when `new.runs_per_hour` asks for it, has used its
+/// hour ([`StoreError::OverQuota`]; `hour_now` is the run counter's clock). `None`: a run
+/// with the same idempotency key exists; nothing was counted and no limit was applied, so a
+/// retried request always finds its run. Never fails on a taken key (on PostgreSQL that
+/// would abort `tx`, and with it a batch). The caller notifies the workers and commits.
+///
+/// The insert comes first: a taken key answers before any count is read, and a refused run
+/// is deleted again before the transaction commits.
 pub(crate) async fn insert_run(
     tx: &mut Tx<'_>,
     tenant_id: &str,
     new: &NewRun,
     now: i64,
-) -> Result<RunRecord, StoreError> {
-    let waiting: i64 = sqlx::query(&format!(
-        "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
-    ))
-    .bind(tenant_id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("n")?;
-    if waiting >= i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
-        return Err(StoreError::LimitReached {
-            quota: "max_queued_runs",
-            limit: new.max_queued,
-        });
-    }
+    hour_now: i64,
+) -> Result<Option<RunRecord>, StoreError> {
     let row = sqlx::query(&format!(
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
            idempotency_key, trigger_id, run_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) RETURNING {RUN_COLUMNS}"
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING {RUN_COLUMNS}"
     ))
     .bind(tenant_id)
     .bind(&new.id)
@@ -1096,12 +1077,45 @@ pub(crate) async fn insert_run(
     .bind(new.idempotency_key.as_deref())
     .bind(new.trigger_id.as_deref())
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let record = run(&row)?;
+    // The count includes the run just inserted.
+    let waiting: i64 = sqlx::query(&format!(
+        "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
+    ))
+    .bind(tenant_id)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
+    let refused = if waiting > i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
+        Some(StoreError::LimitReached {
+            quota: "max_queued_runs",
+            limit: new.max_queued,
+        })
+    } else if let Some(limit) = new.runs_per_hour {
+        match super::usage::count_run(tx, tenant_id, limit, hour_now).await {
+            Ok(_) => None,
+            Err(over @ StoreError::OverQuota { .. }) => Some(over),
+            Err(other) => return Err(other),
+        }
+    } else {
+        None
+    };
+    if let Some(refused) = refused {
+        sqlx::query("DELETE FROM runs WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(&record.id)
+            .execute(&mut **tx)
+            .await?;
+        return Err(refused);
+    }
     ensure_run_tenant(tx, tenant_id).await?;
     add_usage(tx, tenant_id, now, 1, 0, &Cost::default()).await?;
-    Ok(record)
+    Ok(Some(record))
 }
 
 /// The `SET` clause adding a step's cost to its run's totals (the peak memory as a
@@ -1127,6 +1141,22 @@ fn bind_cost<'q>(query: AnyQuery<'q>, cost: &Cost) -> AnyQuery<'q> {
         .bind(cost.peak_memory_bytes)
         .bind(cost.outbound_requests)
         .bind(cost.outbound_bytes)
+}
+
+/// [`Store::run_by_key`] inside `tx`.
+pub(crate) async fn run_by_key_in(
+    tx: &mut Tx<'_>,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<RunRecord>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(run).transpose()
 }
 
 /// Gives the tenant its place in the claim rotation (`run_tenants`) if it has none.

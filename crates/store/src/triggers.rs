@@ -427,14 +427,6 @@ impl Store {
                 }
                 continue;
             };
-            // A run holding this tick's key already (possible only if its tick record was
-            // pruned) must not make the insert fail: on PostgreSQL that aborts the whole
-            // transaction, and the trigger would be claimed, and fail, at every poll.
-            if key_taken(&mut tx, tenant_id, &tick.idempotency_key).await? {
-                mark_tick(&mut tx, &trigger.id, tick.scheduled_at, "refused").await?;
-                fired.refused += 1;
-                continue;
-            }
             let new = NewRun {
                 id: tick.run_id.clone(),
                 workflow_id: trigger.workflow_id.clone(),
@@ -445,8 +437,15 @@ impl Store {
                 runs_per_hour: None,
                 max_queued: plan.max_queued,
             };
-            match insert_run(&mut tx, tenant_id, &new, now).await {
-                Ok(run) => {
+            // Charged before the claim (`runs_per_hour: None`); `hour_now` is unused then.
+            match insert_run(&mut tx, tenant_id, &new, now, now).await {
+                // A run holding this tick's key already (possible only if its tick record
+                // was pruned): refused, without failing the transaction.
+                Ok(None) => {
+                    mark_tick(&mut tx, &trigger.id, tick.scheduled_at, "refused").await?;
+                    fired.refused += 1;
+                }
+                Ok(Some(run)) => {
                     last_fired = Some(tick.scheduled_at);
                     fired.created.push(run);
                     going = plan.skip_overlap;
@@ -527,16 +526,6 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
-}
-
-/// Whether one of the tenant's runs holds idempotency key `key`.
-async fn key_taken(tx: &mut Tx<'_>, tenant_id: &str, key: &str) -> Result<bool, StoreError> {
-    let row = sqlx::query("SELECT id FROM runs WHERE tenant_id = $1 AND idempotency_key = $2")
-        .bind(tenant_id)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.is_some())
 }
 
 /// Records a tick as not fired (`refused`), without a run.

@@ -239,38 +239,37 @@ async fn count_round(
         .collect()
 }
 
-impl Store {
-    /// Counts one run against the tenant's current hour inside `tx` (the durable-run enqueue,
-    /// which commits the count with the run), only below `limit`: the group commit's
-    /// statement for one tenant. [`StoreError::OverQuota`] when the hour is used up.
-    pub(crate) async fn count_run_in(
-        &self,
-        tx: &mut super::runs::Tx<'_>,
-        tenant_id: &str,
-        limit: u32,
-    ) -> Result<(), StoreError> {
-        let now = self.runs.clock.now_ms();
-        let hour = now.div_euclid(HOUR_MS);
-        let counted = sqlx::query(
-            "INSERT INTO usage_hours (tenant_id, hour, runs) SELECT $1, $2, 1 WHERE $3 > 0 \
-             ON CONFLICT (tenant_id, hour) DO UPDATE SET runs = usage_hours.runs + 1 \
-             WHERE usage_hours.runs < $3 RETURNING runs",
-        )
-        .bind(tenant_id)
-        .bind(hour)
-        .bind(i64::from(limit))
-        .fetch_optional(&mut **tx)
-        .await?;
-        if counted.is_none() {
-            let left_ms = (hour + 1) * HOUR_MS - now;
-            return Err(StoreError::OverQuota {
-                limit,
-                retry_after_s: u64::try_from(left_ms / 1000 + 1).unwrap_or(1),
-            });
-        }
-        Ok(())
+/// Counts one run against the tenant's hour at `now` inside `tx` (the durable-run enqueue,
+/// which commits the count with the run), only below `limit`: the group commit's statement
+/// for one tenant. [`StoreError::OverQuota`] when the hour is used up.
+pub(crate) async fn count_run(
+    tx: &mut super::runs::Tx<'_>,
+    tenant_id: &str,
+    limit: u32,
+    now: i64,
+) -> Result<(), StoreError> {
+    let hour = now.div_euclid(HOUR_MS);
+    let counted = sqlx::query(
+        "INSERT INTO usage_hours (tenant_id, hour, runs) SELECT $1, $2, 1 WHERE $3 > 0 \
+         ON CONFLICT (tenant_id, hour) DO UPDATE SET runs = usage_hours.runs + 1 \
+         WHERE usage_hours.runs < $3 RETURNING runs",
+    )
+    .bind(tenant_id)
+    .bind(hour)
+    .bind(i64::from(limit))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if counted.is_none() {
+        let left_ms = (hour + 1) * HOUR_MS - now;
+        return Err(StoreError::OverQuota {
+            limit,
+            retry_after_s: u64::try_from(left_ms / 1000 + 1).unwrap_or(1),
+        });
     }
+    Ok(())
+}
 
+impl Store {
     /// Counts one run against the tenant's current hour; the increment happens only below
     /// `limit`, so concurrent callers, in this process or others, never exceed it. Returns
     /// once the count is committed.

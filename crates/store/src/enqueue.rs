@@ -1,0 +1,204 @@
+//! Run creation: the one write every API enqueue and webhook delivery waits for.
+//!
+//! Every new run is a durable commit. On SQLite one connection writes, and a commit is a
+//! flush of the write-ahead log, so runs created at the same moment are group-committed: one
+//! task takes every creation waiting, inserts them in one transaction (up to [`MAX_BATCH`]),
+//! commits once and answers them all. A run is answered only once its batch is committed;
+//! if the batch fails, every run of it is refused.
+//!
+//! On PostgreSQL each creation is its own transaction on the pool: the server runs them in
+//! parallel and groups their commits itself, and one task on one connection measured at
+//! half the rate (480 against 850-954 webhook deliveries a second).
+//!
+//! Both use the same transaction body ([`create_in`]), so the rules are one: a run whose key
+//! is taken answers with the run holding it, before any limit is applied; a run refused by
+//! its tenant's limits writes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_model::Clock;
+use sqlx::AnyPool;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::runs::{Tx, insert_run, notify_runs, run_by_key_in};
+use super::{DbKind, Enqueued, NewRun, StoreError, now_ms};
+
+/// The most runs one transaction inserts: bounds how long it holds the write lock.
+const MAX_BATCH: usize = 128;
+
+/// What creating a run needs of the store.
+struct Context {
+    writer: AnyPool,
+    kind: DbKind,
+    /// The run counter's clock: the hour of `runs_per_hour`.
+    clock: Arc<dyn Clock>,
+    wakeups: Arc<Notify>,
+    /// The longest a batch may take before its runs are refused.
+    deadline: Duration,
+}
+
+struct Pending {
+    tenant_id: String,
+    new: NewRun,
+    reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+}
+
+/// Creates runs: through the group-commit task on SQLite, directly on PostgreSQL. Cheap to
+/// clone; the task ends when the last clone is dropped.
+#[derive(Clone)]
+pub(super) struct Enqueuer {
+    context: Arc<Context>,
+    /// SQLite's group-commit queue. Bounded: a run that finds it full is refused as
+    /// [`StoreError::Busy`] (503 with Retry-After) rather than queued without bound.
+    queue: Option<mpsc::Sender<Pending>>,
+}
+
+impl Enqueuer {
+    pub(super) fn start(
+        writer: AnyPool,
+        kind: DbKind,
+        capacity: usize,
+        deadline: Duration,
+        clock: Arc<dyn Clock>,
+        wakeups: Arc<Notify>,
+    ) -> Enqueuer {
+        let context = Arc::new(Context {
+            writer,
+            kind,
+            clock,
+            wakeups,
+            deadline,
+        });
+        let queue = (kind == DbKind::Sqlite).then(|| {
+            let (queue, receiver) = mpsc::channel(capacity.max(1));
+            tokio::spawn(group_commit(context.clone(), receiver));
+            queue
+        });
+        Enqueuer { context, queue }
+    }
+
+    /// Creates the run, or finds the one holding its key, and answers once committed.
+    pub(super) async fn create(
+        &self,
+        tenant_id: &str,
+        new: NewRun,
+    ) -> Result<Enqueued, StoreError> {
+        let Some(queue) = &self.queue else {
+            let mut results = within_deadline(&self.context, &[(tenant_id, &new)]).await?;
+            self.context.wakeups.notify_waiters();
+            return results.pop().unwrap_or(Err(StoreError::Conflict));
+        };
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            tenant_id: tenant_id.to_owned(),
+            new,
+            reply,
+        };
+        match queue.try_send(pending) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(StoreError::Busy("the run creation queue is full"));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+        }
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+impl std::fmt::Debug for Enqueuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enqueuer")
+            .field("kind", &self.context.kind)
+            .field("batched", &self.queue.is_some())
+            .finish()
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the run creation task has stopped".into())
+}
+
+async fn group_commit(context: Arc<Context>, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let requests: Vec<(&str, &NewRun)> = batch
+            .iter()
+            .map(|p| (p.tenant_id.as_str(), &p.new))
+            .collect();
+        let outcome = within_deadline(&context, &requests).await;
+        drop(requests);
+        match outcome {
+            Ok(results) => {
+                context.wakeups.notify_waiters();
+                for (pending, result) in batch.drain(..).zip(results) {
+                    let _ = pending.reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, runs = batch.len(), "a run creation batch failed");
+                let message = error.to_string();
+                for pending in batch.drain(..) {
+                    let _ = pending
+                        .reply
+                        .send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn within_deadline(
+    context: &Context,
+    requests: &[(&str, &NewRun)],
+) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+    tokio::time::timeout(context.deadline, create_in(context, requests))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "creating runs took longer than {:?}",
+                context.deadline
+            )))
+        })
+}
+
+/// One transaction for all of `requests`, each answered in order. A run refused by its
+/// tenant's limits is answered so and writes nothing; any other failure fails them all.
+async fn create_in(
+    context: &Context,
+    requests: &[(&str, &NewRun)],
+) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+    let mut tx: Tx<'static> = match context.kind {
+        DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
+        DbKind::Postgres => context.writer.begin().await?,
+    };
+    let now = now_ms();
+    let hour_now = context.clock.now_ms();
+    let mut results = Vec::with_capacity(requests.len());
+    for &(tenant_id, new) in requests {
+        let result = match insert_run(&mut tx, tenant_id, new, now, hour_now).await {
+            Ok(Some(record)) => Ok(Enqueued::Created(record)),
+            // The key is taken: by a run earlier in this batch, or one committed before.
+            Ok(None) => {
+                let key = new.idempotency_key.as_deref().unwrap_or_default();
+                match run_by_key_in(&mut tx, tenant_id, key).await? {
+                    Some(existing) => Ok(Enqueued::Existing(existing)),
+                    None => Err(StoreError::Conflict),
+                }
+            }
+            Err(refused @ (StoreError::LimitReached { .. } | StoreError::OverQuota { .. })) => {
+                Err(refused)
+            }
+            Err(other) => return Err(other),
+        };
+        results.push(result);
+    }
+    if results
+        .iter()
+        .any(|r| matches!(r, Ok(Enqueued::Created(_))))
+    {
+        notify_runs(&mut tx, context.kind).await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
