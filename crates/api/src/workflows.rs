@@ -236,12 +236,8 @@ async fn remove(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
-    state
-        .store()
-        .delete_workflow(tenant, &id)
-        .await
-        .map_err(ApiError::or_not_found("workflow"))?;
+    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    state.runs().delete_workflow(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

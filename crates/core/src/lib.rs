@@ -23,6 +23,7 @@
 
 pub mod credentials;
 mod error;
+pub mod fresh;
 mod hot_rows;
 pub mod local;
 mod oauth;
@@ -32,7 +33,7 @@ pub mod writes;
 
 pub use airlock_model::clock::{Clock, ManualClock, SystemClock};
 pub use error::CoreError;
-pub use hot_rows::TTL as HOT_ROW_TTL;
+pub use fresh::TTL as HOT_ROW_TTL;
 pub use oauth::{BACKOFF_BASE_MS, BACKOFF_MAX_MS, EXPIRY_SKEW_MS};
 pub use pipeline::{Charge, Invocation, Pipeline, PipelineOptions, Ran};
 pub use state::DbStateStore;

@@ -157,6 +157,11 @@ impl Pipeline {
         self.inner.clock.now_ms()
     }
 
+    /// The clock behind quotas and cache freshness (a test's manual clock, or the system's).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
     /// Stops taking background work and waits for what is running (OAuth2 refreshes, whose
     /// rotated refresh tokens must reach the database).
     pub async fn shutdown(&self) {

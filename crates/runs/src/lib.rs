@@ -69,6 +69,8 @@ pub struct Runs {
     depth: Arc<DepthCache>,
     hook_counters: Arc<triggers::HookCounters>,
     hook_rates: Arc<rate::RateLimits>,
+    /// Each webhook trigger with its workflow, by trigger id: what every delivery reads.
+    hook_targets: Arc<triggers::HookTargets>,
 }
 
 #[derive(Default)]
@@ -105,11 +107,12 @@ impl Workflow {
 impl Runs {
     pub fn new(pipeline: Pipeline, options: RunsOptions) -> Runs {
         Runs {
-            pipeline,
             options,
             depth: Arc::default(),
             hook_counters: Arc::default(),
             hook_rates: Arc::default(),
+            hook_targets: Arc::new(airlock_core::fresh::FreshCache::new(pipeline.clock())),
+            pipeline,
         }
     }
 
@@ -236,10 +239,25 @@ impl Runs {
             .put_workflow_version(tenant.as_str(), id, name, &definition_text(spec)?)
             .await
             .map_err(workflow_write_error(name))?;
+        // Deliveries here start the new version from now on.
+        self.hook_targets.invalidate_all();
         Ok(Workflow {
             record,
             spec: spec.clone(),
         })
+    }
+
+    /// Deletes a workflow and its triggers: new runs of it are refused, and its webhooks
+    /// answer 404 (here at once, in other processes within the cache's TTL).
+    pub async fn delete_workflow(&self, tenant: &TenantId, id: &str) -> Result<(), RunsError> {
+        let deleted = self
+            .pipeline
+            .store()
+            .delete_workflow(tenant.as_str(), id)
+            .await
+            .map_err(RunsError::or_not_found("workflow"));
+        self.hook_targets.invalidate_all();
+        deleted
     }
 
     pub async fn workflow(

@@ -2,16 +2,23 @@
 //! triggers, and receiving a webhook delivery.
 //!
 //! A delivery is verified before anything is stored or charged: a request that fails
-//! verification costs an HMAC and a read, and leaves nothing but this process's counter. Only
-//! then come the per-trigger rate limit (after verification, so nobody without the secret
-//! can spend a sender's budget), the tenant's `runs_per_hour` and the queue limits. The
-//! delivery id is the run's idempotency key: a redelivery answers with the run it made.
+//! verification costs an HMAC (and a read when its trigger is not cached), and leaves nothing
+//! but this process's counter. Only then come the per-trigger rate limit (after
+//! verification, so nobody without the secret can spend a sender's budget), the tenant's
+//! `runs_per_hour` and the queue limits. The delivery id is the run's idempotency key: a
+//! redelivery answers with the run it made.
+//!
+//! The trigger and its workflow are read through a cache ([`HookTargets`]): this process's
+//! own writes (pause, rotate, delete, a new workflow version) take effect at once, another
+//! process's within [`airlock_core::fresh::TTL`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use airlock_core::fresh::FreshCache;
 use airlock_model::TenantId;
 use airlock_secrets::Secret;
-use airlock_store::{RunRecord, TriggerRecord};
+use airlock_store::{RunRecord, StoreError, TriggerRecord, WorkflowRecord};
 use airlock_triggers::schedule::{MAX_CATCH_UP, MissedTicks, Schedule};
 use airlock_triggers::webhook::{self, Scheme, VerifyError};
 use serde_json::{Value, json};
@@ -91,6 +98,16 @@ pub struct WithSecret {
     pub trigger: Trigger,
     pub secret: Option<Secret>,
 }
+
+/// What a delivery to a webhook trigger needs: the trigger and its workflow.
+#[derive(Debug)]
+pub(crate) struct HookTarget {
+    trigger: TriggerRecord,
+    workflow: WorkflowRecord,
+}
+
+/// The cache of [`HookTarget`]s by trigger id.
+pub(crate) type HookTargets = FreshCache<String, Arc<HookTarget>>;
 
 /// A delivery accepted: the run it created, or the one an earlier delivery with its id did.
 #[derive(Debug)]
@@ -257,6 +274,7 @@ impl Runs {
             .set_trigger_paused(tenant.as_str(), id, paused, next)
             .await
             .map_err(RunsError::or_not_found("trigger"))?;
+        self.hook_targets.invalidate(&record.id);
         store.wake_scheduler();
         Ok(self.view(record))
     }
@@ -308,6 +326,8 @@ impl Runs {
                 ),
                 other => RunsError::or_not_found("trigger")(other),
             })?;
+        // The old secret stops verifying here now, not within the cache's TTL.
+        self.hook_targets.invalidate(&record.id);
         Ok(WithSecret {
             trigger: self.view(record),
             secret: Some(secret),
@@ -315,11 +335,14 @@ impl Runs {
     }
 
     pub async fn delete_trigger(&self, tenant: &TenantId, id: &str) -> Result<(), RunsError> {
-        self.pipeline
+        let deleted = self
+            .pipeline
             .store()
             .delete_trigger(tenant.as_str(), id)
             .await
-            .map_err(RunsError::or_not_found("trigger"))
+            .map_err(RunsError::or_not_found("trigger"));
+        self.hook_targets.invalidate(&id.to_owned());
+        deleted
     }
 
     /// Receives a delivery to `/hooks/{id}`: verify, then rate-limit, then create the run
@@ -332,10 +355,10 @@ impl Runs {
         body: &[u8],
         now_s: i64,
     ) -> Result<Delivered, HookError> {
-        let store = self.pipeline.store();
-        let Some(trigger) = store.hook_trigger(id).await.map_err(RunsError::from)? else {
+        let Some(target) = self.hook_target(id).await? else {
             return Err(HookError::NotFound);
         };
+        let trigger = &target.trigger;
         let (Some(scheme), Some(sealed)) = (
             trigger.scheme.as_deref().and_then(Scheme::parse),
             &trigger.secret,
@@ -366,37 +389,74 @@ impl Runs {
             }
         };
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
+        crate::check_idempotency_key(&key)?;
         let tenant = TenantId::new(trigger.tenant_id.clone());
-        // A redelivery of an accepted delivery gets its run, whatever happened since (the
-        // trigger paused, its rate used up): the sender stops retrying.
-        if let Some(run) = self.existing_run(&tenant, &key).await? {
-            return Ok(Delivered {
-                run,
-                created: false,
-            });
-        }
-        if trigger.paused {
-            return Err(HookError::Paused);
-        }
         let limit = trigger
             .rate_per_minute
             .and_then(|r| u32::try_from(r).ok())
             .unwrap_or(DEFAULT_RATE_PER_MINUTE);
-        if let Err(retry_after_s) = self.hook_rates.take(&trigger.id, limit, now_ms) {
-            return Err(HookError::RateLimited {
-                limit,
-                retry_after_s,
-            });
+        let refused = if trigger.paused {
+            Err(HookError::Paused)
+        } else {
+            self.hook_rates
+                .take(&trigger.id, limit, now_ms)
+                .map_err(|retry_after_s| HookError::RateLimited {
+                    limit,
+                    retry_after_s,
+                })
+        };
+        let created = match refused {
+            Ok(()) => {
+                let input = hook_input(&verified, headers, body, now_ms);
+                self.create_run(
+                    &tenant,
+                    &target.workflow,
+                    &input,
+                    Some(&key),
+                    Some(&trigger.id),
+                )
+                .await
+                .map_err(HookError::from)
+            }
+            Err(refused) => Err(refused),
+        };
+        match created {
+            Ok((run, created)) => Ok(Delivered { run, created }),
+            // A redelivery of an accepted delivery gets its run, whatever happened since
+            // (the trigger paused, its rate or the queue used up): the sender stops
+            // retrying. The run creation itself answers a taken key before any tenant limit.
+            Err(
+                refused @ (HookError::Paused
+                | HookError::RateLimited { .. }
+                | HookError::Runs(RunsError::QueueFull { .. })),
+            ) => match self.existing_run(&tenant, &key).await? {
+                Some(run) => Ok(Delivered {
+                    run,
+                    created: false,
+                }),
+                None => Err(refused),
+            },
+            Err(other) => Err(other),
         }
-        let input = hook_input(&verified, headers, body, now_ms);
-        let workflow = store
-            .workflow(&trigger.tenant_id, &trigger.workflow_id, None)
-            .await
-            .map_err(RunsError::or_not_found("workflow"))?;
-        let (run, created) = self
-            .create_run(&tenant, &workflow, &input, Some(&key), Some(&trigger.id))
-            .await?;
-        Ok(Delivered { run, created })
+    }
+
+    /// The live webhook trigger `id` with its workflow's current version, from the cache
+    /// (fresh within [`airlock_core::fresh::TTL`]; this process's writes invalidate it).
+    /// `None` for an id no live webhook trigger has; that answer is not cached.
+    async fn hook_target(&self, id: &str) -> Result<Option<Arc<HookTarget>>, RunsError> {
+        let store = self.pipeline.store();
+        let load = async {
+            let trigger = store.hook_trigger(id).await?.ok_or(StoreError::NotFound)?;
+            let workflow = store
+                .workflow(&trigger.tenant_id, &trigger.workflow_id, None)
+                .await?;
+            Ok::<_, StoreError>(Arc::new(HookTarget { trigger, workflow }))
+        };
+        match self.hook_targets.get_or_load(id.to_owned(), load).await {
+            Ok(target) => Ok(Some(target)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 
     fn view(&self, record: TriggerRecord) -> Trigger {

@@ -17,6 +17,8 @@ use crate::runs_support::{
 
 on_both_databases!(
     a_signed_delivery_starts_one_run_however_often_it_is_redelivered,
+    three_concurrent_first_deliveries_of_one_id_make_one_run,
+    a_new_workflow_version_or_its_deletion_reaches_the_next_delivery,
     bad_deliveries_are_refused_and_leave_nothing_behind,
     github_and_stripe_deliveries_verify,
     a_rotated_secret_keeps_the_old_one_for_the_overlap,
@@ -148,6 +150,87 @@ async fn a_signed_delivery_starts_one_run_however_often_it_is_redelivered(db: Db
     assert_eq!(raw, body);
     assert_eq!(run_count(&server, &admin).await, 1);
     assert_eq!(runs_this_hour(&server, &admin).await, 1);
+}
+
+/// The same delivery sent three times at once before any of them was answered: the copies
+/// meet in one group-committed batch (SQLite) or in concurrent transactions (PostgreSQL),
+/// and exactly one creates the run.
+async fn three_concurrent_first_deliveries_of_one_id_make_one_run(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = echo_workflow(&server, &admin, "/trigger/json/count").await;
+    let (hook, secret) = webhook(&server, &admin, &workflow).await;
+    let body = br#"{"count": 7}"#;
+    let headers = signed(Scheme::StandardWebhooks, &secret, "msg_once", now_s(), body);
+    let replies =
+        futures::future::join_all((0..3).map(|_| deliver(&server, &hook, &headers, body))).await;
+    let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 202], "{replies:?}");
+    let run = &replies[0].body["run_id"];
+    assert!(run.is_string(), "{}", replies[0].text);
+    for reply in &replies {
+        assert_eq!(&reply.body["run_id"], run, "{}", reply.text);
+    }
+    assert_eq!(run_count(&server, &admin).await, 1);
+    assert_eq!(runs_this_hour(&server, &admin).await, 1, "one charge");
+}
+
+/// Deliveries read their trigger and workflow through a cache; the API's writes in this
+/// process reach the very next delivery.
+async fn a_new_workflow_version_or_its_deletion_reaches_the_next_delivery(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = echo_workflow(&server, &admin, "/trigger/json/count").await;
+    let (hook, secret) = webhook(&server, &admin, &workflow).await;
+    let send = |id: &'static str| {
+        let (server, hook, secret) = (&server, &hook, &secret);
+        async move {
+            let body = br#"{"count": 1}"#;
+            let headers = signed(Scheme::StandardWebhooks, secret, id, now_s(), body);
+            deliver(server, hook, &headers, body).await
+        }
+    };
+    let first = send("v1").await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    let run = first.body["run_id"].as_str().expect("run id").to_owned();
+    assert_eq!(
+        wait_for(&server, &admin, &run, ended).await["workflow_version"],
+        1
+    );
+    let saved = server
+        .put(
+            &format!("/v1/workflows/{workflow}"),
+            &admin,
+            json!({"steps": [{"id": "echo", "connector": "hostile", "action": "echo", "input": {"n": 2}}]}),
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    let second = send("v2").await;
+    assert_eq!(second.status, 202, "{}", second.text);
+    let run = second.body["run_id"].as_str().expect("run id").to_owned();
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(
+        (done["workflow_version"].clone(), done["output"].clone()),
+        (json!(2), json!({"n": 2})),
+        "{done}"
+    );
+    let deleted = server
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/workflows/{workflow}"),
+            Some(&admin),
+            crate::api_support::Body::None,
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let gone = send("after-delete").await;
+    assert_problem(&gone, 404, "not-found");
+    assert_eq!(run_count(&server, &admin).await, 2);
 }
 
 async fn bad_deliveries_are_refused_and_leave_nothing_behind(db: Db) {
