@@ -26,6 +26,11 @@ use airlock::store::{NewRun, Store};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// The `airlock` binary's allocator (`host/src/main.rs`): the service measured here is the
+/// one that ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 struct Bench {
@@ -429,15 +434,17 @@ async fn webhook_ingest(
             .wait_succeeded(probe, probes, Duration::from_secs(30))
             .await;
         println!(
-        "{label}: webhook received-to-started on an idle service over {probes} deliveries: p50 {} ms, p95 {} ms, p99 {} ms",
-        percentile(&mut idle, 50.0),
-        percentile(&mut idle, 95.0),
-        percentile(&mut idle, 99.0),
+            "{label}: webhook received-to-started on an idle service over {probes} deliveries: p50 {} ms, p95 {} ms, p99 {} ms",
+            percentile(&mut idle, 50.0),
+            percentile(&mut idle, 95.0),
+            percentile(&mut idle, 99.0),
         );
     }
     let hooks = Arc::new(hooks);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let total = tenants * per_tenant;
+    // A mark for profilers attaching to this phase (`perf record -p`).
+    eprintln!("{label}: sending {total} deliveries, {workers} workers");
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..senders {

@@ -10,9 +10,10 @@
 //! parallel and groups their commits itself, and one task on one connection measured at
 //! half the rate (480 against 850-954 webhook deliveries a second).
 //!
-//! Both use the same transaction body ([`create_in`]), so the rules are one: a run whose key
-//! is taken answers with the run holding it, before any limit is applied; a run refused by
-//! its tenant's limits writes nothing.
+//! Both use the same transaction body ([`create_in`], with [`RunInserts`]), so the rules are
+//! one: a run whose key is taken answers with the run holding it, before any limit is
+//! applied; then the tenant's `max_queued_runs`, then its `runs_per_hour`; a run refused by
+//! them writes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,8 @@ use airlock_model::Clock;
 use sqlx::AnyPool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::runs::{Tx, insert_run, notify_runs, run_by_key_in};
-use super::{DbKind, Enqueued, NewRun, StoreError, now_ms};
+use crate::runs::{RunInserts, Tx, notify_runs, run_by_key_in};
+use crate::{DbKind, Enqueued, NewRun, StoreError, now_ms};
 
 /// The most runs one transaction inserts: bounds how long it holds the write lock.
 const MAX_BATCH: usize = 128;
@@ -172,13 +173,13 @@ async fn create_in(
         DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
         DbKind::Postgres => context.writer.begin().await?,
     };
-    let now = now_ms();
-    let hour_now = context.clock.now_ms();
+    let mut inserts = RunInserts::new(now_ms(), context.clock.now_ms());
     let mut results = Vec::with_capacity(requests.len());
     for &(tenant_id, new) in requests {
-        let result = match insert_run(&mut tx, tenant_id, new, now, hour_now).await {
+        let result = match inserts.insert(&mut tx, tenant_id, new).await {
             Ok(Some(record)) => Ok(Enqueued::Created(record)),
-            // The key is taken: by a run earlier in this batch, or one committed before.
+            // The key is taken: by a run earlier in this batch, or one committed before
+            // (on PostgreSQL, perhaps by a concurrent transaction the insert waited for).
             Ok(None) => {
                 let key = new.idempotency_key.as_deref().unwrap_or_default();
                 match run_by_key_in(&mut tx, tenant_id, key).await? {
@@ -193,6 +194,7 @@ async fn create_in(
         };
         results.push(result);
     }
+    inserts.finish(&mut tx).await?;
     if results
         .iter()
         .any(|r| matches!(r, Ok(Enqueued::Created(_))))

@@ -1046,76 +1046,127 @@ async fn write_step(
     Ok(())
 }
 
-/// Inserts a queued run in `tx`, unless the tenant has `max_queued` runs waiting
-/// ([`StoreError::LimitReached`]) or, when `new.runs_per_hour` asks for it, has used its
-/// hour ([`StoreError::OverQuota`]; `hour_now` is the run counter's clock). `None`: a run
-/// with the same idempotency key exists; nothing was counted and no limit was applied, so a
-/// retried request always finds its run. Never fails on a taken key (on PostgreSQL that
-/// would abort `tx`, and with it a batch). The caller notifies the workers and commits.
-///
-/// The insert comes first: a taken key answers before any count is read, and a refused run
-/// is deleted again before the transaction commits.
-pub(crate) async fn insert_run(
-    tx: &mut Tx<'_>,
-    tenant_id: &str,
-    new: &NewRun,
+/// Runs inserted in one transaction. What is per run (the insert, the limits) happens in
+/// [`RunInserts::insert`]; what only adds up (the tenant's place in the claim rotation, the
+/// day's usage) is written once per tenant by [`RunInserts::finish`], and each tenant's
+/// waiting runs are counted once: a batch of many runs costs two statements a run, not
+/// five, and no count of a deep queue per run. The caller notifies the workers and commits.
+pub(crate) struct RunInserts {
     now: i64,
+    /// `hour_now` of `runs_per_hour`: the run counter's clock.
     hour_now: i64,
-) -> Result<Option<RunRecord>, StoreError> {
-    let row = sqlx::query(&format!(
-        "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-           idempotency_key, trigger_id, run_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) \
-         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING {RUN_COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(&new.id)
-    .bind(&new.workflow_id)
-    .bind(new.workflow_version)
-    .bind(&new.input)
-    .bind(new.idempotency_key.as_deref())
-    .bind(new.trigger_id.as_deref())
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let record = run(&row)?;
-    // The count includes the run just inserted.
-    let waiting: i64 = sqlx::query(&format!(
-        "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
-    ))
-    .bind(tenant_id)
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("n")?;
-    let refused = if waiting > i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
-        Some(StoreError::LimitReached {
-            quota: "max_queued_runs",
-            limit: new.max_queued,
-        })
-    } else if let Some(limit) = new.runs_per_hour {
-        match super::usage::count_run(tx, tenant_id, limit, hour_now).await {
-            Ok(_) => None,
-            Err(over @ StoreError::OverQuota { .. }) => Some(over),
-            Err(other) => return Err(other),
+    /// Per tenant: runs waiting (counted once, then kept up to date here), runs created.
+    tenants: std::collections::HashMap<String, (i64, i64)>,
+}
+
+impl RunInserts {
+    pub(crate) fn new(now: i64, hour_now: i64) -> RunInserts {
+        RunInserts {
+            now,
+            hour_now,
+            tenants: std::collections::HashMap::new(),
         }
-    } else {
-        None
-    };
-    if let Some(refused) = refused {
-        sqlx::query("DELETE FROM runs WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(&record.id)
-            .execute(&mut **tx)
-            .await?;
-        return Err(refused);
     }
-    ensure_run_tenant(tx, tenant_id).await?;
-    add_usage(tx, tenant_id, now, 1, 0, &Cost::default()).await?;
-    Ok(Some(record))
+
+    /// Inserts a queued run, unless the tenant has `max_queued` runs waiting
+    /// ([`StoreError::LimitReached`]) or, when `new.runs_per_hour` asks for it, has used its
+    /// hour ([`StoreError::OverQuota`]). `None`: a run with the same idempotency key exists;
+    /// nothing was counted and no limit applied, so a retried request always finds its run.
+    /// Never fails on a taken key (on PostgreSQL that would abort `tx`, and with it a batch).
+    ///
+    /// The insert comes first: a taken key answers before any count is read, and a refused
+    /// run is deleted again before the transaction commits.
+    pub(crate) async fn insert(
+        &mut self,
+        tx: &mut Tx<'_>,
+        tenant_id: &str,
+        new: &NewRun,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
+               idempotency_key, trigger_id, run_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) \
+             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(&new.id)
+        .bind(&new.workflow_id)
+        .bind(new.workflow_version)
+        .bind(&new.input)
+        .bind(new.idempotency_key.as_deref())
+        .bind(new.trigger_id.as_deref())
+        .bind(self.now)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = run(&row)?;
+        let waiting = match self.tenants.get_mut(tenant_id) {
+            Some((waiting, _)) => {
+                *waiting += 1;
+                *waiting
+            }
+            None => {
+                // Counted after the insert, so the run just inserted is in it.
+                let waiting: i64 = sqlx::query(&format!(
+                    "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
+                ))
+                .bind(tenant_id)
+                .fetch_one(&mut **tx)
+                .await?
+                .try_get("n")?;
+                self.tenants.insert(tenant_id.to_owned(), (waiting, 0));
+                waiting
+            }
+        };
+        let refused = if waiting > i64::try_from(new.max_queued).unwrap_or(i64::MAX) {
+            Some(StoreError::LimitReached {
+                quota: "max_queued_runs",
+                limit: new.max_queued,
+            })
+        } else if let Some(limit) = new.runs_per_hour {
+            match super::usage::count_run(tx, tenant_id, limit, self.hour_now).await {
+                Ok(()) => None,
+                Err(over @ StoreError::OverQuota { .. }) => Some(over),
+                Err(other) => return Err(other),
+            }
+        } else {
+            None
+        };
+        let counts = self.tenants.entry(tenant_id.to_owned()).or_default();
+        if let Some(refused) = refused {
+            sqlx::query("DELETE FROM runs WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(&record.id)
+                .execute(&mut **tx)
+                .await?;
+            counts.0 -= 1;
+            return Err(refused);
+        }
+        counts.1 += 1;
+        Ok(Some(record))
+    }
+
+    /// Writes what the inserted runs add up to: each tenant's place in the claim rotation
+    /// and its day's run count.
+    pub(crate) async fn finish(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let mut created: Vec<(String, i64)> = self
+            .tenants
+            .into_iter()
+            .filter(|(_, (_, created))| *created > 0)
+            .map(|(tenant, (_, created))| (tenant, created))
+            .collect();
+        // The same order in every transaction, so two on PostgreSQL never wait on each
+        // other's tenant rows in opposite orders.
+        created.sort_unstable();
+        for (tenant_id, runs) in created {
+            ensure_run_tenant(tx, &tenant_id).await?;
+            add_usage(tx, &tenant_id, self.now, runs, 0, &Cost::default()).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The `SET` clause adding a step's cost to its run's totals (the peak memory as a

@@ -11,7 +11,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::runs::{RunState, Tx, insert_run};
+use super::runs::{RunInserts, RunState, Tx};
 use super::{NewRun, RunRecord, Store, StoreError, findable, lock_tenant, now_ms};
 
 /// Ticks kept in `trigger_ticks` (they only guard against a clock running backwards).
@@ -396,6 +396,8 @@ impl Store {
             ..Fired::default()
         };
         let mut last_fired = None;
+        // Charged before the claim (`runs_per_hour: None`): the hour is not read here.
+        let mut inserts = RunInserts::new(now, now);
         for tick in &plan.ticks {
             let outcome = if going {
                 "skipped"
@@ -437,8 +439,7 @@ impl Store {
                 runs_per_hour: None,
                 max_queued: plan.max_queued,
             };
-            // Charged before the claim (`runs_per_hour: None`); `hour_now` is unused then.
-            match insert_run(&mut tx, tenant_id, &new, now, now).await {
+            match inserts.insert(&mut tx, tenant_id, &new).await {
                 // A run holding this tick's key already (possible only if its tick record
                 // was pruned): refused, without failing the transaction.
                 Ok(None) => {
@@ -457,6 +458,7 @@ impl Store {
                 Err(other) => return Err(other),
             }
         }
+        inserts.finish(&mut tx).await?;
         sqlx::query(
             "UPDATE triggers SET fired = fired + $3, skipped = skipped + $4, \
                refused = refused + $5, \

@@ -260,13 +260,18 @@ pub(crate) async fn count_run(
     .fetch_optional(&mut **tx)
     .await?;
     if counted.is_none() {
-        let left_ms = (hour + 1) * HOUR_MS - now;
-        return Err(StoreError::OverQuota {
-            limit,
-            retry_after_s: u64::try_from(left_ms / 1000 + 1).unwrap_or(1),
-        });
+        return Err(over_quota(limit, now));
     }
     Ok(())
+}
+
+/// The refusal of a run past `limit` runs in the clock hour of `now`, retried at its end.
+pub(crate) fn over_quota(limit: u32, now: i64) -> StoreError {
+    let left_ms = (now.div_euclid(HOUR_MS) + 1) * HOUR_MS - now;
+    StoreError::OverQuota {
+        limit,
+        retry_after_s: u64::try_from(left_ms / 1000 + 1).unwrap_or(1),
+    }
 }
 
 impl Store {

@@ -4,8 +4,8 @@
 
 use airlock::quota::TenantQuota;
 use airlock::store::{
-    AfterFailure, Claimed, Cost, Enqueued, Finish, LeaseStatus, NewRun, RunState, StepResult,
-    Store, StoreError, StoreOptions,
+    AfterFailure, Claimed, Cost, Enqueued, Finish, LeaseStatus, NewRun, RunFilter, RunState,
+    StepResult, Store, StoreError, StoreOptions,
 };
 
 use crate::api_support::{Db, PgDatabase, on_both_databases};
@@ -18,6 +18,7 @@ on_both_databases!(
     replay_keeps_earlier_steps_and_is_audited,
     audit_records_cannot_be_changed,
     waiting_runs_per_tenant_are_capped,
+    runs_created_at_once_are_capped_and_counted_exactly,
     the_last_journal_write_ends_the_run,
 );
 
@@ -437,6 +438,59 @@ async fn audit_records_cannot_be_changed(db: Db) {
     let audit = store.audit_records("t1", 10).await.expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "bob");
+}
+
+/// Runs created at the same moment: on SQLite they share a group-committed transaction, in
+/// which each tenant's waiting runs are counted once and then kept in memory; on PostgreSQL
+/// each is its own transaction and the hourly count a guarded statement. Either way the
+/// hourly limit holds exactly, a refused run leaves no row, and the day's usage counts the
+/// runs created.
+async fn runs_created_at_once_are_capped_and_counted_exactly(db: Db) {
+    let Some(f) = fresh(db).await else { return };
+    let store = &f.store;
+    tenant(store, "t1", 4).await;
+    tenant(store, "t2", 4).await;
+    let all = RunFilter {
+        limit: 100,
+        ..RunFilter::default()
+    };
+    let attempts = (0..8).map(|i| {
+        let mut run = new_run(&format!("h{i}"), None);
+        run.runs_per_hour = Some(3);
+        store.create_run("t1", run)
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Enqueued::Created(_))))
+        .count();
+    let over = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(StoreError::OverQuota { limit: 3, .. })))
+        .count();
+    assert_eq!((created, over), (3, 5), "{outcomes:?}");
+    assert_eq!(store.runs_this_hour("t1").await.expect("count"), 3);
+    let days = store.usage_days("t1", 1).await.expect("usage");
+    assert_eq!(days[0].runs, 3, "only created runs are counted");
+    let rows = store.list_runs("t1", &all).await.expect("list");
+    assert_eq!(rows.len(), 3, "refused runs leave no row");
+    if db == Db::Sqlite {
+        // One writer makes the queue cap exact too. (PostgreSQL counts waiting runs without
+        // a lock, so concurrent creations may pass it by up to their number: a soft cap.)
+        let attempts = (0..8).map(|i| {
+            let mut run = new_run(&format!("q{i}"), None);
+            run.max_queued = 3;
+            store.create_run("t2", run)
+        });
+        let outcomes = futures::future::join_all(attempts).await;
+        let created = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Enqueued::Created(_))))
+            .count();
+        assert_eq!(created, 3, "{outcomes:?}");
+        let rows = store.list_runs("t2", &all).await.expect("list");
+        assert_eq!(rows.len(), 3);
+    }
 }
 
 async fn waiting_runs_per_tenant_are_capped(db: Db) {
