@@ -15,6 +15,8 @@
 //! - cron: how late each tick's run is created and started (every-second triggers).
 //!
 //! `cargo bench -p airlock --bench runs -- webhook cron` runs only the scenarios named.
+//! `AIRLOCK_HOOK_SENDERS` sets the concurrent webhook senders (default 32): ingest is a
+//! closed loop, so its rate is the senders over the latency.
 //! Figures are in docs/performance.md.
 
 use std::sync::Arc;
@@ -616,6 +618,11 @@ fn main() {
         };
         let (hook_tenants, hook_senders, cron_seconds) =
             if quick { (4, 16, 3) } else { (20, 32, 10) };
+        // `AIRLOCK_HOOK_SENDERS`: concurrent webhook senders (default 32).
+        let hook_senders = std::env::var("AIRLOCK_HOOK_SENDERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(hook_senders);
         println!(
             "durable runs, 2 worker threads, release build{}",
             if quick { ", --quick" } else { "" }

@@ -120,12 +120,12 @@ pub struct RunRecord {
     pub updated_at: i64,
 }
 
-const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
+pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
     finished_at, updated_at";
 
-fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
+pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: row.try_get("id")?,
         workflow_id: row.try_get("workflow_id")?,
@@ -316,8 +316,8 @@ pub struct DayUsage {
     pub outbound_bytes: i64,
 }
 
-const DAY_MS: i64 = 86_400_000;
-const WAITING: &str = "state IN ('queued', 'retrying')";
+pub(crate) const DAY_MS: i64 = 86_400_000;
+pub(crate) const WAITING: &str = "state IN ('queued', 'retrying')";
 /// Tenants looked at per claim: the ones with claimable runs, longest unserved first.
 const CLAIM_CANDIDATES: i64 = 16;
 
@@ -1046,11 +1046,12 @@ async fn write_step(
     Ok(())
 }
 
-/// Runs inserted in one transaction. What is per run (the insert, the limits) happens in
-/// [`RunInserts::insert`]; what only adds up (the tenant's place in the claim rotation, the
-/// day's usage) is written once per tenant by [`RunInserts::finish`], and each tenant's
-/// waiting runs are counted once: a batch of many runs costs two statements a run, not
-/// five, and no count of a deep queue per run. The caller notifies the workers and commits.
+/// Runs inserted one by one in a transaction: PostgreSQL's run creation, and cron ticks on
+/// both databases (a SQLite creation batch has its own, `enqueue/batch.rs`). What is per run
+/// (the insert, the limits as guarded statements) happens in [`RunInserts::insert`]; what
+/// only adds up (the tenant's place in the claim rotation, the day's usage) is written once
+/// per tenant by [`RunInserts::finish`], and each tenant's waiting runs are counted once.
+/// The caller notifies the workers and commits.
 pub(crate) struct RunInserts {
     now: i64,
     /// `hour_now` of `runs_per_hour`: the run counter's clock.
@@ -1082,23 +1083,10 @@ impl RunInserts {
         tenant_id: &str,
         new: &NewRun,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-               idempotency_key, trigger_id, run_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8, $8) \
-             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-             DO NOTHING RETURNING {RUN_COLUMNS}"
-        ))
-        .bind(tenant_id)
-        .bind(&new.id)
-        .bind(&new.workflow_id)
-        .bind(new.workflow_version)
-        .bind(&new.input)
-        .bind(new.idempotency_key.as_deref())
-        .bind(new.trigger_id.as_deref())
-        .bind(self.now)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let sql = insert_runs_sql(1);
+        let row = bind_new_run(sqlx::query(&sql), tenant_id, new, self.now)
+            .fetch_optional(&mut **tx)
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -1167,6 +1155,46 @@ impl RunInserts {
         }
         Ok(())
     }
+}
+
+/// An insert of `rows` queued runs, each bound by [`bind_new_run`] in order, that skips
+/// (never fails on) a taken idempotency key and returns the runs it inserted.
+pub(crate) fn insert_runs_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let [tenant, id, workflow, version, input, key, trigger, now] =
+                std::array::from_fn(|i| r * 8 + i + 1);
+            format!(
+                "(${tenant}, ${id}, ${workflow}, ${version}, 'queued', ${input}, ${key}, \
+                 ${trigger}, ${now}, ${now}, ${now})"
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
+           idempotency_key, trigger_id, run_at, created_at, updated_at) VALUES {} \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
+         DO NOTHING RETURNING {RUN_COLUMNS}",
+        values.join(", ")
+    )
+}
+
+/// Binds one row of [`insert_runs_sql`].
+pub(crate) fn bind_new_run<'q>(
+    query: AnyQuery<'q>,
+    tenant_id: &'q str,
+    new: &'q NewRun,
+    now: i64,
+) -> AnyQuery<'q> {
+    query
+        .bind(tenant_id)
+        .bind(&new.id)
+        .bind(&new.workflow_id)
+        .bind(new.workflow_version)
+        .bind(&new.input)
+        .bind(new.idempotency_key.as_deref())
+        .bind(new.trigger_id.as_deref())
+        .bind(now)
 }
 
 /// The `SET` clause adding a step's cost to its run's totals (the peak memory as a

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError};
 
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 /// The most admissions one transaction holds: bounds how long it keeps the write lock.
 const MAX_BATCH: usize = 256;
 

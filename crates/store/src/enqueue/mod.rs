@@ -10,10 +10,11 @@
 //! parallel and groups their commits itself, and one task on one connection measured at
 //! half the rate (480 against 850-954 webhook deliveries a second).
 //!
-//! Both use the same transaction body ([`create_in`], with [`RunInserts`]), so the rules are
-//! one: a run whose key is taken answers with the run holding it, before any limit is
-//! applied; then the tenant's `max_queued_runs`, then its `runs_per_hour`; a run refused by
-//! them writes nothing.
+//! The rules are one on both: a run whose key is taken answers with the run holding it,
+//! before any limit is applied; then the tenant's `max_queued_runs`, then its
+//! `runs_per_hour`; a run refused by them writes nothing. PostgreSQL applies them run by run
+//! with guarded statements ([`RunInserts`]); a SQLite batch reads each count once and decides
+//! in memory (`batch.rs`), which its write lock makes exact.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::runs::{RunInserts, Tx, notify_runs, run_by_key_in};
 use crate::{DbKind, Enqueued, NewRun, StoreError, now_ms};
+
+mod batch;
 
 /// The most runs one transaction inserts: bounds how long it holds the write lock.
 const MAX_BATCH: usize = 128;
@@ -173,16 +176,39 @@ async fn create_in(
         DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
         DbKind::Postgres => context.writer.begin().await?,
     };
-    let mut inserts = RunInserts::new(now_ms(), context.clock.now_ms());
+    let (now, hour_now) = (now_ms(), context.clock.now_ms());
+    let results = match context.kind {
+        DbKind::Sqlite => batch::create_all(&mut tx, requests, now, hour_now).await?,
+        DbKind::Postgres => create_each(&mut tx, requests, now, hour_now).await?,
+    };
+    if results
+        .iter()
+        .any(|r| matches!(r, Ok(Enqueued::Created(_))))
+    {
+        notify_runs(&mut tx, context.kind).await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// PostgreSQL: run by run, each limit a guarded statement, since nothing stops another
+/// transaction from counting at the same moment.
+async fn create_each(
+    tx: &mut Tx<'_>,
+    requests: &[(&str, &NewRun)],
+    now: i64,
+    hour_now: i64,
+) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
+    let mut inserts = RunInserts::new(now, hour_now);
     let mut results = Vec::with_capacity(requests.len());
     for &(tenant_id, new) in requests {
-        let result = match inserts.insert(&mut tx, tenant_id, new).await {
+        let result = match inserts.insert(tx, tenant_id, new).await {
             Ok(Some(record)) => Ok(Enqueued::Created(record)),
-            // The key is taken: by a run earlier in this batch, or one committed before
-            // (on PostgreSQL, perhaps by a concurrent transaction the insert waited for).
+            // The key is taken: by a run committed before, or by a concurrent transaction
+            // that committed while the insert waited for it.
             Ok(None) => {
                 let key = new.idempotency_key.as_deref().unwrap_or_default();
-                match run_by_key_in(&mut tx, tenant_id, key).await? {
+                match run_by_key_in(tx, tenant_id, key).await? {
                     Some(existing) => Ok(Enqueued::Existing(existing)),
                     None => Err(StoreError::Conflict),
                 }
@@ -194,13 +220,6 @@ async fn create_in(
         };
         results.push(result);
     }
-    inserts.finish(&mut tx).await?;
-    if results
-        .iter()
-        .any(|r| matches!(r, Ok(Enqueued::Created(_))))
-    {
-        notify_runs(&mut tx, context.kind).await?;
-    }
-    tx.commit().await?;
+    inserts.finish(tx).await?;
     Ok(results)
 }
