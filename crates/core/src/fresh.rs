@@ -33,8 +33,29 @@ where
     V: Clone + Send + Sync + 'static,
 {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self::with(
+            clock,
+            moka::sync::Cache::builder().max_capacity(CAPACITY).build(),
+        )
+    }
+
+    /// Bounded by the sum of `weigh(value)` (bytes, say) instead of a count: for values
+    /// whose sizes vary by orders of magnitude.
+    pub fn weighed(
+        clock: Arc<dyn Clock>,
+        max_weight: u64,
+        weigh: impl Fn(&V) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_weight)
+            .weigher(move |_key: &K, (value, _): &(V, i64)| weigh(value))
+            .build();
+        Self::with(clock, entries)
+    }
+
+    fn with(clock: Arc<dyn Clock>, entries: moka::sync::Cache<K, (V, i64)>) -> Self {
         Self {
-            entries: moka::sync::Cache::builder().max_capacity(CAPACITY).build(),
+            entries,
             generation: AtomicU64::new(0),
             clock,
         }

@@ -111,7 +111,7 @@ impl Runs {
             depth: Arc::default(),
             hook_counters: Arc::default(),
             hook_rates: Arc::default(),
-            hook_targets: Arc::new(airlock_core::fresh::FreshCache::new(pipeline.clock())),
+            hook_targets: Arc::new(triggers::hook_targets(pipeline.clock())),
             pipeline,
         }
     }
@@ -287,7 +287,7 @@ impl Runs {
     /// Creates a run of the workflow's current version, or returns the run an earlier
     /// request with the same `idempotency_key` created (`created: false`), without charging
     /// it again. Refusals, in order: unknown workflow (404), queue past the operator's
-    /// depth (503), hourly runs used (429), too many of the tenant's runs waiting (429).
+    /// depth (503), too many of the tenant's runs waiting (429), hourly runs used (429).
     pub async fn enqueue(
         &self,
         tenant: &TenantId,
@@ -336,9 +336,10 @@ impl Runs {
     }
 
     /// Creates a run of `workflow` (its current version), for the API or a trigger, once no
-    /// run holds `idempotency_key`. Refusals: queue past the operator's depth (503), hourly
-    /// runs used (429), too many of the tenant's runs waiting (429). A concurrent request
-    /// with the same key that won answers `created: false` with its run.
+    /// run holds `idempotency_key`. Refusals: queue past the operator's depth (503), too many
+    /// of the tenant's runs waiting (429), hourly runs used (429). A run holding the key
+    /// (a concurrent request's, or an earlier one's) answers `created: false`, before any
+    /// limit but the depth.
     pub(crate) async fn create_run(
         &self,
         tenant: &TenantId,

@@ -58,6 +58,15 @@ impl RateLimits {
             Err((wait_ms / 1000.0).ceil().max(1.0) as u64)
         }
     }
+
+    /// Puts back a token [`RateLimits::take`] took for something that turned out not to
+    /// count (a redelivery answered with its run).
+    pub(crate) fn give_back(&self, id: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(id) {
+            bucket.tokens = (bucket.tokens + 1.0).min(bucket.capacity);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +85,19 @@ mod tests {
         // One token a second comes back.
         assert_eq!(limits.take("t", 60, 1_000), Ok(()));
         assert_eq!(limits.take("t", 60, 1_000), Err(1));
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_taken_again() {
+        let limits = RateLimits::default();
+        assert!(limits.take("t", 1, 0).is_ok());
+        assert!(limits.take("t", 1, 0).is_err());
+        limits.give_back("t");
+        assert!(limits.take("t", 1, 0).is_ok());
+        limits.give_back("t");
+        limits.give_back("t");
+        assert!(limits.take("t", 1, 0).is_ok());
+        assert!(limits.take("t", 1, 0).is_err(), "never above its capacity");
     }
 
     #[test]

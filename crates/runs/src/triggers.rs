@@ -2,7 +2,7 @@
 //! triggers, and receiving a webhook delivery.
 //!
 //! A delivery is verified before anything is stored or charged: a request that fails
-//! verification costs an HMAC (and a read when its trigger is not cached), and leaves nothing
+//! verification costs an HMAC (and two reads when its trigger is not cached), and leaves nothing
 //! but this process's counter. Only then come the per-trigger rate limit (after
 //! verification, so nobody without the secret can spend a sender's budget), the tenant's
 //! `runs_per_hour` and the queue limits. The delivery id is the run's idempotency key: a
@@ -108,6 +108,21 @@ pub(crate) struct HookTarget {
 
 /// The cache of [`HookTarget`]s by trigger id.
 pub(crate) type HookTargets = FreshCache<String, Arc<HookTarget>>;
+
+/// Memory the cached hook targets may take: a workflow definition can be 64 KiB, and each
+/// trigger of it holds its own copy.
+const HOOK_TARGETS_BYTES: u64 = 64 << 20;
+
+pub(crate) fn hook_targets(clock: Arc<dyn airlock_core::Clock>) -> HookTargets {
+    FreshCache::weighed(clock, HOOK_TARGETS_BYTES, |target: &Arc<HookTarget>| {
+        let trigger = &target.trigger;
+        let size = 1024
+            + target.workflow.definition.len()
+            + trigger.secret.as_ref().map_or(0, String::len)
+            + trigger.expression.as_ref().map_or(0, String::len);
+        u32::try_from(size).unwrap_or(u32::MAX)
+    })
+}
 
 /// A delivery accepted: the run it created, or the one an earlier delivery with its id did.
 #[derive(Debug)]
@@ -421,20 +436,25 @@ impl Runs {
             Err(refused) => Err(refused),
         };
         match created {
-            Ok((run, created)) => Ok(Delivered { run, created }),
-            // A redelivery of an accepted delivery gets its run, whatever happened since
-            // (the trigger paused, its rate or the queue used up): the sender stops
-            // retrying. The run creation itself answers a taken key before any tenant limit.
+            Ok((run, created)) => {
+                if !created {
+                    // A redelivery: it counts against nothing.
+                    self.hook_rates.give_back(&trigger.id);
+                }
+                Ok(Delivered { run, created })
+            }
+            // A redelivery of an accepted delivery gets its run, whatever refused it now (the
+            // trigger paused, its rate or the queue used up, the database busy): the sender
+            // stops retrying. The run creation itself answers a taken key before any tenant
+            // limit, so only these refusals come before the key was looked at.
             Err(
-                refused @ (HookError::Paused
-                | HookError::RateLimited { .. }
-                | HookError::Runs(RunsError::QueueFull { .. })),
-            ) => match self.existing_run(&tenant, &key).await? {
-                Some(run) => Ok(Delivered {
+                refused @ (HookError::Paused | HookError::RateLimited { .. } | HookError::Runs(_)),
+            ) => match self.existing_run(&tenant, &key).await {
+                Ok(Some(run)) => Ok(Delivered {
                     run,
                     created: false,
                 }),
-                None => Err(refused),
+                Ok(None) | Err(_) => Err(refused),
             },
             Err(other) => Err(other),
         }

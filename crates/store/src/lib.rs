@@ -254,6 +254,11 @@ impl Store {
                 "the run counter has stopped".into(),
             ));
         }
+        if self.enqueuer.stopped() {
+            return Err(StoreError::Unavailable(
+                "the run creation task has stopped".into(),
+            ));
+        }
         let rows = sqlx::query("SELECT version FROM _sqlx_migrations WHERE success = $1")
             .bind(true)
             .fetch_all(&self.pool)

@@ -328,7 +328,7 @@ impl Store {
     /// key (before any limit is applied: a retried request always finds its run). A tenant
     /// with `max_queued` runs waiting is refused ([`StoreError::LimitReached`]), and one
     /// that used its hour ([`StoreError::OverQuota`]). Answered once durable; on SQLite,
-    /// group-committed with the runs created at the same moment (see `enqueue.rs`).
+    /// group-committed with the runs created at the same moment (see `enqueue/`).
     pub async fn create_run(&self, tenant_id: &str, new: NewRun) -> Result<Enqueued, StoreError> {
         self.enqueuer.create(tenant_id, new).await
     }
@@ -1083,7 +1083,7 @@ impl RunInserts {
         tenant_id: &str,
         new: &NewRun,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let sql = insert_runs_sql(1);
+        let sql = insert_runs_sql(1, RUN_COLUMNS);
         let row = bind_new_run(sqlx::query(&sql), tenant_id, new, self.now)
             .fetch_optional(&mut **tx)
             .await?;
@@ -1158,8 +1158,8 @@ impl RunInserts {
 }
 
 /// An insert of `rows` queued runs, each bound by [`bind_new_run`] in order, that skips
-/// (never fails on) a taken idempotency key and returns the runs it inserted.
-pub(crate) fn insert_runs_sql(rows: usize) -> String {
+/// (never fails on) a taken idempotency key and returns `returning` of the runs inserted.
+pub(crate) fn insert_runs_sql(rows: usize, returning: &str) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
             let [tenant, id, workflow, version, input, key, trigger, now] =
@@ -1174,9 +1174,36 @@ pub(crate) fn insert_runs_sql(rows: usize) -> String {
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
            idempotency_key, trigger_id, run_at, created_at, updated_at) VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
-         DO NOTHING RETURNING {RUN_COLUMNS}",
+         DO NOTHING RETURNING {returning}",
         values.join(", ")
     )
+}
+
+impl RunRecord {
+    /// The row [`insert_runs_sql`] writes for `new` at `now`, without reading it back.
+    pub(crate) fn queued(new: &NewRun, now: i64) -> RunRecord {
+        RunRecord {
+            id: new.id.clone(),
+            workflow_id: new.workflow_id.clone(),
+            workflow_version: new.workflow_version,
+            state: RunState::Queued,
+            input: new.input.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            trigger_id: new.trigger_id.clone(),
+            next_step: 0,
+            attempt: 0,
+            run_at: now,
+            lease_epoch: 0,
+            cancel_requested: false,
+            output: None,
+            error: None,
+            cost: Cost::default(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+        }
+    }
 }
 
 /// Binds one row of [`insert_runs_sql`].

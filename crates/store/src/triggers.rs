@@ -300,8 +300,9 @@ impl Store {
         }
     }
 
-    /// Deletes a trigger: no tick fires and no hook request is accepted from the next poll
-    /// (cron) or request (webhook) on, in every process.
+    /// Deletes a trigger: no tick fires from the next poll on, in every process; hook
+    /// requests are refused from the next one on in the process that deleted it, and within
+    /// the trigger cache's second in the others (`airlock_runs`).
     pub async fn delete_trigger(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         findable(&[tenant_id, id])?;
         let done = sqlx::query(&format!(

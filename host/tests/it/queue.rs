@@ -474,6 +474,27 @@ async fn runs_created_at_once_are_capped_and_counted_exactly(db: Db) {
     assert_eq!(days[0].runs, 3, "only created runs are counted");
     let rows = store.list_runs("t1", &all).await.expect("list");
     assert_eq!(rows.len(), 3, "refused runs leave no row");
+    // The same key twice at once, over the hour's limit: both refused, and the second is not
+    // told that the first's run (inserted, refused, deleted) exists.
+    let twins = (0..2).map(|i| {
+        let mut run = new_run(&format!("twin{i}"), Some("same-key"));
+        run.runs_per_hour = Some(3);
+        store.create_run("t1", run)
+    });
+    for outcome in futures::future::join_all(twins).await {
+        assert!(
+            matches!(outcome, Err(StoreError::OverQuota { limit: 3, .. })),
+            "{outcome:?}"
+        );
+    }
+    assert!(
+        store
+            .run_by_key("t1", "same-key")
+            .await
+            .expect("read")
+            .is_none(),
+        "no run holds the key"
+    );
     if db == Db::Sqlite {
         // One writer makes the queue cap exact too. (PostgreSQL counts waiting runs without
         // a lock, so concurrent creations may pass it by up to their number: a soft cap.)

@@ -13,8 +13,9 @@
 //! The rules are one on both: a run whose key is taken answers with the run holding it,
 //! before any limit is applied; then the tenant's `max_queued_runs`, then its
 //! `runs_per_hour`; a run refused by them writes nothing. PostgreSQL applies them run by run
-//! with guarded statements ([`RunInserts`]); a SQLite batch reads each count once and decides
-//! in memory (`batch.rs`), which its write lock makes exact.
+//! ([`RunInserts`]: the hourly count exact under concurrency, the queue cap soft); a SQLite
+//! batch reads each count once and decides in memory (`batch.rs`), which its write lock
+//! makes exact.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +90,7 @@ impl Enqueuer {
         new: NewRun,
     ) -> Result<Enqueued, StoreError> {
         let Some(queue) = &self.queue else {
-            let mut results = within_deadline(&self.context, &[(tenant_id, &new)]).await?;
+            let mut results = create_in(&self.context, &[(tenant_id, &new)]).await?;
             self.context.wakeups.notify_waiters();
             return results.pop().unwrap_or(Err(StoreError::Conflict));
         };
@@ -119,6 +120,13 @@ impl std::fmt::Debug for Enqueuer {
     }
 }
 
+impl Enqueuer {
+    /// Whether SQLite's group-commit task has ended: no run can be created then.
+    pub(super) fn stopped(&self) -> bool {
+        self.queue.as_ref().is_some_and(mpsc::Sender::is_closed)
+    }
+}
+
 fn stopped() -> StoreError {
     StoreError::Unavailable("the run creation task has stopped".into())
 }
@@ -130,7 +138,7 @@ async fn group_commit(context: Arc<Context>, mut receiver: mpsc::Receiver<Pendin
             .iter()
             .map(|p| (p.tenant_id.as_str(), &p.new))
             .collect();
-        let outcome = within_deadline(&context, &requests).await;
+        let outcome = create_in(&context, &requests).await;
         drop(requests);
         match outcome {
             Ok(results) => {
@@ -152,47 +160,50 @@ async fn group_commit(context: Arc<Context>, mut receiver: mpsc::Receiver<Pendin
     }
 }
 
-async fn within_deadline(
+/// One transaction for all of `requests`, each answered in order. A run refused by its
+/// tenant's limits is answered so and writes nothing; any other failure fails them all.
+///
+/// The deadline covers everything but the commit: a commit given up on may still land, and
+/// its runs would have been refused while they exist (a caller without a key would then
+/// create a second one). A commit that hangs holds the task, its queue fills, and new runs
+/// are refused as busy.
+async fn create_in(
     context: &Context,
     requests: &[(&str, &NewRun)],
 ) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-    tokio::time::timeout(context.deadline, create_in(context, requests))
+    let statements = async {
+        let mut tx: Tx<'static> = match context.kind {
+            DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => context.writer.begin().await?,
+        };
+        let (now, hour_now) = (now_ms(), context.clock.now_ms());
+        let results = match context.kind {
+            DbKind::Sqlite => batch::create_all(&mut tx, requests, now, hour_now).await?,
+            DbKind::Postgres => create_each(&mut tx, requests, now, hour_now).await?,
+        };
+        if results
+            .iter()
+            .any(|r| matches!(r, Ok(Enqueued::Created(_))))
+        {
+            notify_runs(&mut tx, context.kind).await?;
+        }
+        Ok::<_, StoreError>((tx, results))
+    };
+    let (tx, results) = tokio::time::timeout(context.deadline, statements)
         .await
         .unwrap_or_else(|_| {
             Err(StoreError::Unavailable(format!(
                 "creating runs took longer than {:?}",
                 context.deadline
             )))
-        })
-}
-
-/// One transaction for all of `requests`, each answered in order. A run refused by its
-/// tenant's limits is answered so and writes nothing; any other failure fails them all.
-async fn create_in(
-    context: &Context,
-    requests: &[(&str, &NewRun)],
-) -> Result<Vec<Result<Enqueued, StoreError>>, StoreError> {
-    let mut tx: Tx<'static> = match context.kind {
-        DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
-        DbKind::Postgres => context.writer.begin().await?,
-    };
-    let (now, hour_now) = (now_ms(), context.clock.now_ms());
-    let results = match context.kind {
-        DbKind::Sqlite => batch::create_all(&mut tx, requests, now, hour_now).await?,
-        DbKind::Postgres => create_each(&mut tx, requests, now, hour_now).await?,
-    };
-    if results
-        .iter()
-        .any(|r| matches!(r, Ok(Enqueued::Created(_))))
-    {
-        notify_runs(&mut tx, context.kind).await?;
-    }
+        })?;
     tx.commit().await?;
     Ok(results)
 }
 
-/// PostgreSQL: run by run, each limit a guarded statement, since nothing stops another
-/// transaction from counting at the same moment.
+/// PostgreSQL: run by run ([`RunInserts`]): the hourly count a guarded statement, since
+/// nothing stops another transaction from counting at the same moment; `max_queued_runs` a
+/// plain count, so concurrent creations may pass it by up to their number (a soft cap).
 async fn create_each(
     tx: &mut Tx<'_>,
     requests: &[(&str, &NewRun)],
