@@ -450,10 +450,16 @@ impl Runs {
             Err(
                 refused @ (HookError::Paused | HookError::RateLimited { .. } | HookError::Runs(_)),
             ) => match self.existing_run(&tenant, &key).await {
-                Ok(Some(run)) => Ok(Delivered {
-                    run,
-                    created: false,
-                }),
+                Ok(Some(run)) => {
+                    if matches!(refused, HookError::Runs(_)) {
+                        // It took a token before the creation refused it.
+                        self.hook_rates.give_back(&trigger.id);
+                    }
+                    Ok(Delivered {
+                        run,
+                        created: false,
+                    })
+                }
                 Ok(None) | Err(_) => Err(refused),
             },
             Err(other) => Err(other),
