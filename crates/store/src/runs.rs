@@ -120,12 +120,12 @@ pub struct RunRecord {
     pub updated_at: i64,
 }
 
-pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
+const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
     finished_at, updated_at";
 
-pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
+fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: row.try_get("id")?,
         workflow_id: row.try_get("workflow_id")?,
@@ -341,14 +341,7 @@ impl Store {
         tenant_id: &str,
         key: &str,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(tenant_id)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(run).transpose()
+        run_by_key_on(&self.pool, tenant_id, key).await
     }
 
     /// Claims the next run for `worker`: tenants in turn, each within its concurrency quota.
@@ -1255,12 +1248,20 @@ pub(crate) async fn run_by_key_in(
     tenant_id: &str,
     key: &str,
 ) -> Result<Option<RunRecord>, StoreError> {
+    run_by_key_on(&mut **tx, tenant_id, key).await
+}
+
+async fn run_by_key_on<'e>(
+    on: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<RunRecord>, StoreError> {
     let row = sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND idempotency_key = $2"
     ))
     .bind(tenant_id)
     .bind(key)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(on)
     .await?;
     row.as_ref().map(run).transpose()
 }

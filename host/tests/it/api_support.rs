@@ -322,6 +322,11 @@ impl TestServer {
             .await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), Body::None)
+            .await
+    }
+
     /// Creates tenant `id` and returns an admin token for it.
     pub async fn tenant(&self, id: &str) -> String {
         let reply = self

@@ -198,12 +198,7 @@ async fn a_connection_and_its_state_are_deleted_together(db: Db) {
         .await;
     }
     let deleted = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/connections/{dropped}"),
-            Some(&acme),
-            crate::api_support::Body::None,
-        )
+        .delete(&format!("/v1/connections/{dropped}"), &acme)
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
     use sqlx::Row as _;

@@ -460,15 +460,12 @@ async fn runs_created_at_once_are_capped_and_counted_exactly(db: Db) {
         store.create_run("t1", run)
     });
     let outcomes = futures::future::join_all(attempts).await;
-    let created = outcomes
-        .iter()
-        .filter(|o| matches!(o, Ok(Enqueued::Created(_))))
-        .count();
+    let made = created(&outcomes);
     let over = outcomes
         .iter()
         .filter(|o| matches!(o, Err(StoreError::OverQuota { limit: 3, .. })))
         .count();
-    assert_eq!((created, over), (3, 5), "{outcomes:?}");
+    assert_eq!((made, over), (3, 5), "{outcomes:?}");
     assert_eq!(store.runs_this_hour("t1").await.expect("count"), 3);
     let days = store.usage_days("t1", 1).await.expect("usage");
     assert_eq!(days[0].runs, 3, "only created runs are counted");
@@ -504,14 +501,18 @@ async fn runs_created_at_once_are_capped_and_counted_exactly(db: Db) {
             store.create_run("t2", run)
         });
         let outcomes = futures::future::join_all(attempts).await;
-        let created = outcomes
-            .iter()
-            .filter(|o| matches!(o, Ok(Enqueued::Created(_))))
-            .count();
-        assert_eq!(created, 3, "{outcomes:?}");
+        assert_eq!(created(&outcomes), 3, "{outcomes:?}");
         let rows = store.list_runs("t2", &all).await.expect("list");
         assert_eq!(rows.len(), 3);
     }
+}
+
+/// How many of `outcomes` created their run.
+fn created(outcomes: &[Result<Enqueued, StoreError>]) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Enqueued::Created(_))))
+        .count()
 }
 
 async fn waiting_runs_per_tenant_are_capped(db: Db) {

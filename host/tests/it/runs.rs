@@ -213,12 +213,7 @@ async fn versions_are_immutable_and_runs_keep_theirs(db: Db) {
     );
     // Deleted: no new runs.
     let deleted = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/workflows/{workflow}"),
-            Some(&admin),
-            crate::api_support::Body::None,
-        )
+        .delete(&format!("/v1/workflows/{workflow}"), &admin)
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
     let refused = server

@@ -220,12 +220,7 @@ async fn a_new_workflow_version_or_its_deletion_reaches_the_next_delivery(db: Db
         "{done}"
     );
     let deleted = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/workflows/{workflow}"),
-            Some(&admin),
-            crate::api_support::Body::None,
-        )
+        .delete(&format!("/v1/workflows/{workflow}"), &admin)
         .await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
     let gone = send("after-delete").await;
@@ -719,14 +714,7 @@ async fn a_cron_trigger_fires_each_tick_once_and_stops_when_deleted(db: Db) {
         );
     }
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let deleted = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/triggers/{id}"),
-            Some(&admin),
-            crate::api_support::Body::None,
-        )
-        .await;
+    let deleted = server.delete(&format!("/v1/triggers/{id}"), &admin).await;
     assert_eq!(deleted.status, 204, "{}", deleted.text);
     let recorded = ticks(&server, "acme", &id).await;
     assert!(recorded.len() >= 2, "{recorded:?}");
@@ -1016,12 +1004,7 @@ async fn triggers_are_kept_apart_by_tenant_and_role(db: Db) {
     assert_eq!(shown.status, 200, "{}", shown.text);
     // Deleting the workflow deletes its triggers.
     let removed = server
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/v1/workflows/{workflow}"),
-            Some(&admin),
-            crate::api_support::Body::None,
-        )
+        .delete(&format!("/v1/workflows/{workflow}"), &admin)
         .await;
     assert_eq!(removed.status, 204, "{}", removed.text);
     assert_problem(
