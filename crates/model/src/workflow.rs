@@ -8,8 +8,10 @@
 //! exactly one member `{"$literal": v}` stands for `v` as written (to pass an object that
 //! itself has a `$from` member). Everything else is copied as it is.
 //!
-//! Checked at save ([`WorkflowSpec::validate`]): step ids, and that every pointer names the
-//! trigger or an *earlier* step. Checked at run time ([`StepSpec::build_input`]): the
+//! Checked at save ([`WorkflowSpec::validate`]): step ids, that every pointer names the
+//! trigger or an *earlier* step, and that an object with a `$from` or `$literal` member has no
+//! other member (`{"$from": "/trigger/a", "x": 1}` would otherwise be copied as it is, its
+//! `$from` silently unused). Checked at run time ([`StepSpec::build_input`]): the
 //! pointed-at value exists.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -129,11 +131,19 @@ impl WorkflowSpec {
                 }
             }
             let mut pointers = Vec::new();
-            collect_pointers(&step.input, "", &mut pointers)
-                .map_err(|(path, reason)| refuse(format!("{}{path}", at("input")), reason))?;
+            collect_pointers(&step.input, "", &mut pointers).map_err(|(path, reason)| {
+                refuse(
+                    format!("{}{path}", at("input")),
+                    format!("step `{}`: {reason}", step.id),
+                )
+            })?;
             for (path, pointer) in pointers {
-                check_reference(pointer, &earlier)
-                    .map_err(|reason| refuse(format!("{}{path}", at("input")), reason))?;
+                check_reference(pointer, &earlier).map_err(|reason| {
+                    refuse(
+                        format!("{}{path}", at("input")),
+                        format!("step `{}`: {reason}", step.id),
+                    )
+                })?;
             }
             if let Some(retry) = &step.retry {
                 if retry.max_attempts == 0 || retry.max_attempts > MAX_ATTEMPTS_CAP {
@@ -229,6 +239,27 @@ fn collect_pointers<'a>(
             }
         }
         Value::Object(object) if object.len() == 1 && object.contains_key(LITERAL) => Ok(()),
+        // A marker with company is neither a reference nor plain data: refused, so that a
+        // typo or a misplaced key cannot turn a reference into a literal copy unnoticed.
+        Value::Object(object) if object.contains_key(FROM) || object.contains_key(LITERAL) => {
+            let marker = if object.contains_key(FROM) {
+                FROM
+            } else {
+                LITERAL
+            };
+            let others: Vec<String> = object
+                .keys()
+                .filter(|key| key.as_str() != marker)
+                .map(|key| format!("`{key}`"))
+                .collect();
+            Err((
+                path.to_owned(),
+                format!(
+                    "`{marker}` must be the only member of its object, but it has {} beside it (to pass such an object as data, wrap it: {{\"$literal\": …}})",
+                    others.join(", ")
+                ),
+            ))
+        }
         Value::Object(object) => {
             for (key, value) in object {
                 collect_pointers(value, &format!("{path}/{}", escape(key)), found)?;
@@ -434,6 +465,40 @@ mod tests {
         assert!(bad_escape.validate().is_err());
         let not_text = spec(json!([step("first", json!({"$from": 3}))]));
         assert!(not_text.validate().is_err());
+    }
+
+    #[test]
+    fn a_marker_with_other_members_is_refused_naming_the_step_and_the_key() {
+        for (input, marker, path) in [
+            (json!({"a": {"$from": "/trigger/x", "x": 1}}), "$from", "/a"),
+            (
+                json!([{"$literal": {"k": 1}, "extra": true}]),
+                "$literal",
+                "/0",
+            ),
+            (json!({"$from": "/trigger", "$literal": 2}), "$from", ""),
+        ] {
+            let s = spec(json!([step("fetch", json!({})), step("send", input)]));
+            let error = s.validate().unwrap_err();
+            assert_eq!(error.field, format!("steps[1].input{path}"), "{error}");
+            assert!(error.reason.contains("step `send`"), "{error}");
+            assert!(
+                error
+                    .reason
+                    .contains(&format!("`{marker}` must be the only member")),
+                "{error}"
+            );
+        }
+        let error = spec(json!([step("a", json!({"$from": "/trigger/x", "x": 1}))]))
+            .validate()
+            .unwrap_err();
+        assert!(error.reason.contains("`x`"), "{error}");
+        // Inside a `$literal` everything is data, markers with company included.
+        let literal = spec(json!([step(
+            "a",
+            json!({"$literal": {"$from": "/trigger", "x": 1}})
+        )]));
+        literal.validate().unwrap();
     }
 
     #[test]
