@@ -10,7 +10,7 @@ pub enum VerifyError {
     #[error("the {0} header is missing")]
     MissingHeader(&'static str),
     /// A header is present but unusable: repeated, not visible ASCII, a delivery id of the
-    /// wrong length, or not of the scheme's form.
+    /// wrong length (or, for Standard Webhooks, containing `.`), or not of the scheme's form.
     #[error("the {0} header is malformed")]
     MalformedHeader(&'static str),
     /// The timestamp is not a plain non-negative number of seconds.
@@ -80,11 +80,11 @@ pub enum SecretError {
     /// A character outside what the scheme allows (visible ASCII, and spaces for GitHub).
     #[error("the secret may only contain visible ASCII characters")]
     NotPrintable,
-    /// Standard Webhooks and Stripe secrets start with `whsec_`.
+    /// Stripe secrets start with `whsec_` (for Standard Webhooks the prefix is optional).
     #[error("the secret must start with whsec_")]
     MissingPrefix,
-    /// Standard Webhooks: what follows `whsec_` is not standard base64.
-    #[error("the secret after whsec_ is not valid standard base64")]
+    /// Standard Webhooks: the secret, after its optional `whsec_`, is not standard base64.
+    #[error("the secret (after an optional whsec_) is not valid standard base64")]
     InvalidBase64,
     /// Standard Webhooks: the decoded key is not 24 to 64 bytes.
     #[error("the secret decodes to {len} bytes; Standard Webhooks requires 24 to 64")]

@@ -46,7 +46,8 @@ pub const TOLERANCE_SECS: i64 = 300;
 /// Longest delivery id accepted (it becomes part of an idempotency key).
 pub const MAX_DELIVERY_ID: usize = 200;
 
-/// The prefix of the secrets we generate and of every Standard Webhooks and Stripe secret.
+/// The prefix of the secrets we generate and of every Stripe secret; optional on a Standard
+/// Webhooks secret.
 pub const SECRET_PREFIX: &str = "whsec_";
 
 /// Which signature scheme a webhook trigger verifies. serde: "standard_webhooks", "github", "stripe".
@@ -84,7 +85,7 @@ impl Scheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The sender's id for this delivery: 1..=[`MAX_DELIVERY_ID`] visible ASCII characters,
-    /// safe to use in an idempotency key.
+    /// safe to use in an idempotency key (for Standard Webhooks, never a `.`: see [`standard`]).
     pub delivery_id: String,
     /// The sender's timestamp when the scheme has one (not GitHub's).
     pub timestamp: Option<i64>,
@@ -157,8 +158,8 @@ pub fn generate_secret() -> String {
 /// Checks a secret a tenant supplies (Stripe generates its own signing secrets; GitHub's is
 /// whatever the user typed).
 ///
-/// - Standard Webhooks: `whsec_` + standard base64 (padding optional) of 24..=64 bytes, as the
-///   spec requires.
+/// - Standard Webhooks: standard base64 (padding optional) of 24..=64 bytes, as the spec
+///   requires, after an optional `whsec_` (optional in every official library).
 /// - GitHub: 1..=256 visible ASCII characters or spaces.
 /// - Stripe: `whsec_` then visible ASCII, 7..=256 characters in all.
 pub fn check_secret(scheme: Scheme, secret: &str) -> Result<(), SecretError> {

@@ -4,6 +4,12 @@
 //! The signed content is `{webhook-id}.{webhook-timestamp}.{body}`, so the id and the timestamp
 //! are authenticated with the body: a captured delivery can't be replayed later (tolerance) nor
 //! under another id (the id is our idempotency key).
+//!
+//! That only holds while the fields can't be re-split: the spec forbids `.` in the id. Were it
+//! allowed, a delivery with id `evt.1700000000` at timestamp `T` signs
+//! `evt.1700000000.T.{body}`, the very bytes of id `evt` at timestamp `1700000000` with body
+//! `T.{body}`: a second, valid delivery under a new id, so a second run. The timestamp is
+//! digits only, so with no `.` in the id the first two `.` are the delimiters, always.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -28,14 +34,16 @@ const SECRET_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// The key bytes of a `whsec_` secret.
+/// The key bytes of a secret: standard base64, after an optional `whsec_`.
+///
+/// The prefix is optional because every official library (Go, JavaScript, Python, Rust, Java,
+/// PHP) strips it when present and decodes what is left either way, so senders hand out both
+/// forms. The prefix itself can't be mistaken for base64 (`_` is not in the alphabet).
 pub(super) fn decode_secret(secret: &str) -> Result<Vec<u8>, SecretError> {
     if secret.is_empty() {
         return Err(SecretError::Empty);
     }
-    let encoded = secret
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or(SecretError::MissingPrefix)?;
+    let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
     let key = SECRET_BASE64
         .decode(encoded)
         .map_err(|_| SecretError::InvalidBase64)?;
@@ -54,7 +62,7 @@ pub(super) fn verify(
     let id = common::header(headers, ID_HEADER)?;
     let timestamp_text = common::header(headers, TIMESTAMP_HEADER)?;
     let signatures = common::header(headers, SIGNATURE_HEADER)?;
-    if !common::is_valid_delivery_id(id) {
+    if !common::is_valid_delivery_id(id) || id.contains('.') {
         return Err(VerifyError::MalformedHeader(ID_HEADER));
     }
     let timestamp = common::parse_timestamp(timestamp_text)?;

@@ -260,6 +260,95 @@ fn delivery_id_rules() {
 }
 
 #[test]
+fn ids_with_a_full_stop_are_refused_even_when_signed() {
+    for id in [".", "evt.", ".evt", "evt.1700000000", "a.b.c"] {
+        let signed = to_map(sign(Scheme::StandardWebhooks, SECRET, id, TS, BODY).unwrap());
+        assert_eq!(
+            check(&signed),
+            Err(VerifyError::MalformedHeader("webhook-id")),
+            "{id:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dotted_id_would_replay_as_another_delivery() {
+    // Why the spec forbids `.` in the id: the bytes signed for id `evt.{TS}` at `TS + 10` are
+    // the bytes of id `evt` at `TS` with the body `{TS + 10}.{BODY}`. Only the first request
+    // is refused; the second is, byte for byte, a delivery the holder of the secret signed
+    // (so a sender whose ids had a `.` could never have had that first delivery accepted).
+    let dotted = to_map(
+        sign(
+            Scheme::StandardWebhooks,
+            SECRET,
+            &format!("evt.{TS}"),
+            TS + 10,
+            BODY,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        check(&dotted),
+        Err(VerifyError::MalformedHeader("webhook-id"))
+    );
+    let signature = dotted.get("webhook-signature").unwrap().to_str().unwrap();
+    let replay = headers(&[
+        ("webhook-id", "evt"),
+        ("webhook-timestamp", &TS.to_string()),
+        ("webhook-signature", signature),
+    ]);
+    let shifted_body = [format!("{}.", TS + 10).as_bytes(), BODY].concat();
+    assert_eq!(
+        verify(
+            Scheme::StandardWebhooks,
+            &[SECRET],
+            &replay,
+            &shifted_body,
+            TS
+        ),
+        Ok(Verified {
+            delivery_id: "evt".to_owned(),
+            timestamp: Some(TS)
+        })
+    );
+}
+
+#[test]
+fn a_secret_without_its_prefix_is_the_same_key() {
+    // The official vector and ours, with the secret as some senders hand it out: no `whsec_`.
+    let h = headers(&[
+        ("webhook-id", OFFICIAL_ID),
+        ("webhook-timestamp", "1614265330"),
+        ("webhook-signature", OFFICIAL_SIGNATURE),
+    ]);
+    let bare_official = &OFFICIAL_SECRET["whsec_".len()..];
+    assert_eq!(
+        verify(
+            Scheme::StandardWebhooks,
+            &[bare_official],
+            &h,
+            OFFICIAL_BODY,
+            OFFICIAL_TS
+        )
+        .map(|v| v.delivery_id),
+        Ok(OFFICIAL_ID.to_owned())
+    );
+    let bare = &SECRET["whsec_".len()..];
+    assert_eq!(
+        verify(
+            Scheme::StandardWebhooks,
+            &[bare],
+            &request(SIGNATURE),
+            BODY,
+            TS
+        ),
+        Ok(passes())
+    );
+    let signed = sign(Scheme::StandardWebhooks, bare, ID, TS, BODY).unwrap();
+    assert_eq!(to_map(signed), request(SIGNATURE));
+}
+
+#[test]
 fn the_id_and_timestamp_are_signed() {
     let other_id = with(request(SIGNATURE), "webhook-id", "msg_airlock_2");
     assert_eq!(check(&other_id), Err(VerifyError::NoValidSignature));
@@ -391,8 +480,7 @@ fn tampered_body_fails() {
 #[test]
 fn stored_secret_faults_are_ours() {
     let h = request(SIGNATURE);
-    let unprefixed = &SECRET["whsec_".len()..];
-    for bad in [unprefixed, "whsec_not*base64", "whsec_", ""] {
+    for bad in ["not*base64", "whsec_not*base64", "whsec_", ""] {
         let err = verify(Scheme::StandardWebhooks, &[bad], &h, BODY, TS).unwrap_err();
         assert_eq!(err, VerifyError::BadSecret, "{bad:?}");
         assert!(err.is_server_fault());
@@ -434,8 +522,12 @@ fn secret_rules() {
     // Padding is optional.
     assert_eq!(check(SECRET.trim_end_matches('=')), Ok(()));
     assert_eq!(check(""), Err(SecretError::Empty));
-    assert_eq!(check(&SECRET[6..]), Err(SecretError::MissingPrefix));
-    assert_eq!(check("WHSEC_AAAA"), Err(SecretError::MissingPrefix));
+    // The prefix is optional, as in every official library; what follows must still be
+    // base64 (a prefix in another case is not a prefix, and `_` is not base64).
+    assert_eq!(check(&SECRET[6..]), Ok(()));
+    assert_eq!(check(&OFFICIAL_SECRET[6..]), Ok(()));
+    assert_eq!(check("WHSEC_AAAA"), Err(SecretError::InvalidBase64));
+    assert_eq!(check("whsec_whsec_AAAA"), Err(SecretError::InvalidBase64));
     assert_eq!(check("whsec_not*base64"), Err(SecretError::InvalidBase64));
     assert_eq!(check("whsec_AAAA AAAA"), Err(SecretError::InvalidBase64));
     assert_eq!(check("whsec_-_-_"), Err(SecretError::InvalidBase64));
