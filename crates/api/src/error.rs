@@ -14,6 +14,9 @@ use airlock_store::StoreError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://airlock.dev/problems/";
+/// `Retry-After` of an `unavailable` answer: about the store's circuit breaker's open period,
+/// after which one request probes the database again.
+const UNAVAILABLE_RETRY_S: u64 = 1;
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -33,6 +36,14 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub quota: Option<String>,
+    /// `/readyz` only: `false`, with `reason` saying why (`database unreachable`,
+    /// `migrations not applied`, `run queue full`, ...). Absent otherwise, never null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub ready: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +105,14 @@ pub enum ApiError {
     UriTooLong(String),
     #[error("{0}")]
     HeaderFieldsTooLarge(String),
-    /// The database is unreachable or failing; the cause is logged, not returned.
+    /// The database is unreachable or failing; the cause is logged, not returned. Sent with
+    /// `Retry-After` (the circuit breaker's open period is about that long).
     #[error("a dependency is unavailable")]
     Unavailable,
+    /// `/readyz`: this process should not get traffic, for `reason` (a fixed phrase, never a
+    /// driver's text).
+    #[error("not ready: {reason}")]
+    NotReady { reason: &'static str },
     /// A bug or an unexpected state; the cause is logged, not returned.
     #[error("internal error")]
     Internal,
@@ -191,7 +207,7 @@ impl ApiError {
                 "header-fields-too-large",
                 "Request header fields too large",
             ),
-            ApiError::Unavailable => (
+            ApiError::Unavailable | ApiError::NotReady { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -215,6 +231,10 @@ impl ApiError {
             ApiError::LimitReached { quota, .. } => Some((*quota).to_owned()),
             _ => None,
         };
+        let reason = match self {
+            ApiError::NotReady { reason } => Some((*reason).to_owned()),
+            _ => None,
+        };
         Problem {
             type_: format!("{TYPE_BASE}{slug}"),
             title: title.into(),
@@ -222,6 +242,8 @@ impl ApiError {
             detail: self.to_string(),
             field,
             quota,
+            ready: reason.is_some().then_some(false),
+            reason,
         }
     }
 }
@@ -245,6 +267,9 @@ impl IntoResponse for ApiError {
             | ApiError::QueueFull { retry_after_s, .. }
             | ApiError::ServerBusy { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+            }
+            ApiError::Unavailable | ApiError::NotReady { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_S));
             }
             _ => {}
         }

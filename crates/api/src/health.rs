@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (the database answers, every migration
-//! this build knows is applied, and the run queue is under its depth threshold), and
+//! this build knows is applied, the store's background tasks run, and the run queue is under
+//! its depth threshold; otherwise 503 with `ready: false` and a `reason`), and
 //! `/openapi.json`.
 
 use axum::Router;
@@ -8,6 +9,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use airlock_store::StoreError;
 
 use super::AppState;
 use super::error::{ApiError, Json};
@@ -19,6 +22,9 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
 }
+
+/// `/readyz`'s reason while the database does not answer.
+const UNREACHABLE: &str = "database unreachable";
 
 /// How long `/readyz` waits for the database.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -44,17 +50,35 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, response = problem::Unavailable)))]
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>), ApiError> {
-    // A database that does not answer must not hang the probe: a pool waiting for a
-    // connection to a server that is down waits its whole acquire timeout (30 s).
-    match tokio::time::timeout(READY_TIMEOUT, state.store().ready()).await {
+    let store = state.store();
+    if let Some(reason) = store.stopped_task() {
+        tracing::warn!(reason, "not ready");
+        return Err(ApiError::NotReady { reason });
+    }
+    // The breaker already knows: no query (it would fail at once anyway).
+    if store.unreachable() {
+        return Err(ApiError::NotReady {
+            reason: UNREACHABLE,
+        });
+    }
+    // A database that does not answer must not hang the probe (the pool's acquire timeout
+    // bounds it on PostgreSQL, but not every wait is an acquire).
+    match tokio::time::timeout(READY_TIMEOUT, store.ready()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready");
-            return Err(ApiError::Unavailable);
+            return Err(ApiError::NotReady {
+                reason: match e {
+                    StoreError::Migrate(_) => "migrations not applied",
+                    _ => UNREACHABLE,
+                },
+            });
         }
         Err(_) => {
             tracing::warn!("not ready: the database did not answer within {READY_TIMEOUT:?}");
-            return Err(ApiError::Unavailable);
+            return Err(ApiError::NotReady {
+                reason: UNREACHABLE,
+            });
         }
     }
     let depth = match tokio::time::timeout(READY_TIMEOUT, state.runs().queue_ready()).await {
@@ -62,7 +86,11 @@ async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Healt
             tracing::warn!(error = %e, "not ready");
             ApiError::from(e)
         })?,
-        Err(_) => return Err(ApiError::Unavailable),
+        Err(_) => {
+            return Err(ApiError::NotReady {
+                reason: UNREACHABLE,
+            });
+        }
     };
     Ok((
         StatusCode::OK,

@@ -7,6 +7,11 @@
 //! processes that see the same tick, one creates its run and the others change nothing.
 //! Each tick costs one of the tenant's `runs_per_hour`, charged before the claim and refunded
 //! when the claim is lost or the tick is skipped or refused.
+//!
+//! Triggers are claimed independently: one transaction each, up to [`CONCURRENT_CLAIMS`] at
+//! once, so a claim that is slow (a lock wait, bounded by the store's lock timeout) does not
+//! hold back the ticks of the others. A trigger whose row another transaction holds is not
+//! claimed and is looked at again after [`HELD_RETRY_MS`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -64,6 +69,12 @@ const MAX_JUMP_MS: i64 = 60_000;
 /// A trigger whose claim failed is retried after this, doubling up to `MAX_BACKOFF_MS`.
 const BACKOFF_MS: i64 = 500;
 const MAX_BACKOFF_MS: i64 = 30_000;
+/// Claims in flight at once in one process.
+pub const CONCURRENT_CLAIMS: usize = 8;
+/// A trigger whose row was held by another transaction is tried again after this (the claim
+/// holding it may be stuck; the trigger catches up once it ends, under its missed-ticks
+/// policy).
+pub const HELD_RETRY_MS: i64 = 250;
 /// The shortest sleep after a look that left work undone (a trigger failing or backing
 /// off), so a failing trigger cannot make the loop spin.
 const MIN_SLEEP_TROUBLED_MS: i64 = 200;
@@ -106,28 +117,59 @@ async fn run(runs: Runs, options: SchedulerOptions, stop: CancellationToken) {
             .saturating_add(i64::try_from(backoff.len()).unwrap_or(i64::MAX));
         match store.due_triggers(now, limit).await {
             Ok(due) => {
+                let mut waiting = Vec::with_capacity(due.len());
                 for trigger in due {
-                    if stop.is_cancelled() {
-                        return;
-                    }
                     if backoff.get(&trigger.id).is_some_and(|(at, _)| *at > now) {
                         troubled = true;
-                        continue;
+                    } else {
+                        waiting.push(trigger);
                     }
-                    match fire(&runs, &trigger, grace_ms).await {
-                        Ok(()) => {
-                            backoff.remove(&trigger.id);
+                }
+                let mut waiting = waiting.into_iter();
+                let mut claims = tokio::task::JoinSet::new();
+                loop {
+                    while claims.len() < CONCURRENT_CLAIMS && !stop.is_cancelled() {
+                        let Some(trigger) = waiting.next() else { break };
+                        let runs = runs.clone();
+                        claims.spawn(async move {
+                            let outcome = fire(&runs, &trigger, grace_ms).await;
+                            (trigger.id, outcome)
+                        });
+                    }
+                    // A claim is one transaction: those in flight finish, even at shutdown.
+                    let Some(joined) = claims.join_next().await else {
+                        break;
+                    };
+                    let (id, outcome) = match joined {
+                        Ok(done) => done,
+                        Err(error) => {
+                            troubled = true;
+                            tracing::error!(%error, "a cron claim task failed");
+                            continue;
+                        }
+                    };
+                    match outcome {
+                        Ok(Claim::Done) => {
+                            backoff.remove(&id);
+                        }
+                        Ok(Claim::Held) => {
+                            troubled = true;
+                            let failures = backoff.get(&id).map_or(0, |(_, n)| *n);
+                            backoff.insert(id, (now + HELD_RETRY_MS, failures));
                         }
                         Err(error) => {
                             troubled = true;
-                            let failures = backoff.get(&trigger.id).map_or(0, |(_, n)| *n) + 1;
+                            let failures = backoff.get(&id).map_or(0, |(_, n)| *n) + 1;
                             let wait = BACKOFF_MS
                                 .saturating_mul(1 << failures.min(10))
                                 .min(MAX_BACKOFF_MS);
-                            backoff.insert(trigger.id.clone(), (now + wait, failures));
-                            tracing::warn!(trigger = %trigger.id, %error, retry_in_ms = wait, "cannot fire a cron tick");
+                            tracing::warn!(trigger = %id, %error, retry_in_ms = wait, "cannot fire a cron tick");
+                            backoff.insert(id, (now + wait, failures));
                         }
                     }
+                }
+                if stop.is_cancelled() {
+                    return;
                 }
             }
             Err(error) => {
@@ -156,15 +198,25 @@ async fn run(runs: Runs, options: SchedulerOptions, stop: CancellationToken) {
     }
 }
 
+/// What became of a look at one due trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// Its due ticks were handled, here or by another process.
+    Done,
+    /// Nothing claimed: its row was held (PostgreSQL) or another process moved it first.
+    /// Looked at again shortly (the lost race's trigger is no longer due then).
+    Held,
+}
+
 /// Fires one trigger's due ticks. Charges each tick to `runs_per_hour` first; a tick the
 /// tenant cannot pay for, or that the queue refuses, is refused and counted.
-async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(), RunsError> {
+async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Claim, RunsError> {
     let (Some(expression), Some(zone), Some(next)) = (
         &trigger.expression,
         &trigger.time_zone,
         trigger.next_fire_at,
     ) else {
-        return Ok(());
+        return Ok(Claim::Done);
     };
     let schedule = Schedule::parse(expression, zone).map_err(|e| RunsError::Invalid {
         field: "expression".into(),
@@ -253,11 +305,11 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<(),
             if due.missed > 0 {
                 tracing::info!(trigger = %trigger.id, missed = due.missed, truncated = due.missed_truncated, "cron ticks missed while no process ran");
             }
-            Ok(())
+            Ok(Claim::Done)
         }
         Ok(None) => {
             refund_all(runs, t, charges);
-            Ok(())
+            Ok(Claim::Held)
         }
         Err(error) => {
             refund_all(runs, t, charges);

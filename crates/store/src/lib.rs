@@ -6,6 +6,7 @@
 //! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
 //! Every query on tenant data takes the tenant id; queries name their columns.
 
+mod breaker;
 mod connections;
 mod connectors;
 mod enqueue;
@@ -21,6 +22,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+pub use breaker::BreakerOptions;
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use rotation::{RotationReport, reencrypt_secrets};
@@ -57,13 +59,23 @@ impl DbKind {
     /// A pool of up to `max` connections. A pooled SQLite connection is a handle on a local
     /// file and cannot go stale; pinging it before every use cost a thread round trip per
     /// query. PostgreSQL connections can die with the server, so they are still checked.
-    async fn open_pool(self, url: &str, max: u32) -> Result<AnyPool, StoreError> {
-        AnyPoolOptions::new()
+    ///
+    /// On PostgreSQL an acquire waits at most `acquire_timeout` (a server that is down fails
+    /// requests within it, instead of sqlx's 30 s). SQLite keeps sqlx's: its file cannot go
+    /// away, and a wait there is a queue for its one writer, not an outage.
+    async fn open_pool(
+        self,
+        url: &str,
+        max: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<AnyPool, sqlx::Error> {
+        let mut options = AnyPoolOptions::new()
             .max_connections(max)
-            .test_before_acquire(self == DbKind::Postgres)
-            .connect(url)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .test_before_acquire(self == DbKind::Postgres);
+        if self == DbKind::Postgres {
+            options = options.acquire_timeout(acquire_timeout);
+        }
+        options.connect(url).await
     }
 
     fn migrator(self) -> &'static Migrator {
@@ -117,12 +129,14 @@ impl From<sqlx::Error> for StoreError {
 /// The database handle the API and the state store share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    /// Both pools go through one circuit breaker on PostgreSQL (`breaker.rs`).
+    pool: breaker::Guarded,
     /// Where every write goes. On SQLite, its own pool of one connection: SQLite has one
     /// writer at a time, and writers that collide wait in its busy handler, which sleeps with
     /// backoff (seen here: a 2 s tail on writes under load); queueing for the one connection
     /// instead serves them in order. On PostgreSQL, the same pool as reads.
-    writer: AnyPool,
+    writer: breaker::Guarded,
+    breaker: Option<std::sync::Arc<breaker::Breaker>>,
     kind: DbKind,
     runs: usage::RunCounter,
     /// Creates durable runs, group-committed.
@@ -149,6 +163,11 @@ pub struct StoreOptions {
     pub batch_deadline: std::time::Duration,
     /// What decides the clock hour of `runs_per_hour`; tests pass a manual one.
     pub clock: std::sync::Arc<dyn airlock_model::Clock>,
+    /// PostgreSQL: the longest wait for a pooled connection; past it the query fails as
+    /// unavailable (the API answers 503 with `Retry-After`).
+    pub acquire_timeout: std::time::Duration,
+    /// PostgreSQL: when the circuit breaker in front of the pool opens.
+    pub breaker: BreakerOptions,
 }
 
 impl Default for StoreOptions {
@@ -158,6 +177,8 @@ impl Default for StoreOptions {
             admission_queue: 4096,
             batch_deadline: std::time::Duration::from_secs(5),
             clock: std::sync::Arc::new(airlock_model::SystemClock),
+            acquire_timeout: std::time::Duration::from_secs(1),
+            breaker: BreakerOptions::default(),
         }
     }
 }
@@ -170,7 +191,7 @@ impl Store {
             create_private_sqlite_file(url);
         }
         install_default_drivers();
-        let pool = kind.open_pool(url, options.max_connections).await?;
+        let pool = open_first_pool(kind, url, options).await?;
         if kind == DbKind::Sqlite {
             // WAL lets readers proceed while one writer commits; it is a property of the file,
             // so setting it once per start is enough.
@@ -183,7 +204,10 @@ impl Store {
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let writer = match kind {
-            DbKind::Sqlite => kind.open_pool(url, 1).await?,
+            DbKind::Sqlite => kind
+                .open_pool(url, 1, options.acquire_timeout)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?,
             DbKind::Postgres => pool.clone(),
         };
         let runs = usage::RunCounter::start(
@@ -207,9 +231,11 @@ impl Store {
             DbKind::Sqlite => 1,
             DbKind::Postgres => (options.max_connections as usize / 2).max(1),
         };
+        let breaker = (kind == DbKind::Postgres).then(|| breaker::Breaker::new(options.breaker));
         Ok(Store {
-            pool,
-            writer,
+            pool: breaker::Guarded::new(pool, breaker.clone()),
+            writer: breaker::Guarded::new(writer, breaker.clone()),
+            breaker,
             kind,
             runs,
             enqueuer,
@@ -241,10 +267,27 @@ impl Store {
         &self.pool
     }
 
+    /// Whether the circuit breaker is refusing queries at once because the database did not
+    /// answer (PostgreSQL only; `/readyz` says so).
+    pub fn unreachable(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_open())
+    }
+
     /// Closes the pools, waiting for connections in use to be returned.
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+
+    /// The store's background task that has stopped, if one has (`/readyz` names it).
+    pub fn stopped_task(&self) -> Option<&'static str> {
+        if self.runs.stopped() {
+            Some("run counter stopped")
+        } else if self.enqueuer.stopped() {
+            Some("run creation task stopped")
+        } else {
+            None
+        }
     }
 
     /// Ready when the database answers and every migration this build knows is applied.
@@ -279,6 +322,37 @@ impl Store {
             )));
         }
         Ok(())
+    }
+}
+
+/// The pool the service starts with. PostgreSQL may still be starting (a restart of both):
+/// refused connections are retried for up to 30 s, as sqlx's own acquire timeout did before
+/// the pool's became short.
+async fn open_first_pool(
+    kind: DbKind,
+    url: &str,
+    options: &StoreOptions,
+) -> Result<AnyPool, StoreError> {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match kind
+            .open_pool(url, options.max_connections, options.acquire_timeout)
+            .await
+        {
+            Ok(pool) => return Ok(pool),
+            // What a server that is not up yet looks like; anything else (a password, a
+            // database that does not exist) will not change by waiting.
+            Err(sqlx::Error::PoolTimedOut) if std::time::Instant::now() < give_up => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(sqlx::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+        }
     }
 }
 

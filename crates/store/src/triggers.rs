@@ -7,12 +7,25 @@
 //! the ticks are claimed again on the next poll. `trigger_ticks` (unique per trigger and
 //! scheduled time) records each tick's outcome and refuses a tick already recorded, whatever
 //! the clocks of the processes say.
+//!
+//! A claim never waits for another one (PostgreSQL): it skips a trigger whose row another
+//! transaction holds (`FOR UPDATE SKIP LOCKED`: that trigger is being claimed, or is stuck in
+//! a claim, and is tried again shortly), and gives up on any other lock after
+//! [`CLAIM_LOCK_TIMEOUT`]. Each trigger is claimed in its own transaction, so a claim that
+//! stalls (a process frozen inside it) costs that trigger's ticks until it ends, no one
+//! else's. On SQLite there is one writer: a stalled write transaction stalls every write
+//! (see `docs/reliability.md`).
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::runs::{RunInserts, RunState, Tx};
-use super::{NewRun, RunRecord, Store, StoreError, findable, lock_tenant, now_ms};
+use super::{DbKind, NewRun, RunRecord, Store, StoreError, findable, lock_tenant, now_ms};
+
+/// The longest a cron claim waits for a row lock (PostgreSQL) before it gives up and the
+/// scheduler tries again: a claim that waited longer than a tick is late anyway, and waiting
+/// holds a pooled connection.
+pub const CLAIM_LOCK_TIMEOUT: &str = "1s";
 
 /// Ticks kept in `trigger_ticks` (they only guard against a clock running backwards).
 pub const TICK_RETENTION_MS: i64 = 7 * 86_400_000;
@@ -351,8 +364,8 @@ impl Store {
 
     /// Claims and fires `trigger`'s due ticks as `plan` says, in one transaction: moves
     /// `next_fire_at` from the value `trigger` holds (`None` back: another process claimed
-    /// them first, or the trigger was paused or deleted meanwhile), records each tick and
-    /// creates its run.
+    /// them first, the trigger was paused or deleted meanwhile, or on PostgreSQL another
+    /// transaction holds its row right now), records each tick and creates its run.
     pub async fn fire_ticks(
         &self,
         trigger: &TriggerRecord,
@@ -360,6 +373,24 @@ impl Store {
     ) -> Result<Option<Fired>, StoreError> {
         let tenant_id = trigger.tenant_id.as_str();
         let mut tx = self.begin_write().await?;
+        if self.kind == DbKind::Postgres {
+            // `SET LOCAL` takes no parameters; the value is a constant.
+            sqlx::query(&format!("SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
+                .execute(&mut *tx)
+                .await?;
+            // A row another transaction holds is a claim of this trigger in progress (or
+            // stuck): leave it to that one rather than queue behind it.
+            let free = sqlx::query(
+                "SELECT id FROM triggers WHERE tenant_id = $1 AND id = $2 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(tenant_id)
+            .bind(&trigger.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if free.is_none() {
+                return Ok(None);
+            }
+        }
         // Read once the writer is ours: a run that ended while this waited is seen as ended.
         let now = now_ms();
         let claimed = sqlx::query(&format!(
@@ -436,6 +467,8 @@ impl Store {
                 workflow_version: version,
                 input: tick.input.clone(),
                 idempotency_key: Some(tick.idempotency_key.clone()),
+                // Only the scheduler makes tick keys, one run each: nothing to tell apart.
+                request_hash: None,
                 trigger_id: Some(trigger.id.clone()),
                 runs_per_hour: None,
                 max_queued: plan.max_queued,
