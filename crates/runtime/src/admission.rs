@@ -1,9 +1,21 @@
-//! Admission: at most `pool_size` invocations run at once (one pool slot each), and at most
-//! the tenant's `max_concurrent_runs` of one tenant. Callers beyond either wait in their
-//! tenant's queue, each for at most `queue_timeout`; a freed slot goes round-robin to the
-//! next tenant that has a waiter and is under its own limit, so a noisy tenant queues behind
-//! itself. Waiters are bounded in total (`queue_capacity`) and per tenant
-//! (`tenant_queue_capacity`); beyond either the caller is refused with `overloaded` at once.
+//! Admission: at most `pool_size` invocations run at once (one pool slot each), at most the
+//! tenant's `max_concurrent_runs` of one tenant, and, while other tenants hold or want slots,
+//! no more than its fair share of the pool. Callers that may not run wait in their tenant's
+//! queue, each for at most `queue_timeout`. Waiters are bounded in total (`queue_capacity`)
+//! and per tenant (`tenant_queue_capacity`); beyond either the caller is refused with
+//! `overloaded` at once.
+//!
+//! The share rule. `reserve` = max(1, `pool_size` / 8) slots; `share` = max(1,
+//! ceil((`pool_size` - `reserve`) / active)), where the active tenants are those holding a
+//! slot or waiting for one. A tenant under its limit may take a free slot if it holds fewer
+//! than its share, or if at least `reserve` slots stay free after it. So a tenant alone, or
+//! a few tenants that want everything, leave the reserve free, and a tenant that arrives
+//! finds a slot at once whatever the others' limits; the limit is a ceiling, the share is
+//! what a tenant gets under contention. A freed slot goes to the waiting tenant holding the
+//! fewest slots (equals in turn, round-robin), if the rule lets it in: a tenant that grew
+//! past its share while it was alone shrinks to it as its invocations end, since running
+//! invocations are never taken back. The price: one tenant alone, or a few saturating ones,
+//! use `pool_size` - `reserve` slots, not all of them.
 //!
 //! A [`Permit`] returns its slot and its tenant's count when dropped. A waiter that gives up
 //! (its timeout, or its future dropped because the client went away) leaves its queue; a
@@ -17,6 +29,9 @@ use tokio::sync::oneshot;
 
 use super::error::{ErrorKind, InvokeError};
 
+#[cfg(test)]
+mod tests;
+
 /// How many invocations run and wait, and for how long.
 #[derive(Debug, Clone, Copy)]
 pub struct AdmissionOptions {
@@ -28,6 +43,23 @@ pub struct AdmissionOptions {
     pub tenant_queue_capacity: usize,
     /// How long one invocation may wait.
     pub queue_timeout: Duration,
+}
+
+impl AdmissionOptions {
+    /// Slots only a tenant under its share may take: what a newcomer finds free while
+    /// others saturate the pool.
+    fn reserve(&self) -> usize {
+        (self.pool_size / 8).max(1)
+    }
+
+    /// Slots a tenant may hold before the reserve is closed to it, with `active` tenants
+    /// holding or waiting (the pool less its reserve, divided among them).
+    fn share(&self, active: usize) -> usize {
+        self.pool_size
+            .saturating_sub(self.reserve())
+            .div_ceil(active.max(1))
+            .max(1)
+    }
 }
 
 #[derive(Debug)]
@@ -46,8 +78,9 @@ struct State {
     running: usize,
     waiting: usize,
     next_id: u64,
+    /// The active tenants: those holding a slot or waiting for one (no others are kept).
     tenants: HashMap<Arc<str>, Tenant>,
-    /// Tenants with at least one waiter, in the order they are next served.
+    /// Tenants with at least one waiter, in turn order among those holding equally many.
     ring: VecDeque<Arc<str>>,
 }
 
@@ -125,31 +158,58 @@ impl State {
         }
     }
 
-    /// Hands free slots to waiters, one per tenant in turn, skipping tenants at their limit.
-    /// Runs after every change that may let a waiter in, so no waiter that could run is left
-    /// waiting while a slot is free.
+    /// Whether a tenant holding `held` slots may take a free one now, its limit aside: under
+    /// its share it may take any; at or over it, only while `reserve` slots stay free after.
+    fn may_take(&self, options: &AdmissionOptions, held: usize) -> bool {
+        let free = options.pool_size.saturating_sub(self.running);
+        free > 0 && (held < options.share(self.tenants.len()) || free > options.reserve())
+    }
+
+    /// The waiting tenant under its limit that holds the fewest slots, the first in turn
+    /// among equals: its place in the ring and what it holds.
+    fn next_in_line(&self) -> Option<(usize, usize)> {
+        let mut best: Option<(usize, usize)> = None;
+        for (at, name) in self.ring.iter().enumerate() {
+            let Some(t) = self.tenants.get(name) else {
+                continue;
+            };
+            if t.waiters.is_empty() || t.running >= t.limit {
+                continue;
+            }
+            if best.is_none_or(|(_, held)| t.running < held) {
+                best = Some((at, t.running));
+                if t.running == 0 {
+                    break;
+                }
+            }
+        }
+        best
+    }
+
+    /// Hands free slots to waiters, each to the tenant next in line. Runs after every change
+    /// that may let a waiter in (a slot freed, a tenant gone so the shares grew, a limit
+    /// raised), so no waiter that could run is left waiting while a slot is free.
     fn dispatch(&mut self, shared: &Arc<Shared>) {
-        let mut idle_turns = 0;
-        while self.running < shared.options.pool_size && idle_turns < self.ring.len() {
-            let Some(name) = self.ring.pop_front() else {
+        while let Some((at, held)) = self.next_in_line() {
+            // The rule only tightens with what a tenant holds: if the tenant holding the
+            // fewest may not take a slot, no waiter may.
+            if !self.may_take(&shared.options, held) {
+                break;
+            }
+            let Some(name) = self.ring.remove(at) else {
                 break;
             };
             let Some(tenant) = self.tenants.get_mut(&name) else {
                 continue;
             };
-            if tenant.running >= tenant.limit {
-                self.ring.push_back(name);
-                idle_turns += 1;
-                continue;
-            }
             let Some(waiter) = tenant.waiters.pop_front() else {
                 continue;
             };
-            self.waiting = self.waiting.saturating_sub(1);
+            // Served: behind the others that hold as many.
             if !tenant.waiters.is_empty() {
                 self.ring.push_back(name.clone());
             }
-            idle_turns = 0;
+            self.waiting = self.waiting.saturating_sub(1);
             self.acquire(&name);
             if let Err(mut permit) = waiter.grant.send(shared.permit(name.clone())) {
                 // The receiver is gone. A waiter leaves its queue before dropping its
@@ -162,7 +222,7 @@ impl State {
     }
 
     /// Removes waiter `id` of `tenant` if it is still queued.
-    fn leave(&mut self, tenant: &str, id: u64) {
+    fn leave(&mut self, tenant: &str, id: u64, shared: &Arc<Shared>) {
         let Some(t) = self.tenants.get_mut(tenant) else {
             return;
         };
@@ -175,6 +235,8 @@ impl State {
             self.ring.retain(|n| &**n != tenant);
         }
         self.forget_if_idle(tenant);
+        // A tenant gone raises the others' shares, which may let a waiter into the reserve.
+        self.dispatch(shared);
     }
 }
 
@@ -189,7 +251,9 @@ struct Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.shared.lock().leave(&self.tenant, self.id);
+        self.shared
+            .lock()
+            .leave(&self.tenant, self.id, &self.shared);
     }
 }
 
@@ -210,24 +274,27 @@ impl Admission {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX).max(1);
         let mut waiting = {
             let mut state = self.shared.lock();
-            let running = state.running;
             let name: Arc<str> = match state.tenants.get_key_value(tenant) {
                 Some((name, _)) => name.clone(),
                 None => tenant.into(),
             };
+            // Kept from here on (a newcomer counts among the active tenants at once), until
+            // it holds and waits for nothing.
             let entry = state.tenants.entry(name.clone()).or_default();
             entry.limit = limit;
-            if entry.waiters.is_empty() && entry.running < limit && running < options.pool_size {
+            let (held, queued) = (entry.running, entry.waiters.len());
+            // Behind its own waiters, never past them.
+            if queued == 0 && held < limit && state.may_take(&options, held) {
                 state.acquire(&name);
                 return Ok(self.shared.permit(name));
             }
-            let queued = entry.waiters.len();
             if queued >= options.tenant_queue_capacity || state.waiting >= options.queue_capacity {
                 state.forget_if_idle(&name);
+                // Refused, but a raised limit may still let the tenant's waiters in.
+                state.dispatch(&self.shared);
                 let message = if queued >= options.tenant_queue_capacity {
                     format!(
-                        "this tenant already has {} invocations running and {queued} waiting",
-                        entry_running(&state, &name)
+                        "this tenant already has {held} invocations running and {queued} waiting"
                     )
                 } else {
                     format!(
@@ -265,7 +332,9 @@ impl Admission {
             Err(_elapsed) => {
                 // A slot may have been handed over just as the wait ran out: leave the queue,
                 // then take it rather than refuse with a slot in hand.
-                self.shared.lock().leave(&waiting.tenant, waiting.id);
+                self.shared
+                    .lock()
+                    .leave(&waiting.tenant, waiting.id, &self.shared);
                 match waiting.grant.try_recv() {
                     Ok(permit) => Ok(permit),
                     Err(_) => Err(InvokeError::new(
@@ -295,196 +364,38 @@ impl Admission {
     fn tenants_tracked(&self) -> usize {
         self.shared.lock().tenants.len()
     }
-}
 
-fn entry_running(state: &State, tenant: &str) -> usize {
-    state.tenants.get(tenant).map_or(0, |t| t.running)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use futures::FutureExt;
-
-    fn admission(pool_size: usize, queue_capacity: usize, tenant_queue: usize) -> Arc<Admission> {
-        Arc::new(Admission::new(AdmissionOptions {
-            pool_size,
-            queue_capacity,
-            tenant_queue_capacity: tenant_queue,
-            queue_timeout: Duration::from_secs(60),
-        }))
-    }
-
-    /// Queues one caller of `tenant` in a task, and returns once it is in its queue.
-    async fn queue(
-        admission: &Arc<Admission>,
-        tenant: &'static str,
-        limit: u32,
-        on_grant: impl FnOnce() + Send + 'static,
-    ) -> tokio::task::JoinHandle<Result<(), ErrorKind>> {
-        let before = admission.waiting();
-        let task = tokio::spawn({
-            let admission = admission.clone();
-            async move {
-                let permit = admission.enter(tenant, limit).await.map_err(|e| e.kind)?;
-                on_grant();
-                drop(permit);
-                Ok(())
-            }
-        });
-        while admission.waiting() == before {
-            tokio::task::yield_now().await;
-        }
-        task
-    }
-
-    #[tokio::test]
-    async fn beyond_slots_callers_queue_then_are_refused() {
-        let admission = admission(1, 1, 8);
-        let held = admission.enter("a", 4).await.expect("first slot");
-        let queued = queue(&admission, "b", 4, || ()).await;
-        let refused = admission.enter("c", 4).await.expect_err("queue is full");
-        assert_eq!(refused.kind, ErrorKind::Overloaded);
-        drop(held);
-        queued
-            .await
-            .expect("join")
-            .expect("queued caller gets the slot once it is free");
-        assert_eq!(admission.available(), 1);
-        assert_eq!(admission.tenants_tracked(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_queued_caller_gives_up_after_the_queue_timeout() {
-        let admission = Admission::new(AdmissionOptions {
-            pool_size: 1,
-            queue_capacity: 8,
-            tenant_queue_capacity: 8,
-            queue_timeout: Duration::from_millis(20),
-        });
-        let _held = admission.enter("a", 4).await.expect("first slot");
-        let error = admission.enter("b", 4).await.expect_err("times out");
-        assert_eq!(error.kind, ErrorKind::Overloaded);
-        assert_eq!(admission.waiting(), 0);
-        assert_eq!(admission.tenants_tracked(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_tenant_at_its_limit_waits_while_others_take_free_slots() {
-        let admission = admission(4, 16, 16);
-        let first = admission.enter("noisy", 2).await.expect("slot");
-        let _second = admission.enter("noisy", 2).await.expect("slot");
-        let third = queue(&admission, "noisy", 2, || ()).await;
-        assert_eq!(
-            admission.available(),
-            2,
-            "the noisy tenant's third call waits"
+    /// Panics unless the counts agree with the queues and no waiter that could run waits
+    /// while a slot is free.
+    #[cfg(test)]
+    fn assert_consistent(&self) {
+        let state = self.shared.lock();
+        let running: usize = state.tenants.values().map(|t| t.running).sum();
+        assert_eq!(state.running, running, "pool count against tenants' counts");
+        let waiting: usize = state.tenants.values().map(|t| t.waiters.len()).sum();
+        assert_eq!(state.waiting, waiting, "waiting count against the queues");
+        assert!(
+            state
+                .tenants
+                .values()
+                .all(|t| t.running > 0 || !t.waiters.is_empty()),
+            "an idle tenant is still kept"
         );
-        let quiet = admission
-            .enter("quiet", 2)
-            .now_or_never()
-            .expect("a tenant under its limit is admitted at once")
-            .expect("slot");
-        assert_eq!(admission.available(), 1);
-        drop(first);
-        third
-            .await
-            .expect("join")
-            .expect("admitted once under its limit");
-        drop(quiet);
-    }
-
-    #[tokio::test]
-    async fn freed_slots_go_round_robin_across_tenants() {
-        let admission = admission(1, 16, 16);
-        let held = admission.enter("x", 1).await.expect("slot");
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for (tenant, name) in [
-            ("a", "a1"),
-            ("a", "a2"),
-            ("a", "a3"),
-            ("b", "b1"),
-            ("c", "c1"),
-        ] {
-            let order = order.clone();
-            let record = move || order.lock().unwrap_or_else(|p| p.into_inner()).push(name);
-            tasks.push(queue(&admission, tenant, 8, record).await);
+        let mut ring: Vec<&str> = state.ring.iter().map(|n| &**n).collect();
+        ring.sort_unstable();
+        let mut queued: Vec<&str> = state
+            .tenants
+            .iter()
+            .filter(|(_, t)| !t.waiters.is_empty())
+            .map(|(n, _)| &**n)
+            .collect();
+        queued.sort_unstable();
+        assert_eq!(ring, queued, "the ring holds each tenant with waiters once");
+        if let Some((_, held)) = state.next_in_line() {
+            assert!(
+                !state.may_take(&self.shared.options, held),
+                "a waiter that may run is waiting beside a free slot"
+            );
         }
-        drop(held);
-        for task in tasks {
-            task.await.expect("join").expect("admitted");
-        }
-        let order = order.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        assert_eq!(order, ["a1", "b1", "c1", "a2", "a3"]);
-    }
-
-    #[tokio::test]
-    async fn a_noisy_tenants_full_queue_does_not_refuse_a_quiet_tenant() {
-        // The whole queue has room for 4; one tenant may hold 2 of them.
-        let admission = admission(1, 4, 2);
-        let held = admission.enter("noisy", 8).await.expect("slot");
-        let noisy: Vec<_> = [
-            queue(&admission, "noisy", 8, || ()).await,
-            queue(&admission, "noisy", 8, || ()).await,
-        ]
-        .into();
-        let refused = admission
-            .enter("noisy", 8)
-            .await
-            .expect_err("its queue is full");
-        assert_eq!(refused.kind, ErrorKind::Overloaded);
-        let quiet = queue(&admission, "quiet", 8, || ()).await;
-        assert_eq!(admission.waiting(), 3);
-        drop(held);
-        quiet
-            .await
-            .expect("join")
-            .expect("the quiet tenant is served");
-        for task in noisy {
-            task.await.expect("join").expect("admitted");
-        }
-        assert_eq!(admission.tenants_tracked(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_cancelled_waiter_leaves_its_queue_and_leaks_nothing() {
-        let admission = admission(1, 8, 8);
-        let held = admission.enter("x", 1).await.expect("slot");
-
-        // Dropped while queued: the client went away.
-        assert!(admission.enter("a", 1).now_or_never().is_none());
-        assert_eq!(admission.waiting(), 0);
-        assert_eq!(admission.tenants_tracked(), 1, "only x remains");
-
-        // Dropped after a slot was handed to it but before it looked: the slot comes back.
-        let mut pending = Box::pin(admission.enter("a", 1));
-        assert!((&mut pending).now_or_never().is_none());
-        assert_eq!(admission.waiting(), 1);
-        drop(held);
-        assert_eq!(admission.available(), 0, "handed to the waiter");
-        drop(pending);
-        assert_eq!(admission.available(), 1);
-        assert_eq!(admission.waiting(), 0);
-        assert_eq!(admission.tenants_tracked(), 0);
-
-        // Both slot and tenant count are whole again: a limit of 1 admits at once.
-        let again = admission.enter("a", 1).now_or_never().expect("at once");
-        assert!(again.is_ok());
-    }
-
-    #[tokio::test]
-    async fn a_raised_limit_lets_queued_callers_in() {
-        let admission = admission(4, 8, 8);
-        let _first = admission.enter("a", 1).await.expect("slot");
-        let second = queue(&admission, "a", 1, || ()).await;
-        let _third = admission
-            .enter("a", 3)
-            .await
-            .expect("the new limit applies at once");
-        second
-            .await
-            .expect("join")
-            .expect("admitted under the raised limit");
     }
 }
