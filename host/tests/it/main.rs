@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admission_share;
 mod api;
 mod api_canary;
 mod api_config;
