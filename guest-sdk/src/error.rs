@@ -1,6 +1,7 @@
 //! `ConnectorError`, the one error type an action returns, and how SDK errors map onto it.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::http::HttpError;
 use crate::state::StateError;
@@ -18,6 +19,9 @@ pub struct ConnectorError {
     pub kind: ErrorKind,
     pub message: String,
     pub retryable: bool,
+    /// How long a retry should wait at least (set with [`ConnectorError::retry_after`]).
+    /// `None`: the host uses the `Retry-After` of the last 429 or 503 the connector got.
+    pub retry_after: Option<Duration>,
 }
 
 impl ConnectorError {
@@ -26,6 +30,7 @@ impl ConnectorError {
             kind,
             message: message.to_string(),
             retryable,
+            retry_after: None,
         }
     }
 
@@ -64,6 +69,22 @@ impl ConnectorError {
     /// Overrides the kind's default retry decision.
     pub fn retryable(mut self, retryable: bool) -> Self {
         self.retryable = retryable;
+        self
+    }
+
+    /// Asks a durable run to wait at least `wait` before the next attempt (capped by the
+    /// step's `max_backoff_ms`): for an upstream that says when to come back somewhere the
+    /// host does not read, such as a rate-limit reset in the body or an `X-RateLimit-Reset`
+    /// header. A 429 or 503 with a standard `Retry-After` needs nothing: the host reads it.
+    ///
+    /// ```
+    /// # use airlock_sdk::prelude::*;
+    /// # use std::time::Duration;
+    /// let error = ConnectorError::rate_limited("quota used").retry_after(Duration::from_secs(30));
+    /// assert_eq!(error.retry_after, Some(Duration::from_secs(30)));
+    /// ```
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
         self
     }
 }

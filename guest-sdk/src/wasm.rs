@@ -86,6 +86,11 @@ fn state_error(err: wit_state::StateError) -> StateError {
 }
 
 fn wit_error(err: ConnectorError) -> types::ConnectorError {
+    if let Some(wait) = err.retry_after {
+        // Told to the host before the error is returned: the record itself has no room for
+        // it without breaking components built against the first `connector-error`.
+        wit_invocation::retry_after(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    }
     let kind = match err.kind {
         ErrorKind::Auth => types::ErrorKind::Auth,
         ErrorKind::InvalidInput => types::ErrorKind::InvalidInput,

@@ -283,6 +283,7 @@ async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usiz
             workflow_version: 1,
             input: json!({"i": i}).to_string(),
             idempotency_key: None,
+            request_hash: None,
             trigger_id: None,
             runs_per_hour: None,
             max_queued: u64::MAX,

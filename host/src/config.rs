@@ -165,6 +165,11 @@ pub struct Config {
     /// `/readyz` reports not ready.
     #[arg(long, env = "AIRLOCK_MAX_QUEUE_DEPTH", default_value_t = airlock_runs::DEFAULT_MAX_QUEUE_DEPTH)]
     pub max_queue_depth: i64,
+    /// How long an `Idempotency-Key` (or a webhook delivery id) holds the run it made; after
+    /// it the same key makes a new run. Tenants with no run for this long also leave the
+    /// claim rotation until their next run.
+    #[arg(long, env = "AIRLOCK_IDEMPOTENCY_TTL", default_value = "24h", value_parser = crate::units::parse_timeout)]
+    pub idempotency_ttl: Duration,
     /// Fire no cron ticks in this process (another process does; any number may).
     #[arg(long, env = "AIRLOCK_NO_SCHEDULER", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_scheduler: bool,
@@ -214,6 +219,7 @@ impl Config {
             worker_grace: workers.grace,
             max_queued_runs_per_tenant: runs.max_queued_per_tenant,
             max_queue_depth: runs.max_queue_depth,
+            idempotency_ttl: runs.idempotency_ttl,
             no_scheduler: false,
             cron_grace: SchedulerOptions::default().grace,
             jwt_secret_env: None,
@@ -430,6 +436,7 @@ impl Config {
             runs: RunsOptions {
                 max_queued_per_tenant: self.max_queued_runs_per_tenant,
                 max_queue_depth: self.max_queue_depth,
+                idempotency_ttl: self.idempotency_ttl,
             },
             scheduler: SchedulerOptions {
                 enabled: !self.no_scheduler,

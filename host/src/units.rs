@@ -38,7 +38,8 @@ pub fn parse_millis(text: &str) -> Result<u64, String> {
         "" | "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
+        "h" => 3_600_000,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m or h)")),
     };
     number
         .checked_mul(factor)
@@ -66,6 +67,7 @@ mod tests {
         assert!(parse_bytes("MiB").is_err());
         assert_eq!(parse_millis("30s"), Ok(30_000));
         assert_eq!(parse_millis("250ms"), Ok(250));
+        assert_eq!(parse_millis("24h"), Ok(86_400_000));
         assert_eq!(parse_timeout("10s"), Ok(std::time::Duration::from_secs(10)));
         assert!(parse_timeout("0s").is_err());
         assert_eq!(parse_millis("100"), Ok(100));

@@ -25,7 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use airlock_core::{Clock, Pipeline, PipelineOptions};
-use airlock_runs::{Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers};
+use airlock_runs::{
+    KeyExpiry, Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers,
+};
 use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use airlock_secrets::{Keyring, Secret};
 use airlock_store::{Store, StoreError, StoreOptions};
@@ -217,7 +219,9 @@ impl Service {
         let pipeline = self.state.pipeline().clone();
         let workers = Workers::start(pipeline.clone(), self.workers.clone());
         let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
+        let expiry = KeyExpiry::start(self.state.runs().clone());
         let result = server::serve(listener, router, self.server, shutdown).await;
+        expiry.shutdown().await;
         // Running steps finish (or are stopped after the grace period) and their runs go
         // back to the queue; in-flight refreshes finish (a rotated refresh token must reach
         // the database) before the pool closes.

@@ -27,9 +27,12 @@ pub const MAX_STEPS: usize = 50;
 pub const MAX_ATTEMPTS_CAP: u32 = 10;
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF_CAP_MS: u64 = 60 * 60 * 1000;
-/// The retry policy of an action whose manifest declares none.
-pub const DEFAULT_RETRY: RetryPolicy = RetryPolicy {
-    max_attempts: 3,
+/// The policy of a step that names none and whose action's manifest declares none: one
+/// attempt. The connector guide's contract: a connector leaves `retry` off for actions that
+/// are not safe to repeat (creating things), so the host never repeats them on its own; a
+/// workflow that knows better says so with the step's `retry`.
+pub const NO_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 1,
     initial_backoff_ms: 1_000,
     max_backoff_ms: 60_000,
 };
@@ -61,8 +64,8 @@ pub struct StepSpec {
     /// The input template (see the module documentation). Absent: `{}`.
     #[serde(default = "empty_object")]
     pub input: Value,
-    /// Overrides the action's manifest `retry`; clamped by [`MAX_ATTEMPTS_CAP`] and
-    /// [`MAX_BACKOFF_CAP_MS`].
+    /// Overrides the action's manifest `retry` (absent in both: [`NO_RETRY`], one attempt);
+    /// clamped by [`MAX_ATTEMPTS_CAP`] and [`MAX_BACKOFF_CAP_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
     /// The step's wall-clock budget; clamped by the tenant's `timeout_ms`.
@@ -189,10 +192,10 @@ impl StepSpec {
         build(&self.input, trigger, outputs)
     }
 
-    /// The retry policy: the step's, else the action's (`declared`), else
-    /// [`DEFAULT_RETRY`]; clamped by the caps.
+    /// The retry policy: the step's, else the action's (`declared`), else [`NO_RETRY`] (one
+    /// attempt); clamped by the caps.
     pub fn retry_policy(&self, declared: Option<RetryPolicy>) -> RetryPolicy {
-        let policy = self.retry.or(declared).unwrap_or(DEFAULT_RETRY);
+        let policy = self.retry.or(declared).unwrap_or(NO_RETRY);
         let max_backoff_ms = policy.max_backoff_ms.min(MAX_BACKOFF_CAP_MS);
         RetryPolicy {
             max_attempts: policy.max_attempts.clamp(1, MAX_ATTEMPTS_CAP),
@@ -527,7 +530,8 @@ mod tests {
     #[test]
     fn retry_policy_prefers_the_step_then_the_manifest_and_is_clamped() {
         let mut s = spec(json!([step("a", json!({}))]));
-        assert_eq!(s.steps[0].retry_policy(None), DEFAULT_RETRY);
+        assert_eq!(s.steps[0].retry_policy(None), NO_RETRY);
+        assert_eq!(s.steps[0].retry_policy(None).max_attempts, 1);
         let declared = RetryPolicy {
             max_attempts: 50,
             initial_backoff_ms: 10,

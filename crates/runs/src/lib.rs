@@ -12,6 +12,7 @@
 //! definition format is `airlock-model`'s `workflow`.
 
 mod error;
+mod expiry;
 mod rate;
 pub mod retry;
 mod scheduler;
@@ -20,6 +21,7 @@ mod worker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
@@ -27,6 +29,7 @@ use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, Workf
 use serde_json::Value;
 
 pub use error::RunsError;
+pub use expiry::KeyExpiry;
 pub use scheduler::{Scheduler, SchedulerOptions};
 pub use triggers::{
     DEFAULT_RATE_PER_MINUTE, Delivered, HookError, MAX_TRIGGERS_PER_TENANT, Overlap, Trigger,
@@ -44,12 +47,19 @@ const DEPTH_TTL_MS: i64 = 1_000;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Idempotency keys only triggers give their runs.
 const RESERVED_KEY_PREFIXES: [&str; 2] = ["cron:", "hook:"];
+/// How long an idempotency key holds its run, unless the operator says otherwise (Stripe's
+/// period).
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Queue limits.
+/// Queue limits and the lifetime of idempotency keys.
 #[derive(Debug, Clone)]
 pub struct RunsOptions {
     pub max_queued_per_tenant: u64,
     pub max_queue_depth: i64,
+    /// How long an idempotency key (an API caller's, or a webhook delivery id) holds the run
+    /// it made; after it, the same key makes a new run. Also how long a tenant without runs
+    /// keeps its claim-rotation row.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for RunsOptions {
@@ -57,6 +67,7 @@ impl Default for RunsOptions {
         Self {
             max_queued_per_tenant: DEFAULT_MAX_QUEUED_PER_TENANT,
             max_queue_depth: DEFAULT_MAX_QUEUE_DEPTH,
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         }
     }
 }
@@ -313,39 +324,60 @@ impl Runs {
                         .into(),
                 });
             }
-            if let Some(existing) = self.existing_run(tenant, key).await? {
-                return Ok((existing, false));
-            }
         }
-        self.create_run(tenant, &workflow, input, idempotency_key, None)
+        let request = Keyed::api(&workflow.id, input);
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.existing_run(tenant, key, &request).await?
+        {
+            return Ok((existing, false));
+        }
+        self.create_run(tenant, &workflow, input, idempotency_key, &request, None)
             .await
     }
 
-    /// The run created with idempotency key `key`, once the key is checked.
+    /// The live run created with idempotency key `key`, once the key is checked: `None` when
+    /// no run holds it or the one holding it is older than the keys' lifetime (the creation
+    /// that follows releases it). A run made by another request is refused: the key was
+    /// reused ([`Keyed::reused`]).
     pub(crate) async fn existing_run(
         &self,
         tenant: &TenantId,
         key: &str,
+        request: &Keyed,
     ) -> Result<Option<RunRecord>, RunsError> {
         check_idempotency_key(key)?;
-        Ok(self
+        let found = self
             .pipeline
             .store()
             .run_by_key(tenant.as_str(), key)
-            .await?)
+            .await?;
+        match found {
+            Some(run) if self.expired(&run) => Ok(None),
+            Some(run) => request.same(run).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `run` was created longer ago than an idempotency key lives.
+    fn expired(&self, run: &RunRecord) -> bool {
+        let ttl = i64::try_from(self.options.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        run.created_at < airlock_store::now_ms().saturating_sub(ttl)
     }
 
     /// Creates a run of `workflow` (its current version), for the API or a trigger, once no
     /// run holds `idempotency_key`. Refusals: queue past the operator's depth (503), too many
     /// of the tenant's runs waiting (429), hourly runs used (429). A run holding the key
     /// (a concurrent request's, or an earlier one's) answers `created: false`, before any
-    /// limit but the depth.
+    /// limit but the depth, if it was made by the same `request`; one made by another is
+    /// refused ([`Keyed::reused`]), and one older than the keys' lifetime loses the key to
+    /// this request.
     pub(crate) async fn create_run(
         &self,
         tenant: &TenantId,
         workflow: &WorkflowRecord,
         input: &Value,
         idempotency_key: Option<&str>,
+        request: &Keyed,
         trigger_id: Option<&str>,
     ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
@@ -357,28 +389,35 @@ impl Runs {
             });
         }
         let quota = self.pipeline.quota(t).await?;
-        let created = self
-            .pipeline
-            .store()
-            .create_run(
-                t,
-                NewRun {
-                    id: format!("run_{}", uuid::Uuid::new_v4().simple()),
-                    workflow_id: workflow.id.clone(),
-                    workflow_version: workflow.version,
-                    input: input.to_string(),
-                    idempotency_key: idempotency_key.map(str::to_owned),
-                    trigger_id: trigger_id.map(str::to_owned),
-                    // Counted in the insert's transaction: one commit per run.
-                    runs_per_hour: Some(quota.runs_per_hour),
-                    max_queued: self.options.max_queued_per_tenant,
-                },
-            )
-            .await;
-        match created? {
+        let store = self.pipeline.store();
+        let new = NewRun {
+            id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+            workflow_id: workflow.id.clone(),
+            workflow_version: workflow.version,
+            input: input.to_string(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            request_hash: idempotency_key.map(|_| request.hash.clone()),
+            trigger_id: trigger_id.map(str::to_owned),
+            // Counted in the insert's transaction: one commit per run.
+            runs_per_hour: Some(quota.runs_per_hour),
+            max_queued: self.options.max_queued_per_tenant,
+        };
+        match store.create_run(t, new.clone()).await? {
             Enqueued::Created(run) => Ok((run, true)),
+            // The key is held by a run past the keys' lifetime that the periodic expiry has
+            // not cleared yet: release it and create once more (a concurrent twin doing the
+            // same finds the new run).
+            Enqueued::Existing(run) if self.expired(&run) => {
+                if let Some(key) = idempotency_key {
+                    store.release_key(t, key, &run.id).await?;
+                }
+                match store.create_run(t, new).await? {
+                    Enqueued::Created(run) => Ok((run, true)),
+                    Enqueued::Existing(run) => request.same(run).map(|run| (run, false)),
+                }
+            }
             // A concurrent request with the same key created it first (and was charged).
-            Enqueued::Existing(run) => Ok((run, false)),
+            Enqueued::Existing(run) => request.same(run).map(|run| (run, false)),
         }
     }
 
@@ -481,6 +520,111 @@ fn workflow_write_error(name: Option<&str>) -> impl Fn(airlock_store::StoreError
 
 fn definition_text(spec: &WorkflowSpec) -> Result<String, RunsError> {
     serde_json::to_string(spec).map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))
+}
+
+/// What an idempotency key stands for: a fingerprint of the request that used it, and what
+/// to answer when another request reuses it.
+pub(crate) struct Keyed {
+    /// Hex SHA-256, stored with the run (`runs.request_hash`).
+    hash: String,
+    /// Whether the key is a webhook delivery id (refused with 409) or an API caller's
+    /// `Idempotency-Key` (422).
+    delivery: bool,
+}
+
+impl Keyed {
+    /// `POST /v1/workflows/{id}/runs`: the workflow and the input, its object members in
+    /// sorted order (the same JSON however its members were ordered or spaced).
+    pub(crate) fn api(workflow_id: &str, input: &Value) -> Keyed {
+        let mut canonical = String::new();
+        canonical_json(input, &mut canonical);
+        Keyed {
+            hash: fingerprint(&[b"api", workflow_id.as_bytes(), canonical.as_bytes()]),
+            delivery: false,
+        }
+    }
+
+    /// A webhook delivery: its body, byte for byte (the trigger, and so the workflow, is in
+    /// the key already; headers and the receive time differ between redeliveries).
+    pub(crate) fn delivery(body: &[u8]) -> Keyed {
+        Keyed {
+            hash: fingerprint(&[b"hook", body]),
+            delivery: true,
+        }
+    }
+
+    /// `run` if this request made it (or it predates fingerprints), else the refusal of a
+    /// reused key.
+    fn same(&self, run: RunRecord) -> Result<RunRecord, RunsError> {
+        match &run.request_hash {
+            Some(hash) if *hash != self.hash => Err(self.reused()),
+            _ => Ok(run),
+        }
+    }
+
+    /// The IETF `Idempotency-Key` draft: "a request with the same key but a different
+    /// payload" is 422. A webhook delivery id reused with another body is a 409: the id is
+    /// taken (a sender's bug, or a replay with the body changed), and nothing the sender
+    /// can fix by retrying the same bytes.
+    fn reused(&self) -> RunsError {
+        if self.delivery {
+            RunsError::Conflict(
+                "this delivery id was already received with another body; a redelivery must \
+                 carry the same body, and a new event needs a new id"
+                    .into(),
+            )
+        } else {
+            RunsError::Invalid {
+                field: "Idempotency-Key".into(),
+                detail: "this Idempotency-Key was already used with another request (another \
+                         workflow or another body); use a new key for a new request"
+                    .into(),
+            }
+        }
+    }
+}
+
+/// Hex SHA-256 of `parts`, each prefixed by its length so no two lists of parts collide.
+fn fingerprint(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// `value` as JSON with object members sorted by key and no whitespace, whatever order the
+/// map type keeps them in.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, member)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(member, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 fn check_idempotency_key(key: &str) -> Result<(), RunsError> {

@@ -16,9 +16,15 @@ pub struct StepError {
     pub connector_kind: Option<String>,
     /// Whether another attempt may succeed.
     pub retryable: bool,
-    /// Asked-for wait before the next attempt (the hourly quota's reset), if any.
+    /// Asked-for wait before the next attempt by the host (the hourly quota's reset), if
+    /// any: a floor, whatever the policy (an earlier attempt would be refused again).
     #[serde(skip)]
     pub retry_after_ms: Option<u64>,
+    /// Asked-for wait by the upstream (`Retry-After` on a 429 or 503) or the connector: a
+    /// floor too, capped by the step's `max_backoff_ms`, so an upstream cannot park a run
+    /// longer than its workflow allows.
+    #[serde(skip)]
+    pub upstream_retry_after_ms: Option<u64>,
 }
 
 impl StepError {
@@ -29,6 +35,7 @@ impl StepError {
             connector_kind: None,
             retryable,
             retry_after_ms: None,
+            upstream_retry_after_ms: None,
         }
     }
 
@@ -44,6 +51,7 @@ impl StepError {
             retryable: error.retryable && !hopeless,
             connector_kind,
             retry_after_ms: None,
+            upstream_retry_after_ms: error.retry_after_ms,
         }
     }
 
@@ -77,6 +85,7 @@ impl StepError {
             connector_kind: None,
             retryable,
             retry_after_ms,
+            upstream_retry_after_ms: None,
         }
     }
 
@@ -87,8 +96,8 @@ impl StepError {
 
 /// The wait before attempt `failures + 1` after `failures` failed ones: full jitter
 /// (uniform in `[0, min(max, initial * 2^(failures-1))]`), so a crowd of failed runs does
-/// not come back in step. A rate-limited failure waits the whole window, and an asked-for
-/// wait is honoured as a floor.
+/// not come back in step. A rate-limited failure waits the whole window. An asked-for wait is
+/// honoured as a floor: the host's whole, the upstream's up to the policy's `max_backoff_ms`.
 pub fn backoff_ms(policy: &RetryPolicy, failures: u32, error: &StepError) -> u64 {
     let exponent = failures.saturating_sub(1).min(32);
     let window = policy
@@ -100,7 +109,12 @@ pub fn backoff_ms(policy: &RetryPolicy, failures: u32, error: &StepError) -> u64
     } else {
         random_below(window.saturating_add(1))
     };
-    jittered.max(error.retry_after_ms.unwrap_or(0))
+    let upstream = error
+        .upstream_retry_after_ms
+        .map_or(0, |ms| ms.min(policy.max_backoff_ms));
+    jittered
+        .max(upstream)
+        .max(error.retry_after_ms.unwrap_or(0))
 }
 
 fn random_below(bound: u64) -> u64 {
@@ -150,6 +164,30 @@ mod tests {
         let mut asked = StepError::new("quota_exceeded", "hour used", true);
         asked.retry_after_ms = Some(5_000);
         assert!(backoff_ms(&POLICY, 1, &asked) >= 5_000);
+    }
+
+    #[test]
+    fn the_upstreams_retry_after_is_a_floor_capped_by_the_policy() {
+        let mut limited = InvokeError::new(ErrorKind::ConnectorError, "429");
+        limited.connector_kind = Some("rate_limited".into());
+        limited.retryable = true;
+        limited.retry_after_ms = Some(800);
+        let error = StepError::from_guest(&limited);
+        for _ in 0..50 {
+            let wait = backoff_ms(&POLICY, 1, &error);
+            assert!((800..=1_000).contains(&wait), "{wait}");
+        }
+        // An upstream asking for an hour gets the policy's longest wait.
+        limited.retry_after_ms = Some(3_600_000);
+        let error = StepError::from_guest(&limited);
+        assert_eq!(backoff_ms(&POLICY, 1, &error), POLICY.max_backoff_ms);
+        // Any retryable guest failure carries it, not only `rate_limited`.
+        let mut unavailable = InvokeError::new(ErrorKind::ConnectorError, "503");
+        unavailable.connector_kind = Some("upstream".into());
+        unavailable.retryable = true;
+        unavailable.retry_after_ms = Some(700);
+        let error = StepError::from_guest(&unavailable);
+        assert!(backoff_ms(&POLICY, 1, &error) >= 700);
     }
 
     #[test]

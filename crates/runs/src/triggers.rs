@@ -420,6 +420,7 @@ impl Runs {
                     retry_after_s,
                 })
         };
+        let request = crate::Keyed::delivery(body);
         let created = match refused {
             Ok(()) => {
                 let input = hook_input(&verified, headers, body, now_ms);
@@ -428,6 +429,7 @@ impl Runs {
                     &target.workflow,
                     &input,
                     Some(&key),
+                    &request,
                     Some(&trigger.id),
                 )
                 .await
@@ -443,13 +445,18 @@ impl Runs {
                 }
                 Ok(Delivered { run, created })
             }
+            // The delivery id was taken by another body: never answered with that run.
+            Err(reused @ HookError::Runs(RunsError::Conflict(_))) => {
+                self.hook_rates.give_back(&trigger.id);
+                Err(reused)
+            }
             // A redelivery of an accepted delivery gets its run, whatever refused it now (the
             // trigger paused, its rate or the queue used up, the database busy): the sender
             // stops retrying. The run creation itself answers a taken key before any tenant
             // limit, so only these refusals come before the key was looked at.
             Err(
                 refused @ (HookError::Paused | HookError::RateLimited { .. } | HookError::Runs(_)),
-            ) => match self.existing_run(&tenant, &key).await {
+            ) => match self.existing_run(&tenant, &key, &request).await {
                 Ok(Some(run)) => {
                     if matches!(refused, HookError::Runs(_)) {
                         // It took a token before the creation refused it.

@@ -80,6 +80,12 @@ impl invocation::Host for GuestState {
             .and_then(|session| session.idempotency_key())
             .map(str::to_owned)
     }
+
+    async fn retry_after(&mut self, ms: u64) {
+        if let Some(session) = self.outbound.as_mut() {
+            session.ask_retry_after(std::time::Duration::from_millis(ms));
+        }
+    }
 }
 
 impl log::Host for GuestState {

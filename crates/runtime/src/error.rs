@@ -105,6 +105,11 @@ pub struct InvokeError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector_kind: Option<String>,
     pub retryable: bool,
+    /// For a retryable failure: how long the upstream (a 429 or 503 with `Retry-After`) or
+    /// the connector asked a retry to wait, in milliseconds. Durable runs wait at least this
+    /// long, capped by the step's policy. Not part of an API response.
+    #[serde(skip)]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl InvokeError {
@@ -123,6 +128,7 @@ impl InvokeError {
             pointer: None,
             connector_kind: None,
             retryable: kind.retryable(),
+            retry_after_ms: None,
         }
     }
 

@@ -307,7 +307,9 @@ impl Runtime {
         let guest = store.data();
         stats.peak_memory_bytes = guest.limiter.peak_bytes as u64;
         let mut limit_hit = guest.limit_hit;
+        let mut retry_after = None;
         if let Some(session) = &guest.outbound {
+            retry_after = session.retry_after();
             let outbound = session.stats();
             stats.outbound_requests = outbound.requests;
             stats.outbound_denied = outbound.denied;
@@ -328,7 +330,7 @@ impl Runtime {
         drop(store);
         drop(permit);
 
-        let result = match ended {
+        let mut result = match ended {
             Ended::TimedOut => Err(InvokeError::new(
                 ErrorKind::Timeout,
                 format!("the invocation ran longer than {} ms", timeout.as_millis()),
@@ -340,6 +342,13 @@ impl Runtime {
             }
             Ended::Returned(Ok(output)) => check_output(action, output, limits, &scrubber),
         };
+        if let Err(error) = &mut result
+            && error.retryable
+        {
+            error.retry_after_ms = retry_after.map(|wait| {
+                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+            });
+        }
         stats.limit_hit = settle_limit_hit(&result, limit_hit);
         stats.duration_us = elapsed_us(started);
         let mut logs = logs.finish();
@@ -489,6 +498,7 @@ fn connector_error(
         pointer: None,
         connector_kind: Some(ConnectorErrorKind::from(error.kind).as_str().to_owned()),
         retryable: kind == ErrorKind::ConnectorError && error.retryable,
+        retry_after_ms: None,
     }
 }
 

@@ -100,6 +100,8 @@ pub struct RunRecord {
     /// The trigger payload, as JSON text.
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// The fingerprint of the request that created it (see [`NewRun::request_hash`]).
+    pub request_hash: Option<String>,
     /// The trigger that created it, if one did.
     pub trigger_id: Option<String>,
     /// The first step not yet journaled as succeeded.
@@ -123,7 +125,7 @@ pub struct RunRecord {
 const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
-    finished_at, updated_at";
+    finished_at, updated_at, request_hash";
 
 fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
@@ -133,6 +135,7 @@ fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
         state: RunState::read(row)?,
         input: row.try_get("input")?,
         idempotency_key: row.try_get("idempotency_key")?,
+        request_hash: row.try_get("request_hash")?,
         trigger_id: row.try_get("trigger_id")?,
         next_step: row.try_get("next_step")?,
         attempt: row.try_get("attempt")?,
@@ -187,6 +190,10 @@ pub struct NewRun {
     pub workflow_version: i64,
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// A fingerprint of the request (hex SHA-256 of what makes it this request: the
+    /// workflow and the input, or a webhook delivery's body), kept with the run so a later
+    /// request with the same key can be told apart from a repeat.
+    pub request_hash: Option<String>,
     /// The trigger that created it, if one did.
     pub trigger_id: Option<String>,
     /// Count the run against the tenant's hourly runs, at most this many, in the insert's
@@ -1150,22 +1157,25 @@ impl RunInserts {
     }
 }
 
+/// Parameters per row of [`insert_runs_sql`].
+pub(crate) const INSERT_PARAMS: usize = 9;
+
 /// An insert of `rows` queued runs, each bound by [`bind_new_run`] in order, that skips
 /// (never fails on) a taken idempotency key and returns `returning` of the runs inserted.
 pub(crate) fn insert_runs_sql(rows: usize, returning: &str) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
-            let [tenant, id, workflow, version, input, key, trigger, now] =
-                std::array::from_fn(|i| r * 8 + i + 1);
+            let [tenant, id, workflow, version, input, key, hash, trigger, now] =
+                std::array::from_fn(|i| r * INSERT_PARAMS + i + 1);
             format!(
                 "(${tenant}, ${id}, ${workflow}, ${version}, 'queued', ${input}, ${key}, \
-                 ${trigger}, ${now}, ${now}, ${now})"
+                 ${hash}, ${trigger}, ${now}, ${now}, ${now})"
             )
         })
         .collect();
     format!(
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-           idempotency_key, trigger_id, run_at, created_at, updated_at) VALUES {} \
+           idempotency_key, request_hash, trigger_id, run_at, created_at, updated_at) VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING {returning}",
         values.join(", ")
@@ -1182,6 +1192,7 @@ impl RunRecord {
             state: RunState::Queued,
             input: new.input.clone(),
             idempotency_key: new.idempotency_key.clone(),
+            request_hash: new.request_hash.clone(),
             trigger_id: new.trigger_id.clone(),
             next_step: 0,
             attempt: 0,
@@ -1213,6 +1224,7 @@ pub(crate) fn bind_new_run<'q>(
         .bind(new.workflow_version)
         .bind(&new.input)
         .bind(new.idempotency_key.as_deref())
+        .bind(new.request_hash.as_deref())
         .bind(new.trigger_id.as_deref())
         .bind(now)
 }

@@ -69,6 +69,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         workflow_version: 1,
         input: "{}".into(),
         idempotency_key: key.map(str::to_owned),
+        request_hash: None,
         trigger_id: None,
         runs_per_hour: None,
         max_queued: 100_000,

@@ -809,6 +809,7 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
             workflow_version: 1,
             input: "{}".into(),
             idempotency_key: None,
+            request_hash: None,
             trigger_id: None,
             runs_per_hour: None,
             max_queued: u64::MAX,

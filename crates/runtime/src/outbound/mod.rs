@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -58,6 +59,10 @@ use resolve::{BlockedAddress, GateResolver};
 
 /// Sent when the guest sets no `user-agent` of its own, so upstreams can tell who calls them.
 const DEFAULT_USER_AGENT: &str = concat!("airlock/", env!("CARGO_PKG_VERSION"));
+
+/// The longest `Retry-After` the gate remembers: a durable run's policy caps the wait lower
+/// (`max_backoff_ms`, at most an hour), and a longer ask is as good as "not today".
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Bounds on what a guest may put in its request headers; far above what any API needs.
 const MAX_GUEST_HEADERS: usize = 100;
@@ -244,6 +249,8 @@ impl Gate {
             stats: OutboundStats::default(),
             limit_hit: None,
             refreshed_after_401: false,
+            upstream_retry_after: None,
+            asked_retry_after: None,
         }
     }
 }
@@ -260,6 +267,11 @@ pub struct Session {
     limit_hit: Option<LimitHit>,
     /// Whether this invocation already asked for a new OAuth2 token after a 401: it asks once.
     refreshed_after_401: bool,
+    /// The `Retry-After` of the last 429 or 503 the guest was given, unless a later response
+    /// succeeded: what the upstream asked a failed invocation's retry to wait.
+    upstream_retry_after: Option<Duration>,
+    /// The wait the guest itself asked for (the `invocation.retry-after` import).
+    asked_retry_after: Option<Duration>,
 }
 
 /// One hop, ready to send.
@@ -307,6 +319,20 @@ impl Session {
 
     pub fn limit_hit(&self) -> Option<LimitHit> {
         self.limit_hit.clone()
+    }
+
+    /// How long a retry of this invocation should wait, if anyone asked: the guest's own ask
+    /// ([`Session::ask_retry_after`]) if it made one, else the `Retry-After` of the last 429
+    /// or 503 it was given (cleared by a later 2xx, which says the upstream took requests
+    /// again). At most [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.asked_retry_after.or(self.upstream_retry_after)
+    }
+
+    /// The guest asks a retry to wait `wait` (it knows better than the headers: a rate-limit
+    /// reset in a body, another header); the last ask counts.
+    pub fn ask_retry_after(&mut self, wait: Duration) {
+        self.asked_retry_after = Some(wait.min(MAX_RETRY_AFTER));
     }
 
     /// Redacts this grant's credential (and its derived forms) from logs and outputs.
@@ -601,6 +627,14 @@ impl Session {
             )));
         }
         let status = response.status().as_u16();
+        if matches!(
+            response.status(),
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            self.upstream_retry_after = retry_after(response.headers(), SystemTime::now());
+        } else if response.status().is_success() {
+            self.upstream_retry_after = None;
+        }
         let mut headers: Vec<(String, String)> = response
             .headers()
             .iter()
@@ -687,6 +721,28 @@ impl Session {
             HttpError::TooManyRequests => HttpError::TooManyRequests,
         }
     }
+}
+
+/// The wait a `Retry-After` header asks for (RFC 9110 §10.2.3): delta-seconds, or an HTTP
+/// date, counted from the response's own `Date` when it has one (so a skewed clock on
+/// either side does not stretch or cancel the wait), else from `now`. A date in the past is
+/// no wait; an unreadable value is none. At most [`MAX_RETRY_AFTER`].
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let from = headers
+        .get(header::DATE)
+        .and_then(|date| date.to_str().ok())
+        .and_then(|date| httpdate::parse_http_date(date.trim()).ok())
+        .unwrap_or(now);
+    Some(
+        at.duration_since(from)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
 }
 
 /// The methods a connector may use. CONNECT (tunnels) and TRACE (echoes headers back) have no

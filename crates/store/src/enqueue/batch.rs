@@ -21,7 +21,7 @@ use crate::runs::{DAY_MS, RunRecord, Tx, WAITING, bind_new_run, insert_runs_sql,
 use crate::usage::{HOUR_MS, over_quota};
 use crate::{Enqueued, NewRun, StoreError};
 
-/// Rows per insert statement: 8 parameters each, far below SQLite's 32,766.
+/// Rows per insert statement: 9 parameters each, far below SQLite's 32,766.
 const INSERT_ROWS: usize = 64;
 
 /// One tenant's part of the batch.

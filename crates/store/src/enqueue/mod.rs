@@ -28,6 +28,7 @@ use crate::runs::{RunInserts, Tx, notify_runs, run_by_key_in};
 use crate::{DbKind, Enqueued, NewRun, StoreError, now_ms};
 
 mod batch;
+mod expiry;
 
 /// The most runs one transaction inserts: bounds how long it holds the write lock.
 const MAX_BATCH: usize = 128;
