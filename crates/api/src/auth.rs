@@ -1,8 +1,14 @@
 //! Bearer-token auth: HS256 JWTs with an expiry (and `nbf`, `iat` honoured), the `tenant` and
-//! `role` claims, and the [`Principal`] extractor every handler takes. Another tenant's
-//! resources are out of reach because handlers only ever pass `principal.tenant` to the store;
-//! a token naming a tenant that does not exist is refused here, once, for every route.
+//! `role` claims, and the extractors handlers take: [`Member`] (a tenant's token with at least
+//! a role), [`Operator`], or [`Principal`] (any valid token). Another tenant's resources are
+//! out of reach because handlers only ever pass the caller's tenant to the store; a token
+//! naming a tenant that does not exist is refused here, once, for every route.
+//!
+//! The role is checked by the extractor, before the body and the query are read: a caller
+//! that may not use a route gets 403 whatever it sent, never a 400 or 422 about a body it was
+//! not allowed to send (which would also tell it what the route accepts).
 
+use std::marker::PhantomData;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
@@ -250,6 +256,84 @@ impl FromRequestParts<AppState> for Principal {
             state.tenant_exists(tenant).await?;
         }
         Ok(principal)
+    }
+}
+
+/// The least role a route needs, as a type ([`at_least`]), so that [`Member`] checks it as an
+/// extractor.
+pub trait MinRole {
+    const ROLE: Role;
+}
+
+/// The roles [`Member`] can require.
+pub mod at_least {
+    use super::{MinRole, Role};
+
+    pub enum Viewer {}
+    pub enum Editor {}
+    pub enum Admin {}
+
+    impl MinRole for Viewer {
+        const ROLE: Role = Role::Viewer;
+    }
+    impl MinRole for Editor {
+        const ROLE: Role = Role::Editor;
+    }
+    impl MinRole for Admin {
+        const ROLE: Role = Role::Admin;
+    }
+}
+
+/// A caller acting in its own tenant with at least the role `R` (403 otherwise, operators
+/// included: they manage tenants, they do not act inside one).
+#[derive(Debug)]
+pub struct Member<R> {
+    pub principal: Principal,
+    _role: PhantomData<fn() -> R>,
+}
+
+impl<R> Member<R> {
+    /// The caller's tenant.
+    pub fn tenant(&self) -> &str {
+        // `from_request_parts` only builds a `Member` from a principal with a tenant.
+        self.principal.tenant.as_deref().unwrap_or_default()
+    }
+
+    pub fn tenant_id(&self) -> airlock_model::TenantId {
+        airlock_model::TenantId::new(self.tenant())
+    }
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for Member<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.tenant(R::ROLE)?;
+        Ok(Member {
+            principal,
+            _role: PhantomData,
+        })
+    }
+}
+
+/// A caller with the operator role (403 otherwise).
+#[derive(Debug)]
+pub struct Operator(pub Principal);
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require_operator()?;
+        Ok(Operator(principal))
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::invoke::InvokeResponse;
 use super::openapi::problem;
@@ -242,10 +242,10 @@ impl From<&ConnectionRecord> for Connection {
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Json(body): Json<CreateConnection>,
 ) -> Result<(StatusCode, Json<Connection>), ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
+    let tenant = caller.tenant();
     let name = super::names::check_name(&body.name, "connection")?;
     airlock_contract::names::check(&body.connector)
         .map_err(|e| ApiError::validation("connector", format!("the connector name {e}")))?;
@@ -287,9 +287,9 @@ async fn create(
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
 ) -> Result<Json<Vec<Connection>>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let records = state.store().list_connections(tenant).await?;
     Ok(Json(records.iter().map(Connection::from).collect()))
 }
@@ -303,10 +303,10 @@ async fn list(
     security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<Connection>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let record = state
         .store()
         .connection(tenant, &id)
@@ -324,10 +324,10 @@ async fn show(
     security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
+    let tenant = caller.tenant();
     state.pipeline().delete_connection(tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -342,10 +342,10 @@ async fn remove(
     security(("bearer" = [])))]
 async fn test(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
+    let tenant = caller.tenant();
     let ran = state
         .pipeline()
         .invoke(Invocation {

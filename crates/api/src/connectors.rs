@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_core::CoreError;
@@ -106,11 +106,11 @@ impl From<ConnectorRecord> for ConnectorVersion {
     security(("bearer" = [])))]
 async fn upload(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<ConnectorVersion>), ApiError> {
-    let tenant = principal.tenant(Role::Editor)?.to_owned();
+    let tenant = caller.tenant().to_owned();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -168,9 +168,9 @@ async fn upload(
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
 ) -> Result<Json<Vec<ConnectorSummary>>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let summaries = state.store().list_connectors(tenant).await?;
     Ok(Json(
         summaries
@@ -207,10 +207,10 @@ async fn list(
     security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ConnectorVersion>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let record = state
         .store()
         .connector_version(tenant, &name, &version)
@@ -229,10 +229,10 @@ async fn show(
     security(("bearer" = [])))]
 async fn deprecate(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ConnectorVersion>, ApiError> {
-    set_deprecated(&state, &principal, &name, &version, true).await
+    set_deprecated(&state, caller.tenant(), &name, &version, true).await
 }
 
 #[utoipa::path(post, path = "/v1/connectors/{name}/versions/{version}/undeprecate", tag = "connectors",
@@ -244,21 +244,20 @@ async fn deprecate(
     security(("bearer" = [])))]
 async fn undeprecate(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<ConnectorVersion>, ApiError> {
-    set_deprecated(&state, &principal, &name, &version, false).await
+    set_deprecated(&state, caller.tenant(), &name, &version, false).await
 }
 
 /// Both directions are idempotent: deprecating a deprecated version answers it unchanged.
 async fn set_deprecated(
     state: &AppState,
-    principal: &Principal,
+    tenant: &str,
     name: &str,
     version: &str,
     deprecated: bool,
 ) -> Result<Json<ConnectorVersion>, ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
     state
         .pipeline()
         .set_connector_deprecated(tenant, name, version, deprecated)

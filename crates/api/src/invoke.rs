@@ -19,7 +19,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 
@@ -134,11 +134,11 @@ impl InvokeResponse {
     security(("bearer" = [])))]
 async fn invoke(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path((name, action)): Path<(String, String)>,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let tenant = principal.tenant(Role::Editor)?;
+    let tenant = caller.tenant();
     let ran = state
         .pipeline()
         .invoke(Invocation {
@@ -166,9 +166,9 @@ async fn invoke(
     security(("bearer" = [])))]
 async fn usage(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
 ) -> Result<Json<Usage>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let quota = state.pipeline().quota(tenant).await?;
     let runs = state.store().runs_this_hour(tenant).await?;
     Ok(Json(Usage {

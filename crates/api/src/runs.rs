@@ -10,10 +10,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
-use airlock_model::TenantId;
 use airlock_store::{Cost, RunFilter, RunRecord, RunState, StepRecord};
 
 pub fn routes() -> Router<AppState> {
@@ -275,10 +274,10 @@ async fn page(
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     page(&state, tenant, filter(query, None)?).await
 }
 
@@ -292,10 +291,10 @@ async fn list(
     security(("bearer" = [])))]
 async fn dead_letters(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     page(&state, tenant, filter(query, Some(RunState::Dead))?).await
 }
 
@@ -308,10 +307,10 @@ async fn dead_letters(
     security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let run = state
         .store()
         .run(tenant, &id)
@@ -335,13 +334,13 @@ async fn show(
     security(("bearer" = [])))]
 async fn cancel(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<Json<Run>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     state
         .runs()
-        .cancel(&tenant, &id, &principal.subject)
+        .cancel(&tenant, &id, &caller.principal.subject)
         .await?;
     let run = state.store().run(tenant.as_str(), &id).await?;
     Ok(Json(Run::summary(run)))
@@ -368,14 +367,19 @@ pub struct ReplayBody {
     security(("bearer" = [])))]
 async fn replay(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
     Json(body): Json<ReplayBody>,
 ) -> Result<Json<Run>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     let run = state
         .runs()
-        .replay(&tenant, &id, body.from_step.as_deref(), &principal.subject)
+        .replay(
+            &tenant,
+            &id,
+            body.from_step.as_deref(),
+            &caller.principal.subject,
+        )
         .await?;
     Ok(Json(Run::summary(run)))
 }
@@ -415,10 +419,10 @@ pub struct ReplayReport {
     security(("bearer" = [])))]
 async fn replay_many(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Json(body): Json<ReplayMany>,
 ) -> Result<Json<ReplayReport>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     if body.run_ids.is_empty() || body.run_ids.len() > MAX_REPLAY_BATCH {
         return Err(ApiError::validation("run_ids", "1-100 run ids"));
     }
@@ -429,7 +433,12 @@ async fn replay_many(
     for id in body.run_ids {
         match state
             .runs()
-            .replay(&tenant, &id, body.from_step.as_deref(), &principal.subject)
+            .replay(
+                &tenant,
+                &id,
+                body.from_step.as_deref(),
+                &caller.principal.subject,
+            )
             .await
         {
             Ok(run) => report.replayed.push(Run::summary(run)),
@@ -481,10 +490,10 @@ pub struct AuditQuery {
     security(("bearer" = [])))]
 async fn audit(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::validation("limit", "limit is 1-500"));
@@ -527,9 +536,9 @@ pub struct DailyUsage {
     security(("bearer" = [])))]
 async fn daily_usage(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
 ) -> Result<Json<Vec<DailyUsage>>, ApiError> {
-    let tenant = principal.tenant(Role::Viewer)?;
+    let tenant = caller.tenant();
     let days = state.store().usage_days(tenant, 90).await?;
     Ok(Json(
         days.into_iter()

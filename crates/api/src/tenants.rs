@@ -12,7 +12,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::Principal;
+use super::auth::{Operator, Principal};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_model::TenantQuota;
@@ -106,10 +106,9 @@ pub fn valid_tenant_id(id: &str) -> bool {
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    _operator: Operator,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
-    principal.require_operator()?;
     let id = body
         .id
         .unwrap_or_else(|| format!("t-{}", uuid::Uuid::new_v4().simple()));
@@ -142,9 +141,8 @@ async fn create(
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    _operator: Operator,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    principal.require_operator()?;
     let tenants = state.store().list_tenants().await?;
     Ok(Json(tenants.into_iter().map(Tenant::from).collect()))
 }
@@ -206,11 +204,10 @@ async fn show_limits(
     security(("bearer" = [])))]
 async fn put_limits(
     State(state): State<AppState>,
-    principal: Principal,
+    _operator: Operator,
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> Result<Json<TenantQuota>, ApiError> {
-    principal.require_operator()?;
     if !body.is_object() {
         return Err(ApiError::Validation {
             detail: "the limits must be a JSON object".into(),

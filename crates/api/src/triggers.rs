@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
-use airlock_model::TenantId;
 use airlock_runs::{Overlap, Trigger as SavedTrigger, TriggerSpec, WithSecret};
 use airlock_secrets::Secret;
 use airlock_triggers::schedule::MissedTicks;
@@ -278,11 +277,11 @@ impl CreateTrigger {
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(workflow_id): Path<String>,
     Json(body): Json<CreateTrigger>,
 ) -> Result<(StatusCode, Json<Trigger>), ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     let spec = body.into_spec()?;
     let created = state
         .runs()
@@ -307,10 +306,10 @@ pub struct TriggerFilter {
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Query(filter): Query<TriggerFilter>,
 ) -> Result<Json<Vec<Trigger>>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Viewer)?);
+    let tenant = caller.tenant_id();
     let triggers = state
         .runs()
         .list_triggers(&tenant, filter.workflow_id.as_deref())
@@ -326,10 +325,10 @@ async fn list(
     security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Path(id): Path<String>,
 ) -> Result<Json<Trigger>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Viewer)?);
+    let tenant = caller.tenant_id();
     Ok(Json(state.runs().trigger(&tenant, &id).await?.into()))
 }
 
@@ -341,10 +340,10 @@ async fn show(
     security(("bearer" = [])))]
 async fn pause(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<Json<Trigger>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     Ok(Json(
         state.runs().set_paused(&tenant, &id, true).await?.into(),
     ))
@@ -359,10 +358,10 @@ async fn pause(
     security(("bearer" = [])))]
 async fn resume(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<Json<Trigger>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     Ok(Json(
         state.runs().set_paused(&tenant, &id, false).await?.into(),
     ))
@@ -381,11 +380,11 @@ async fn resume(
     security(("bearer" = [])))]
 async fn rotate(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
     Json(body): Json<RotateSecret>,
 ) -> Result<Json<Trigger>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     let rotated = state
         .runs()
         .rotate_secret(&tenant, &id, body.secret, body.overlap_seconds)
@@ -401,10 +400,10 @@ async fn rotate(
     security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     state.runs().delete_trigger(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

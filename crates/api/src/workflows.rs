@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Principal, Role};
+use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use super::runs::Run;
-use airlock_model::{TenantId, WorkflowSpec};
+use airlock_model::WorkflowSpec;
 use airlock_runs::Workflow as SavedWorkflow;
 
 pub fn routes() -> Router<AppState> {
@@ -121,7 +121,7 @@ pub struct VersionQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
-    /// The trigger payload: what `/trigger/...` pointers read. Absent: `{}`.
+    /// The trigger payload, a JSON object: what `/trigger/...` pointers read. Absent: `{}`.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub input: Value,
@@ -154,10 +154,10 @@ fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
     security(("bearer" = [])))]
 async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Json(body): Json<CreateWorkflow>,
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     let name = check_name(&body.name)?;
     let spec = parse_steps(body.steps)?;
     let saved = state.runs().create_workflow(&tenant, &name, &spec).await?;
@@ -172,9 +172,9 @@ async fn create(
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
 ) -> Result<Json<Vec<Workflow>>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Viewer)?);
+    let tenant = caller.tenant_id();
     let workflows = state.runs().list_workflows(&tenant).await?;
     Ok(Json(workflows.into_iter().map(Workflow::from).collect()))
 }
@@ -189,11 +189,11 @@ async fn list(
     security(("bearer" = [])))]
 async fn show(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Viewer>,
     Path(id): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<Json<Workflow>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Viewer)?);
+    let tenant = caller.tenant_id();
     let saved = state.runs().workflow(&tenant, &id, query.version).await?;
     Ok(Json(saved.into()))
 }
@@ -210,11 +210,11 @@ async fn show(
     security(("bearer" = [])))]
 async fn update(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
     Json(body): Json<UpdateWorkflow>,
 ) -> Result<Json<Workflow>, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     let name = body.name.as_deref().map(check_name).transpose()?;
     let spec = parse_steps(body.steps)?;
     let saved = state
@@ -233,10 +233,10 @@ async fn update(
     security(("bearer" = [])))]
 async fn remove(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
     state.runs().delete_workflow(&tenant, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -260,12 +260,31 @@ async fn remove(
     security(("bearer" = [])))]
 async fn start_run(
     State(state): State<AppState>,
-    principal: Principal,
+    caller: Member<at_least::Editor>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Json(body): Json<StartRun>,
+    Json(body): Json<Value>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
-    let tenant = TenantId::new(principal.tenant(Role::Editor)?);
+    let tenant = caller.tenant_id();
+    // A run's input is what a trigger gives it, always an object (a webhook's envelope, a
+    // cron tick's), and what `/trigger/<name>` pointers read; refused before anything is
+    // written or charged.
+    // serde reads a struct from a JSON array too (`[]` would be a body whose fields all
+    // took their defaults): the body must be the object the document describes.
+    if !body.is_object() {
+        return Err(ApiError::validation(
+            "body",
+            "the request body must be a JSON object",
+        ));
+    }
+    let body: StartRun = serde_json::from_value(body)
+        .map_err(|e| ApiError::validation("input", format!("invalid body: {e}")))?;
+    if !body.input.is_object() {
+        return Err(ApiError::validation(
+            "input",
+            "the run's input must be a JSON object",
+        ));
+    }
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => Some(value.to_str().map_err(|_| {
