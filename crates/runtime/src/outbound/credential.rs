@@ -124,8 +124,8 @@ pub fn apply(
 }
 
 /// Every string that reveals the credential if it appears in a response, a log or an output:
-/// the raw values and the forms the gate derives from them that do not contain a raw value
-/// (the basic-auth blob). The scrubber adds encodings of each.
+/// the raw values, and for basic auth the `user:password` pair and the blob the gate encodes
+/// it to. The scrubber adds encodings of each (base64 among them).
 ///
 /// The `prefix+key` header value needs no pattern of its own: it contains the key, so
 /// scrubbing the key already redacts it, and leaves the harmless prefix readable
@@ -137,6 +137,11 @@ pub fn secret_forms(credential: &Credential) -> Vec<Secret> {
         Credential::ApiKey(key) => forms.push(key.clone()),
         Credential::Basic { username, password } => {
             forms.push(password.clone());
+            // The pair's base64 is the `Authorization` blob, which the scrubber derives (in
+            // both alphabets, padded or not, and inside longer base64) from the pair; the blob
+            // is a form of its own too, because an upstream that reflects the header it got
+            // base64-encoded encodes the blob a second time.
+            forms.push(Secret::from(format!("{username}:{}", password.expose())));
             forms.push(Secret::from(basic_blob(username, password)));
         }
         Credential::CustomHeaders(values) => {
@@ -281,6 +286,6 @@ mod tests {
             password: Secret::from("p"),
         });
         let forms: Vec<&str> = forms.iter().map(Secret::expose).collect();
-        assert_eq!(forms, ["p", "dTpw"]);
+        assert_eq!(forms, ["p", "u:p", "dTpw"]);
     }
 }

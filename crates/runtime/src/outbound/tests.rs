@@ -76,6 +76,8 @@ impl TestServer {
 ///   carries `Bearer TOKEN`, then the echo;
 /// - `/token`: a token response with `access_token` `fresh-from-token-endpoint`;
 /// - `/described`: the echo with an ETag and digests of its bytes;
+/// - `/base64`: the Authorization, its credential part and the whole echo base64-encoded in
+///   both alphabets, padded and not (and the Authorization in an `x-echo-base64` header);
 /// - `/encoded`: the echo reversed, with `Content-Encoding: x-reverse` (a stand-in for gzip
 ///   that needs no library), when the request accepts `x-reverse` or says `?always`.
 async fn spawn_server() -> TestServer {
@@ -203,6 +205,38 @@ async fn handle(State(seen): State<Arc<Mutex<Vec<Seen>>>>, request: Request) -> 
                             .headers_mut()
                             .insert(name, HeaderValue::from_static(value));
                     }
+                }
+                "/base64" => {
+                    // An upstream that reflects what it got base64-encoded: the Authorization
+                    // value, its credential part, and the whole echo, in both alphabets,
+                    // padded and not; and the Authorization in a header.
+                    use base64::engine::general_purpose::{
+                        STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD,
+                    };
+                    let auth = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let credential = auth
+                        .splitn(2, |b| *b == b' ')
+                        .last()
+                        .unwrap_or_default()
+                        .to_vec();
+                    let whole = echo.to_string();
+                    let mut reflected = Vec::new();
+                    for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+                        reflected.push(json!({
+                            "authorization": engine.encode(&auth),
+                            "credential": engine.encode(&credential),
+                            "echo": engine.encode(&whole),
+                        }));
+                    }
+                    *response.body_mut() = Body::from(Value::from(reflected).to_string());
+                    response.headers_mut().insert(
+                        "x-echo-base64",
+                        HeaderValue::from_str(&STANDARD.encode(&auth)).unwrap(),
+                    );
                 }
                 "/encoded" if accepts_reverse || query.contains_key("always") => {
                     let mut reversed = echo.to_string().into_bytes();
@@ -1402,6 +1436,43 @@ async fn echoed_credential_is_scrubbed_from_response_headers_and_body() {
         assert_eq!(scrubber.scrub_str(&format!("log {SECRET}")), "log ***");
         let blob_line = format!("log {basic_blob}");
         assert_eq!(scrubber.scrub_str(&blob_line) == "log ***", is_basic);
+    }
+}
+
+#[tokio::test]
+async fn a_credential_reflected_in_base64_is_scrubbed() {
+    use super::scrub::tests::{decodings, reveals};
+    let server = spawn_server().await;
+    let pair = format!("alice:{SECRET}");
+    let cases = [
+        bearer_grant(&[API]),
+        Grant {
+            auth: AuthSpec::Basic,
+            credential: Credential::Basic {
+                username: "alice".into(),
+                password: Secret::from(SECRET),
+            },
+            ..grant(&[API])
+        },
+    ];
+    for g in cases {
+        let mut s = session(loopback_config(server.addr), g);
+        let response = s.send(get(&api("/base64"))).await.unwrap();
+        let body = String::from_utf8(response.body.clone()).unwrap();
+        assert!(body.contains("***"), "{body}");
+        let headers: Vec<String> = response.headers.iter().map(|(_, v)| v.clone()).collect();
+        for text in headers.iter().chain([&body]) {
+            assert!(!text.contains(SECRET), "{text}");
+            for bytes in decodings(text) {
+                for leak in [SECRET, pair.as_str()] {
+                    assert!(
+                        !reveals(&bytes, leak.as_bytes()),
+                        "{text} decodes to {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+            }
+        }
     }
 }
 
