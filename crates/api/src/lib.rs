@@ -217,7 +217,16 @@ impl Service {
     ) -> std::io::Result<()> {
         let router = self.router();
         let pipeline = self.state.pipeline().clone();
-        let workers = Workers::start(pipeline.clone(), self.workers.clone());
+        let workers = std::sync::Arc::new(Workers::start(pipeline.clone(), self.workers.clone()));
+        // Claiming stops the moment shutdown begins, not after the HTTP drain: a run claimed
+        // now would only be released again.
+        let stop_claiming = {
+            let (workers, shutdown) = (workers.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                workers.stop_claiming();
+            })
+        };
         let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
         let expiry = KeyExpiry::start(self.state.runs().clone());
         let result = server::serve(listener, router, self.server, shutdown).await;
@@ -226,6 +235,7 @@ impl Service {
         // back to the queue; in-flight refreshes finish (a rotated refresh token must reach
         // the database) before the pool closes.
         scheduler.shutdown().await;
+        stop_claiming.abort();
         workers.shutdown().await;
         pipeline.shutdown().await;
         pipeline.store().close().await;

@@ -345,9 +345,8 @@ impl Runtime {
         if let Err(error) = &mut result
             && error.retryable
         {
-            error.retry_after_ms = retry_after.map(|wait| {
-                u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
-            });
+            error.retry_after_ms =
+                retry_after.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         }
         stats.limit_hit = settle_limit_hit(&result, limit_hit);
         stats.duration_us = elapsed_us(started);

@@ -7,9 +7,11 @@
 //! Every query on tenant data takes the tenant id; queries name their columns.
 
 mod breaker;
+mod claim;
 mod connections;
 mod connectors;
 mod enqueue;
+mod journal;
 mod rotation;
 mod runs;
 mod state;
@@ -23,6 +25,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 pub use breaker::BreakerOptions;
+pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use rotation::{RotationReport, reencrypt_secrets};
@@ -145,6 +148,10 @@ pub struct Store {
     state_lane: std::sync::Arc<tokio::sync::Semaphore>,
     /// Wakes this process's idle run workers when a run becomes claimable.
     wakeups: std::sync::Arc<tokio::sync::Notify>,
+    /// Woken when a cancel is asked for (see [`Store::lease_checks`]).
+    lease_checks: std::sync::Arc<tokio::sync::Notify>,
+    /// Completion writes (journal, failure, finish), group-committed.
+    journal: journal::Journal,
     /// Woken when a cron trigger is created, paused or resumed in this process.
     scheduler_wakeups: std::sync::Arc<tokio::sync::Notify>,
     /// For the PostgreSQL `LISTEN` connection, which is not pooled. It may hold a password.
@@ -225,6 +232,7 @@ impl Store {
             options.clock.clone(),
             wakeups.clone(),
         );
+        let journal = journal::Journal::start(writer.clone(), kind, wakeups.clone());
         // SQLite: one guest write at a time waits for the one writer, so a burst of `state.set`
         // cannot queue ahead of a run admission batch. PostgreSQL has row locks and a pool.
         let state_lane = match kind {
@@ -240,7 +248,9 @@ impl Store {
             runs,
             enqueuer,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),
+            journal,
             wakeups,
+            lease_checks: std::sync::Arc::default(),
             scheduler_wakeups: std::sync::Arc::default(),
             url: airlock_secrets::Secret::new(url),
         })

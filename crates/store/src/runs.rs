@@ -15,7 +15,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{DbKind, Store, StoreError, findable, now_ms, parse_json};
+use super::{DbKind, Store, StoreError, findable, now_ms};
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,12 +122,12 @@ pub struct RunRecord {
     pub updated_at: i64,
 }
 
-const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
+pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
     finished_at, updated_at, request_hash";
 
-fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
+pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: row.try_get("id")?,
         workflow_id: row.try_get("workflow_id")?,
@@ -218,6 +218,8 @@ pub struct Lease {
     pub tenant_id: String,
     pub run_id: String,
     pub epoch: i64,
+    /// How long the lease holds past a renewal: every fenced write extends it by this much.
+    pub lease_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +268,11 @@ pub enum Finish {
     Cancelled,
     /// Shutting down: back to the queue, claimable at once by any worker.
     Released,
+    /// Not the run's fault (the database failed while loading or journaling it): back to the
+    /// queue, claimable again after `delay_ms`, no attempt counted.
+    Deferred {
+        delay_ms: i64,
+    },
 }
 
 /// What [`Store::cancel_run`] did.
@@ -273,7 +280,8 @@ pub enum Finish {
 pub enum Cancelled {
     /// It was waiting: it is cancelled now.
     Now,
-    /// It is running: its worker stops the guest and cancels it at its next heartbeat.
+    /// It is running: its worker is told at once (in this process, and on PostgreSQL in
+    /// every other through `NOTIFY`), stops the guest and cancels the run.
     Requested,
     /// It had already ended in this state.
     AlreadyEnded(RunState),
@@ -325,8 +333,6 @@ pub struct DayUsage {
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
 pub(crate) const WAITING: &str = "state IN ('queued', 'retrying')";
-/// Tenants looked at per claim: the ones with claimable runs, longest unserved first.
-const CLAIM_CANDIDATES: i64 = 16;
 
 pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
@@ -349,288 +355,6 @@ impl Store {
         key: &str,
     ) -> Result<Option<RunRecord>, StoreError> {
         run_by_key_on(&self.pool, tenant_id, key).await
-    }
-
-    /// Claims the next run for `worker`: tenants in turn, each within its concurrency quota.
-    /// `None` when no tenant has a claimable run it may start now.
-    pub async fn claim_run(
-        &self,
-        worker: &str,
-        lease_ms: i64,
-    ) -> Result<Option<Claimed>, StoreError> {
-        let now = now_ms();
-        // Idle workers poll: a read on the shared pool answers "nothing to do" without
-        // taking the writer (SQLite's one connection, which run admissions also wait for).
-        let any = sqlx::query(&format!(
-            "SELECT 1 AS one FROM runs WHERE {WAITING} AND run_at <= $1 LIMIT 1"
-        ))
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if any.is_none() {
-            return Ok(None);
-        }
-        let mut tx = self.begin_write().await?;
-        let candidates = sqlx::query(&format!(
-            "SELECT t.tenant_id FROM run_tenants t WHERE EXISTS ( \
-               SELECT 1 FROM runs r WHERE r.tenant_id = t.tenant_id AND r.{WAITING} \
-               AND r.run_at <= $1) \
-             ORDER BY t.last_turn, t.tenant_id LIMIT $2"
-        ))
-        .bind(now)
-        .bind(CLAIM_CANDIDATES)
-        .fetch_all(&mut *tx)
-        .await?;
-        let skip_locked = match self.kind {
-            DbKind::Postgres => " FOR UPDATE SKIP LOCKED",
-            DbKind::Sqlite => "",
-        };
-        for candidate in candidates {
-            let tenant_id: String = candidate.try_get("tenant_id")?;
-            if self.kind == DbKind::Postgres {
-                let locked = sqlx::query(&format!(
-                    "SELECT tenant_id FROM run_tenants WHERE tenant_id = $1{skip_locked}"
-                ))
-                .bind(&tenant_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if locked.is_none() {
-                    continue; // another worker is claiming for this tenant
-                }
-            }
-            if !under_concurrency_quota(&mut tx, &tenant_id).await? {
-                continue;
-            }
-            let next = sqlx::query(&format!(
-                "SELECT id FROM runs WHERE tenant_id = $1 AND {WAITING} AND run_at <= $2 \
-                 ORDER BY run_at, id LIMIT 1{skip_locked}"
-            ))
-            .bind(&tenant_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(next) = next else { continue };
-            let run_id: String = next.try_get("id")?;
-            let row = sqlx::query(&format!(
-                "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
-                   lease_owner = $3, lease_until = $4, started_at = COALESCE(started_at, $5), \
-                   updated_at = $5 \
-                 WHERE tenant_id = $1 AND id = $2 RETURNING {RUN_COLUMNS}"
-            ))
-            .bind(&tenant_id)
-            .bind(&run_id)
-            .bind(worker)
-            .bind(now.saturating_add(lease_ms))
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await?;
-            let record = run(&row)?;
-            // A sequence, not a time: two claims in one millisecond still take turns.
-            sqlx::query(
-                "UPDATE run_tenants SET last_turn = \
-                   (SELECT COALESCE(MAX(last_turn), 0) + 1 FROM run_tenants) \
-                 WHERE tenant_id = $1",
-            )
-            .bind(&tenant_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Some(Claimed {
-                lease: Lease {
-                    tenant_id,
-                    run_id,
-                    epoch: record.lease_epoch,
-                },
-                run: record,
-            }));
-        }
-        tx.commit().await?;
-        Ok(None)
-    }
-
-    /// Extends the lease to `lease_ms` from now, if still held.
-    pub async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<LeaseStatus, StoreError> {
-        let now = now_ms();
-        let row = sqlx::query(
-            "UPDATE runs SET lease_until = $4, updated_at = $5 \
-             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
-             RETURNING cancel_requested",
-        )
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(lease.epoch)
-        .bind(now.saturating_add(lease_ms))
-        .bind(now)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(match row {
-            None => LeaseStatus::Lost,
-            Some(row) if row.try_get::<i64, _>("cancel_requested")? != 0 => {
-                LeaseStatus::CancelRequested
-            }
-            Some(_) => LeaseStatus::Held,
-        })
-    }
-
-    /// Journals a succeeded step and moves the run to the next one, in one transaction with
-    /// the fencing check. [`LeaseStatus::Lost`]: nothing was written;
-    /// [`LeaseStatus::CancelRequested`]: written, and the run should stop here.
-    ///
-    /// `finish`: the run's output when this was its last step. The run then ends in the same
-    /// write (`succeeded`, or `cancelled` if a cancel was asked for meanwhile), saving the
-    /// separate [`Store::finish_run`] commit.
-    pub async fn journal_step(
-        &self,
-        lease: &Lease,
-        result: &StepResult,
-        finish: Option<&str>,
-    ) -> Result<LeaseStatus, StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {}, \
-               state = CASE WHEN $11 = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
-                 ELSE 'succeeded' END, \
-               output = CASE WHEN $11 = 1 AND cancel_requested = 0 THEN $12 ELSE output END, \
-               finished_at = CASE WHEN $11 = 1 THEN $5 ELSE finished_at END, \
-               lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
-               lease_until = CASE WHEN $11 = 1 THEN NULL ELSE lease_until END \
-             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
-               AND next_step = $4 \
-             RETURNING cancel_requested",
-            add_cost(6)
-        );
-        let query = sqlx::query(&sql)
-            .bind(&lease.tenant_id)
-            .bind(&lease.run_id)
-            .bind(lease.epoch)
-            .bind(result.index)
-            .bind(now);
-        let fenced = bind_cost(query, &result.cost)
-            .bind(i64::from(finish.is_some()))
-            .bind(finish)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(fenced) = fenced else {
-            return Ok(LeaseStatus::Lost);
-        };
-        let status = if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
-            LeaseStatus::CancelRequested
-        } else {
-            LeaseStatus::Held
-        };
-        // The failed attempts of this step, if any, are in its journal row already.
-        let failed: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(attempts), 0) AS attempts FROM run_steps \
-             WHERE tenant_id = $1 AND run_id = $2 AND step_index = $3",
-        )
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(result.index)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("attempts")?;
-        write_step(&mut tx, lease, result, "succeeded", failed + 1, now).await?;
-        add_usage(&mut tx, &lease.tenant_id, now, 0, 1, &result.cost).await?;
-        tx.commit().await?;
-        Ok(status)
-    }
-
-    /// Records a failed step attempt and what follows it (a retry, or the dead letters), in
-    /// one transaction with the fencing check. `false`: the lease was lost, nothing written.
-    pub async fn fail_step(
-        &self,
-        lease: &Lease,
-        result: &StepResult,
-        after: &AfterFailure,
-    ) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let mut tx = self.begin_write().await?;
-        let (state, run_at, error, finished_at) = match after {
-            AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
-            AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
-        };
-        let sql = format!(
-            "UPDATE runs SET state = $5, attempt = attempt + 1, run_at = $6, error = $7, \
-               finished_at = $8, lease_owner = NULL, lease_until = NULL, updated_at = $9, {} \
-             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
-               AND next_step = $4 \
-             RETURNING attempt",
-            add_cost(10)
-        );
-        let query = sqlx::query(&sql)
-            .bind(&lease.tenant_id)
-            .bind(&lease.run_id)
-            .bind(lease.epoch)
-            .bind(result.index)
-            .bind(state.as_str())
-            .bind(run_at)
-            .bind(error)
-            .bind(finished_at)
-            .bind(now);
-        let row = bind_cost(query, &result.cost)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let attempts: i64 = row.try_get("attempt")?;
-        write_step(&mut tx, lease, result, "failed", attempts, now).await?;
-        add_usage(&mut tx, &lease.tenant_id, now, 0, 1, &result.cost).await?;
-        self.notify_in(&mut tx).await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// Ends the worker's hold on the run (see [`Finish`]), fenced. `false`: lease lost.
-    pub async fn finish_run(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
-        let now = now_ms();
-        let (state, output, finished_at) = match finish {
-            Finish::Succeeded { output } => (RunState::Succeeded, Some(output.as_str()), Some(now)),
-            Finish::Cancelled => (RunState::Cancelled, None, Some(now)),
-            Finish::Released => (RunState::Queued, None, None),
-        };
-        let done = sqlx::query(
-            "UPDATE runs SET state = $4, output = COALESCE($5, output), finished_at = $6, \
-               run_at = $7, lease_owner = NULL, lease_until = NULL, updated_at = $7 \
-             WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running'",
-        )
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(lease.epoch)
-        .bind(state.as_str())
-        .bind(output)
-        .bind(finished_at)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        if matches!(finish, Finish::Released) {
-            self.notify_now().await;
-            self.wake_workers();
-        }
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Re-queues every run whose lease expired (its worker died or stalled), or cancels it
-    /// if a cancel was asked for. Returns how many it moved.
-    pub async fn reap(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE runs SET \
-               state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
-               finished_at = CASE WHEN cancel_requested = 1 THEN $1 ELSE NULL END, \
-               run_at = $1, lease_owner = NULL, lease_until = NULL, updated_at = $1 \
-             WHERE state = 'running' AND lease_until < $1",
-        )
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        let moved = done.rows_affected();
-        if moved > 0 {
-            self.notify_now().await;
-            self.wake_workers();
-        }
-        Ok(moved)
     }
 
     /// Cancels a waiting run, or asks the worker of a running one to stop it; writes an audit
@@ -668,6 +392,11 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if self.kind == DbKind::Postgres {
+                    sqlx::query(&format!("SELECT pg_notify('{CANCELS_CHANNEL}', '')"))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 Cancelled::Requested
             }
             ended => return Ok(Cancelled::AlreadyEnded(ended)),
@@ -675,6 +404,10 @@ impl Store {
         let detail = serde_json::json!({ "previous_state": state.as_str() });
         audit(&mut tx, tenant_id, now, actor, "cancel", id, &detail).await?;
         tx.commit().await?;
+        if outcome == Cancelled::Requested {
+            // The worker, if it is this process's, stops the guest now, not at a heartbeat.
+            self.lease_checks.notify_one();
+        }
         Ok(outcome)
     }
 
@@ -922,24 +655,19 @@ impl Store {
         &self.wakeups
     }
 
+    /// What the lease keeper waits on besides its heartbeat: a cancel asked for in this
+    /// process, or (PostgreSQL) in another.
+    pub fn lease_checks(&self) -> &std::sync::Arc<tokio::sync::Notify> {
+        &self.lease_checks
+    }
+
     /// PostgreSQL: `NOTIFY` at commit of `tx`, for the workers of other processes.
     pub(crate) async fn notify_in(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         notify_runs(tx, self.kind).await
     }
 
-    /// PostgreSQL: `NOTIFY` now; a failure only costs the other processes a poll interval.
-    async fn notify_now(&self) {
-        if self.kind == DbKind::Postgres
-            && let Err(error) = sqlx::query(&format!("SELECT pg_notify('{RUNS_CHANNEL}', '')"))
-                .execute(&self.writer)
-                .await
-        {
-            tracing::debug!(%error, "run notification not sent");
-        }
-    }
-
-    /// PostgreSQL: `LISTEN`s for other processes' enqueues and forwards them to
-    /// [`Store::wakeups`] until `stop`; reconnects after a failure. SQLite: returns at once
+    /// PostgreSQL: `LISTEN`s for other processes' enqueues and cancels and forwards them to
+    /// [`Store::wakeups`] and [`Store::lease_checks`] until `stop`; reconnects after a failure. SQLite: returns at once
     /// (one process, woken in memory).
     pub async fn listen_for_runs(&self, stop: tokio_util::sync::CancellationToken) {
         if self.kind != DbKind::Postgres {
@@ -948,10 +676,14 @@ impl Store {
         while !stop.is_cancelled() {
             let listening = async {
                 let mut listener = sqlx::postgres::PgListener::connect(self.url.expose()).await?;
-                listener.listen(RUNS_CHANNEL).await?;
+                listener.listen_all([RUNS_CHANNEL, CANCELS_CHANNEL]).await?;
                 loop {
-                    listener.recv().await?;
-                    self.wake_workers();
+                    let notification = listener.recv().await?;
+                    if notification.channel() == CANCELS_CHANNEL {
+                        self.lease_checks.notify_one();
+                    } else {
+                        self.wake_workers();
+                    }
                 }
                 #[allow(unreachable_code)]
                 Ok::<(), sqlx::Error>(())
@@ -973,6 +705,8 @@ impl Store {
 }
 
 const RUNS_CHANNEL: &str = "airlock_runs";
+/// Cancels asked for: every process's lease keeper checks its runs at once.
+pub(crate) const CANCELS_CHANNEL: &str = "airlock_cancels";
 
 /// PostgreSQL: tells every process's workers, once `tx` commits, that runs are claimable.
 pub(crate) async fn notify_runs(tx: &mut Tx<'_>, kind: DbKind) -> Result<(), StoreError> {
@@ -984,26 +718,7 @@ pub(crate) async fn notify_runs(tx: &mut Tx<'_>, kind: DbKind) -> Result<(), Sto
     Ok(())
 }
 
-async fn under_concurrency_quota(tx: &mut Tx<'_>, tenant_id: &str) -> Result<bool, StoreError> {
-    let Some(row) = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
-        .bind(tenant_id)
-        .fetch_optional(&mut **tx)
-        .await?
-    else {
-        return Ok(false);
-    };
-    let limits: String = row.try_get("limits")?;
-    let quota: airlock_model::TenantQuota = parse_json(&limits, "tenant limits")?;
-    let running: i64 =
-        sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'")
-            .bind(tenant_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
-    Ok(running < i64::from(quota.runtime.max_concurrent_runs))
-}
-
-async fn write_step(
+pub(crate) async fn write_step(
     tx: &mut Tx<'_>,
     lease: &Lease,
     result: &StepResult,
@@ -1165,8 +880,17 @@ pub(crate) const INSERT_PARAMS: usize = 9;
 pub(crate) fn insert_runs_sql(rows: usize, returning: &str) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
-            let [tenant, id, workflow, version, input, key, hash, trigger, now] =
-                std::array::from_fn(|i| r * INSERT_PARAMS + i + 1);
+            let [
+                tenant,
+                id,
+                workflow,
+                version,
+                input,
+                key,
+                hash,
+                trigger,
+                now,
+            ] = std::array::from_fn(|i| r * INSERT_PARAMS + i + 1);
             format!(
                 "(${tenant}, ${id}, ${workflow}, ${version}, 'queued', ${input}, ${key}, \
                  ${hash}, ${trigger}, ${now}, ${now}, ${now})"
@@ -1231,7 +955,7 @@ pub(crate) fn bind_new_run<'q>(
 
 /// The `SET` clause adding a step's cost to its run's totals (the peak memory as a
 /// maximum), with its five values at `$first`..`$first + 4`, bound by [`bind_cost`].
-fn add_cost(first: usize) -> String {
+pub(crate) fn add_cost(first: usize) -> String {
     let [fuel, duration, memory, requests, bytes] = std::array::from_fn(|i| first + i);
     format!(
         "fuel_used = fuel_used + ${fuel}, duration_us = duration_us + ${duration}, \
@@ -1242,10 +966,10 @@ fn add_cost(first: usize) -> String {
     )
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// Binds the values of [`add_cost`], in its order.
-fn bind_cost<'q>(query: AnyQuery<'q>, cost: &Cost) -> AnyQuery<'q> {
+pub(crate) fn bind_cost<'q>(query: AnyQuery<'q>, cost: &Cost) -> AnyQuery<'q> {
     query
         .bind(cost.fuel_used)
         .bind(cost.duration_us)
@@ -1290,7 +1014,7 @@ async fn ensure_run_tenant(tx: &mut Tx<'_>, tenant_id: &str) -> Result<(), Store
     Ok(())
 }
 
-async fn add_usage(
+pub(crate) async fn add_usage(
     tx: &mut Tx<'_>,
     tenant_id: &str,
     now: i64,

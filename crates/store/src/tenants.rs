@@ -82,14 +82,22 @@ impl Store {
         quota: &TenantQuota,
     ) -> Result<(), StoreError> {
         findable(&[tenant_id])?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
             .bind(tenant_id)
             .bind(quota_json(quota)?)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // The claim reads the cap from the tenant's claim-rotation row (see `claim.rs`).
+        sqlx::query("UPDATE run_tenants SET max_running = $2 WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .bind(i64::from(quota.runtime.max_concurrent_runs))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

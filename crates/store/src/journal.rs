@@ -1,0 +1,461 @@
+//! A worker's writes about the runs it holds: a step journaled, a failure recorded, a hold
+//! ended. Each is fenced by the run's `lease_epoch` and changes nothing once the run was
+//! claimed again, cancelled or finished; each extends or ends the lease; each that takes the
+//! run out of `running` gives its tenant's slot back (`run_tenants.running`) in the same
+//! transaction.
+//!
+//! They are group-committed: a commit is a log flush, and one per step capped a process at a
+//! few hundred runs a second. Batchers (one on SQLite, whose one writer would serialize more;
+//! a few on PostgreSQL, which runs them in parallel) take every write waiting, apply them in
+//! one transaction (sorted by tenant and run, and the per-tenant rows written last in tenant
+//! order, so two batchers never wait on each other's rows in opposite orders), commit once
+//! and answer all. A batch that fails is retried write by write, so one bad write cannot
+//! fail the others.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::{AnyPool, Row};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
+
+use super::claim::{db_now, release_slots};
+use super::runs::{
+    AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, add_usage,
+    bind_cost, notify_runs, write_step,
+};
+use super::{DbKind, Store, StoreError, now_ms};
+
+/// The most writes one transaction applies.
+const MAX_BATCH: usize = 256;
+/// Writes that may wait for a batcher; beyond it callers wait to enqueue.
+const QUEUE: usize = 8192;
+/// Batchers on PostgreSQL.
+const PG_BATCHERS: usize = 4;
+
+#[derive(Debug)]
+enum Write {
+    Step {
+        lease: Lease,
+        result: StepResult,
+        finish: Option<String>,
+    },
+    Failure {
+        lease: Lease,
+        result: StepResult,
+        after: AfterFailure,
+    },
+    End {
+        lease: Lease,
+        finish: Finish,
+    },
+}
+
+impl Write {
+    fn lease(&self) -> &Lease {
+        match self {
+            Write::Step { lease, .. } | Write::Failure { lease, .. } | Write::End { lease, .. } => {
+                lease
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Step(LeaseStatus),
+    /// `false`: the lease was lost, nothing written.
+    Written(bool),
+}
+
+struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// The batchers' queue. Cheap to clone; the batchers end when the last clone is dropped.
+#[derive(Clone)]
+pub(crate) struct Journal {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").finish_non_exhaustive()
+    }
+}
+
+struct Context {
+    writer: AnyPool,
+    kind: DbKind,
+    wakeups: Arc<Notify>,
+}
+
+impl Journal {
+    pub(crate) fn start(writer: AnyPool, kind: DbKind, wakeups: Arc<Notify>) -> Journal {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let context = Arc::new(Context {
+            writer,
+            kind,
+            wakeups,
+        });
+        let batchers = match kind {
+            DbKind::Sqlite => 1,
+            DbKind::Postgres => PG_BATCHERS,
+        };
+        for _ in 0..batchers {
+            tokio::spawn(batcher(context.clone(), receiver.clone()));
+        }
+        Journal { queue }
+    }
+
+    async fn submit(&self, write: Write) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the run journal task has stopped".into())
+}
+
+impl Store {
+    /// Journals a succeeded step and moves the run to the next one, fenced, extending the
+    /// lease. [`LeaseStatus::Lost`]: nothing was written; [`LeaseStatus::CancelRequested`]:
+    /// written, and the run should stop here.
+    ///
+    /// `finish`: the run's output when this was its last step. The run then ends in the same
+    /// write (`succeeded`, or `cancelled` if a cancel was asked for meanwhile).
+    pub async fn journal_step(
+        &self,
+        lease: &Lease,
+        result: &StepResult,
+        finish: Option<&str>,
+    ) -> Result<LeaseStatus, StoreError> {
+        let write = Write::Step {
+            lease: lease.clone(),
+            result: result.clone(),
+            finish: finish.map(str::to_owned),
+        };
+        match self.journal.submit(write).await? {
+            Outcome::Step(status) => Ok(status),
+            Outcome::Written(_) => Err(StoreError::Corrupt("journal outcome".into())),
+        }
+    }
+
+    /// Records a failed step attempt and what follows it (a retry, or the dead letters),
+    /// fenced. `false`: the lease was lost, nothing written.
+    pub async fn fail_step(
+        &self,
+        lease: &Lease,
+        result: &StepResult,
+        after: &AfterFailure,
+    ) -> Result<bool, StoreError> {
+        let write = Write::Failure {
+            lease: lease.clone(),
+            result: result.clone(),
+            after: after.clone(),
+        };
+        written(self.journal.submit(write).await?)
+    }
+
+    /// Ends the worker's hold on the run (see [`Finish`]), fenced. `false`: lease lost.
+    pub async fn finish_run(&self, lease: &Lease, finish: &Finish) -> Result<bool, StoreError> {
+        let write = Write::End {
+            lease: lease.clone(),
+            finish: finish.clone(),
+        };
+        written(self.journal.submit(write).await?)
+    }
+}
+
+fn written(outcome: Outcome) -> Result<bool, StoreError> {
+    match outcome {
+        Outcome::Written(done) => Ok(done),
+        Outcome::Step(_) => Err(StoreError::Corrupt("journal outcome".into())),
+    }
+}
+
+async fn batcher(context: Arc<Context>, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = receiver.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if received == 0 {
+            return;
+        }
+        batch.sort_by(|a, b| {
+            let (a, b) = (a.write.lease(), b.write.lease());
+            (&a.tenant_id, &a.run_id).cmp(&(&b.tenant_id, &b.run_id))
+        });
+        let writes: Vec<&Write> = batch.iter().map(|p| &p.write).collect();
+        match apply_all(&context, &writes).await {
+            Ok((outcomes, released)) => {
+                drop(writes);
+                if released {
+                    context.wakeups.notify_waiters();
+                }
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                drop(writes);
+                if batch.len() > 1 {
+                    tracing::debug!(%error, writes = batch.len(), "a journal batch failed; writing one by one");
+                }
+                for pending in batch.drain(..) {
+                    let result = apply_all(&context, &[&pending.write]).await;
+                    if let Ok((_, true)) = &result {
+                        context.wakeups.notify_waiters();
+                    }
+                    let _ = pending.reply.send(result.map(|(mut outcomes, _)| {
+                        outcomes.pop().unwrap_or(Outcome::Written(false))
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Per tenant: runs that left `running`, and what the journaled attempts add to its day.
+#[derive(Default)]
+struct TenantTotals {
+    left: i64,
+    steps: i64,
+    cost: Cost,
+}
+
+impl TenantTotals {
+    fn add_step(&mut self, cost: &Cost) {
+        self.steps += 1;
+        self.cost.fuel_used = self.cost.fuel_used.saturating_add(cost.fuel_used);
+        self.cost.duration_us = self.cost.duration_us.saturating_add(cost.duration_us);
+        self.cost.outbound_requests = self
+            .cost
+            .outbound_requests
+            .saturating_add(cost.outbound_requests);
+        self.cost.outbound_bytes = self.cost.outbound_bytes.saturating_add(cost.outbound_bytes);
+    }
+}
+
+/// Applies `writes` in one transaction and commits. Returns each write's outcome, and
+/// whether any run left `running` (a slot freed, or a run back in the queue).
+async fn apply_all(
+    context: &Context,
+    writes: &[&Write],
+) -> Result<(Vec<Outcome>, bool), StoreError> {
+    let mut tx: Tx<'static> = match context.kind {
+        DbKind::Sqlite => context.writer.begin_with("BEGIN IMMEDIATE").await?,
+        DbKind::Postgres => context.writer.begin().await?,
+    };
+    let now = now_ms();
+    let mut totals: BTreeMap<&str, TenantTotals> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(writes.len());
+    for write in writes {
+        let lease = write.lease();
+        let (outcome, left, step) = match write {
+            Write::Step {
+                lease,
+                result,
+                finish,
+            } => {
+                let status = journal(&mut tx, context.kind, lease, result, finish, now).await?;
+                let held = status != LeaseStatus::Lost;
+                (
+                    Outcome::Step(status),
+                    held && finish.is_some(),
+                    held.then_some(&result.cost),
+                )
+            }
+            Write::Failure {
+                lease,
+                result,
+                after,
+            } => {
+                let done = failure(&mut tx, lease, result, after, now).await?;
+                (Outcome::Written(done), done, done.then_some(&result.cost))
+            }
+            Write::End { lease, finish } => {
+                let done = end(&mut tx, lease, finish, now).await?;
+                (Outcome::Written(done), done, None)
+            }
+        };
+        if left || step.is_some() {
+            let totals = totals.entry(lease.tenant_id.as_str()).or_default();
+            totals.left += i64::from(left);
+            if let Some(cost) = step {
+                totals.add_step(cost);
+            }
+        }
+        outcomes.push(outcome);
+    }
+    let mut released = false;
+    for (tenant_id, totals) in &totals {
+        if totals.left > 0 {
+            release_slots(&mut tx, tenant_id, totals.left).await?;
+            released = true;
+        }
+        if totals.steps > 0 {
+            add_usage(&mut tx, tenant_id, now, 0, totals.steps, &totals.cost).await?;
+        }
+    }
+    if released {
+        // Other processes' workers: a tenant at its cap may start its next run now.
+        notify_runs(&mut tx, context.kind).await?;
+    }
+    tx.commit().await?;
+    Ok((outcomes, released))
+}
+
+async fn journal(
+    tx: &mut Tx<'_>,
+    kind: DbKind,
+    lease: &Lease,
+    result: &StepResult,
+    finish: &Option<String>,
+    now: i64,
+) -> Result<LeaseStatus, StoreError> {
+    let sql = format!(
+        "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {cost}, \
+           state = CASE WHEN $11 = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
+             ELSE 'succeeded' END, \
+           output = CASE WHEN $11 = 1 AND cancel_requested = 0 THEN $12 ELSE output END, \
+           finished_at = CASE WHEN $11 = 1 THEN $5 ELSE finished_at END, \
+           lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
+           lease_until = CASE WHEN $11 = 1 THEN NULL ELSE {clock} + $13 END \
+         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+           AND next_step = $4 \
+         RETURNING cancel_requested",
+        cost = add_cost(6),
+        clock = db_now(kind),
+    );
+    let query = sqlx::query(&sql)
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(result.index)
+        .bind(now);
+    let fenced = bind_cost(query, &result.cost)
+        .bind(i64::from(finish.is_some()))
+        .bind(finish.as_deref())
+        .bind(lease.lease_ms)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(fenced) = fenced else {
+        return Ok(LeaseStatus::Lost);
+    };
+    let status = if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
+        LeaseStatus::CancelRequested
+    } else {
+        LeaseStatus::Held
+    };
+    // The step's failed attempts, if any, are in its journal row already: this one adds one.
+    sqlx::query(
+        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
+           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
+           outbound_bytes, finished_at) \
+         VALUES ($1, $2, $3, $4, 'succeeded', 1, $5, NULL, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
+           status = excluded.status, attempts = run_steps.attempts + 1, \
+           output = excluded.output, error = NULL, logs = excluded.logs, \
+           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
+           duration_us = run_steps.duration_us + excluded.duration_us, \
+           peak_memory_bytes = excluded.peak_memory_bytes, \
+           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
+           finished_at = excluded.finished_at",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(result.index)
+    .bind(&result.step_id)
+    .bind(result.output.as_deref())
+    .bind(&result.logs)
+    .bind(result.cost.fuel_used)
+    .bind(result.cost.duration_us)
+    .bind(result.cost.peak_memory_bytes)
+    .bind(result.cost.outbound_requests)
+    .bind(result.cost.outbound_bytes)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(status)
+}
+
+async fn failure(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    result: &StepResult,
+    after: &AfterFailure,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let (state, run_at, error, finished_at) = match after {
+        AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
+        AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
+    };
+    let sql = format!(
+        "UPDATE runs SET state = $5, attempt = attempt + 1, run_at = $6, error = $7, \
+           finished_at = $8, lease_owner = NULL, lease_until = NULL, updated_at = $9, {} \
+         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+           AND next_step = $4 \
+         RETURNING attempt",
+        add_cost(10)
+    );
+    let query = sqlx::query(&sql)
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(result.index)
+        .bind(state.as_str())
+        .bind(run_at)
+        .bind(error)
+        .bind(finished_at)
+        .bind(now);
+    let row = bind_cost(query, &result.cost)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let attempts: i64 = row.try_get("attempt")?;
+    write_step(tx, lease, result, "failed", attempts, now).await?;
+    Ok(true)
+}
+
+async fn end(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    finish: &Finish,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let (state, output, finished_at, run_at) = match finish {
+        Finish::Succeeded { output } => {
+            (RunState::Succeeded, Some(output.as_str()), Some(now), now)
+        }
+        Finish::Cancelled => (RunState::Cancelled, None, Some(now), now),
+        Finish::Released => (RunState::Queued, None, None, now),
+        Finish::Deferred { delay_ms } => {
+            (RunState::Queued, None, None, now.saturating_add(*delay_ms))
+        }
+    };
+    let done = sqlx::query(
+        "UPDATE runs SET state = $4, output = COALESCE($5, output), finished_at = $6, \
+           run_at = $7, lease_owner = NULL, lease_until = NULL, updated_at = $8 \
+         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running'",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(lease.epoch)
+    .bind(state.as_str())
+    .bind(output)
+    .bind(finished_at)
+    .bind(run_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
