@@ -21,7 +21,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use super::claim::{db_now, release_slots};
 use super::runs::{
     AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, add_usage,
-    bind_cost, notify_runs, write_step,
+    bind_cost, notify_runs,
 };
 use super::{DbKind, Store, StoreError, now_ms};
 
@@ -353,36 +353,7 @@ async fn journal(
     } else {
         LeaseStatus::Held
     };
-    // The step's failed attempts, if any, are in its journal row already: this one adds one.
-    sqlx::query(
-        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
-           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
-           outbound_bytes, finished_at) \
-         VALUES ($1, $2, $3, $4, 'succeeded', 1, $5, NULL, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
-           status = excluded.status, attempts = run_steps.attempts + 1, \
-           output = excluded.output, error = NULL, logs = excluded.logs, \
-           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
-           duration_us = run_steps.duration_us + excluded.duration_us, \
-           peak_memory_bytes = excluded.peak_memory_bytes, \
-           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
-           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
-           finished_at = excluded.finished_at",
-    )
-    .bind(&lease.tenant_id)
-    .bind(&lease.run_id)
-    .bind(result.index)
-    .bind(&result.step_id)
-    .bind(result.output.as_deref())
-    .bind(&result.logs)
-    .bind(result.cost.fuel_used)
-    .bind(result.cost.duration_us)
-    .bind(result.cost.peak_memory_bytes)
-    .bind(result.cost.outbound_requests)
-    .bind(result.cost.outbound_bytes)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    write_step(tx, lease, result, Attempt::Succeeded, now).await?;
     Ok(status)
 }
 
@@ -422,7 +393,7 @@ async fn failure(
         return Ok(false);
     };
     let attempts: i64 = row.try_get("attempt")?;
-    write_step(tx, lease, result, "failed", attempts, now).await?;
+    write_step(tx, lease, result, Attempt::Failed { attempts }, now).await?;
     Ok(true)
 }
 
@@ -458,4 +429,62 @@ async fn end(
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// How a step's journal row counts the attempt being written.
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    /// It succeeded: one more than the failed attempts already in the row, if any.
+    Succeeded,
+    /// It failed: the run's count of failed attempts, after this one.
+    Failed { attempts: i64 },
+}
+
+/// Writes (or overwrites) the step's journal row; costs add up over attempts.
+async fn write_step(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    result: &StepResult,
+    attempt: Attempt,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (status, attempts, one_more) = match attempt {
+        Attempt::Succeeded => ("succeeded", 1, 1_i64),
+        Attempt::Failed { attempts } => ("failed", attempts, 0),
+    };
+    sqlx::query(
+        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
+           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
+           outbound_bytes, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
+           status = excluded.status, \
+           attempts = CASE WHEN $16 = 1 THEN run_steps.attempts + 1 ELSE excluded.attempts END, \
+           output = excluded.output, error = excluded.error, logs = excluded.logs, \
+           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
+           duration_us = run_steps.duration_us + excluded.duration_us, \
+           peak_memory_bytes = excluded.peak_memory_bytes, \
+           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
+           finished_at = excluded.finished_at",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(result.index)
+    .bind(&result.step_id)
+    .bind(status)
+    .bind(attempts)
+    .bind(result.output.as_deref())
+    .bind(result.error.as_deref())
+    .bind(&result.logs)
+    .bind(result.cost.fuel_used)
+    .bind(result.cost.duration_us)
+    .bind(result.cost.peak_memory_bytes)
+    .bind(result.cost.outbound_requests)
+    .bind(result.cost.outbound_bytes)
+    .bind(now)
+    .bind(one_more)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -718,49 +718,6 @@ pub(crate) async fn notify_runs(tx: &mut Tx<'_>, kind: DbKind) -> Result<(), Sto
     Ok(())
 }
 
-pub(crate) async fn write_step(
-    tx: &mut Tx<'_>,
-    lease: &Lease,
-    result: &StepResult,
-    status: &str,
-    attempts: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
-           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
-           outbound_bytes, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
-           status = excluded.status, attempts = excluded.attempts, output = excluded.output, \
-           error = excluded.error, logs = excluded.logs, \
-           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
-           duration_us = run_steps.duration_us + excluded.duration_us, \
-           peak_memory_bytes = excluded.peak_memory_bytes, \
-           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
-           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
-           finished_at = excluded.finished_at",
-    )
-    .bind(&lease.tenant_id)
-    .bind(&lease.run_id)
-    .bind(result.index)
-    .bind(&result.step_id)
-    .bind(status)
-    .bind(attempts)
-    .bind(result.output.as_deref())
-    .bind(result.error.as_deref())
-    .bind(&result.logs)
-    .bind(result.cost.fuel_used)
-    .bind(result.cost.duration_us)
-    .bind(result.cost.peak_memory_bytes)
-    .bind(result.cost.outbound_requests)
-    .bind(result.cost.outbound_bytes)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 /// Runs inserted one by one in a transaction: PostgreSQL's run creation, and cron ticks on
 /// both databases (a SQLite creation batch has its own, `enqueue/batch.rs`). What is per run
 /// (the insert, the limits as guarded statements) happens in [`RunInserts::insert`]; what
