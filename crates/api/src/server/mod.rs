@@ -88,7 +88,14 @@ pub async fn serve(
         .max_header_size(MAX_HEAD_BYTES)
         // Our own timers in `ConnIo`: hyper's header-read timer also runs while a kept-alive
         // connection is idle, so it cannot tell the two timeouts apart.
-        .header_read_timeout(None);
+        .header_read_timeout(None)
+        // A client may shut down its write side once its request is sent (HTTP/1.1 allows
+        // it). Without this hyper reads that EOF while the handler runs and drops the
+        // connection, response unsent. With it hyper stops reading mid-message instead: a
+        // request that is still incomplete meets the EOF where its head or body is read and
+        // fails there, and the EOF after a response closes the connection, so a half-closed
+        // connection holds its slot no longer than its request (the request timeout).
+        .half_close(true);
     let mut health_builder = builder.clone();
     // A reserve connection answers one probe and closes: it is back for the next probe.
     health_builder.keep_alive(false);
