@@ -37,6 +37,9 @@ pub enum ErrorKind {
     UnknownAction,
     /// The guest returned its own error (see `connector_kind`).
     ConnectorError,
+    /// The guest failed after the outbound gate's circuit breaker refused a request to an
+    /// upstream that kept failing for this tenant (see `connector_kind` for the guest's own).
+    UpstreamUnavailable,
     /// Every instance slot is busy and the wait queue is full or waited too long.
     Overloaded,
     /// The host failed (instantiation, a bug); not the guest's fault.
@@ -58,6 +61,7 @@ impl ErrorKind {
             Self::GuestTrap => "guest_trap",
             Self::UnknownAction => "unknown_action",
             Self::ConnectorError => "connector_error",
+            Self::UpstreamUnavailable => "upstream_unavailable",
             Self::Overloaded => "overloaded",
             Self::Internal => "internal",
         }
@@ -80,9 +84,13 @@ impl ErrorKind {
     }
 
     /// Whether running the same invocation again may succeed. Limit hits are deterministic
-    /// for a given input, so only load and the guest's own say-so count as retryable.
+    /// for a given input, so only load, an upstream that is down for now, and the guest's own
+    /// say-so count as retryable.
     pub fn retryable(self) -> bool {
-        matches!(self, Self::Overloaded | Self::Timeout)
+        matches!(
+            self,
+            Self::Overloaded | Self::Timeout | Self::UpstreamUnavailable
+        )
     }
 }
 

@@ -256,6 +256,7 @@ impl Runtime {
                 .idempotency_key
                 .as_deref()
                 .and_then(|key| reqwest::header::HeaderValue::from_str(key).ok()),
+            tenant: Some(request.tenant.clone()),
         });
         let scrubber = session.scrubber();
         let logs = LogSink::new(limits.max_log_bytes, limits.max_log_lines);
@@ -308,8 +309,10 @@ impl Runtime {
         stats.peak_memory_bytes = guest.limiter.peak_bytes as u64;
         let mut limit_hit = guest.limit_hit;
         let mut retry_after = None;
+        let mut breaker_refusal = None;
         if let Some(session) = &guest.outbound {
             retry_after = session.retry_after();
+            breaker_refusal = session.breaker_refusal();
             let outbound = session.stats();
             stats.outbound_requests = outbound.requests;
             stats.outbound_denied = outbound.denied;
@@ -337,16 +340,24 @@ impl Runtime {
             )),
             Ended::NotStarted(error) => Err(classify_failure(&error, memory_refused, false)),
             Ended::Failed(error) => Err(classify_failure(&error, memory_refused, true)),
-            Ended::Returned(Err(guest_error)) => {
-                Err(connector_error(guest_error, limit_hit, &scrubber))
-            }
+            Ended::Returned(Err(guest_error)) => Err(connector_error(
+                guest_error,
+                limit_hit,
+                breaker_refusal.is_some(),
+                &scrubber,
+            )),
             Ended::Returned(Ok(output)) => check_output(action, output, limits, &scrubber),
         };
         if let Err(error) = &mut result
             && error.retryable
         {
+            // An open breaker's cool-down is the earliest a retry can reach the upstream.
+            let wait = match error.kind {
+                ErrorKind::UpstreamUnavailable => retry_after.or(breaker_refusal),
+                _ => retry_after,
+            };
             error.retry_after_ms =
-                retry_after.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                wait.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
         }
         stats.limit_hit = settle_limit_hit(&result, limit_hit);
         stats.duration_us = elapsed_us(started);
@@ -479,16 +490,20 @@ fn trap_message(error: &wasmtime::Error) -> String {
 fn connector_error(
     error: super::contract::ConnectorError,
     limit_hit: Option<ErrorKind>,
+    breaker_refused: bool,
     scrubber: &Scrubber,
 ) -> InvokeError {
     // A limit the host enforced explains the failure better than whatever the guest made of
-    // the refusal; the guest's own kind stays available in `connector_kind`.
+    // the refusal; the guest's own kind stays available in `connector_kind`. So does an open
+    // circuit breaker, whose kind is retryable whatever the guest said: the upstream, not the
+    // input, was the trouble.
     let kind = match (limit_hit, error.kind) {
         (
             Some(kind @ (ErrorKind::HttpDenied | ErrorKind::OutboundLimit | ErrorKind::StateLimit)),
             _,
         ) => kind,
         (_, GuestErrorKind::HttpDenied) => ErrorKind::HttpDenied,
+        _ if breaker_refused => ErrorKind::UpstreamUnavailable,
         _ => ErrorKind::ConnectorError,
     };
     InvokeError {
@@ -496,7 +511,10 @@ fn connector_error(
         message: scrubber.scrub_str(&error.message),
         pointer: None,
         connector_kind: Some(ConnectorErrorKind::from(error.kind).as_str().to_owned()),
-        retryable: kind == ErrorKind::ConnectorError && error.retryable,
+        retryable: match kind {
+            ErrorKind::ConnectorError => error.retryable,
+            other => other.retryable(),
+        },
         retry_after_ms: None,
     }
 }

@@ -14,6 +14,9 @@
 //!   on hops to another origin (as curl and browsers do), unless the operator opts in;
 //! - enforces request counts, body sizes, byte totals and a timeout;
 //! - scrubs every form of the credential out of the response before the guest sees it;
+//! - refuses requests, without a connection attempt, to an origin that keeps failing for the
+//!   tenant (the circuit breaker, [`breaker`]): the guest gets `connect-failed`, and if it
+//!   then fails the invocation's kind is the retryable `upstream_unavailable`;
 //! - when an upstream answers 401 to a request that carried an OAuth2 bearer token, gets a
 //!   fresh token from the credential's refresher and re-sends that one request once (at most
 //!   one refresh per invocation; see [`Session::send`]).
@@ -22,6 +25,7 @@
 //! owns the grant, the counters and the first limit hit).
 
 mod address;
+mod breaker;
 mod credential;
 mod error;
 mod oauth;
@@ -35,7 +39,7 @@ use std::collections::HashMap;
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use ipnet::IpNet;
@@ -43,10 +47,12 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use airlock_model::TenantId;
 use airlock_secrets::Secret;
 
 pub use airlock_model::hosts::{HostPattern, HostPatternError};
 pub use airlock_model::{ApiKeyLocation, AuthSpec, OutboundLimits};
+pub use breaker::BreakerConfig;
 pub use credential::{Credential, CredentialError};
 pub use error::{HttpError, LimitHit, OutboundError, OutboundLimit};
 pub use oauth::{
@@ -55,6 +61,7 @@ pub use oauth::{
 pub use scrub::Scrubber;
 
 use airlock_model::hosts::{self as policy, HostDecision, RequestHost};
+use breaker::{Breakers, Origin, Outcome, Ticket};
 use resolve::{BlockedAddress, GateResolver};
 
 /// Sent when the guest sets no `user-agent` of its own, so upstreams can tell who calls them.
@@ -90,6 +97,8 @@ pub struct OutboundConfig {
     /// browsers): only hops to the origin of the guest's request carry them, so a declared host
     /// cannot send the credential meant for it on to another declared host or port.
     pub credentials_follow_redirects_across_origins: bool,
+    /// The per-tenant, per-origin circuit breaker ([`BreakerConfig`]).
+    pub breaker: BreakerConfig,
 }
 
 impl Default for OutboundConfig {
@@ -101,6 +110,7 @@ impl Default for OutboundConfig {
             max_redirects: 5,
             extra_root_certificates: Vec::new(),
             credentials_follow_redirects_across_origins: false,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -119,6 +129,9 @@ pub struct Grant {
     /// not safe methods (unless the guest set one), so an upstream can drop the repeat of a
     /// step re-run after a crash.
     pub idempotency_key: Option<HeaderValue>,
+    /// The tenant the requests are sent for: the circuit breaker judges each tenant's
+    /// upstreams apart. `None` (host-side tests only) leaves the breaker out.
+    pub tenant: Option<TenantId>,
 }
 
 impl Default for Grant {
@@ -131,6 +144,7 @@ impl Default for Grant {
             credential: Credential::None,
             limits: OutboundLimits::default(),
             idempotency_key: None,
+            tenant: None,
         }
     }
 }
@@ -180,6 +194,7 @@ struct GateInner {
     allowed_ranges: Arc<[IpNet]>,
     max_redirects: u32,
     credentials_follow_redirects_across_origins: bool,
+    breakers: Arc<Breakers>,
 }
 
 impl Gate {
@@ -234,6 +249,7 @@ impl Gate {
                 max_redirects: config.max_redirects,
                 credentials_follow_redirects_across_origins: config
                     .credentials_follow_redirects_across_origins,
+                breakers: Arc::new(Breakers::new(config.breaker)),
             }),
         })
     }
@@ -251,6 +267,8 @@ impl Gate {
             refreshed_after_401: false,
             upstream_retry_after: None,
             asked_retry_after: None,
+            in_flight: None,
+            breaker_refusal: None,
         }
     }
 }
@@ -272,6 +290,11 @@ pub struct Session {
     upstream_retry_after: Option<Duration>,
     /// The wait the guest itself asked for (the `invocation.retry-after` import).
     asked_retry_after: Option<Duration>,
+    /// The breaker's ticket of the hop on the wire, kept here (not in the sending future) so
+    /// a hop cut off by the request timeout is still counted as the upstream's failure.
+    in_flight: Option<Ticket>,
+    /// The wait before a probe, when a breaker refused one of this session's requests.
+    breaker_refusal: Option<Duration>,
 }
 
 /// One hop, ready to send.
@@ -282,6 +305,8 @@ struct Hop {
     body: Option<Bytes>,
     /// The OAuth2 access token this hop carries, when its credential can be refreshed.
     refreshable: Option<Secret>,
+    /// The breaker let this hop through; settled with how it ended.
+    ticket: Option<Ticket>,
 }
 
 impl Session {
@@ -307,7 +332,12 @@ impl Session {
         let timeout = self.grant.limits.request_timeout;
         let result = match tokio::time::timeout(timeout, self.send_checked(request)).await {
             Ok(result) => result,
-            Err(_) => Err(HttpError::Timeout),
+            Err(_) => {
+                if let Some(ticket) = self.in_flight.take() {
+                    ticket.settle(Outcome::Failure, Instant::now());
+                }
+                Err(HttpError::Timeout)
+            }
         };
         // Messages may quote transport errors or URLs; neither may carry the credential.
         result.map_err(|err| self.scrub_error(err))
@@ -319,6 +349,12 @@ impl Session {
 
     pub fn limit_hit(&self) -> Option<LimitHit> {
         self.limit_hit.clone()
+    }
+
+    /// When a circuit breaker refused one of this session's requests: how long until it lets
+    /// a probe through (as of the last refusal).
+    pub fn breaker_refusal(&self) -> Option<Duration> {
+        self.breaker_refusal
     }
 
     /// How long a retry of this invocation should wait, if anyone asked: the guest's own ask
@@ -412,6 +448,10 @@ impl Session {
         if !credentialed && self.scrubber.contains_secret(url.as_str().as_bytes()) {
             return Err(self.deny("the URL contains the connection's credential".into()));
         }
+        // After the policy checks (a denied request is the guest's doing, not the upstream's
+        // state) and before the charge (a refused request is never sent, so not counted). A
+        // ticket dropped because the charge fails counts as nothing.
+        let ticket = self.admit(url)?;
         self.charge(body.map_or(0, |b| b.len() as u64))?;
 
         let mut url = url.clone();
@@ -474,7 +514,22 @@ impl Session {
             headers,
             body: body.cloned(),
             refreshable,
+            ticket,
         })
+    }
+
+    /// Asks the tenant's breaker for `url`'s origin whether this hop may go out.
+    fn admit(&mut self, url: &Url) -> Result<Option<Ticket>, HttpError> {
+        let (Some(tenant), Some(origin)) = (&self.grant.tenant, Origin::of(url)) else {
+            return Ok(None);
+        };
+        match self.gate.breakers.admit(tenant, origin, Instant::now()) {
+            Ok(ticket) => Ok(ticket),
+            Err(refused) => {
+                self.breaker_refusal = Some(refused.retry_in);
+                Err(HttpError::ConnectFailed(refused.to_string()))
+            }
+        }
     }
 
     /// Asks the credential's refresher for a token in place of `rejected`. On success the
@@ -572,7 +627,8 @@ impl Session {
         Ok(())
     }
 
-    async fn execute(&mut self, hop: Hop) -> Result<reqwest::Response, HttpError> {
+    async fn execute(&mut self, mut hop: Hop) -> Result<reqwest::Response, HttpError> {
+        self.in_flight = hop.ticket.take();
         let mut builder = self
             .gate
             .client
@@ -581,9 +637,36 @@ impl Session {
         if let Some(body) = hop.body {
             builder = builder.body(body);
         }
-        match builder.send().await {
-            Ok(response) => Ok(response),
-            Err(err) => Err(self.transport_error(err)),
+        let sent = builder.send().await;
+        let ticket = self.in_flight.take();
+        match sent {
+            Ok(response) => {
+                if let Some(ticket) = ticket {
+                    let outcome = if matches!(
+                        response.status(),
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    ) {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    ticket.settle(outcome, Instant::now());
+                }
+                Ok(response)
+            }
+            Err(err) => {
+                let err = self.transport_error(err);
+                // A blocked address is the gate's refusal, not the upstream failing: the
+                // ticket is dropped unsettled.
+                if let Some(ticket) = ticket
+                    && !matches!(err, HttpError::Denied(_))
+                {
+                    ticket.settle(Outcome::Failure, Instant::now());
+                }
+                Err(err)
+            }
         }
     }
 
