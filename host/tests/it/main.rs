@@ -15,6 +15,7 @@ mod api_refusals;
 mod api_server;
 mod api_support;
 
+mod breaker;
 mod chaos;
 mod cli;
 mod connectors;

@@ -448,11 +448,11 @@ impl Session {
         if !credentialed && self.scrubber.contains_secret(url.as_str().as_bytes()) {
             return Err(self.deny("the URL contains the connection's credential".into()));
         }
-        // After the policy checks (a denied request is the guest's doing, not the upstream's
-        // state) and before the charge (a refused request is never sent, so not counted). A
-        // ticket dropped because the charge fails counts as nothing.
-        let ticket = self.admit(url)?;
         self.charge(body.map_or(0, |b| b.len() as u64))?;
+        // After the policy checks (a denied request is the guest's doing, not the upstream's
+        // state) and after the charge: a refused request is an attempt, so a guest retrying in
+        // a loop against an open breaker still meets `max_requests`.
+        let ticket = self.admit(url)?;
 
         let mut url = url.clone();
         url.set_fragment(None);
