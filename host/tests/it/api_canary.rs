@@ -74,16 +74,16 @@ fn capture() -> &'static Capture {
 }
 
 /// Records while alive.
-struct Recording;
+pub(crate) struct Recording;
 
 impl Recording {
-    fn start() -> Recording {
+    pub(crate) fn start() -> Recording {
         capture();
         CAPTURING.fetch_add(1, Ordering::SeqCst);
         Recording
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let lines = capture().lines.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&lines).into_owned()
     }

@@ -1,7 +1,7 @@
 //! Every limit and every named error: each test drives the hostile guest into one limit and
 //! checks the kind, and would fail if the limit were not enforced.
 
-use airlock::runtime::{ErrorKind, TenantLimits};
+use airlock::runtime::{ErrorKind, LogSource, TenantLimits};
 use serde_json::json;
 
 use crate::support::{error_kind, hostile, run, runtime};
@@ -271,6 +271,54 @@ async fn a_flood_of_empty_log_lines_is_bounded_and_counted() {
         u64::from(defaults.max_log_lines)
     );
     assert_eq!(outcome.logs.dropped_lines, 100_000 - kept);
+}
+
+/// With the host's log at debug level, wasmtime-wasi's stdout adapter logged every chunk the
+/// guest wrote (`worker writing: b"..."`): 28 MB a minute, unscrubbed and past every cap. The
+/// guest's stdout now goes only into its capped log.
+#[tokio::test]
+async fn the_guests_stdout_never_reaches_the_host_log() {
+    let rt = runtime();
+    let guest = hostile(&rt).await;
+    let message_bytes = 517;
+    let stdout_lines = 2_000;
+    let recording = crate::api_canary::Recording::start();
+    let outcome = run(
+        &rt,
+        &guest,
+        "log_flood",
+        json!({"count": 0, "message_bytes": message_bytes, "stdout_lines": stdout_lines}),
+        limits(),
+    )
+    .await;
+    let host_log = recording.text();
+    drop(recording);
+    assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    // The guest writes lines of `L`; no host event has a reason to hold a run of them.
+    let raw = "L".repeat(64);
+    assert!(
+        !host_log.contains(&raw) && !host_log.contains("worker writing"),
+        "the guest's stdout reached the host log ({} bytes of it)",
+        host_log.len()
+    );
+    // The capture still has it, capped.
+    let line = "L".repeat(message_bytes);
+    let kept = outcome.logs.lines.len() as u64;
+    assert!(kept > 0);
+    assert!(
+        outcome
+            .logs
+            .lines
+            .iter()
+            .all(|l| l.source == LogSource::Stdout && l.message == line)
+    );
+    let json = serde_json::to_string(&outcome.logs).expect("json");
+    assert!(
+        json.len() as u64 <= limits().max_log_bytes,
+        "{} bytes",
+        json.len()
+    );
+    assert_eq!(outcome.logs.dropped_lines, stdout_lines - kept);
 }
 
 /// A string that is not UTF-8 where the contract promises one is the guest's fault, as its
