@@ -36,27 +36,56 @@ pub fn is_clean(value: &str) -> bool {
     check(value).is_ok()
 }
 
+/// The refused characters as inclusive ranges, in order: the one table [`check`] reads and
+/// [`regex_class`] spells, so a document's `pattern` cannot drift from the rule.
+///
+/// The control (Cc) category: C0 (NUL, tab, newline...), DEL and C1. Then the format (Cf) and
+/// separator characters that render as nothing or reorder text, plus the Hangul fillers,
+/// which render as blanks.
+pub const FORBIDDEN: &[(char, char)] = &[
+    ('\u{0000}', '\u{001F}'),   // C0 controls
+    ('\u{007F}', '\u{009F}'),   // DEL and C1 controls
+    ('\u{00AD}', '\u{00AD}'),   // soft hyphen
+    ('\u{034F}', '\u{034F}'),   // combining grapheme joiner
+    ('\u{061C}', '\u{061C}'),   // Arabic letter mark
+    ('\u{115F}', '\u{1160}'),   // Hangul fillers
+    ('\u{180E}', '\u{180E}'),   // Mongolian vowel separator
+    ('\u{200B}', '\u{200F}'),   // zero-width space, (non-)joiner, LRM, RLM
+    ('\u{2028}', '\u{202E}'),   // line/paragraph separators, bidi embeddings and overrides
+    ('\u{2060}', '\u{206F}'),   // word joiner, invisible operators, bidi isolates
+    ('\u{3164}', '\u{3164}'),   // Hangul filler
+    ('\u{FE00}', '\u{FE0F}'),   // variation selectors
+    ('\u{FEFF}', '\u{FEFF}'),   // zero-width no-break space (BOM)
+    ('\u{FFA0}', '\u{FFA0}'),   // halfwidth Hangul filler
+    ('\u{FFF9}', '\u{FFFB}'),   // interlinear annotation
+    ('\u{FFFE}', '\u{FFFF}'),   // noncharacters
+    ('\u{E0000}', '\u{E0FFF}'), // tags and variation selectors supplement
+];
+
 fn forbidden(c: char) -> bool {
-    // `is_control` is the Cc category: C0 (NUL, tab, newline...), DEL and C1. The ranges
-    // below are the format (Cf) and separator characters that render as nothing or reorder
-    // text, plus the Hangul fillers, which render as blanks.
-    c.is_control()
-        || matches!(
-            c,
-            '\u{00AD}' // soft hyphen
-                | '\u{034F}' // combining grapheme joiner
-                | '\u{061C}' // Arabic letter mark
-                | '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' // Hangul fillers
-                | '\u{180E}' // Mongolian vowel separator
-                | '\u{200B}'..='\u{200F}' // zero-width space, (non-)joiner, LRM, RLM
-                | '\u{2028}'..='\u{202E}' // line/paragraph separators, bidi embeddings and overrides
-                | '\u{2060}'..='\u{206F}' // word joiner, invisible operators, bidi isolates
-                | '\u{FE00}'..='\u{FE0F}' // variation selectors
-                | '\u{FEFF}' // zero-width no-break space (BOM)
-                | '\u{FFF9}'..='\u{FFFB}' // interlinear annotation
-                | '\u{FFFE}' | '\u{FFFF}' // noncharacters
-                | '\u{E0000}'..='\u{E0FFF}' // tags and variation selectors supplement
-        )
+    FORBIDDEN
+        .iter()
+        .any(|(low, high)| (*low..=*high).contains(&c))
+}
+
+/// The body of a regular-expression character class (no brackets) naming every character
+/// in `ranges`: `\uXXXX` escapes for the Basic Multilingual Plane, the character itself above
+/// it (a Unicode-aware reading, as JSON Schema's and Python's, takes it as one character).
+/// For JSON Schema `pattern`s such as `^[^...]*$`.
+pub fn regex_class(ranges: &[(char, char)]) -> String {
+    let spell = |c: char| match u16::try_from(u32::from(c)) {
+        Ok(unit) => format!("\\u{unit:04X}"),
+        Err(_) => c.to_string(),
+    };
+    let mut class = String::new();
+    for (low, high) in ranges {
+        class.push_str(&spell(*low));
+        if high != low {
+            class.push('-');
+            class.push_str(&spell(*high));
+        }
+    }
+    class
 }
 
 #[cfg(test)]
@@ -102,5 +131,48 @@ mod tests {
         ] {
             assert_eq!(check(good), Ok(()), "{good:?}");
         }
+    }
+
+    /// The table is exactly the rule as first written (Cc plus the listed Cf and blanks).
+    #[test]
+    fn the_table_is_the_rule() {
+        let written = |c: char| {
+            c.is_control()
+                || matches!(
+                    c,
+                    '\u{00AD}'
+                        | '\u{034F}'
+                        | '\u{061C}'
+                        | '\u{115F}'
+                        | '\u{1160}'
+                        | '\u{3164}'
+                        | '\u{FFA0}'
+                        | '\u{180E}'
+                        | '\u{200B}'..='\u{200F}'
+                        | '\u{2028}'..='\u{202E}'
+                        | '\u{2060}'..='\u{206F}'
+                        | '\u{FE00}'..='\u{FE0F}'
+                        | '\u{FEFF}'
+                        | '\u{FFF9}'..='\u{FFFB}'
+                        | '\u{FFFE}'
+                        | '\u{FFFF}'
+                        | '\u{E0000}'..='\u{E0FFF}'
+                )
+        };
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(forbidden(c), written(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn the_regex_class_spells_each_range() {
+        assert_eq!(
+            regex_class(&[
+                ('\u{0}', '\u{1F}'),
+                ('\u{AD}', '\u{AD}'),
+                ('\u{E0000}', '\u{E0FFF}')
+            ]),
+            "\\u0000-\\u001F\\u00AD\u{E0000}-\u{E0FFF}"
+        );
     }
 }
