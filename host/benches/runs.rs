@@ -271,6 +271,87 @@ async fn throughput(label: &str, url: Option<String>, tenants: usize, per_tenant
     );
 }
 
+/// Completed runs per second from a backlog: `tenants` tenants' `per_tenant` runs created
+/// first (no workers), then `processes` services on the same database (each its own pool,
+/// store and `workers` run workers; one process's CPU share is what each gets here) drain it.
+/// The rate is runs done over the time from the workers' start to the last run's finish.
+async fn drain(
+    label: &str,
+    url: Option<String>,
+    tenants: usize,
+    per_tenant: usize,
+    processes: usize,
+    workers: usize,
+) {
+    let bench = Arc::new(start(url.clone(), 0).await);
+    let mut ids = Vec::new();
+    for t in 0..tenants {
+        let id = format!("dr{t}");
+        let (_, workflow) = bench.tenant(&id).await;
+        ids.push((id, workflow));
+    }
+    // Created concurrently, so SQLite's group commit and PostgreSQL's pool are used.
+    let mut fills = Vec::new();
+    for (id, workflow) in ids.clone() {
+        for chunk in 0..8 {
+            let (bench, id, workflow) = (bench.clone(), id.clone(), workflow.clone());
+            fills.push(tokio::spawn(async move {
+                for i in (chunk..per_tenant).step_by(8) {
+                    let run = NewRun {
+                        id: format!("run_{id}_{i:06}"),
+                        workflow_id: workflow.clone(),
+                        workflow_version: 1,
+                        input: json!({"i": i}).to_string(),
+                        idempotency_key: None,
+                        request_hash: None,
+                        trigger_id: None,
+                        runs_per_hour: None,
+                        max_queued: u64::MAX,
+                    };
+                    bench.store().create_run(&id, run).await.expect("backlog");
+                }
+            }));
+        }
+    }
+    for fill in fills {
+        fill.await.expect("fill");
+    }
+    let mut extra = Vec::new();
+    let mut pipelines = vec![bench.state.pipeline().clone()];
+    for _ in 1..processes {
+        let other = start(url.clone(), 0).await;
+        pipelines.push(other.state.pipeline().clone());
+        extra.push(other);
+    }
+    let options = airlock::runs::WorkerOptions {
+        workers,
+        ..airlock::runs::WorkerOptions::default()
+    };
+    let started = Instant::now();
+    let running: Vec<_> = pipelines
+        .into_iter()
+        .map(|pipeline| airlock::runs::Workers::start(pipeline, options.clone()))
+        .collect();
+    for (id, _) in &ids {
+        bench
+            .wait_succeeded(id, per_tenant, Duration::from_secs(600))
+            .await;
+    }
+    let elapsed = started.elapsed();
+    let total = tenants * per_tenant;
+    println!(
+        "{label}: drained a {total}-run backlog ({tenants} tenant{}) with {processes} process{} x {workers} workers in {:.2} s: {:.0} runs/s completed",
+        if tenants == 1 { "" } else { "s" },
+        if processes == 1 { "" } else { "es" },
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+    for workers in running {
+        workers.shutdown().await;
+    }
+    drop(extra);
+}
+
 async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usize) {
     let bench = start(url, 0).await;
     let (_, big_workflow) = bench.tenant("big").await;
@@ -628,6 +709,18 @@ fn main() {
             "durable runs, 2 worker threads, release build{}",
             if quick { ", --quick" } else { "" }
         );
+        // `AIRLOCK_DRAIN_RUNS`, `AIRLOCK_DRAIN_WORKERS`: the backlog drained and the workers
+        // per process (defaults 20,000 and 64).
+        let env = |name: &str, default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (drain_runs, drain_workers) = (
+            env("AIRLOCK_DRAIN_RUNS", 20_000),
+            env("AIRLOCK_DRAIN_WORKERS", 64),
+        );
         let mut made = Vec::new();
         let probe = postgres_database().await;
         let postgres = probe.is_some();
@@ -641,6 +734,24 @@ fn main() {
             }
             if only("throughput") {
                 throughput(label, fresh(pg, &mut made).await, tenants, per_tenant).await;
+            }
+            if only("drain") {
+                let processes = if pg { 2 } else { 1 };
+                let (n, workers) = if quick {
+                    (2_000, 64)
+                } else {
+                    (drain_runs, drain_workers)
+                };
+                drain(
+                    label,
+                    fresh(pg, &mut made).await,
+                    8,
+                    n / 8,
+                    processes,
+                    workers,
+                )
+                .await;
+                drain(label, fresh(pg, &mut made).await, 1, n, processes, workers).await;
             }
             if only("fairness") {
                 fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
