@@ -236,12 +236,11 @@ impl Breakers {
                 origins.remove(origin);
                 tracing::info!(tenant = %tenant, host = %origin, "circuit breaker closed: the probe succeeded");
             }
-            (Outcome::Failure, None) => {
-                if make_room(origins, config.max_hosts_per_tenant, now) {
-                    let state = closed_or_open(1, now, config);
-                    origins.insert(origin.clone(), state);
-                    log_if_opened(tenant, origin, state, 1);
-                }
+            // Untracked when there is no room (see `make_room`).
+            (Outcome::Failure, None) if make_room(origins, config.max_hosts_per_tenant, now) => {
+                let state = closed_or_open(1, now, config);
+                origins.insert(origin.clone(), state);
+                log_if_opened(tenant, origin, state, 1);
             }
             (Outcome::Failure, Some(State::Closed { failures, .. })) => {
                 let failures = failures.saturating_add(1);
