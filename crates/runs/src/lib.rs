@@ -35,7 +35,7 @@ pub use triggers::{
     DEFAULT_RATE_PER_MINUTE, Delivered, HookError, MAX_TRIGGERS_PER_TENANT, Overlap, Trigger,
     TriggerSpec, WithSecret,
 };
-pub use worker::{WorkerOptions, Workers, step_key};
+pub use worker::{MARKER_LOG_BYTES, RUN_LOG_BUDGET_BYTES, WorkerOptions, Workers, step_key};
 
 /// Runs one tenant may have waiting, unless the operator says otherwise.
 pub const DEFAULT_MAX_QUEUED_PER_TENANT: u64 = 10_000;

@@ -5,6 +5,10 @@ use airlock_model::RetryPolicy;
 use airlock_runtime::{ErrorKind, InvokeError};
 use serde::Serialize;
 
+/// Bytes of a guest's error message a run keeps (in the step's journal row and in the run's
+/// dead letter). The guest chooses the message, bounded otherwise only by its memory.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 4 * 1024;
+
 /// Why a step failed, as the run and its journal record it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepError {
@@ -47,7 +51,7 @@ impl StepError {
             || matches!(connector_kind.as_deref(), Some("auth" | "invalid_input"));
         StepError {
             kind: error.kind.as_str().to_owned(),
-            message: error.message.clone(),
+            message: capped_message(&error.message),
             retryable: error.retryable && !hopeless,
             connector_kind,
             retry_after_ms: None,
@@ -94,6 +98,22 @@ impl StepError {
     }
 }
 
+/// `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] at a character boundary, saying so.
+fn capped_message(message: &str) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... [message truncated: {} bytes in all]",
+        &message[..end],
+        message.len()
+    )
+}
+
 /// The wait before attempt `failures + 1` after `failures` failed ones: full jitter
 /// (uniform in `[0, min(max, initial * 2^(failures-1))]`), so a crowd of failed runs does
 /// not come back in step. A rate-limited failure waits the whole window. An asked-for wait is
@@ -131,6 +151,23 @@ mod tests {
         initial_backoff_ms: 100,
         max_backoff_ms: 1_000,
     };
+
+    #[test]
+    fn a_guests_error_message_is_capped_at_a_character_boundary() {
+        let mut error = InvokeError::new(ErrorKind::ConnectorError, "é".repeat(10_000));
+        let step = StepError::from_guest(&error);
+        assert!(
+            step.message.len() <= MAX_ERROR_MESSAGE_BYTES + 64,
+            "{}",
+            step.message.len()
+        );
+        assert!(
+            step.message
+                .ends_with("[message truncated: 20000 bytes in all]")
+        );
+        error.message = "short".to_owned();
+        assert_eq!(StepError::from_guest(&error).message, "short");
+    }
 
     #[test]
     fn backoff_grows_within_the_full_jitter_window_and_is_capped() {

@@ -34,6 +34,7 @@ on_both_databases!(
     a_step_output_that_echoes_the_credential_never_shows_it,
     a_full_queue_is_refused_and_not_ready,
     a_backlog_does_not_starve_another_tenant,
+    a_runs_journal_keeps_its_step_logs_within_the_run_log_budget,
 );
 
 const API: &str = "api.example.test";
@@ -839,4 +840,94 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
         waits.iter().all(|w| *w < 5_000),
         "the small tenant waited behind the backlog: {waits:?} ms"
     );
+}
+
+/// A step that logs about the per-invocation cap: 1,000 lines of 200 bytes, ~250 KB of JSON.
+fn flooding_step(id: &str) -> Value {
+    json!({"id": id, "connector": "hostile", "action": "log_flood",
+           "input": {"count": 1000, "message_bytes": 200, "stdout_lines": 0}})
+}
+
+/// The logs a run's journal holds (bytes of stored JSON, as stored), step by step.
+async fn stored_logs(server: &TestServer, run: &str) -> Vec<String> {
+    let raw = server.raw_db().await;
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT logs FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY step_index",
+    )
+    .bind("acme")
+    .bind(run)
+    .fetch_all(&raw)
+    .await
+    .expect("run_steps");
+    rows.into_iter().map(|(logs,)| logs).collect()
+}
+
+/// Every step's log was kept whole, to the per-step cap: a run at the caps stored ~9 MB of
+/// logs. The run's steps now share one budget, and what earlier claims stored counts.
+async fn a_runs_journal_keeps_its_step_logs_within_the_run_log_budget(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let budget = airlock::runs::RUN_LOG_BUDGET_BYTES;
+    let past_budget = airlock::runs::MARKER_LOG_BYTES;
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let steps: Vec<Value> = (0..8).map(|i| flooding_step(&format!("s{i}"))).collect();
+    let workflow = create_workflow(&server, &admin, "chatty", json!(steps)).await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let stored = stored_logs(&server, &run).await;
+    assert_eq!(stored.len(), 8);
+    let sizes: Vec<u64> = stored.iter().map(|l| l.len() as u64).collect();
+    let whole = sizes[0];
+    assert!(
+        whole * 8 > budget + 8 * past_budget,
+        "the steps must log past the budget: {whole} bytes each"
+    );
+    assert!(
+        sizes.iter().sum::<u64>() <= budget + 8 * past_budget,
+        "{sizes:?}"
+    );
+    let marker = format!("[logs truncated: run log budget of {budget} bytes reached]");
+    assert!(!stored[0].contains(&marker));
+    assert!(stored[7].contains(&marker), "{}", stored[7]);
+    // The API shows the cut log as a log: its lines, the marker last, the drops counted.
+    let last = &done["steps"][7]["logs"];
+    let lines = last["lines"].as_array().expect("lines");
+    assert_eq!(lines.last().expect("marker")["message"], json!(marker));
+    assert!(
+        last["dropped_lines"].as_u64().expect("dropped") >= 999,
+        "{last}"
+    );
+
+    // A run resumed by a second claim counts what the first one stored: three floods, a
+    // step that dies of the tenant's wall clock, then a replay and three more floods.
+    put_limits(&server, "acme", json!({"timeout_ms": 400})).await;
+    let mut steps: Vec<Value> = (0..3).map(|i| flooding_step(&format!("a{i}"))).collect();
+    steps.push(
+        json!({"id": "slow", "connector": "hostile", "action": "sleep",
+                      "input": {"ms": 2000}}),
+    );
+    steps.extend((0..3).map(|i| flooding_step(&format!("b{i}"))));
+    let workflow = create_workflow(&server, &admin, "resumed", json!(steps)).await;
+    let run = start_run(&server, &admin, &workflow, json!({})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["next_step"], 3, "{dead}");
+    put_limits(&server, "acme", json!({"timeout_ms": 5000})).await;
+    tokio::time::sleep(airlock::pipeline::HOT_ROW_TTL).await;
+    let replayed = server
+        .post(&format!("/v1/runs/{run}/replay"), &admin, json!({}))
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let stored = stored_logs(&server, &run).await;
+    assert_eq!(stored.len(), 7);
+    let sizes: Vec<u64> = stored.iter().map(|l| l.len() as u64).collect();
+    assert!(
+        sizes.iter().sum::<u64>() <= budget + 7 * past_budget,
+        "{sizes:?}"
+    );
+    assert!(stored[6].contains(&marker), "{}", stored[6]);
 }

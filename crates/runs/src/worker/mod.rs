@@ -10,6 +10,7 @@
 //! the store, so neither the claim nor the journal costs a commit per run.
 
 mod lease;
+mod log_budget;
 mod run;
 mod share;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+pub use log_budget::{MARKER_LOG_BYTES, RUN_LOG_BUDGET_BYTES};
 pub use run::step_key;
 
 use lease::Leases;

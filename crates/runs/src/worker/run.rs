@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::Engine;
 use super::lease::Hold;
+use super::log_budget::{LogBudget, RUN_LOG_BUDGET_BYTES};
 use crate::retry::{StepError, backoff_ms};
 
 /// How long a run waits in the queue after the database failed while loading it.
@@ -78,7 +79,7 @@ impl Engine {
             self.finish(&lease, &hold, Finish::Cancelled).await;
             return;
         }
-        let (spec, trigger, mut outputs) = match self.load(&lease, &run).await {
+        let (spec, trigger, mut outputs, logged) = match self.load(&lease, &run).await {
             Ok(loaded) => loaded,
             Err(LoadError::Store(error)) => {
                 tracing::warn!(%error, "loading a run failed; it goes back to the queue");
@@ -93,6 +94,7 @@ impl Engine {
                 return;
             }
         };
+        let mut log_budget = LogBudget::new(RUN_LOG_BUDGET_BYTES, logged);
         let first = usize::try_from(run.next_step).unwrap_or(usize::MAX);
         let mut attempt_failures = run.attempt;
         let mut last_output = Value::Null;
@@ -161,7 +163,7 @@ impl Engine {
                 Ok(ran) => {
                     let outcome = ran.outcome;
                     let cost = cost_of(&outcome.stats);
-                    let logs = serde_json::to_string(&outcome.logs).unwrap_or_else(|_| no_logs());
+                    let logs = log_budget.journal(&outcome.logs);
                     match outcome.result {
                         Ok(output) => (Some(output), None, cost, logs),
                         Err(error) => (None, Some(StepError::from_guest(&error)), cost, logs),
@@ -247,12 +249,13 @@ impl Engine {
         .await;
     }
 
-    /// The run's definition, trigger payload and the outputs of its journaled steps.
+    /// The run's definition, trigger payload, the outputs of its journaled steps and the
+    /// bytes of log those steps hold (counted against the run's log budget).
     async fn load(
         &self,
         lease: &Lease,
         run: &RunRecord,
-    ) -> Result<(Arc<WorkflowSpec>, Value, BTreeMap<String, Value>), LoadError> {
+    ) -> Result<(Arc<WorkflowSpec>, Value, BTreeMap<String, Value>, u64), LoadError> {
         let store = self.store();
         let key = (
             lease.tenant_id.clone(),
@@ -281,12 +284,17 @@ impl Engine {
         let trigger: Value = serde_json::from_str(&run.input)
             .map_err(|_| LoadError::Broken("the run's input does not parse"))?;
         let mut outputs = BTreeMap::new();
+        let mut logged = 0_u64;
         if run.next_step > 0 {
             for step in store
                 .run_steps(&lease.tenant_id, &lease.run_id)
                 .await
                 .map_err(LoadError::Store)?
             {
+                // The row of the step about to run is overwritten by its next attempt.
+                if step.index < run.next_step {
+                    logged = logged.saturating_add(step.logs.len() as u64);
+                }
                 if step.status == "succeeded"
                     && step.index < run.next_step
                     && let Some(output) = &step.output
@@ -297,7 +305,7 @@ impl Engine {
                 }
             }
         }
-        Ok((spec, trigger, outputs))
+        Ok((spec, trigger, outputs, logged))
     }
 
     /// Runs one step's invocation while the lease keeper holds the lease, and stops the
