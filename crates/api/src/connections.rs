@@ -37,7 +37,7 @@ pub struct CreateConnection {
     pub connector: String,
     /// Unique within the tenant; 1-200 characters, not all whitespace (leading and trailing
     /// whitespace is dropped).
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// By auth type: `api_key` `{api_key}`; `basic` `{username, password}`; `custom_header`
     /// `{headers: {NAME: VALUE}}`; `oauth2` `{client_id, client_secret, refresh_token?,

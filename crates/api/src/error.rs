@@ -405,13 +405,17 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-/// `axum::Json` with rejections turned into problems.
+/// `axum::Json` with rejections turned into problems, for request bodies, every one of which
+/// is a JSON object in this API. A body that is JSON but not an object is refused here, for
+/// every route, with 422 `validation` on `body`: serde reads a struct from a JSON array as well
+/// (`["acme"]` fills the fields in order, `[]` leaves each defaulted field at its default), so
+/// the handler would act on a body the document does not allow.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for Json<T>
 where
-    axum::Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -420,9 +424,51 @@ where
         request: axum::extract::Request,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        if !json_content_type(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = bytes::Bytes::from_request(request, state).await?;
+        // Malformed JSON falls through to axum's parse, whose 400 says where it broke.
+        if !is_object_text(&bytes)
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(ApiError::validation(
+                "body",
+                "the request body must be a JSON object",
+            ));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(Json(value))
     }
+}
+
+/// Whether the first byte past JSON whitespace opens an object.
+fn is_object_text(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{')
+}
+
+/// axum's rule for a JSON body: `application/json` or `application/<anything>+json`, with
+/// any parameters.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype
+                .rsplit_once('+')
+                .is_some_and(|(_, suffix)| suffix.eq_ignore_ascii_case("json")))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

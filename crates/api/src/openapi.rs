@@ -10,7 +10,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::{
-    auth, connections, connectors, error, health, invoke, runs, tenants, triggers, workflows,
+    auth, connections, connectors, error, health, invoke, names, runs, tenants, triggers, workflows,
 };
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
@@ -101,7 +101,7 @@ pub mod problem {
     /// `type` `quota-exceeded` (`quota` names it) or `too-many-requests`.
     #[derive(ToResponse)]
     #[response(
-        description = "a tenant quota is used up: `runs_per_hour` (with Retry-After: seconds until the next hour), `max_workflows` or `max_queued_runs` (`quota` names which)",
+        description = "(`quota-exceeded`) a tenant quota is used up, `quota` names which: `runs_per_hour` (with Retry-After: seconds until the next hour), `max_workflows`, `max_queued_runs` or `max_triggers`; (`too-many-requests`, with Retry-After) the caller has as many requests of this kind in flight, or deliveries this minute, as it may",
         content_type = "application/problem+json",
         headers(("Retry-After" = u64, description = "seconds; sent with `runs_per_hour` and `too-many-requests`"))
     )]
@@ -115,12 +115,12 @@ pub mod problem {
     )]
     pub struct BadGateway(Problem);
 
-    /// `type` `unavailable` or `overloaded`.
+    /// `type` `unavailable`, `overloaded`, `queue-full` or `request-timeout`.
     #[derive(ToResponse)]
     #[response(
-        description = "the database is unavailable, (`overloaded`) every instance slot is busy, or (`queue-full`) the run queue is past the operator's threshold",
+        description = "(`unavailable`) the database is unreachable or failing, or its circuit breaker is open; (`overloaded`) every instance slot is busy, or the server is at its limit of requests or connections; (`queue-full`) the run queue is past the operator's threshold; (`request-timeout`) the request did not finish within the server's limit",
         content_type = "application/problem+json",
-        headers(("Retry-After" = u64, description = "seconds; sent with `overloaded` and `queue-full`"))
+        headers(("Retry-After" = u64, description = "seconds; sent with `unavailable`, `overloaded` and `queue-full`, not with `request-timeout`"))
     )]
     pub struct Unavailable(Problem);
 }
@@ -166,7 +166,7 @@ pub mod problem {
             problem::Unavailable,
         ),
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &NamePatterns),
 )]
 struct ApiDoc;
 
@@ -184,6 +184,44 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The names rule (`names.rs`, `airlock_contract::names`) as `pattern`s: a display name has
+/// a character that is not whitespace and none the rule forbids; the other names and
+/// references the server checks have none it forbids. Built from the rule's own table, so the
+/// two cannot drift.
+struct NamePatterns;
+
+/// (schema, property, display name or only clean)
+const NAME_FIELDS: &[(&str, &str, bool)] = &[
+    ("CreateTenant", "name", true),
+    ("CreateConnection", "name", true),
+    ("CreateConnection", "connector", false),
+    ("CreateWorkflow", "name", true),
+    ("UpdateWorkflow", "name", true),
+    ("WorkflowStep", "connector", false),
+    ("WorkflowStep", "version", false),
+    ("WorkflowStep", "action", false),
+    ("WorkflowStep", "connection", false),
+];
+
+impl Modify for NamePatterns {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let display = names::display_name_pattern();
+        let clean = names::clean_pattern();
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (schema, property, is_display) in NAME_FIELDS {
+            let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(*schema) else {
+                continue;
+            };
+            if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(*property) {
+                let pattern = if *is_display { &display } else { &clean };
+                field.pattern = Some(pattern.clone());
+            }
+        }
     }
 }
 

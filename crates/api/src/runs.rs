@@ -74,11 +74,12 @@ pub struct Run {
     /// When a queued or retrying run may start.
     pub run_at_ms: i64,
     pub cancel_requested: bool,
-    /// The last step's output, once the run succeeded.
-    #[schema(value_type = Object)]
+    /// The last step's output (any JSON value) once the run succeeded; null before.
+    #[schema(value_type = Value, required = true)]
     pub output: Option<Value>,
-    /// Why the run is dead: the step, its error kind and message, the attempts.
-    #[schema(value_type = Object)]
+    /// Why the run is dead: the step, its error kind and message, the attempts; null for a
+    /// run that is not dead.
+    #[schema(value_type = Option<Object>, required = true)]
     pub error: Option<Value>,
     pub stats: RunStats,
     pub created_at_ms: i64,
@@ -122,9 +123,11 @@ pub struct Step {
     /// `succeeded`, or `failed` (its last attempt failed; see the run's state).
     pub status: String,
     pub attempts: i64,
-    #[schema(value_type = Object)]
+    /// The step's output (any JSON value); null when it has none (its last attempt failed).
+    #[schema(value_type = Value, required = true)]
     pub output: Option<Value>,
-    #[schema(value_type = Object)]
+    /// Why its last attempt failed; null when it succeeded.
+    #[schema(value_type = Option<Object>, required = true)]
     pub error: Option<Value>,
     /// The last attempt's logs: `lines`, and what was dropped past the limits.
     #[schema(value_type = Object)]

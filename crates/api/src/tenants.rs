@@ -33,7 +33,7 @@ pub struct CreateTenant {
     #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$")]
     pub id: Option<String>,
     /// 1-200 characters, not all whitespace (leading and trailing whitespace is dropped).
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
 }
 

@@ -51,13 +51,15 @@ pub enum TriggerKind {
 
 /// A new trigger. `kind: webhook` takes `scheme`, `secret`, `rate_per_minute`; `kind: cron`
 /// takes `expression`, `time_zone`, `missed_ticks`, `missed_cap`, `overlap`. A field of the
-/// other kind is refused.
+/// other kind is refused (so the example is one whole trigger, not an example per field:
+/// those would add up to a body with both kinds' fields).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "cron", "expression": "*/5 * * * *", "time_zone": "Europe/Berlin"}))]
 pub struct CreateTrigger {
     pub kind: TriggerKind,
     /// Webhook: `standard_webhooks` (default), `github` or `stripe`.
-    #[schema(value_type = Option<String>, example = "standard_webhooks")]
+    #[schema(value_type = Option<String>)]
     pub scheme: Option<String>,
     /// Webhook: the signing secret, when the sender made it (required for `stripe`);
     /// absent: the server generates one and returns it this once.
@@ -68,20 +70,19 @@ pub struct CreateTrigger {
     pub rate_per_minute: Option<u32>,
     /// Cron: 5 fields (minute hour day-of-month month day-of-week) or 6 (a leading seconds
     /// field).
-    #[schema(max_length = 200, example = "*/5 * * * *")]
+    #[schema(max_length = 200)]
     pub expression: Option<String>,
     /// Cron: an IANA time zone (default `UTC`); daylight-saving changes follow it.
-    #[schema(example = "Europe/Berlin")]
     pub time_zone: Option<String>,
     /// Cron: ticks due while no process ran: `skip`, `latest` (default: fire once for the
     /// most recent), or `all` (up to `missed_cap`).
-    #[schema(value_type = Option<String>, example = "latest")]
+    #[schema(value_type = Option<String>)]
     pub missed_ticks: Option<MissedTicks>,
     /// Cron: the most late ticks `all` fires (default 10, at most 1,000).
     #[schema(minimum = 1, maximum = 1000)]
     pub missed_cap: Option<u32>,
     /// Cron: `allow` (default) or `skip`: no new run while the previous one is going.
-    #[schema(value_type = Option<String>, example = "allow")]
+    #[schema(value_type = Option<String>)]
     pub overlap: Option<Overlap>,
 }
 

@@ -35,12 +35,16 @@ pub struct WorkflowStep {
     #[schema(pattern = "^[a-z][a-z0-9_-]{0,63}$")]
     pub id: String,
     /// A connector of the tenant.
+    #[schema(min_length = 1, max_length = 200)]
     pub connector: String,
     /// A pinned connector version; absent: the newest not deprecated when the step runs.
+    #[schema(min_length = 1, max_length = 200)]
     pub version: Option<String>,
     /// One of the connector's actions.
+    #[schema(min_length = 1, max_length = 200)]
     pub action: String,
     /// The connection the step runs with (required when the connector has an auth type).
+    #[schema(min_length = 1, max_length = 200)]
     pub connection: Option<String>,
     /// The input template: literal JSON, where `{"$from": "<JSON Pointer>"}` is replaced by
     /// the value at `/trigger/...` (the run's input) or `/steps/<earlier step id>/...` (that
@@ -67,7 +71,7 @@ pub struct RetryBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkflow {
     /// Unique among the tenant's workflows; 1-200 characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// 1-50 steps, run in order.
     #[schema(value_type = Vec<WorkflowStep>)]
@@ -78,7 +82,7 @@ pub struct CreateWorkflow {
 #[serde(deny_unknown_fields)]
 pub struct UpdateWorkflow {
     /// A new name; absent: unchanged.
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[schema(value_type = Vec<WorkflowStep>)]
     pub steps: Vec<Value>,

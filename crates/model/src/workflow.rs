@@ -124,7 +124,7 @@ impl WorkflowSpec {
             ] {
                 if let Some(value) = value
                     && (value.is_empty()
-                        || value.len() > 200
+                        || value.chars().count() > 200
                         || !airlock_contract::names::is_clean(value))
                 {
                     return Err(refuse(

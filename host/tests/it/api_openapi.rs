@@ -314,3 +314,233 @@ async fn a_failing_database_is_503_when_reading_a_tenant() {
     let reply = server.get("/v1/tenants/acme", &operator).await;
     assert_problem(&reply, 503, "unavailable");
 }
+
+/// A run's and a step's `output` and `error` are null until they apply: the document says
+/// so, and a run the server just queued shows them null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_step_output_and_error_are_nullable_as_served() {
+    let Some(server) = TestServer::start(Db::Sqlite).await else {
+        return;
+    };
+    let doc = document(&server).await;
+    for schema in ["Run", "Step"] {
+        let object = resolve(&doc, &doc["components"]["schemas"][schema]);
+        for field in ["output", "error"] {
+            let property = resolve(&doc, &object["properties"][field]);
+            assert!(admits_null(property), "{schema}.{field}: {property}");
+            assert!(
+                object["required"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(field))),
+                "{schema}.{field} is always present"
+            );
+        }
+    }
+
+    let admin = crate::runs_support::tenant_with_hostile(&server, "acme").await;
+    let workflow = crate::runs_support::create_workflow(
+        &server,
+        &admin,
+        "echo",
+        json!([{"id": "only", "connector": "hostile", "action": "echo"}]),
+    )
+    .await;
+    let run = server
+        .post(&format!("/v1/workflows/{workflow}/runs"), &admin, json!({}))
+        .await;
+    assert_eq!(run.status, 202, "{}", run.text);
+    assert_eq!(run.body["output"], Value::Null, "{}", run.text);
+    assert_eq!(run.body["error"], Value::Null, "{}", run.text);
+    assert!(run.body.get("output").is_some(), "{}", run.text);
+}
+
+/// Every example in the document is a body the server takes: the trigger example is one
+/// whole cron trigger, not an example per field adding up to both kinds at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_trigger_example_is_accepted() {
+    let Some(server) = TestServer::start(Db::Sqlite).await else {
+        return;
+    };
+    let doc = document(&server).await;
+    let create = resolve(&doc, &doc["components"]["schemas"]["CreateTrigger"]);
+    for (field, schema) in create["properties"].as_object().expect("properties") {
+        assert!(
+            schema.get("example").is_none() && schema.get("examples").is_none(),
+            "CreateTrigger.{field} has its own example: {schema}"
+        );
+    }
+    let example = create["example"].clone();
+    assert!(example.is_object(), "{create}");
+
+    let admin = crate::runs_support::tenant_with_hostile(&server, "acme").await;
+    let workflow = crate::runs_support::create_workflow(
+        &server,
+        &admin,
+        "echo",
+        json!([{"id": "only", "connector": "hostile", "action": "echo"}]),
+    )
+    .await;
+    let reply = server
+        .post(
+            &format!("/v1/workflows/{workflow}/triggers"),
+            &admin,
+            example,
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+}
+
+/// Names carry the names rule as a `pattern` (built from the rule's table: every refused
+/// range is excluded), and the server checks the name as sent: a control character anywhere,
+/// even where trimming would drop it, is refused, as the pattern says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_carry_the_names_rule_as_declared() {
+    let Some(server) = TestServer::start(Db::Sqlite).await else {
+        return;
+    };
+    let doc = document(&server).await;
+    for (schema, field) in [
+        ("CreateTenant", "name"),
+        ("CreateConnection", "name"),
+        ("CreateConnection", "connector"),
+        ("CreateWorkflow", "name"),
+        ("UpdateWorkflow", "name"),
+        ("WorkflowStep", "connector"),
+        ("WorkflowStep", "action"),
+        ("WorkflowStep", "version"),
+        ("WorkflowStep", "connection"),
+    ] {
+        let object = resolve(&doc, &doc["components"]["schemas"][schema]);
+        let pattern = object["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{field} has no pattern: {object}"));
+        for refused in ["\\u0000-\\u001F", "\\u007F-\\u009F", "\\u202E", "\u{E0000}"] {
+            assert!(
+                pattern.contains(refused),
+                "{schema}.{field} does not exclude {refused}: {pattern}"
+            );
+        }
+        assert!(
+            pattern.starts_with('^') && pattern.ends_with('$'),
+            "{pattern}"
+        );
+    }
+
+    let operator = server.operator();
+    for (id, name) in [
+        ("a", "\nAcme"),
+        ("b", "Ac\u{0}me"),
+        ("c", "Acme\u{202E}"),
+        ("d", " \u{3000} "),
+        ("e", ""),
+    ] {
+        let reply = server
+            .post("/v1/tenants", &operator, json!({"id": id, "name": name}))
+            .await;
+        assert_problem(&reply, 422, "validation");
+        assert_eq!(
+            reply.body["field"],
+            json!("name"),
+            "{name:?}: {}",
+            reply.text
+        );
+    }
+    let reply = server
+        .post(
+            "/v1/tenants",
+            &operator,
+            json!({"id": "f", "name": " Acme "}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(reply.body["name"], json!("Acme"));
+}
+
+/// A body that is JSON but not an object is refused by the shared reader on every route that
+/// reads a JSON body (422 `validation` on `body`), before the handler acts on it: serde would
+/// read `[]` as a struct of defaults and `["x"]` as its first field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_that_is_not_an_object_is_refused_everywhere() {
+    let Some(server) = TestServer::start(Db::Sqlite).await else {
+        return;
+    };
+    let doc = document(&server).await;
+    let operator = server.operator();
+    let admin = server.tenant("acme").await;
+    let mut checked = 0;
+    for (method, path, operation) in operations(&doc) {
+        if operation["requestBody"]["content"]
+            .get("application/json")
+            .is_none()
+        {
+            continue;
+        }
+        let token = if operation["tags"] == json!(["tenants"]) {
+            &operator
+        } else {
+            &admin
+        };
+        let path = path.replace("{id}", "acme");
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        for body in [json!([]), json!(["acme", "Acme"]), json!("x"), json!(7)] {
+            let reply = server
+                .call(method.clone(), &path, Some(token), Body::Json(body.clone()))
+                .await;
+            assert_problem(&reply, 422, "validation");
+            assert_eq!(
+                reply.body["field"],
+                json!("body"),
+                "{method} {path}: {}",
+                reply.text
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} routes read a JSON body");
+    let tenants = server.get("/v1/tenants", &operator).await;
+    assert_eq!(
+        tenants.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        tenants.text
+    );
+}
+
+/// Every 503 and 429 a route declares says it may carry Retry-After, and the database's
+/// `unavailable` does carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_declared_where_it_is_sent() {
+    let Some(server) = TestServer::start(Db::Sqlite).await else {
+        return;
+    };
+    let doc = document(&server).await;
+    for (method, path, operation) in operations(&doc) {
+        for status in ["429", "503"] {
+            let Some(response) = operation["responses"].get(status) else {
+                continue;
+            };
+            let response = resolve(&doc, response);
+            assert!(
+                response["headers"].get("Retry-After").is_some(),
+                "{method} {path} {status}: {response}"
+            );
+        }
+    }
+
+    let operator = server.operator();
+    server.tenant("acme").await;
+    let pool = server.raw_db().await;
+    sqlx::query("ALTER TABLE tenants RENAME TO tenants_elsewhere")
+        .execute(&pool)
+        .await
+        .expect("rename");
+    pool.close().await;
+    let reply = server.get("/v1/tenants/acme", &operator).await;
+    assert_problem(&reply, 503, "unavailable");
+    let retry = reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| s >= 1), "{:?}", reply.headers);
+}
