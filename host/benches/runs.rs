@@ -725,8 +725,10 @@ fn main() {
         let probe = postgres_database().await;
         let postgres = probe.is_some();
         made.extend(probe);
+        // `AIRLOCK_BENCH_DATABASES`: `sqlite`, `postgres` or both (the default).
+        let databases = std::env::var("AIRLOCK_BENCH_DATABASES").unwrap_or_default();
         for (label, pg) in [("sqlite", false), ("postgres", true)] {
-            if pg && !postgres {
+            if (pg && !postgres) || !(databases.is_empty() || databases.contains(label)) {
                 continue;
             }
             if only("idle") {

@@ -34,7 +34,7 @@
 //! like every other secret field.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use airlock_model::{AuthSpec, AuthType, ConnectionId, TenantId};
@@ -67,7 +67,7 @@ type ConnectionKey = (TenantId, ConnectionId);
 /// failed. A lock's entry lives while someone holds or waits for it.
 #[derive(Default)]
 pub(crate) struct RefreshLocks {
-    locks: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
+    locks: airlock_runtime::KeyedLocks<ConnectionKey>,
     failures: Mutex<HashMap<ConnectionKey, Failure>>,
 }
 
@@ -84,19 +84,6 @@ struct Failure {
 const MAX_FAILURES: usize = 100_000;
 
 impl RefreshLocks {
-    fn get(&self, key: &ConnectionKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(key.clone()).or_default().clone()
-    }
-
-    /// Drops the entry when nobody but the caller (and the map) refers to it.
-    fn release(&self, key: &ConnectionKey, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(key);
-        }
-    }
-
     /// The refusal while the connection backs off after a failed refresh.
     fn backing_off(&self, key: &ConnectionKey, now_ms: i64) -> Option<CoreError> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
@@ -236,9 +223,8 @@ impl Pipeline {
         if let Some(refusal) = locks.backing_off(key, self.now_ms()) {
             return Err(refusal);
         }
-        let lock = locks.get(key);
         let result = {
-            let _held = lock.lock().await;
+            let _held = locks.locks.lock(key).await;
             // A task that queued behind a failed refresh meets its back-off here.
             match locks.backing_off(key, self.now_ms()) {
                 Some(refusal) => Err(refusal),
@@ -249,7 +235,6 @@ impl Pipeline {
                 }
             }
         };
-        locks.release(key, lock);
         if result.is_ok() {
             // The row holds a newer token than any cached copy: the next invocation reads it
             // instead of meeting the old token's 401 again.

@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     /// Names this process as the holder of OAuth2 refresh leases in the database.
     pub(crate) instance_id: String,
     pub(crate) refresh_locks: RefreshLocks,
+    /// One read-and-load of a component's bytes per digest at a time (see `component`).
+    pub(crate) loading: airlock_runtime::KeyedLocks<String>,
     pub(crate) hot: HotRows,
     pub(crate) tasks: TaskTracker,
 }
@@ -128,6 +130,7 @@ impl Pipeline {
                 caps,
                 instance_id: format!("airlock-{}", uuid::Uuid::new_v4().simple()),
                 refresh_locks: RefreshLocks::default(),
+                loading: airlock_runtime::KeyedLocks::default(),
                 hot: HotRows::new(clock.clone()),
                 clock,
                 tasks: TaskTracker::new(),
@@ -226,6 +229,13 @@ impl Pipeline {
         record: &ConnectorRecord,
     ) -> Result<SharedComponent, CoreError> {
         let runtime = &self.inner.runtime;
+        if let Some(component) = runtime.cached(&record.digest) {
+            return Ok(component);
+        }
+        // Every worker that meets a component this process has not loaded (after a start,
+        // or an eviction) would read its bytes and compile it: the first does, the others
+        // find it cached once their turn comes.
+        let _turn = self.inner.loading.lock(&record.digest).await;
         if let Some(component) = runtime.cached(&record.digest) {
             return Ok(component);
         }

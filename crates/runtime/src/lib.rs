@@ -16,6 +16,7 @@ mod engine;
 mod error;
 mod guest_state;
 mod invoke;
+mod keyed_locks;
 mod limiter;
 mod logs;
 pub mod outbound;
@@ -36,6 +37,7 @@ pub use component::{LoadedComponent, SharedComponent, digest};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::{ErrorKind, InvokeError, LoadError, RuntimeError};
 pub use invoke::{Call, InvokeOutcome, InvokeRequest, Prepared, Stats};
+pub use keyed_locks::{KeyedGuard, KeyedLocks};
 pub use logs::{LogLevel, LogLine, LogSource, Logs};
 pub use state::{MemoryStateStore, StateError, StateStore};
 
@@ -91,6 +93,9 @@ pub struct Runtime {
     gate: Gate,
     artifacts: Option<ArtifactCache>,
     components: moka::sync::Cache<String, SharedComponent>,
+    /// One load per digest at a time: callers that arrive while it compiles get its result
+    /// instead of compiling the same bytes again.
+    loading: Arc<KeyedLocks<String>>,
     admission: Admission,
     /// Compilation slots (`max_concurrent_compiles`).
     compiles: Arc<tokio::sync::Semaphore>,
@@ -146,6 +151,7 @@ impl Runtime {
                 queue_timeout: options.queue_timeout,
             }),
             components: moka::sync::Cache::new(options.component_cache_capacity),
+            loading: Arc::default(),
             compiles: Arc::new(tokio::sync::Semaphore::new(
                 options.max_concurrent_compiles.max(1),
             )),
@@ -204,7 +210,15 @@ impl Runtime {
     /// Validates, compiles (once per digest) and links a component and reads its manifest,
     /// keeping the result (see [`Runtime::keep`]). Loading the same bytes again returns the
     /// cached component.
+    ///
+    /// Concurrent loads of the same bytes compile once: the others wait for it (64 workers
+    /// meeting a component this process had not loaded compiled it 64 times).
     pub async fn load(&self, bytes: &[u8]) -> Result<SharedComponent, LoadError> {
+        let digest = component::digest(bytes);
+        if let Some(loaded) = self.components.get(&digest) {
+            return Ok(loaded);
+        }
+        let _turn = self.loading.lock(&digest).await;
         let loaded = self.load_unkept(bytes).await?;
         self.keep(&loaded).await;
         Ok(loaded)

@@ -103,3 +103,24 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
         "a compiled artifact again"
     );
 }
+
+#[tokio::test]
+async fn concurrent_loads_of_one_component_compile_it_once() {
+    // A process meeting a component it has not loaded, with many workers at once (after a
+    // start, or an eviction): each of them compiled it before.
+    let rt = std::sync::Arc::new(runtime());
+    let bytes = std::fs::read(airlock_test_artifacts::CONNECTOR_TRANSFORM).expect("guest built");
+    let loads: Vec<_> = (0..8)
+        .map(|_| {
+            let (rt, bytes) = (rt.clone(), bytes.clone());
+            tokio::spawn(async move { rt.load(&bytes).await.map(|c| c.digest().to_owned()) })
+        })
+        .collect();
+    let mut digests = Vec::new();
+    for load in loads {
+        digests.push(load.await.expect("task").expect("load"));
+    }
+    digests.dedup();
+    assert_eq!(digests.len(), 1);
+    assert_eq!(rt.compilations(), 1, "one compile for 8 concurrent loads");
+}
