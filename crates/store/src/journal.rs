@@ -254,44 +254,90 @@ async fn apply_all(
     };
     let now = now_ms();
     let mut totals: BTreeMap<&str, TenantTotals> = BTreeMap::new();
-    let mut outcomes = Vec::with_capacity(writes.len());
-    for write in writes {
+    // Journaled steps, the write of every step of every run, go in two statements for the
+    // whole batch; the rest (and a second write about one run, which only a stale worker
+    // makes) one by one.
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; writes.len()];
+    let mut bulk = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (at, write) in writes.iter().enumerate() {
+        if let Write::Step { lease, .. } = write
+            && seen.insert((lease.tenant_id.as_str(), lease.run_id.as_str()))
+        {
+            bulk.push(at);
+        }
+    }
+    for chunk in bulk.chunks(BULK_ROWS) {
+        let steps: Vec<BulkStep<'_>> = chunk
+            .iter()
+            .filter_map(|&at| match writes[at] {
+                Write::Step {
+                    lease,
+                    result,
+                    finish,
+                } => Some(BulkStep {
+                    at,
+                    lease,
+                    result,
+                    finish: finish.as_deref(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for (at, status) in journal_bulk(&mut tx, context.kind, &steps, now).await? {
+            outcomes[at] = Some(Outcome::Step(status));
+        }
+    }
+    for (at, write) in writes.iter().enumerate() {
+        if outcomes[at].is_some() {
+            continue;
+        }
         let lease = write.lease();
-        let (outcome, left, step) = match write {
+        outcomes[at] = Some(match write {
             Write::Step {
                 lease,
                 result,
                 finish,
-            } => {
-                let status = journal(&mut tx, context.kind, lease, result, finish, now).await?;
-                let held = status != LeaseStatus::Lost;
-                (
-                    Outcome::Step(status),
-                    held && finish.is_some(),
-                    held.then_some(&result.cost),
-                )
+            } if !bulk.contains(&at) => {
+                Outcome::Step(journal(&mut tx, context.kind, lease, result, finish, now).await?)
             }
+            // A bulk write the fence refused.
+            Write::Step { .. } => Outcome::Step(LeaseStatus::Lost),
             Write::Failure {
-                lease,
+                lease: _,
                 result,
                 after,
             } => {
                 let done = failure(&mut tx, lease, result, after, now).await?;
-                (Outcome::Written(done), done, done.then_some(&result.cost))
+                Outcome::Written(done)
             }
-            Write::End { lease, finish } => {
-                let done = end(&mut tx, lease, finish, now).await?;
-                (Outcome::Written(done), done, None)
+            Write::End { lease: _, finish } => {
+                Outcome::Written(end(&mut tx, lease, finish, now).await?)
             }
+        });
+    }
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Written(false)))
+        .collect();
+    for (write, outcome) in writes.iter().zip(&outcomes) {
+        let (left, cost) = match (write, outcome) {
+            (Write::Step { result, finish, .. }, Outcome::Step(status))
+                if *status != LeaseStatus::Lost =>
+            {
+                (finish.is_some(), Some(&result.cost))
+            }
+            (Write::Failure { result, .. }, Outcome::Written(true)) => (true, Some(&result.cost)),
+            (Write::End { .. }, Outcome::Written(true)) => (true, None),
+            _ => (false, None),
         };
-        if left || step.is_some() {
-            let totals = totals.entry(lease.tenant_id.as_str()).or_default();
+        if left || cost.is_some() {
+            let totals = totals.entry(write.lease().tenant_id.as_str()).or_default();
             totals.left += i64::from(left);
-            if let Some(cost) = step {
+            if let Some(cost) = cost {
                 totals.add_step(cost);
             }
         }
-        outcomes.push(outcome);
     }
     let mut released = false;
     for (tenant_id, totals) in &totals {
@@ -309,6 +355,185 @@ async fn apply_all(
     }
     tx.commit().await?;
     Ok((outcomes, released))
+}
+
+/// Rows per bulk statement: within both databases' limits on bound values (15 a row).
+const BULK_ROWS: usize = 256;
+
+/// A journaled step in a bulk write, with its place in the batch.
+struct BulkStep<'a> {
+    at: usize,
+    lease: &'a Lease,
+    result: &'a StepResult,
+    finish: Option<&'a str>,
+}
+
+/// `rows` groups of `width` placeholders numbered from `$first`: `($1, $2), ($3, $4)`.
+fn placeholders(rows: usize, width: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..width {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(first + row * width + column).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// [`journal`] for many runs at once (each at most once): one fenced `UPDATE ... FROM` for
+/// every run, one multi-row upsert for the steps whose fence held. Returns each step's
+/// place in the batch and its lease status.
+async fn journal_bulk(
+    tx: &mut Tx<'_>,
+    kind: DbKind,
+    steps: &[BulkStep<'_>],
+    now: i64,
+) -> Result<Vec<(usize, LeaseStatus)>, StoreError> {
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    const WIDTH: usize = 12;
+    let now_at = steps.len() * WIDTH + 1;
+    // The values' columns are named apart from the runs' so the statement is unambiguous
+    // in both databases (SQLite's RETURNING may not name the FROM table).
+    let sql = format!(
+        "WITH v (v_tenant, v_run, v_epoch, v_index, v_fuel, v_duration, v_memory, v_requests, \
+           v_bytes, v_last, v_output, v_lease_ms) AS (VALUES {values}) \
+         UPDATE runs SET next_step = v.v_index + 1, attempt = 0, updated_at = ${now_at}, \
+           fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
+           peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
+             THEN peak_memory_bytes ELSE v.v_memory END, \
+           outbound_requests = outbound_requests + v.v_requests, \
+           outbound_bytes = outbound_bytes + v.v_bytes, \
+           state = CASE WHEN v.v_last = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
+             ELSE 'succeeded' END, \
+           output = CASE WHEN v.v_last = 1 AND cancel_requested = 0 THEN v.v_output \
+             ELSE output END, \
+           finished_at = CASE WHEN v.v_last = 1 THEN ${now_at} ELSE finished_at END, \
+           lease_owner = CASE WHEN v.v_last = 1 THEN NULL ELSE lease_owner END, \
+           lease_until = CASE WHEN v.v_last = 1 THEN NULL ELSE {clock} + v.v_lease_ms END \
+         FROM v \
+         WHERE runs.tenant_id = v.v_tenant AND runs.id = v.v_run AND runs.lease_epoch = v.v_epoch \
+           AND runs.state = 'running' AND runs.next_step = v.v_index \
+         RETURNING tenant_id, id, cancel_requested",
+        values = placeholders(steps.len(), WIDTH, 1),
+        clock = db_now(kind),
+    );
+    let mut query = sqlx::query(&sql);
+    for step in steps {
+        let cost = &step.result.cost;
+        query = query
+            .bind(&step.lease.tenant_id)
+            .bind(&step.lease.run_id)
+            .bind(step.lease.epoch)
+            .bind(step.result.index)
+            .bind(cost.fuel_used)
+            .bind(cost.duration_us)
+            .bind(cost.peak_memory_bytes)
+            .bind(cost.outbound_requests)
+            .bind(cost.outbound_bytes)
+            .bind(i64::from(step.finish.is_some()))
+            .bind(step.finish)
+            .bind(step.lease.lease_ms);
+    }
+    let rows = query.bind(now).fetch_all(&mut **tx).await?;
+    let mut fenced = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let tenant_id: String = row.try_get("tenant_id")?;
+        let run_id: String = row.try_get("id")?;
+        let cancel: i64 = row.try_get("cancel_requested")?;
+        fenced.insert((tenant_id, run_id), cancel != 0);
+    }
+    let mut statuses = Vec::with_capacity(steps.len());
+    let mut held = Vec::with_capacity(fenced.len());
+    for step in steps {
+        let key = (step.lease.tenant_id.clone(), step.lease.run_id.clone());
+        let status = match fenced.get(&key) {
+            None => LeaseStatus::Lost,
+            Some(true) => LeaseStatus::CancelRequested,
+            Some(false) => LeaseStatus::Held,
+        };
+        if status != LeaseStatus::Lost {
+            held.push(step);
+        }
+        statuses.push((step.at, status));
+    }
+    write_steps_succeeded(tx, &held, now).await?;
+    Ok(statuses)
+}
+
+/// [`write_step`] of [`Attempt::Succeeded`] for many steps, in one statement.
+async fn write_steps_succeeded(
+    tx: &mut Tx<'_>,
+    steps: &[&BulkStep<'_>],
+    now: i64,
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    const WIDTH: usize = 11;
+    let now_at = steps.len() * WIDTH + 1;
+    let mut values = String::with_capacity(steps.len() * 80);
+    for row in 0..steps.len() {
+        if row > 0 {
+            values.push_str(", ");
+        }
+        let p = |column: usize| format!("${}", 1 + row * WIDTH + column);
+        values.push_str(&format!(
+            "({}, {}, {}, {}, 'succeeded', 1, {}, NULL, {}, {}, {}, {}, {}, {}, ${now_at})",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5),
+            p(6),
+            p(7),
+            p(8),
+            p(9),
+            p(10)
+        ));
+    }
+    let sql = format!(
+        "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
+           error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
+           outbound_bytes, finished_at) VALUES {values} \
+         ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
+           status = excluded.status, attempts = run_steps.attempts + 1, \
+           output = excluded.output, error = excluded.error, logs = excluded.logs, \
+           fuel_used = run_steps.fuel_used + excluded.fuel_used, \
+           duration_us = run_steps.duration_us + excluded.duration_us, \
+           peak_memory_bytes = excluded.peak_memory_bytes, \
+           outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
+           finished_at = excluded.finished_at"
+    );
+    let mut query = sqlx::query(&sql);
+    for step in steps {
+        let (result, cost) = (step.result, &step.result.cost);
+        query = query
+            .bind(&step.lease.tenant_id)
+            .bind(&step.lease.run_id)
+            .bind(result.index)
+            .bind(&result.step_id)
+            .bind(result.output.as_deref())
+            .bind(&result.logs)
+            .bind(cost.fuel_used)
+            .bind(cost.duration_us)
+            .bind(cost.peak_memory_bytes)
+            .bind(cost.outbound_requests)
+            .bind(cost.outbound_bytes);
+    }
+    query.bind(now).execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn journal(
