@@ -158,23 +158,54 @@ impl Store {
             if take == 0 {
                 continue;
             }
-            let rows = sqlx::query(&format!(
-                "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
-                   lease_owner = $3, lease_until = {clock} + $4, \
-                   started_at = COALESCE(started_at, $5), updated_at = $5 \
-                 WHERE tenant_id = $1 AND {WAITING} AND id IN ( \
-                   SELECT id FROM runs WHERE tenant_id = $1 AND {WAITING} AND run_at <= $5 \
-                   ORDER BY run_at, id LIMIT $2) \
-                 RETURNING {RUN_COLUMNS}",
-                clock = db_now(self.kind),
+            // The ids first, then the update by primary key: as one statement
+            // (`id IN (SELECT ... LIMIT n)`), PostgreSQL without fresh statistics planned a
+            // semi-join that walked every waiting run of the tenant on each claim.
+            let picked = sqlx::query(&format!(
+                "SELECT id FROM runs WHERE tenant_id = $1 AND {WAITING} AND run_at <= $2 \
+                 ORDER BY run_at, id LIMIT $3"
             ))
             .bind(&candidate.tenant_id)
-            .bind(i64::try_from(take).unwrap_or(i64::MAX))
-            .bind(owner)
-            .bind(lease_ms)
             .bind(now)
+            .bind(i64::try_from(take).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
             .await?;
+            if picked.is_empty() {
+                continue;
+            }
+            let ids = (0..picked.len())
+                .map(|i| format!("${}", i + 5))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
+                   lease_owner = $2, lease_until = {clock} + $3, \
+                   started_at = COALESCE(started_at, $4), updated_at = $4 \
+                 WHERE tenant_id = $1 AND id IN ({ids}) AND {WAITING} \
+                 RETURNING {RUN_COLUMNS}",
+                clock = db_now(self.kind),
+            );
+            let mut update = sqlx::query(&sql)
+                .bind(&candidate.tenant_id)
+                .bind(owner)
+                .bind(lease_ms)
+                .bind(now);
+            for row in &picked {
+                update = update.bind(row.try_get::<String, _>("id")?);
+            }
+            let mut rows = update.fetch_all(&mut *tx).await?;
+            // Oldest first, as picked (RETURNING follows no order).
+            let order: HashMap<String, usize> = picked
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| row.try_get::<String, _>("id").ok().map(|id| (id, i)))
+                .collect();
+            rows.sort_by_key(|row| {
+                row.try_get::<String, _>("id")
+                    .ok()
+                    .and_then(|id| order.get(&id).copied())
+                    .unwrap_or(usize::MAX)
+            });
             if rows.is_empty() {
                 continue;
             }
