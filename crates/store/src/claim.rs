@@ -158,12 +158,17 @@ impl Store {
             if take == 0 {
                 continue;
             }
-            // The ids first, then the update by primary key: as one statement
-            // (`id IN (SELECT ... LIMIT n)`), PostgreSQL without fresh statistics planned a
-            // semi-join that walked every waiting run of the tenant on each claim.
+            // The ids first (locked on PostgreSQL, so they stay waiting until the commit),
+            // then the update by primary key alone. As one statement (`id IN (SELECT ...
+            // LIMIT n)`), or with the waiting test repeated in the update, PostgreSQL
+            // without fresh statistics walked every waiting run of the tenant on each claim.
             let picked = sqlx::query(&format!(
                 "SELECT id FROM runs WHERE tenant_id = $1 AND {WAITING} AND run_at <= $2 \
-                 ORDER BY run_at, id LIMIT $3"
+                 ORDER BY run_at, id LIMIT $3{row_lock}",
+                row_lock = match self.kind {
+                    DbKind::Postgres => " FOR UPDATE",
+                    DbKind::Sqlite => "",
+                }
             ))
             .bind(&candidate.tenant_id)
             .bind(now)
@@ -181,7 +186,7 @@ impl Store {
                 "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
                    lease_owner = $2, lease_until = {clock} + $3, \
                    started_at = COALESCE(started_at, $4), updated_at = $4 \
-                 WHERE tenant_id = $1 AND id IN ({ids}) AND {WAITING} \
+                 WHERE tenant_id = $1 AND id IN ({ids}) \
                  RETURNING {RUN_COLUMNS}",
                 clock = db_now(self.kind),
             );
