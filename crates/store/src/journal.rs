@@ -20,8 +20,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::claim::{db_now, release_slots};
 use super::runs::{
-    AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, add_usage,
-    bind_cost, notify_runs,
+    AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, bind_cost,
+    notify_runs,
 };
 use super::{DbKind, Store, StoreError, now_ms};
 
@@ -30,7 +30,7 @@ const MAX_BATCH: usize = 256;
 /// Writes that may wait for a batcher; beyond it callers wait to enqueue.
 const QUEUE: usize = 8192;
 /// Batchers on PostgreSQL.
-const PG_BATCHERS: usize = 4;
+const PG_BATCHERS: usize = 1;
 
 #[derive(Debug)]
 enum Write {
@@ -339,22 +339,105 @@ async fn apply_all(
             }
         }
     }
-    let mut released = false;
-    for (tenant_id, totals) in &totals {
-        if totals.left > 0 {
-            release_slots(&mut tx, tenant_id, totals.left).await?;
-            released = true;
-        }
-        if totals.steps > 0 {
-            add_usage(&mut tx, tenant_id, now, 0, totals.steps, &totals.cost).await?;
-        }
-    }
+    // Per tenant, in tenant order: slots given back, then the day's usage; one statement
+    // each for the whole batch.
+    let left: Vec<(&str, i64)> = totals
+        .iter()
+        .filter(|(_, t)| t.left > 0)
+        .map(|(tenant, t)| (*tenant, t.left))
+        .collect();
+    let released = !left.is_empty();
+    release_slots_bulk(&mut tx, &left).await?;
+    let used: Vec<(&str, &TenantTotals)> = totals
+        .iter()
+        .filter(|(_, t)| t.steps > 0)
+        .map(|(tenant, t)| (*tenant, t))
+        .collect();
+    add_usage_bulk(&mut tx, &used, now).await?;
     if released {
         // Other processes' workers: a tenant at its cap may start its next run now.
         notify_runs(&mut tx, context.kind).await?;
     }
     tx.commit().await?;
     Ok((outcomes, released))
+}
+
+/// [`release_slots`] for several tenants (`(tenant, runs that left running)`, in tenant
+/// order) in one statement.
+async fn release_slots_bulk(tx: &mut Tx<'_>, left: &[(&str, i64)]) -> Result<(), StoreError> {
+    match left {
+        [] => Ok(()),
+        [(tenant_id, runs)] => release_slots(tx, tenant_id, *runs).await,
+        _ => {
+            let sql = format!(
+                "WITH v (v_tenant, v_left) AS (VALUES {}) \
+                 UPDATE run_tenants SET running = CASE WHEN running > v.v_left \
+                   THEN running - v.v_left ELSE 0 END \
+                 FROM v WHERE run_tenants.tenant_id = v.v_tenant",
+                placeholders(left.len(), 2, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for (tenant_id, runs) in left {
+                query = query.bind(*tenant_id).bind(*runs);
+            }
+            query.execute(&mut **tx).await?;
+            Ok(())
+        }
+    }
+}
+
+/// What the batch's journaled attempts add to each tenant's day, in one statement.
+async fn add_usage_bulk(
+    tx: &mut Tx<'_>,
+    used: &[(&str, &TenantTotals)],
+    now: i64,
+) -> Result<(), StoreError> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    const WIDTH: usize = 6;
+    let day_at = used.len() * WIDTH + 1;
+    let mut values = String::with_capacity(used.len() * 40);
+    for row in 0..used.len() {
+        if row > 0 {
+            values.push_str(", ");
+        }
+        let p = |column: usize| format!("${}", 1 + row * WIDTH + column);
+        values.push_str(&format!(
+            "({}, ${day_at}, 0, {}, {}, {}, {}, {})",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
+        ));
+    }
+    let sql = format!(
+        "INSERT INTO usage_days (tenant_id, day, runs, steps, fuel_used, duration_us, \
+           outbound_requests, outbound_bytes) VALUES {values} \
+         ON CONFLICT (tenant_id, day) DO UPDATE SET runs = usage_days.runs + excluded.runs, \
+           steps = usage_days.steps + excluded.steps, \
+           fuel_used = usage_days.fuel_used + excluded.fuel_used, \
+           duration_us = usage_days.duration_us + excluded.duration_us, \
+           outbound_requests = usage_days.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = usage_days.outbound_bytes + excluded.outbound_bytes"
+    );
+    let mut query = sqlx::query(&sql);
+    for (tenant_id, totals) in used {
+        query = query
+            .bind(*tenant_id)
+            .bind(totals.steps)
+            .bind(totals.cost.fuel_used)
+            .bind(totals.cost.duration_us)
+            .bind(totals.cost.outbound_requests)
+            .bind(totals.cost.outbound_bytes);
+    }
+    query
+        .bind(now.div_euclid(super::runs::DAY_MS))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 /// Rows per bulk statement: within both databases' limits on bound values (15 a row).
