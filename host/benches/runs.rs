@@ -200,7 +200,10 @@ impl Bench {
             if usize::try_from(done).unwrap_or(0) >= n {
                 break;
             }
-            assert!(Instant::now() < deadline, "{tenant}: {done} of {n} runs done");
+            assert!(
+                Instant::now() < deadline,
+                "{tenant}: {done} of {n} runs done"
+            );
             // The count reads every succeeded run's row: polled less often for big
             // backlogs, whose rates are timed from the runs' own `finished_at`.
             let poll = if n < 1_000 { 20 } else { 100 };
@@ -348,7 +351,11 @@ async fn drain(
     // artifact cache would), so a compile is not part of the rate.
     let wasm = std::fs::read(airlock_test_artifacts::CONNECTOR_TRANSFORM).expect("guest built");
     for pipeline in &pipelines {
-        pipeline.runtime().load(&wasm).await.expect("component loads");
+        pipeline
+            .runtime()
+            .load(&wasm)
+            .await
+            .expect("component loads");
     }
     let options = airlock::runs::WorkerOptions {
         workers,
