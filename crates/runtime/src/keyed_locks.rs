@@ -41,11 +41,7 @@ pub struct KeyedGuard<'a, K: Hash + Eq> {
 impl<K: Hash + Eq + Clone> KeyedLocks<K> {
     /// Waits for `key`'s turn.
     pub async fn lock(&self, key: &K) -> KeyedGuard<'_, K> {
-        let slot = self
-            .map()
-            .entry(key.clone())
-            .or_insert_with(Slot::default)
-            .clone();
+        let slot = self.map().entry(key.clone()).or_default().clone();
         // Built before the wait: a caller cancelled while waiting still drops its claim on
         // the entry.
         let mut guard = KeyedGuard {
