@@ -21,8 +21,10 @@
 
 use std::collections::HashMap;
 
+use serde_json::Value;
 use sqlx::Row;
 
+use super::json_rows::{JsonRows, Ty};
 use super::runs::{Claimed, Lease, LeaseStatus, RUN_COLUMNS, WAITING, run};
 use super::{DbKind, Store, StoreError, now_ms, parse_json};
 
@@ -178,26 +180,31 @@ impl Store {
             if picked.is_empty() {
                 continue;
             }
-            let ids = (0..picked.len())
-                .map(|i| format!("${}", i + 5))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut ids = JsonRows::new(&[("v_id", Ty::Text)]);
+            for row in &picked {
+                ids.push([Value::from(row.try_get::<String, _>("id")?)]);
+            }
+            // An array on PostgreSQL: `id = ANY` is an index condition on the primary key
+            // whatever the planner guesses of the rows' count.
+            let v = ids.table(self.kind, 5, "v");
+            let picked_ids = match self.kind {
+                DbKind::Postgres => format!("id = ANY(ARRAY(SELECT v.v_id FROM {v}))"),
+                DbKind::Sqlite => format!("id IN (SELECT v.v_id FROM {v})"),
+            };
             let sql = format!(
                 "UPDATE runs SET state = 'running', lease_epoch = lease_epoch + 1, \
                    lease_owner = $2, lease_until = {clock} + $3, \
                    started_at = COALESCE(started_at, $4), updated_at = $4 \
-                 WHERE tenant_id = $1 AND id IN ({ids}) \
+                 WHERE tenant_id = $1 AND {picked_ids} \
                  RETURNING {RUN_COLUMNS}",
                 clock = db_now(self.kind),
             );
-            let mut update = sqlx::query(&sql)
+            let update = sqlx::query(&sql)
                 .bind(&candidate.tenant_id)
                 .bind(owner)
                 .bind(lease_ms)
-                .bind(now);
-            for row in &picked {
-                update = update.bind(row.try_get::<String, _>("id")?);
-            }
+                .bind(now)
+                .bind(ids.param());
             let mut rows = update.fetch_all(&mut *tx).await?;
             // Oldest first, as picked (RETURNING follows no order).
             let order: HashMap<String, usize> = picked
@@ -233,26 +240,31 @@ impl Store {
             }
         }
         if !served.is_empty() {
-            // A sequence, not a time: two claims in one millisecond still take turns.
-            let top: i64 =
-                sqlx::query("SELECT COALESCE(MAX(last_turn), 0) AS top FROM run_tenants")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("top")?;
+            // Turns are a sequence, not a time: two claims in one millisecond still take
+            // turns. The tenants served follow the highest turn given so far, in the order
+            // served, in one statement.
+            const COLUMNS: &[(&str, Ty)] = &[
+                ("v_tenant", Ty::Text),
+                ("v_runs", Ty::Int),
+                ("v_turn", Ty::Int),
+            ];
+            let mut rows = JsonRows::new(COLUMNS);
             for (turn, (tenant_id, runs)) in served.iter().enumerate() {
-                sqlx::query(
-                    "UPDATE run_tenants SET running = running + $2, last_turn = $3 \
-                     WHERE tenant_id = $1",
-                )
-                .bind(tenant_id)
-                .bind(i64::try_from(*runs).unwrap_or(i64::MAX))
-                .bind(
-                    top.saturating_add(i64::try_from(turn).unwrap_or(0))
-                        .saturating_add(1),
-                )
-                .execute(&mut *tx)
-                .await?;
+                rows.push([
+                    Value::from(tenant_id.as_str()),
+                    Value::from(*runs),
+                    Value::from(turn + 1),
+                ]);
             }
+            sqlx::query(&format!(
+                "UPDATE run_tenants SET running = running + v.v_runs, \
+                   last_turn = (SELECT COALESCE(MAX(last_turn), 0) FROM run_tenants) + v.v_turn \
+                 FROM {v} WHERE run_tenants.tenant_id = v.v_tenant",
+                v = rows.table(self.kind, 1, "v"),
+            ))
+            .bind(rows.param())
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(claimed)

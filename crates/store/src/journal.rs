@@ -15,10 +15,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde_json::Value;
 use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::claim::{db_now, release_slots};
+use super::json_rows::{JsonRows, Ty};
 use super::runs::{
     AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, bind_cost,
     notify_runs,
@@ -347,13 +349,13 @@ async fn apply_all(
         .map(|(tenant, t)| (*tenant, t.left))
         .collect();
     let released = !left.is_empty();
-    release_slots_bulk(&mut tx, &left).await?;
+    release_slots_bulk(&mut tx, context.kind, &left).await?;
     let used: Vec<(&str, &TenantTotals)> = totals
         .iter()
         .filter(|(_, t)| t.steps > 0)
         .map(|(tenant, t)| (*tenant, t))
         .collect();
-    add_usage_bulk(&mut tx, &used, now).await?;
+    add_usage_bulk(&mut tx, context.kind, &used, now).await?;
     if released {
         // Other processes' workers: a tenant at its cap may start its next run now.
         notify_runs(&mut tx, context.kind).await?;
@@ -364,23 +366,30 @@ async fn apply_all(
 
 /// [`release_slots`] for several tenants (`(tenant, runs that left running)`, in tenant
 /// order) in one statement.
-async fn release_slots_bulk(tx: &mut Tx<'_>, left: &[(&str, i64)]) -> Result<(), StoreError> {
+async fn release_slots_bulk(
+    tx: &mut Tx<'_>,
+    kind: DbKind,
+    left: &[(&str, i64)],
+) -> Result<(), StoreError> {
     match left {
         [] => Ok(()),
         [(tenant_id, runs)] => release_slots(tx, tenant_id, *runs).await,
         _ => {
-            let sql = format!(
-                "WITH v (v_tenant, v_left) AS (VALUES {}) \
-                 UPDATE run_tenants SET running = CASE WHEN running > v.v_left \
-                   THEN running - v.v_left ELSE 0 END \
-                 FROM v WHERE run_tenants.tenant_id = v.v_tenant",
-                placeholders(left.len(), 2, 1)
-            );
-            let mut query = sqlx::query(&sql);
+            const COLUMNS: &[(&str, Ty)] = &[("v_tenant", Ty::Text), ("v_left", Ty::Int)];
+            let mut rows = JsonRows::new(COLUMNS);
             for (tenant_id, runs) in left {
-                query = query.bind(*tenant_id).bind(*runs);
+                rows.push([Value::from(*tenant_id), Value::from(*runs)]);
             }
-            query.execute(&mut **tx).await?;
+            let sql = format!(
+                "UPDATE run_tenants SET running = CASE WHEN running > v.v_left \
+                   THEN running - v.v_left ELSE 0 END \
+                 FROM {v} WHERE run_tenants.tenant_id = v.v_tenant",
+                v = rows.table(kind, 1, "v"),
+            );
+            sqlx::query(&sql)
+                .bind(rows.param())
+                .execute(&mut **tx)
+                .await?;
             Ok(())
         }
     }
@@ -389,58 +398,54 @@ async fn release_slots_bulk(tx: &mut Tx<'_>, left: &[(&str, i64)]) -> Result<(),
 /// What the batch's journaled attempts add to each tenant's day, in one statement.
 async fn add_usage_bulk(
     tx: &mut Tx<'_>,
+    kind: DbKind,
     used: &[(&str, &TenantTotals)],
     now: i64,
 ) -> Result<(), StoreError> {
     if used.is_empty() {
         return Ok(());
     }
-    const WIDTH: usize = 6;
-    let day_at = used.len() * WIDTH + 1;
-    let mut values = String::with_capacity(used.len() * 40);
-    for row in 0..used.len() {
-        if row > 0 {
-            values.push_str(", ");
-        }
-        let p = |column: usize| format!("${}", 1 + row * WIDTH + column);
-        values.push_str(&format!(
-            "({}, ${day_at}, 0, {}, {}, {}, {}, {})",
-            p(0),
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5)
-        ));
+    const COLUMNS: &[(&str, Ty)] = &[
+        ("v_tenant", Ty::Text),
+        ("v_steps", Ty::Int),
+        ("v_fuel", Ty::Int),
+        ("v_duration", Ty::Int),
+        ("v_requests", Ty::Int),
+        ("v_bytes", Ty::Int),
+    ];
+    let mut rows = JsonRows::new(COLUMNS);
+    for (tenant_id, totals) in used {
+        rows.push([
+            Value::from(*tenant_id),
+            Value::from(totals.steps),
+            Value::from(totals.cost.fuel_used),
+            Value::from(totals.cost.duration_us),
+            Value::from(totals.cost.outbound_requests),
+            Value::from(totals.cost.outbound_bytes),
+        ]);
     }
     let sql = format!(
         "INSERT INTO usage_days (tenant_id, day, runs, steps, fuel_used, duration_us, \
-           outbound_requests, outbound_bytes) VALUES {values} \
+           outbound_requests, outbound_bytes) \
+         SELECT v.v_tenant, $2, 0, v.v_steps, v.v_fuel, v.v_duration, v.v_requests, v.v_bytes \
+         FROM {v} WHERE true \
          ON CONFLICT (tenant_id, day) DO UPDATE SET runs = usage_days.runs + excluded.runs, \
            steps = usage_days.steps + excluded.steps, \
            fuel_used = usage_days.fuel_used + excluded.fuel_used, \
            duration_us = usage_days.duration_us + excluded.duration_us, \
            outbound_requests = usage_days.outbound_requests + excluded.outbound_requests, \
-           outbound_bytes = usage_days.outbound_bytes + excluded.outbound_bytes"
+           outbound_bytes = usage_days.outbound_bytes + excluded.outbound_bytes",
+        v = rows.table(kind, 1, "v"),
     );
-    let mut query = sqlx::query(&sql);
-    for (tenant_id, totals) in used {
-        query = query
-            .bind(*tenant_id)
-            .bind(totals.steps)
-            .bind(totals.cost.fuel_used)
-            .bind(totals.cost.duration_us)
-            .bind(totals.cost.outbound_requests)
-            .bind(totals.cost.outbound_bytes);
-    }
-    query
+    sqlx::query(&sql)
+        .bind(rows.param())
         .bind(now.div_euclid(super::runs::DAY_MS))
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-/// Rows per bulk statement: within both databases' limits on bound values (15 a row).
+/// Rows per bulk statement: bounds one statement's parameter and the rows it locks.
 const BULK_ROWS: usize = 256;
 
 /// A journaled step in a bulk write, with its place in the batch.
@@ -449,26 +454,6 @@ struct BulkStep<'a> {
     lease: &'a Lease,
     result: &'a StepResult,
     finish: Option<&'a str>,
-}
-
-/// `rows` groups of `width` placeholders numbered from `$first`: `($1, $2), ($3, $4)`.
-fn placeholders(rows: usize, width: usize, first: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 5);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..width {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(first + row * width + column).to_string());
-        }
-        out.push(')');
-    }
-    out
 }
 
 /// [`journal`] for many runs at once (each at most once): one fenced `UPDATE ... FROM` for
@@ -483,14 +468,42 @@ async fn journal_bulk(
     if steps.is_empty() {
         return Ok(Vec::new());
     }
-    const WIDTH: usize = 12;
-    let now_at = steps.len() * WIDTH + 1;
+    const COLUMNS: &[(&str, Ty)] = &[
+        ("v_tenant", Ty::Text),
+        ("v_run", Ty::Text),
+        ("v_epoch", Ty::Int),
+        ("v_index", Ty::Int),
+        ("v_fuel", Ty::Int),
+        ("v_duration", Ty::Int),
+        ("v_memory", Ty::Int),
+        ("v_requests", Ty::Int),
+        ("v_bytes", Ty::Int),
+        ("v_last", Ty::Int),
+        ("v_output", Ty::Text),
+        ("v_lease_ms", Ty::Int),
+    ];
+    let mut rows = JsonRows::new(COLUMNS);
+    for step in steps {
+        let cost = &step.result.cost;
+        rows.push([
+            Value::from(step.lease.tenant_id.as_str()),
+            Value::from(step.lease.run_id.as_str()),
+            Value::from(step.lease.epoch),
+            Value::from(step.result.index),
+            Value::from(cost.fuel_used),
+            Value::from(cost.duration_us),
+            Value::from(cost.peak_memory_bytes),
+            Value::from(cost.outbound_requests),
+            Value::from(cost.outbound_bytes),
+            Value::from(i64::from(step.finish.is_some())),
+            Value::from(step.finish),
+            Value::from(step.lease.lease_ms),
+        ]);
+    }
     // The values' columns are named apart from the runs' so the statement is unambiguous
     // in both databases (SQLite's RETURNING may not name the FROM table).
     let sql = format!(
-        "WITH v (v_tenant, v_run, v_epoch, v_index, v_fuel, v_duration, v_memory, v_requests, \
-           v_bytes, v_last, v_output, v_lease_ms) AS (VALUES {values}) \
-         UPDATE runs SET next_step = v.v_index + 1, attempt = 0, updated_at = ${now_at}, \
+        "UPDATE runs SET next_step = v.v_index + 1, attempt = 0, updated_at = $2, \
            fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
            peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
              THEN peak_memory_bytes ELSE v.v_memory END, \
@@ -500,34 +513,21 @@ async fn journal_bulk(
              ELSE 'succeeded' END, \
            output = CASE WHEN v.v_last = 1 AND cancel_requested = 0 THEN v.v_output \
              ELSE output END, \
-           finished_at = CASE WHEN v.v_last = 1 THEN ${now_at} ELSE finished_at END, \
+           finished_at = CASE WHEN v.v_last = 1 THEN $2 ELSE finished_at END, \
            lease_owner = CASE WHEN v.v_last = 1 THEN NULL ELSE lease_owner END, \
            lease_until = CASE WHEN v.v_last = 1 THEN NULL ELSE {clock} + v.v_lease_ms END \
-         FROM v \
+         FROM {v} \
          WHERE runs.tenant_id = v.v_tenant AND runs.id = v.v_run AND runs.lease_epoch = v.v_epoch \
            AND runs.state = 'running' AND runs.next_step = v.v_index \
          RETURNING tenant_id, id, cancel_requested",
-        values = placeholders(steps.len(), WIDTH, 1),
+        v = rows.table(kind, 1, "v"),
         clock = db_now(kind),
     );
-    let mut query = sqlx::query(&sql);
-    for step in steps {
-        let cost = &step.result.cost;
-        query = query
-            .bind(&step.lease.tenant_id)
-            .bind(&step.lease.run_id)
-            .bind(step.lease.epoch)
-            .bind(step.result.index)
-            .bind(cost.fuel_used)
-            .bind(cost.duration_us)
-            .bind(cost.peak_memory_bytes)
-            .bind(cost.outbound_requests)
-            .bind(cost.outbound_bytes)
-            .bind(i64::from(step.finish.is_some()))
-            .bind(step.finish)
-            .bind(step.lease.lease_ms);
-    }
-    let rows = query.bind(now).fetch_all(&mut **tx).await?;
+    let rows = sqlx::query(&sql)
+        .bind(rows.param())
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut fenced = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
         let tenant_id: String = row.try_get("tenant_id")?;
@@ -549,46 +549,59 @@ async fn journal_bulk(
         }
         statuses.push((step.at, status));
     }
-    write_steps_succeeded(tx, &held, now).await?;
+    write_steps_succeeded(tx, kind, &held, now).await?;
     Ok(statuses)
 }
 
 /// [`write_step`] of [`Attempt::Succeeded`] for many steps, in one statement.
 async fn write_steps_succeeded(
     tx: &mut Tx<'_>,
+    kind: DbKind,
     steps: &[&BulkStep<'_>],
     now: i64,
 ) -> Result<(), StoreError> {
     if steps.is_empty() {
         return Ok(());
     }
-    const WIDTH: usize = 11;
-    let now_at = steps.len() * WIDTH + 1;
-    let mut values = String::with_capacity(steps.len() * 80);
-    for row in 0..steps.len() {
-        if row > 0 {
-            values.push_str(", ");
-        }
-        let p = |column: usize| format!("${}", 1 + row * WIDTH + column);
-        values.push_str(&format!(
-            "({}, {}, {}, {}, 'succeeded', 1, {}, NULL, {}, {}, {}, {}, {}, {}, ${now_at})",
-            p(0),
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5),
-            p(6),
-            p(7),
-            p(8),
-            p(9),
-            p(10)
-        ));
+    const COLUMNS: &[(&str, Ty)] = &[
+        ("v_tenant", Ty::Text),
+        ("v_run", Ty::Text),
+        ("v_index", Ty::Int),
+        ("v_step", Ty::Text),
+        ("v_output", Ty::Text),
+        ("v_logs", Ty::Text),
+        ("v_fuel", Ty::Int),
+        ("v_duration", Ty::Int),
+        ("v_memory", Ty::Int),
+        ("v_requests", Ty::Int),
+        ("v_bytes", Ty::Int),
+    ];
+    let mut rows = JsonRows::new(COLUMNS);
+    for step in steps {
+        let (result, cost) = (step.result, &step.result.cost);
+        rows.push([
+            Value::from(step.lease.tenant_id.as_str()),
+            Value::from(step.lease.run_id.as_str()),
+            Value::from(result.index),
+            Value::from(result.step_id.as_str()),
+            Value::from(result.output.as_deref()),
+            Value::from(result.logs.as_str()),
+            Value::from(cost.fuel_used),
+            Value::from(cost.duration_us),
+            Value::from(cost.peak_memory_bytes),
+            Value::from(cost.outbound_requests),
+            Value::from(cost.outbound_bytes),
+        ]);
     }
+    // `WHERE true`: SQLite reads `ON CONFLICT` after `INSERT ... SELECT ... FROM` as a
+    // join's constraint without it.
     let sql = format!(
         "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
            error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
-           outbound_bytes, finished_at) VALUES {values} \
+           outbound_bytes, finished_at) \
+         SELECT v.v_tenant, v.v_run, v.v_index, v.v_step, 'succeeded', 1, v.v_output, NULL, \
+           v.v_logs, v.v_fuel, v.v_duration, v.v_memory, v.v_requests, v.v_bytes, $2 \
+         FROM {v} WHERE true \
          ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
            status = excluded.status, attempts = run_steps.attempts + 1, \
            output = excluded.output, error = excluded.error, logs = excluded.logs, \
@@ -597,25 +610,14 @@ async fn write_steps_succeeded(
            peak_memory_bytes = excluded.peak_memory_bytes, \
            outbound_requests = run_steps.outbound_requests + excluded.outbound_requests, \
            outbound_bytes = run_steps.outbound_bytes + excluded.outbound_bytes, \
-           finished_at = excluded.finished_at"
+           finished_at = excluded.finished_at",
+        v = rows.table(kind, 1, "v"),
     );
-    let mut query = sqlx::query(&sql);
-    for step in steps {
-        let (result, cost) = (step.result, &step.result.cost);
-        query = query
-            .bind(&step.lease.tenant_id)
-            .bind(&step.lease.run_id)
-            .bind(result.index)
-            .bind(&result.step_id)
-            .bind(result.output.as_deref())
-            .bind(&result.logs)
-            .bind(cost.fuel_used)
-            .bind(cost.duration_us)
-            .bind(cost.peak_memory_bytes)
-            .bind(cost.outbound_requests)
-            .bind(cost.outbound_bytes);
-    }
-    query.bind(now).execute(&mut **tx).await?;
+    sqlx::query(&sql)
+        .bind(rows.param())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -12,6 +12,7 @@ mod connections;
 mod connectors;
 mod enqueue;
 mod journal;
+mod json_rows;
 mod rotation;
 mod runs;
 mod state;

@@ -463,8 +463,14 @@ async fn a_stopped_worker_is_fenced_out(db: Db) {
     assert_eq!(body["state"], "succeeded", "{body}");
     let journal = body["steps"].clone();
     cluster.signal(0, "-CONT");
-    // Node 0's guest finishes its step; its journal write must not land.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Node 0's guest finishes its step; its journal write must not land. Waited for in its
+    // log (a loaded machine takes its time to resume a stopped process).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut log = String::new();
+    while !log.contains("nothing written") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log = std::fs::read_to_string(cluster.log(0)).unwrap_or_default();
+    }
     let (_, after) = call(
         reqwest::Method::GET,
         format!("{}/v1/runs/{}", cluster.base(1), runs[0]),
@@ -478,7 +484,6 @@ async fn a_stopped_worker_is_fenced_out(db: Db) {
         after["steps"], journal,
         "the fenced-out worker changed the journal"
     );
-    let log = std::fs::read_to_string(cluster.log(0)).unwrap_or_default();
     assert!(
         log.contains("nothing written"),
         "node 0 should have found its lease lost: {log}"

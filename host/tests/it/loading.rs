@@ -107,8 +107,12 @@ async fn loading_reads_the_manifest_and_caches_the_compiled_component_on_disk() 
 #[tokio::test]
 async fn concurrent_loads_of_one_component_compile_it_once() {
     // A process meeting a component it has not loaded, with many workers at once (after a
-    // start, or an eviction): each of them compiled it before.
-    let rt = std::sync::Arc::new(runtime());
+    // start, or an eviction): each of them compiled it before. An empty artifact cache, so
+    // the one load that runs has to compile.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options();
+    opts.cache_dir = Some(dir.path().to_owned());
+    let rt = std::sync::Arc::new(Runtime::new(opts).expect("runtime"));
     let bytes = std::fs::read(airlock_test_artifacts::CONNECTOR_TRANSFORM).expect("guest built");
     let loads: Vec<_> = (0..8)
         .map(|_| {
