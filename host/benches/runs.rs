@@ -11,8 +11,11 @@
 //!   after the lease expires and the reaper passes (default lease 30 s, reaper every 5 s);
 //! - signed webhook ingest: deliveries answered 202 per second and their latency, from
 //!   concurrent senders to one Standard Webhooks trigger per tenant, then received-to-started
-//!   of their runs; once with 8 workers in the process, once on an API-only process;
-//! - cron: how late each tick's run is created and started (every-second triggers).
+//!   of their runs; once with the default workers in the process (`AIRLOCK_HOOK_WORKERS`),
+//!   once on an API-only process;
+//! - cron: how late each tick's run is created and started (every-second triggers);
+//! - drain: completed runs per second from a prefilled backlog (8 tenants, then one), one
+//!   process on SQLite and two on PostgreSQL (`AIRLOCK_DRAIN_RUNS`, `AIRLOCK_DRAIN_WORKERS`).
 //!
 //! `cargo bench -p airlock --bench runs -- webhook cron` runs only the scenarios named.
 //! `AIRLOCK_HOOK_SENDERS` sets the concurrent webhook senders (default 32): ingest is a
@@ -792,9 +795,14 @@ fn main() {
                 fairness(label, fresh(pg, &mut made).await, backlog, 20).await;
             }
             if only("webhook") {
-                // With 8 workers running the runs in the same process, then on an API-only
-                // process (`--workers 0`), the shape of an ingest tier.
-                for workers in [8, 0] {
+                // With the default workers running the runs in the same process
+                // (`AIRLOCK_HOOK_WORKERS` to change), then on an API-only process
+                // (`--workers 0`), the shape of an ingest tier.
+                let in_process = env(
+                    "AIRLOCK_HOOK_WORKERS",
+                    airlock::runs::WorkerOptions::default().workers,
+                );
+                for workers in [in_process, 0] {
                     webhook_ingest(
                         label,
                         fresh(pg, &mut made).await,

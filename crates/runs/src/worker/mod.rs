@@ -53,7 +53,11 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            workers: 8,
+            // Half the default instance pool (64): a run's step is mostly waiting on its
+            // upstream, so 8 left most of the pool idle while a burst of deliveries queued
+            // (8,000 signed webhooks on PostgreSQL: received-to-started p95 8.6 s with 8,
+            // 4.1 s with 32); the other half stays for synchronous invocations.
+            workers: 32,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(5),
             poll: Duration::from_secs(1),
