@@ -180,9 +180,13 @@ impl Store {
             if picked.is_empty() {
                 continue;
             }
+            let picked: Vec<String> = picked
+                .iter()
+                .map(|row| row.try_get("id"))
+                .collect::<Result<_, _>>()?;
             let mut ids = JsonRows::new(&[("v_id", Ty::Text)]);
-            for row in &picked {
-                ids.push([Value::from(row.try_get::<String, _>("id")?)]);
+            for id in &picked {
+                ids.push([Value::from(id.as_str())]);
             }
             // An array on PostgreSQL: `id = ANY` is an index condition on the primary key
             // whatever the planner guesses of the rows' count.
@@ -204,18 +208,18 @@ impl Store {
                 .bind(owner)
                 .bind(lease_ms)
                 .bind(now)
-                .bind(ids.param());
+                .bind(ids.param()?);
             let mut rows = update.fetch_all(&mut *tx).await?;
             // Oldest first, as picked (RETURNING follows no order).
-            let order: HashMap<String, usize> = picked
+            let order: HashMap<&str, usize> = picked
                 .iter()
                 .enumerate()
-                .filter_map(|(i, row)| row.try_get::<String, _>("id").ok().map(|id| (id, i)))
+                .map(|(i, id)| (id.as_str(), i))
                 .collect();
             rows.sort_by_key(|row| {
                 row.try_get::<String, _>("id")
                     .ok()
-                    .and_then(|id| order.get(&id).copied())
+                    .and_then(|id| order.get(id.as_str()).copied())
                     .unwrap_or(usize::MAX)
             });
             if rows.is_empty() {
@@ -262,7 +266,7 @@ impl Store {
                  FROM {v} WHERE run_tenants.tenant_id = v.v_tenant",
                 v = rows.table(self.kind, 1, "v"),
             ))
-            .bind(rows.param())
+            .bind(rows.param()?)
             .execute(&mut *tx)
             .await?;
         }

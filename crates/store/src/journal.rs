@@ -387,7 +387,7 @@ async fn release_slots_bulk(
                 v = rows.table(kind, 1, "v"),
             );
             sqlx::query(&sql)
-                .bind(rows.param())
+                .bind(rows.param()?)
                 .execute(&mut **tx)
                 .await?;
             Ok(())
@@ -438,7 +438,7 @@ async fn add_usage_bulk(
         v = rows.table(kind, 1, "v"),
     );
     sqlx::query(&sql)
-        .bind(rows.param())
+        .bind(rows.param()?)
         .bind(now.div_euclid(super::runs::DAY_MS))
         .execute(&mut **tx)
         .await?;
@@ -524,7 +524,7 @@ async fn journal_bulk(
         clock = db_now(kind),
     );
     let rows = sqlx::query(&sql)
-        .bind(rows.param())
+        .bind(rows.param()?)
         .bind(now)
         .fetch_all(&mut **tx)
         .await?;
@@ -614,7 +614,7 @@ async fn write_steps_succeeded(
         v = rows.table(kind, 1, "v"),
     );
     sqlx::query(&sql)
-        .bind(rows.param())
+        .bind(rows.param()?)
         .bind(now)
         .execute(&mut **tx)
         .await?;

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use super::DbKind;
+use super::{DbKind, StoreError};
 
 /// A column's SQL type, as the table expression reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +46,11 @@ impl JsonRows {
         self.rows.push(Value::Object(row));
     }
 
-    /// The parameter to bind.
-    pub(crate) fn param(&self) -> String {
-        serde_json::to_string(&self.rows).unwrap_or_else(|_| "[]".to_owned())
+    /// The parameter to bind. An error, never an empty batch, if the rows do not serialize:
+    /// an empty batch would read as every fenced write refused.
+    pub(crate) fn param(&self) -> Result<String, StoreError> {
+        serde_json::to_string(&self.rows)
+            .map_err(|e| StoreError::Corrupt(format!("bulk statement rows: {e}")))
     }
 
     /// The rows as a table expression aliased `alias`, reading parameter `$param`; its
@@ -103,7 +105,7 @@ mod tests {
             "json_to_recordset($1::json) AS v(v_id text, v_n bigint)"
         );
         assert_eq!(
-            rows.param(),
+            rows.param().expect("rows serialize"),
             r#"[{"v_id":"a\"b","v_n":1},{"v_id":null,"v_n":9223372036854775807}]"#
         );
         assert_eq!(
