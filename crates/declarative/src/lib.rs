@@ -19,6 +19,7 @@
 pub mod body;
 pub mod compile;
 pub mod format;
+pub mod openapi;
 pub mod paginate;
 pub mod plan;
 pub mod pointer;
@@ -26,7 +27,7 @@ pub mod response;
 pub mod run;
 pub mod template;
 
-pub use compile::{Compiled, DefinitionError, compile};
+pub use compile::{Compiled, DefinitionError, compile, compile_json};
 pub use format::{Definition, FORMAT};
 pub use plan::Plan;
 pub use run::{RunError, Transport};

@@ -202,11 +202,14 @@ impl UrlTemplate {
     }
 
     /// Whether the template starts with something that keeps it inside the base URL's path:
-    /// nothing, a literal `/` or `?`, or a `{/x}` or `{?x}` expression.
+    /// nothing, a literal `/` (not `//`, which reads as a host to a reader if not to a URL
+    /// parser) or `?`, or a `{/x}` or `{?x}` expression.
     pub fn is_relative_path(&self) -> bool {
         match self.parts.first() {
             None => true,
-            Some(Part::Literal(text)) => text.starts_with('/') || text.starts_with('?'),
+            Some(Part::Literal(text)) => {
+                (text.starts_with('/') && !text.starts_with("//")) || text.starts_with('?')
+            }
             Some(Part::Expr(expr)) => matches!(expr.op, Op::Segment | Op::Query),
         }
     }
@@ -721,7 +724,7 @@ mod tests {
         for ok in ["", "/x", "?a=1", "{/x}", "{?x}"] {
             assert!(UrlTemplate::parse(ok).expect("parses").is_relative_path(), "{ok:?}");
         }
-        for not in ["{x}", "x/y", "{&x}", ".evil.test"] {
+        for not in ["{x}", "x/y", "{&x}", ".evil.test", "//evil.test/x"] {
             assert!(!UrlTemplate::parse(not).expect("parses").is_relative_path(), "{not:?}");
         }
     }
