@@ -43,6 +43,20 @@ impl Context {
     pub fn idempotency_key(&self) -> Option<String> {
         self.host.idempotency_key()
     }
+
+    /// The connection's non-secret config (base URL parts, region, account id), valid
+    /// against the manifest's `config_schema`: an empty object without a connection or a
+    /// config.
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::from_str(&self.host.config())
+            .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new()))
+    }
+
+    /// The declarative runner's plan for this invocation; `None` in any other connector.
+    #[doc(hidden)]
+    pub fn declarative_plan(&self) -> Option<String> {
+        self.host.declarative_plan()
+    }
 }
 
 impl fmt::Debug for Context {

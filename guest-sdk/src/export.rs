@@ -18,11 +18,16 @@ pub(crate) fn invoke<C: Connector>(
     input: &str,
 ) -> Result<String, ConnectorError> {
     let definition = C::definition();
+    if let Some(found) = definition.find_action(action) {
+        return found.call(&Context::new(host), input);
+    }
+    if let Some(fallback) = definition.fallback_handler() {
+        return fallback(&Context::new(host), action, input);
+    }
     // The host checks action names first; this is the answer for a host that did not.
-    let action = definition
-        .find_action(action)
-        .ok_or_else(|| ConnectorError::invalid_input(format_args!("unknown action {action:?}")))?;
-    action.call(&Context::new(host), input)
+    Err(ConnectorError::invalid_input(format_args!(
+        "unknown action {action:?}"
+    )))
 }
 
 pub(crate) fn test_connection<C: Connector>(host: Rc<dyn Host>) -> Result<(), ConnectorError> {

@@ -12,4 +12,8 @@ pub(crate) trait Host {
     fn state_set(&self, key: &str, value: &[u8]) -> Result<(), StateError>;
     fn state_delete(&self, key: &str) -> Result<(), StateError>;
     fn idempotency_key(&self) -> Option<String>;
+    /// The connection's config, JSON text of an object.
+    fn config(&self) -> String;
+    /// The declarative runner's plan (see `wit/connector.wit`); `None` for everyone else.
+    fn declarative_plan(&self) -> Option<String>;
 }

@@ -20,8 +20,13 @@ pub struct Definition {
     description: String,
     auth: Auth,
     hosts: Vec<String>,
+    config_schema: Option<Value>,
     actions: Vec<Action>,
+    fallback: Option<Fallback>,
 }
+
+/// Runs an action the definition does not list: the declarative runner's dispatch.
+pub(crate) type Fallback = fn(&Context, &str, &str) -> Result<String, ConnectorError>;
 
 impl Definition {
     /// `version` is usually `env!("CARGO_PKG_VERSION")`, so the manifest follows the crate.
@@ -32,8 +37,33 @@ impl Definition {
             description: String::new(),
             auth: Auth::None,
             hosts: Vec::new(),
+            config_schema: None,
             actions: Vec::new(),
+            fallback: None,
         }
+    }
+
+    /// The JSON Schema of a connection's config (an object schema): the host checks each
+    /// connection's config against it, actions read it with `cx.config()`, and `hosts` may
+    /// name its properties (`{config.subdomain}.example.com`, `{config.hosts*}`).
+    pub fn config_schema(mut self, schema: Value) -> Self {
+        self.config_schema = Some(schema);
+        self
+    }
+
+    /// Every action name the definition does not list goes to `handler` (with its raw JSON
+    /// input). For the declarative runner, whose actions are the definition's it is given.
+    #[doc(hidden)]
+    pub fn fallback(
+        mut self,
+        handler: fn(&Context, &str, &str) -> Result<String, ConnectorError>,
+    ) -> Self {
+        self.fallback = Some(handler);
+        self
+    }
+
+    pub(crate) fn fallback_handler(&self) -> Option<Fallback> {
+        self.fallback
     }
 
     pub fn description(mut self, description: impl Into<String>) -> Self {
@@ -78,6 +108,7 @@ impl Definition {
             description: &self.description,
             auth: &self.auth,
             hosts: &self.hosts,
+            config_schema: self.config_schema.as_ref(),
             actions: self.actions.iter().map(Action::manifest).collect(),
         };
         // Every field is a string, a list or an already-built `Value`, none of which can fail.
@@ -102,6 +133,15 @@ impl Definition {
         }
         for host in &self.hosts {
             let bare = host.strip_prefix("*.").unwrap_or(host);
+            // `{config.NAME}` entries are checked by the host against `config_schema`.
+            if host.contains("{config.") {
+                if self.config_schema.is_none() {
+                    problems.push(format!(
+                        "host {host:?} reads the config: set a config_schema"
+                    ));
+                }
+                continue;
+            }
             if host != "*" && (bare.is_empty() || bare.contains(['*', '/', ':', ' '])) {
                 problems.push(format!(
                     "host {host:?} must be a host name, '*.suffix' or '*'"
@@ -148,6 +188,8 @@ struct ManifestJson<'a> {
     description: &'a str,
     auth: &'a Auth,
     hosts: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    config_schema: Option<&'a Value>,
     actions: Vec<Value>,
 }
 

@@ -101,6 +101,7 @@ struct Inner {
     /// The running connector's declared hosts, as the real host's gate would check them.
     hosts: RefCell<Vec<String>>,
     idempotency_key: RefCell<Option<String>>,
+    config: RefCell<Option<Value>>,
 }
 
 impl MockHost {
@@ -141,6 +142,12 @@ impl MockHost {
     /// The general route: return `Some` to answer the request, `None` to pass it on.
     pub fn on_request(self, route: impl Fn(&Request) -> Option<MockResponse> + 'static) -> Self {
         self.inner.routes.borrow_mut().push(Box::new(route));
+        self
+    }
+
+    /// Invocations see this connection config (`ctx.config()`), as a connection's would be.
+    pub fn with_config(self, config: Value) -> Self {
+        *self.inner.config.borrow_mut() = Some(config);
         self
     }
 
@@ -306,6 +313,17 @@ impl Host for Inner {
 
     fn idempotency_key(&self) -> Option<String> {
         self.idempotency_key.borrow().clone()
+    }
+
+    fn config(&self) -> String {
+        match &*self.config.borrow() {
+            Some(config) => config.to_string(),
+            None => "{}".to_owned(),
+        }
+    }
+
+    fn declarative_plan(&self) -> Option<String> {
+        None
     }
 }
 

@@ -76,6 +76,14 @@ impl Host for WasmHost {
     fn idempotency_key(&self) -> Option<String> {
         wit_invocation::idempotency_key()
     }
+
+    fn config(&self) -> String {
+        wit_invocation::config()
+    }
+
+    fn declarative_plan(&self) -> Option<String> {
+        wit_invocation::declarative_plan()
+    }
 }
 
 fn state_error(err: wit_state::StateError) -> StateError {

@@ -45,6 +45,12 @@ pub struct CreateConnection {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub credential: Value,
+    /// Non-secret settings (base URL parts, region, account id, the hosts a generic
+    /// connector's credential is for), checked against the connector's `config_schema`.
+    /// Stored in clear and shown as given; never put a secret here.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,6 +62,9 @@ pub struct Connection {
     /// The credential with every secret field shown as `***`.
     #[schema(value_type = Object)]
     pub credential: Value,
+    /// The connection's config, as given.
+    #[schema(value_type = Object)]
+    pub config: Value,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -223,6 +232,7 @@ impl From<&ConnectionRecord> for Connection {
             name: record.name.clone(),
             auth_type: record.auth_type.as_str().to_owned(),
             credential: masked(record),
+            config: (*record.config).clone(),
             created_at_ms: record.created_at,
             updated_at_ms: record.updated_at,
         }
@@ -259,12 +269,26 @@ async fn create(
         })?;
     let spec = &connector.manifest.auth;
     let split = split(spec, body.credential)?;
+    let config = match body.config {
+        Value::Null => Value::Object(Map::new()),
+        config => config,
+    };
+    connector
+        .manifest
+        .check_config(&config)
+        .map_err(|violation| {
+            ApiError::validation(
+                format!("config{}", violation.pointer.replace('/', ".")),
+                violation.message,
+            )
+        })?;
     let draft = ConnectionDraft {
         connector: connector.name.clone(),
         name,
         auth_type: AuthType::from(spec),
         fields: Value::Object(split.fields),
         secrets: split.secrets,
+        config,
     };
     let record = state
         .pipeline()

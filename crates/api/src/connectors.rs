@@ -1,6 +1,6 @@
-//! Connectors: upload a component (`application/wasm`), which the runtime validates and the
-//! store keeps content-addressed; list; read a version's manifest; deprecate a version and
-//! undo that.
+//! Connectors: upload a component (`application/wasm`) or a declarative definition
+//! (`application/json`, `application/yaml`), which the runtime validates and the store keeps
+//! content-addressed; list; read a version's manifest; deprecate a version and undo that.
 //! Versions are immutable: the same name and version with other bytes is a conflict.
 
 use axum::Router;
@@ -17,6 +17,7 @@ use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_core::CoreError;
+use airlock_core::definitions::{self, Syntax};
 use airlock_runtime::LoadError;
 use airlock_store::{ConnectorRecord, PutOutcome, StoreError};
 
@@ -59,6 +60,16 @@ pub struct ConnectorVersion {
 #[schema(value_type = String, format = Binary)]
 pub struct ComponentBytes(#[allow(dead_code)] Vec<u8>);
 
+/// A declarative definition as JSON (`schema/declarative.schema.json`).
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct DefinitionDocument(#[allow(dead_code)] Value);
+
+/// A declarative definition as YAML text.
+#[derive(ToSchema)]
+#[schema(value_type = String)]
+pub struct DefinitionText(#[allow(dead_code)] String);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConnectorSummary {
     pub name: String,
@@ -90,11 +101,13 @@ impl From<ConnectorRecord> for ConnectorVersion {
     }
 }
 
-/// Uploads a component (`Content-Type: application/wasm`). 201 for a new version, 200 when
-/// these bytes already are this version; 409 when this name and version exist with other
-/// bytes; 422 (`invalid-component`) when the component fails validation, `detail` says why.
+/// Uploads a component (`Content-Type: application/wasm`) or a declarative definition
+/// (`application/json`, `application/yaml`). 201 for a new version, 200 when these bytes
+/// already are this version; 409 when this name and version exist with other bytes; 422
+/// (`invalid-component`, `invalid-definition`) when it fails validation, `detail` says why.
 #[utoipa::path(post, path = "/v1/connectors", tag = "connectors",
-    request_body(content = ComponentBytes, content_type = "application/wasm", description = "a WebAssembly component"),
+    request_body(description = "a WebAssembly component, or a declarative definition (docs/declarative.md) as JSON or YAML",
+        content((ComponentBytes = "application/wasm"), (DefinitionDocument = "application/json"), (DefinitionText = "application/yaml"))),
     responses(
         (status = 201, description = "a new version", body = ConnectorVersion),
         (status = 200, description = "the same bytes were already this version", body = ConnectorVersion),
@@ -115,12 +128,38 @@ async fn upload(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/wasm") {
-        return Err(ApiError::UnsupportedMediaType(
-            "upload the component with Content-Type: application/wasm".into(),
-        ));
-    }
+    let syntax = if content_type.starts_with("application/wasm") {
+        None
+    } else {
+        Some(Syntax::from_media_type(content_type).ok_or_else(|| {
+            ApiError::UnsupportedMediaType(
+                "upload a component with Content-Type: application/wasm, or a declarative \
+                 definition with application/json or application/yaml"
+                    .into(),
+            )
+        })?)
+    };
     let bytes = body?;
+    let bytes = match syntax {
+        None if airlock_runtime::is_definition(&bytes) => {
+            return Err(ApiError::InvalidComponent(
+                "this is JSON, not a component: upload a definition as application/json".into(),
+            ));
+        }
+        None => bytes,
+        Some(syntax) => {
+            if bytes.len() > airlock_runtime::MAX_DEFINITION_BYTES {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "a definition may be {} bytes at most",
+                    airlock_runtime::MAX_DEFINITION_BYTES
+                )));
+            }
+            Bytes::from(
+                definitions::canonical(&bytes, syntax)
+                    .map_err(|e| ApiError::InvalidDefinition(e.to_string()))?,
+            )
+        }
+    };
     let Some(_slot) = state.compile_slots().try_acquire(&tenant) else {
         return Err(ApiError::TooManyRequests {
             detail: format!(
@@ -139,6 +178,10 @@ async fn upload(
         .await
         .map_err(|e| match e {
             LoadError::Busy => ApiError::Overloaded { retry_after_s: 5 },
+            LoadError::Definition(reason) => ApiError::InvalidDefinition(reason),
+            LoadError::Manifest(error) if syntax.is_some() => {
+                ApiError::InvalidDefinition(error.to_string())
+            }
             other => ApiError::InvalidComponent(other.to_string()),
         })?;
     let manifest = component.manifest().manifest().clone();

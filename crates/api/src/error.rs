@@ -75,6 +75,10 @@ pub enum ApiError {
     },
     #[error("{0}")]
     InvalidComponent(String),
+    /// A declarative definition that does not parse or pass its checks; the detail names the
+    /// field.
+    #[error("{0}")]
+    InvalidDefinition(String),
     #[error("the tenant used all {limit} runs of this hour")]
     QuotaExceeded { limit: u32, retry_after_s: u64 },
     /// A count quota other than the hourly runs (`max_workflows`, `max_queued_runs`).
@@ -174,6 +178,11 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-component",
                 "Invalid component",
+            ),
+            ApiError::InvalidDefinition(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-definition",
+                "Invalid declarative definition",
             ),
             ApiError::QuotaExceeded { .. } | ApiError::LimitReached { .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

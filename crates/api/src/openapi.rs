@@ -147,6 +147,8 @@ pub mod problem {
             tenants::CreateTenant, tenants::Tenant, tenants::Limits,
             connectors::ConnectorVersion, connectors::ConnectorSummary, connectors::VersionSummary,
             connectors::ComponentBytes,
+            connectors::DefinitionDocument,
+            connectors::DefinitionText,
             connections::CreateConnection, connections::Connection,
             invoke::InvokeBody, invoke::InvokeResponse, invoke::ConnectorRef, invoke::Usage,
             workflows::CreateWorkflow, workflows::UpdateWorkflow, workflows::Workflow,

@@ -22,6 +22,7 @@
 //! stored manifest first and a refund if the input then fails its checks.
 
 pub mod credentials;
+pub mod definitions;
 mod error;
 pub mod fresh;
 mod hot_rows;

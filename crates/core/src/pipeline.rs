@@ -317,7 +317,9 @@ impl Pipeline {
         .with_state(state_store)
         .with_idempotency_key(idempotency_key);
         if let Some(connection) = &connection {
-            request = request.with_connection(ConnectionId::new(&connection.id));
+            request = request
+                .with_connection(ConnectionId::new(&connection.id))
+                .with_config(connection.config.clone());
         }
         // Checks first: a request refused by them costs the tenant nothing. With the component
         // in memory, every check runs before the charge. Without it, loading it runs the

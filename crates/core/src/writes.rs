@@ -19,6 +19,8 @@ pub struct ConnectionDraft {
     pub auth_type: AuthType,
     pub fields: Value,
     pub secrets: BTreeMap<String, Secret>,
+    /// Checked by the caller against the connector's `config_schema`.
+    pub config: Value,
 }
 
 impl Pipeline {
@@ -95,6 +97,7 @@ impl Pipeline {
             auth_type: draft.auth_type,
             fields: draft.fields,
             secret,
+            config: draft.config,
         };
         Ok(self.inner.store.create_connection(tenant, new).await?)
     }

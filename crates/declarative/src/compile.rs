@@ -100,7 +100,13 @@ pub fn compile(definition: Definition) -> Result<Compiled, DefinitionError> {
     for (i, host) in definition.hosts.iter().enumerate() {
         check_config_vars(&format!("hosts[{i}]"), host, &config_names)?;
     }
-    check_headers("headers", &definition.headers, None, &config_names, &auth_headers)?;
+    check_headers(
+        "headers",
+        &definition.headers,
+        None,
+        &config_names,
+        &auth_headers,
+    )?;
     check_rules("errors", &definition.errors)?;
     if definition.actions.is_empty() {
         return Err(refuse("actions", "a connector needs at least one action"));
@@ -176,7 +182,10 @@ fn config_properties(schema: Option<&Value>) -> Result<BTreeSet<String>, Definit
 /// The properties of an object schema; refuses a schema that is not `type: object`.
 fn object_properties(field: &str, schema: &Value) -> Result<BTreeSet<String>, DefinitionError> {
     if schema.get("type").and_then(Value::as_str) != Some("object") {
-        return Err(refuse(field, "must be a JSON Schema with `\"type\": \"object\"`"));
+        return Err(refuse(
+            field,
+            "must be a JSON Schema with `\"type\": \"object\"`",
+        ));
     }
     Ok(schema
         .get("properties")
@@ -189,7 +198,12 @@ fn required_of(schema: Option<&Value>) -> BTreeSet<String> {
     schema
         .and_then(|s| s.get("required"))
         .and_then(Value::as_array)
-        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -263,8 +277,14 @@ fn check_base_url(base_url: &str, config: &BTreeSet<String>) -> Result<String, D
     if base_url.contains(['?', '#']) {
         return Err(refuse(FIELD, "must not hold a query or a fragment"));
     }
-    if base_url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(refuse(FIELD, "must not hold whitespace or control characters"));
+    if base_url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(refuse(
+            FIELD,
+            "must not hold whitespace or control characters",
+        ));
     }
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.contains('@') {
@@ -291,7 +311,9 @@ fn check_base_url(base_url: &str, config: &BTreeSet<String>) -> Result<String, D
     while let Some(start) = rest.find('{') {
         probe.push_str(&rest[..start]);
         probe.push('a');
-        let end = rest[start..].find('}').map_or(rest.len(), |e| start + e + 1);
+        let end = rest[start..]
+            .find('}')
+            .map_or(rest.len(), |e| start + e + 1);
         rest = &rest[end..];
     }
     probe.push_str(rest);
@@ -397,11 +419,12 @@ fn check_action(
             "must start with `/`, `?`, `{/x}` or `{?x}`: it is appended to `base_url`",
         ));
     }
-    let group = |name: &str, schema: Option<&Value>| -> Result<Option<BTreeSet<String>>, DefinitionError> {
-        schema
-            .map(|s| object_properties(&format!("{at}.{name}"), s))
-            .transpose()
-    };
+    let group =
+        |name: &str, schema: Option<&Value>| -> Result<Option<BTreeSet<String>>, DefinitionError> {
+            schema
+                .map(|s| object_properties(&format!("{at}.{name}"), s))
+                .transpose()
+        };
     let path = group("path_schema", action.path_schema.as_ref())?;
     let query = group("query_schema", action.query_schema.as_ref())?;
     let headers = group("headers_schema", action.headers_schema.as_ref())?;
@@ -521,7 +544,10 @@ fn check_rules(field: &str, rules: &[ErrorRule]) -> Result<(), DefinitionError> 
             check_pointer(&format!("{at}.message"), message)?;
         }
         if rule.status.is_none() && rule.when.is_none() && rule.kind == "success" {
-            return Err(refuse(at, "a rule without `status` or `when` cannot be `success`"));
+            return Err(refuse(
+                at,
+                "a rule without `status` or `when` cannot be `success`",
+            ));
         }
     }
     Ok(())
@@ -730,7 +756,10 @@ mod tests {
         let input = &manifest["actions"][0]["input_schema"];
         assert_eq!(input["required"], json!(["path"]));
         assert_eq!(input["additionalProperties"], json!(false));
-        assert_eq!(input["properties"]["path"]["properties"]["id"]["type"], "integer");
+        assert_eq!(
+            input["properties"]["path"]["properties"]["id"]["type"],
+            "integer"
+        );
         let plan = &compiled.plans["get_contact"];
         assert_eq!(plan.headers["X-Account"], "{config.account}");
         assert_eq!(plan.hosts, vec!["{config.subdomain}.crm.test".to_owned()]);
@@ -751,16 +780,28 @@ mod tests {
     fn every_template_variable_needs_a_schema() {
         let mut undeclared = get_contact();
         undeclared["endpoint"] = json!("/contacts/{id}/{other}");
-        assert_eq!(refused_field(definition(json!([undeclared]))), "actions[0].endpoint");
+        assert_eq!(
+            refused_field(definition(json!([undeclared]))),
+            "actions[0].endpoint"
+        );
         let mut optional_path = get_contact();
         optional_path["path_schema"]["required"] = json!([]);
-        assert_eq!(refused_field(definition(json!([optional_path]))), "actions[0].endpoint");
+        assert_eq!(
+            refused_field(definition(json!([optional_path]))),
+            "actions[0].endpoint"
+        );
         let mut config = get_contact();
         config["endpoint"] = json!("/{config.region}/contacts/{id}");
-        assert_eq!(refused_field(definition(json!([config]))), "actions[0].endpoint");
+        assert_eq!(
+            refused_field(definition(json!([config]))),
+            "actions[0].endpoint"
+        );
         let mut header = get_contact();
         header["headers"] = json!({"X-Trace": "{trace}"});
-        assert_eq!(refused_field(definition(json!([header]))), "actions[0].headers.X-Trace");
+        assert_eq!(
+            refused_field(definition(json!([header]))),
+            "actions[0].headers.X-Trace"
+        );
     }
 
     #[test]
@@ -775,7 +816,13 @@ mod tests {
 
     #[test]
     fn refuses_reserved_and_credential_headers() {
-        for name in ["Authorization", "cookie", "Host", "Content-Length", "x-api-key"] {
+        for name in [
+            "Authorization",
+            "cookie",
+            "Host",
+            "Content-Length",
+            "x-api-key",
+        ] {
             let mut action = get_contact();
             action["headers"] = json!({name: "x"});
             let error = compile_value(definition(json!([action]))).expect_err(name);
@@ -807,16 +854,38 @@ mod tests {
     #[test]
     fn pagination_needs_a_cap_and_a_consistent_shape() {
         for (pagination, field) in [
-            (json!({"type": "page", "param": "page", "max_pages": 0}), "actions[0].pagination.max_pages"),
-            (json!({"type": "page", "param": "page", "max_pages": 100_000}), "actions[0].pagination.max_pages"),
-            (json!({"type": "page", "param": "fields", "max_pages": 5}), "actions[0].pagination.param"),
-            (json!({"type": "cursor", "param": "c", "max_pages": 5}), "actions[0].pagination"),
-            (json!({"type": "next_link", "from": "body", "max_pages": 5}), "actions[0].pagination.pointer"),
-            (json!({"type": "offset", "param": "o", "limit_param": "l", "limit": 0, "max_pages": 5}), "actions[0].pagination.limit"),
+            (
+                json!({"type": "page", "param": "page", "max_pages": 0}),
+                "actions[0].pagination.max_pages",
+            ),
+            (
+                json!({"type": "page", "param": "page", "max_pages": 100_000}),
+                "actions[0].pagination.max_pages",
+            ),
+            (
+                json!({"type": "page", "param": "fields", "max_pages": 5}),
+                "actions[0].pagination.param",
+            ),
+            (
+                json!({"type": "cursor", "param": "c", "max_pages": 5}),
+                "actions[0].pagination",
+            ),
+            (
+                json!({"type": "next_link", "from": "body", "max_pages": 5}),
+                "actions[0].pagination.pointer",
+            ),
+            (
+                json!({"type": "offset", "param": "o", "limit_param": "l", "limit": 0, "max_pages": 5}),
+                "actions[0].pagination.limit",
+            ),
         ] {
             let mut action = get_contact();
             action["pagination"] = pagination.clone();
-            assert_eq!(refused_field(definition(json!([action]))), field, "{pagination}");
+            assert_eq!(
+                refused_field(definition(json!([action]))),
+                field,
+                "{pagination}"
+            );
         }
         let mut missing = get_contact();
         missing["pagination"] = json!({"type": "page", "param": "page"});
@@ -827,10 +896,16 @@ mod tests {
     fn checks_rules_names_and_the_test_call() {
         let mut rule = get_contact();
         rule["errors"] = json!([{"status": "6xx", "kind": "auth"}]);
-        assert_eq!(refused_field(definition(json!([rule]))), "actions[0].errors[0].status");
+        assert_eq!(
+            refused_field(definition(json!([rule]))),
+            "actions[0].errors[0].status"
+        );
         let mut kind = get_contact();
         kind["errors"] = json!([{"status": 404, "kind": "http_denied"}]);
-        assert_eq!(refused_field(definition(json!([kind]))), "actions[0].errors[0].kind");
+        assert_eq!(
+            refused_field(definition(json!([kind]))),
+            "actions[0].errors[0].kind"
+        );
         assert_eq!(
             refused_field(definition(json!([get_contact(), get_contact()]))),
             "actions[1].name"

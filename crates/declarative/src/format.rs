@@ -90,11 +90,7 @@ pub struct ActionDef {
     )]
     pub headers: BTreeMap<String, String>,
     /// JSON Schema (an object) of the input's `path`: the endpoint's `{x}` and `{/x}`.
-    #[serde(
-        default,
-        alias = "pathSchema",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "pathSchema", skip_serializing_if = "Option::is_none")]
     pub path_schema: Option<Value>,
     /// JSON Schema (an object) of the input's `query`: the endpoint's `{?x}` and `{&x}`.
     #[serde(
@@ -111,11 +107,7 @@ pub struct ActionDef {
     )]
     pub headers_schema: Option<Value>,
     /// JSON Schema of the input's `body`.
-    #[serde(
-        default,
-        alias = "bodySchema",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "bodySchema", skip_serializing_if = "Option::is_none")]
     pub body_schema: Option<Value>,
     /// How the request body is built; without it, the input's `body` is sent as JSON when
     /// the action has a `body_schema`.
@@ -136,11 +128,7 @@ pub struct ActionDef {
     pub errors: Vec<ErrorRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagination: Option<Pagination>,
-    #[serde(
-        default,
-        alias = "timeoutMs",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, alias = "timeoutMs", skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
     /// The manifest's retry policy (`max_attempts`, `initial_backoff_ms`, `max_backoff_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,3 +24,11 @@ pub struct Plan {
     pub errors: Vec<ErrorRule>,
     pub action: ActionDef,
 }
+
+/// `test-connection`'s plan: the test call's action and its input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestPlan {
+    pub plan: Plan,
+    pub input: serde_json::Value,
+}

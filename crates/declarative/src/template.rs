@@ -194,11 +194,13 @@ impl UrlTemplate {
 
     /// Every variable, with the operator of its expression.
     pub fn variables(&self) -> impl Iterator<Item = (Op, &VarSpec)> {
-        self.parts.iter().flat_map(|part| match part {
-            Part::Literal(_) => [].iter(),
-            Part::Expr(expr) => expr.vars.iter(),
-        }
-        .map(move |var| (op_of(part), var)))
+        self.parts.iter().flat_map(|part| {
+            match part {
+                Part::Literal(_) => [].iter(),
+                Part::Expr(expr) => expr.vars.iter(),
+            }
+            .map(move |var| (op_of(part), var))
+        })
     }
 
     /// Whether the template starts with something that keeps it inside the base URL's path:
@@ -230,17 +232,16 @@ impl UrlTemplate {
 
     pub fn expand(&self, vars: &dyn Vars) -> Result<String, ExpandError> {
         let mut out = String::new();
-        let mut in_query = false;
         for part in &self.parts {
             match part {
-                Part::Literal(text) => {
-                    in_query |= text.contains('?');
-                    out.push_str(text);
-                }
+                Part::Literal(text) => out.push_str(text),
                 Part::Expr(expr) => {
+                    // Whether a `?` was written, not whether one was templated: `{?a}` with
+                    // `a` undefined writes nothing, and a `{&b}` after it must open the query
+                    // itself rather than append `&b=` to the path.
+                    let in_query = out.contains('?');
                     let path = !in_query && matches!(expr.op, Op::Simple | Op::Segment);
-                    expand_expr(expr, vars, path, &mut out)?;
-                    in_query |= matches!(expr.op, Op::Query | Op::QueryContinue);
+                    expand_expr(expr, vars, path, in_query, &mut out)?;
                 }
             }
         }
@@ -327,20 +328,24 @@ fn scalar_text(value: &Value) -> Option<String> {
 
 /// The items of a defined value: one for a scalar, each for a list; `None` when undefined
 /// (null, absent or an empty list).
-fn items<'v>(name: &str, value: Option<&'v Value>) -> Result<Option<Vec<String>>, ExpandError> {
+fn items(name: &str, value: Option<&Value>) -> Result<Option<Vec<String>>, ExpandError> {
     let refuse = |reason| ExpandError {
         variable: name.to_owned(),
         reason,
     };
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(_)) => Err(refuse("is an object; a URL can hold text, numbers, booleans and lists of them")),
+        Some(Value::Object(_)) => Err(refuse(
+            "is an object; a URL can hold text, numbers, booleans and lists of them",
+        )),
         Some(Value::Array(list)) => {
             let mut out = Vec::with_capacity(list.len());
             for item in list {
                 match item {
                     Value::Array(_) | Value::Object(_) => {
-                        return Err(refuse("holds a list or an object; a URL list holds text, numbers and booleans"));
+                        return Err(refuse(
+                            "holds a list or an object; a URL list holds text, numbers and booleans",
+                        ));
                     }
                     other => {
                         if let Some(text) = scalar_text(other) {
@@ -385,6 +390,7 @@ fn expand_expr(
     expr: &Expr,
     vars: &dyn Vars,
     in_path: bool,
+    mut query_open: bool,
     out: &mut String,
 ) -> Result<(), ExpandError> {
     let mut first = true;
@@ -414,7 +420,8 @@ fn expand_expr(
                 }
             }
             Op::Query | Op::QueryContinue => {
-                out.push(if first && expr.op == Op::Query { '?' } else { '&' });
+                out.push(if query_open { '&' } else { '?' });
+                query_open = true;
                 if var.explode {
                     for (i, item) in values.iter().enumerate() {
                         if i > 0 {
@@ -465,7 +472,9 @@ impl HeaderTemplate {
             return Err(bad(format!("more than {MAX_TEMPLATE_LEN} bytes")));
         }
         if !header_text_ok(text) {
-            return Err(bad("a control character (CR, LF, NUL, ...) in a header value"));
+            return Err(bad(
+                "a control character (CR, LF, NUL, ...) in a header value",
+            ));
         }
         let mut parts = Vec::new();
         let mut rest = text;
@@ -483,9 +492,8 @@ impl HeaderTemplate {
                         .find('}')
                         .ok_or_else(|| bad("a `{` without its `}`"))?;
                     let name = &after[..end];
-                    check_varname(name).map_err(|e| {
-                        bad(format!("{e} (header values take `{{name}}` only)"))
-                    })?;
+                    check_varname(name)
+                        .map_err(|e| bad(format!("{e} (header values take `{{name}}` only)")))?;
                     parts.push(HeaderPart::Var(name.to_owned()));
                     rest = &after[end + 1..];
                 }
@@ -558,8 +566,10 @@ pub fn expand_base_url(template: &str, config: &Value) -> Result<String, ExpandE
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
         let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
+            return Err(ExpandError {
+                variable: after.to_owned(),
+                reason: "opens a `{` without its `}`",
+            });
         };
         let name = &after[..end];
         let key = name.strip_prefix(CONFIG_PREFIX).unwrap_or(name);
@@ -632,7 +642,11 @@ mod tests {
             "config": {"account": "acme 1"}
         });
         assert_eq!(
-            expand("/repos/{owner}/{repo}/issues{?state,per_page}", input.clone()).expect("ok"),
+            expand(
+                "/repos/{owner}/{repo}/issues{?state,per_page}",
+                input.clone()
+            )
+            .expect("ok"),
             "/repos/rust-lang/rust/issues?state=open&per_page=100"
         );
         assert_eq!(
@@ -655,7 +669,17 @@ mod tests {
             expand("/a/{config.account}", input.clone()).expect("ok"),
             "/a/acme%201"
         );
-        assert_eq!(expand("/i{?missing}", input).expect("ok"), "/i");
+        assert_eq!(expand("/i{?missing}", input.clone()).expect("ok"), "/i");
+        // A `{&x}` opens the query when nothing before it did, and a `{?x}` after a literal
+        // query continues it.
+        assert_eq!(
+            expand("/i{?missing}{&flag}", input.clone()).expect("ok"),
+            "/i?flag=true"
+        );
+        assert_eq!(
+            expand("/i?a=1{?state}", input).expect("ok"),
+            "/i?a=1&state=open"
+        );
     }
 
     #[test]
@@ -722,10 +746,16 @@ mod tests {
     #[test]
     fn relative_paths_are_told_from_host_changing_templates() {
         for ok in ["", "/x", "?a=1", "{/x}", "{?x}"] {
-            assert!(UrlTemplate::parse(ok).expect("parses").is_relative_path(), "{ok:?}");
+            assert!(
+                UrlTemplate::parse(ok).expect("parses").is_relative_path(),
+                "{ok:?}"
+            );
         }
         for not in ["{x}", "x/y", "{&x}", ".evil.test", "//evil.test/x"] {
-            assert!(!UrlTemplate::parse(not).expect("parses").is_relative_path(), "{not:?}");
+            assert!(
+                !UrlTemplate::parse(not).expect("parses").is_relative_path(),
+                "{not:?}"
+            );
         }
     }
 
@@ -736,29 +766,43 @@ mod tests {
         assert!(HeaderTemplate::parse("{/a}").is_err());
         let template = HeaderTemplate::parse("Token {token}").expect("parses");
         let vars = Input(json!({"path": {"token": "abc"}}));
-        assert_eq!(template.expand(&vars).expect("ok").as_deref(), Some("Token abc"));
+        assert_eq!(
+            template.expand(&vars).expect("ok").as_deref(),
+            Some("Token abc")
+        );
         let crlf = Input(json!({"path": {"token": "a\r\nX-Evil: 1"}}));
         assert!(template.expand(&crlf).is_err());
         let nul = Input(json!({"path": {"token": "a\u{0}"}}));
         assert!(template.expand(&nul).is_err());
         assert_eq!(template.expand(&Input(json!({}))).expect("ok"), None);
         let number = Input(json!({"path": {"token": 478}}));
-        assert_eq!(template.expand(&number).expect("ok").as_deref(), Some("Token 478"));
+        assert_eq!(
+            template.expand(&number).expect("ok").as_deref(),
+            Some("Token 478")
+        );
     }
 
     #[test]
     fn base_urls_take_one_dns_label_in_the_host() {
         let config = json!({"subdomain": "acme", "region": "eu west"});
         assert_eq!(
-            expand_base_url("https://{config.subdomain}.zendesk.com/api/v2", &config)
-                .expect("ok"),
+            expand_base_url("https://{config.subdomain}.zendesk.com/api/v2", &config).expect("ok"),
             "https://acme.zendesk.com/api/v2"
         );
         assert_eq!(
             expand_base_url("https://api.test/{config.region}", &config).expect("ok"),
             "https://api.test/eu%20west"
         );
-        for hostile in ["evil.test#", "a.b", "evil.test/x", "", "-a", "A", "a:80", "a@b"] {
+        for hostile in [
+            "evil.test#",
+            "a.b",
+            "evil.test/x",
+            "",
+            "-a",
+            "A",
+            "a:80",
+            "a@b",
+        ] {
             let config = json!({"subdomain": hostile});
             assert!(
                 expand_base_url("https://{config.subdomain}.zendesk.com", &config).is_err(),

@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod host_entry;
 pub mod hosts;
 pub mod ids;
 pub mod limits;
@@ -24,6 +25,7 @@ pub mod workflow;
 pub use airlock_contract::names;
 pub use auth::{ApiKeyLocation, AuthSpec, AuthType};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use host_entry::{HostEntry, HostEntryError};
 pub use hosts::{HostPattern, HostPatternError};
 pub use ids::{ConnectionId, ConnectorName, StateScope, TenantId};
 pub use limits::{LimitBound, LimitCaps, LimitError, OutboundLimits, TenantLimits};

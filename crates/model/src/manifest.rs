@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::AuthSpec;
+use crate::host_entry::{HostEntry, HostEntryError};
 use crate::hosts::HostPattern;
 
 /// The manifest exactly as the guest declared it (see `docs/manifest.md`).
@@ -20,8 +21,14 @@ pub struct Manifest {
     pub description: String,
     #[serde(default)]
     pub auth: AuthSpec,
+    /// Patterns, or patterns with `{config.NAME}` labels, or `{config.NAME*}` (a list in the
+    /// connection's config): see `host_entry.rs`.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// JSON Schema of a connection's non-secret config (base URL parts, region, account id),
+    /// checked when a connection is created; `None`: connections take no config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_schema: Option<Value>,
     pub actions: Vec<ActionSpec>,
 }
 
@@ -72,7 +79,8 @@ pub enum ManifestError {
 /// A manifest that passed validation, with compiled schemas and parsed host patterns.
 pub struct ValidatedManifest {
     manifest: Manifest,
-    hosts: Vec<HostPattern>,
+    hosts: Vec<HostEntry>,
+    config: Option<jsonschema::Validator>,
     actions: HashMap<String, CompiledAction>,
 }
 
@@ -119,6 +127,47 @@ fn check(validator: &jsonschema::Validator, value: &Value) -> Result<(), SchemaV
     }
 }
 
+impl Manifest {
+    /// Checks a connection's config for this (stored, already validated) manifest: against
+    /// `config_schema`, and every `{config.NAME}` host resolves with it. Compiles only the
+    /// config schema.
+    pub fn check_config(&self, config: &Value) -> Result<(), SchemaViolation> {
+        if !config.is_object() {
+            return Err(SchemaViolation {
+                pointer: String::new(),
+                message: "the config is a JSON object".into(),
+            });
+        }
+        match &self.config_schema {
+            Some(schema) => {
+                let validator = jsonschema::validator_for(schema).map_err(|e| SchemaViolation {
+                    pointer: String::new(),
+                    message: format!("the connector's config_schema does not compile: {e}"),
+                })?;
+                check(&validator, config)?;
+            }
+            None if config.as_object().is_some_and(|o| o.is_empty()) => {}
+            None => {
+                return Err(SchemaViolation {
+                    pointer: String::new(),
+                    message: "this connector takes no config".into(),
+                });
+            }
+        }
+        for host in &self.hosts {
+            let entry = HostEntry::parse(host).map_err(|e| SchemaViolation {
+                pointer: String::new(),
+                message: e.to_string(),
+            })?;
+            entry.resolve(config).map_err(|e| SchemaViolation {
+                pointer: String::new(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Manifests are read from guest memory; bound them before parsing.
 pub const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
 
@@ -143,10 +192,37 @@ impl ValidatedManifest {
             .iter()
             .enumerate()
             .map(|(i, host)| {
-                host.parse::<HostPattern>()
-                    .map_err(|e| field(format!("hosts[{i}]"), e.to_string()))
+                HostEntry::parse(host).map_err(|e| field(format!("hosts[{i}]"), e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let config = match &manifest.config_schema {
+            Some(schema) => {
+                if schema.get("type").and_then(Value::as_str) != Some("object") {
+                    return Err(field(
+                        "config_schema",
+                        "must be a JSON Schema with `\"type\": \"object\"`",
+                    ));
+                }
+                Some(compile("config_schema", schema)?)
+            }
+            None => None,
+        };
+        let declared = |name: &str| {
+            manifest
+                .config_schema
+                .as_ref()
+                .and_then(|s| s.get("properties"))
+                .and_then(|p| p.get(name))
+                .is_some()
+        };
+        for (i, entry) in hosts.iter().enumerate() {
+            if let Some(name) = entry.config_names().into_iter().find(|n| !declared(n)) {
+                return Err(field(
+                    format!("hosts[{i}]"),
+                    format!("`config_schema` declares no property `{name}`"),
+                ));
+            }
+        }
         if manifest.actions.is_empty() {
             return Err(field("actions", "a connector needs at least one action"));
         }
@@ -182,6 +258,7 @@ impl ValidatedManifest {
         Ok(Self {
             manifest,
             hosts,
+            config,
             actions,
         })
     }
@@ -190,8 +267,30 @@ impl ValidatedManifest {
         &self.manifest
     }
 
-    pub fn hosts(&self) -> &[HostPattern] {
+    pub fn host_entries(&self) -> &[HostEntry] {
         &self.hosts
+    }
+
+    /// The declared hosts for a connection with `config` (`{}` without a connection).
+    pub fn hosts_for(&self, config: &Value) -> Result<Vec<HostPattern>, HostEntryError> {
+        let mut patterns = Vec::with_capacity(self.hosts.len());
+        for entry in &self.hosts {
+            patterns.extend(entry.resolve(config)?);
+        }
+        Ok(patterns)
+    }
+
+    /// Checks a connection's config against `config_schema`. Without one, only `{}` (or no
+    /// config) is accepted: a connector that reads no config should not be handed one.
+    pub fn check_config(&self, config: &Value) -> Result<(), SchemaViolation> {
+        match &self.config {
+            Some(validator) => check(validator, config),
+            None if config.as_object().is_some_and(|o| o.is_empty()) => Ok(()),
+            None => Err(SchemaViolation {
+                pointer: String::new(),
+                message: "this connector takes no config".into(),
+            }),
+        }
     }
 
     pub fn action(&self, name: &str) -> Option<&CompiledAction> {

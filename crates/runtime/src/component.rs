@@ -9,6 +9,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::contract::{CONTRACT_PREFIX, ConnectorPre};
+use super::declarative::Plans;
 use super::error::LoadError;
 use super::guest_state::GuestState;
 use airlock_model::ValidatedManifest;
@@ -18,6 +19,8 @@ pub struct LoadedComponent {
     pub(crate) digest: String,
     pub(crate) manifest: ValidatedManifest,
     pub(crate) pre: ConnectorPre<GuestState>,
+    /// A declarative connector's plans (the component is then the shared runner).
+    pub(crate) plans: Option<Arc<Plans>>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -37,6 +40,11 @@ impl LoadedComponent {
 
     pub fn manifest(&self) -> &ValidatedManifest {
         &self.manifest
+    }
+
+    /// Whether this is a declarative definition on the runner, not a component of its own.
+    pub fn is_declarative(&self) -> bool {
+        self.plans.is_some()
     }
 }
 

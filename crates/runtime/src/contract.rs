@@ -86,6 +86,18 @@ impl invocation::Host for GuestState {
             session.ask_retry_after(std::time::Duration::from_millis(ms));
         }
     }
+
+    async fn config(&mut self) -> String {
+        if self.about.config.is_empty() {
+            "{}".to_owned()
+        } else {
+            self.about.config.to_string()
+        }
+    }
+
+    async fn declarative_plan(&mut self) -> Option<String> {
+        self.about.plan.as_deref().map(str::to_owned)
+    }
 }
 
 impl log::Host for GuestState {

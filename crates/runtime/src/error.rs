@@ -161,6 +161,9 @@ pub enum LoadError {
     ManifestCall(String),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// A declarative definition that does not pass its checks.
+    #[error("invalid declarative definition: {0}")]
+    Definition(String),
     #[error("cannot read component file {path}: {reason}")]
     Read { path: String, reason: String },
     /// Every compilation (or manifest-reading) slot stayed busy for the whole compile queue

@@ -23,6 +23,16 @@ pub struct GuestState {
     pub(crate) state: Option<GuestStateAccess>,
     /// The first host-enforced limit (other than memory and fuel) that refused the guest.
     pub(crate) limit_hit: Option<ErrorKind>,
+    /// What the `invocation` import tells the guest besides its idempotency key.
+    pub(crate) about: About,
+}
+
+/// The connection's config and, for the declarative runner, the plan it interprets.
+#[derive(Debug, Clone, Default)]
+pub struct About {
+    /// JSON text of an object; empty means `{}`.
+    pub config: Arc<str>,
+    pub plan: Option<Arc<str>>,
 }
 
 /// The state store as one invocation may use it.
@@ -49,6 +59,7 @@ impl GuestState {
             logs,
             state,
             limit_hit: None,
+            about: About::default(),
         }
     }
 

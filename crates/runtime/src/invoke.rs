@@ -11,7 +11,7 @@ use super::Runtime;
 use super::component::LoadedComponent;
 use super::contract::GuestErrorKind;
 use super::error::{ErrorKind, InvokeError};
-use super::guest_state::{GuestState, GuestStateAccess};
+use super::guest_state::{About, GuestState, GuestStateAccess};
 use super::logs::{LogSink, Logs};
 use super::state::StateStore;
 use crate::outbound::{Credential, Grant, LimitHit, Scrubber};
@@ -42,6 +42,9 @@ pub struct InvokeRequest {
     /// A durable run's step key, sent upstream as `Idempotency-Key` (see
     /// [`crate::outbound::Grant::idempotency_key`]).
     pub idempotency_key: Option<String>,
+    /// The connection's non-secret config (an object; `None`: `{}`): the guest reads it, and
+    /// the manifest's `{config.NAME}` hosts resolve with it.
+    pub config: Option<Arc<Value>>,
 }
 
 impl InvokeRequest {
@@ -72,6 +75,7 @@ impl InvokeRequest {
             credential: Credential::None,
             state: None,
             idempotency_key: None,
+            config: None,
         }
     }
 
@@ -98,6 +102,11 @@ impl InvokeRequest {
 
     pub fn with_idempotency_key(mut self, key: Option<String>) -> Self {
         self.idempotency_key = key;
+        self
+    }
+
+    pub fn with_config(mut self, config: Arc<Value>) -> Self {
+        self.config = Some(config);
         self
     }
 }
@@ -165,6 +174,8 @@ pub struct Prepared<'c> {
     action: Option<&'c CompiledAction>,
     timeout: Duration,
     tenant_hosts: Vec<airlock_model::HostPattern>,
+    declared_hosts: Vec<airlock_model::HostPattern>,
+    about: About,
 }
 
 impl std::fmt::Debug for Prepared<'_> {
@@ -213,12 +224,38 @@ impl Runtime {
             .limits
             .host_patterns()
             .map_err(|error| InvokeError::new(ErrorKind::Internal, error.to_string()))?;
+        let empty = Value::Object(Default::default());
+        let config = request.config.as_deref().unwrap_or(&empty);
+        // The connection's config was checked when saved, but against the version current
+        // then; a later version may read it differently.
+        let declared_hosts = component.manifest.hosts_for(config).map_err(|error| {
+            InvokeError::new(
+                ErrorKind::InvalidInput,
+                format!("the connection's config does not fit this connector's hosts: {error}"),
+            )
+        })?;
+        let plan = component
+            .plans
+            .as_ref()
+            .and_then(|plans| match &request.call {
+                Call::Action { action, .. } => plans.actions.get(action).cloned(),
+                Call::TestConnection => plans.test.clone(),
+            });
+        let about = About {
+            config: match &request.config {
+                Some(config) => Arc::from(config.to_string()),
+                None => Arc::from(""),
+            },
+            plan,
+        };
         Ok(Prepared {
             component,
             request,
             action,
             timeout,
             tenant_hosts,
+            declared_hosts,
+            about,
         })
     }
 
@@ -232,6 +269,8 @@ impl Runtime {
             action,
             timeout,
             tenant_hosts,
+            declared_hosts,
+            about,
         } = prepared;
         // Stats measure the run: the slot wait, the instance and the call.
         let started = Instant::now();
@@ -247,7 +286,7 @@ impl Runtime {
         let manifest = component.manifest.manifest();
         let limits = &request.limits;
         let session = self.gate.session(Grant {
-            declared_hosts: component.manifest.hosts().to_vec(),
+            declared_hosts,
             tenant_hosts,
             auth: manifest.auth.clone(),
             credential: request.credential,
@@ -270,12 +309,13 @@ impl Runtime {
             max_value_bytes: limits.max_state_value_bytes,
             max_keys: limits.max_state_keys,
         };
-        let guest = GuestState::new(
+        let mut guest = GuestState::new(
             limits.memory_bytes,
             logs.clone(),
             Some(session),
             Some(state),
         );
+        guest.about = about;
         let mut store = self.new_store(guest, limits.fuel);
 
         let run = async {

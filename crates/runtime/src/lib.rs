@@ -12,6 +12,7 @@ mod admission;
 mod artifacts;
 mod component;
 mod contract;
+mod declarative;
 mod engine;
 mod error;
 mod guest_state;
@@ -34,6 +35,7 @@ pub use airlock_model::{
     StateScope, TenantLimits, ValidatedManifest,
 };
 pub use component::{LoadedComponent, SharedComponent, digest};
+pub use declarative::{MAX_DEFINITION_BYTES, RUNNER_WASM, is_definition};
 pub use engine::{EPOCH_TICK, EngineOptions};
 pub use error::{ErrorKind, InvokeError, LoadError, RuntimeError};
 pub use invoke::{Call, InvokeOutcome, InvokeRequest, Prepared, Stats};
@@ -233,6 +235,9 @@ impl Runtime {
         if let Some(loaded) = self.components.get(&digest) {
             return Ok(loaded);
         }
+        if declarative::is_definition(bytes) {
+            return self.load_definition(bytes).await;
+        }
         component::check_header(bytes)?;
         let compiled = self
             .artifacts
@@ -253,6 +258,7 @@ impl Runtime {
             digest,
             manifest,
             pre,
+            plans: None,
         }))
     }
 
@@ -263,7 +269,9 @@ impl Runtime {
         if self.components.contains_key(&loaded.digest) {
             return;
         }
+        // A definition's code is the runner's, kept when the runner was.
         if let Some(cache) = self.artifacts.clone()
+            && !loaded.is_declarative()
             && !cache.contains(&loaded.digest)
         {
             let digest = loaded.digest.clone();

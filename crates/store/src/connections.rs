@@ -18,6 +18,9 @@ pub struct ConnectionRecord {
     pub fields: Value,
     /// The encoded envelope of the secret fields, if the auth type has any.
     pub secret: Option<String>,
+    /// The non-secret config (an object), as checked against the connector's
+    /// `config_schema` when saved. Shared: every invocation hands it to the runtime.
+    pub config: std::sync::Arc<Value>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -31,12 +34,15 @@ pub struct NewConnection {
     pub auth_type: AuthType,
     pub fields: Value,
     pub secret: Option<String>,
+    pub config: Value,
 }
 
-const COLUMNS: &str = "id, connector, name, auth_type, fields, secret, created_at, updated_at";
+const COLUMNS: &str =
+    "id, connector, name, auth_type, fields, secret, config, created_at, updated_at";
 
 fn connection(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
     let fields: String = row.try_get("fields")?;
+    let config: String = row.try_get("config")?;
     Ok(ConnectionRecord {
         id: row.try_get("id")?,
         connector: row.try_get("connector")?,
@@ -46,6 +52,7 @@ fn connection(row: &AnyRow) -> Result<ConnectionRecord, StoreError> {
         )?,
         fields: parse_json(&fields, "connection fields")?,
         secret: row.try_get("secret")?,
+        config: std::sync::Arc::new(parse_json(&config, "connection config")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -60,8 +67,8 @@ impl Store {
     ) -> Result<ConnectionRecord, StoreError> {
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO connections (tenant_id, id, connector, name, auth_type, fields, secret, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+            "INSERT INTO connections (tenant_id, id, connector, name, auth_type, fields, secret, config, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
         )
         .bind(tenant_id)
         .bind(&new.id)
@@ -70,6 +77,7 @@ impl Store {
         .bind(new.auth_type.as_str())
         .bind(new.fields.to_string())
         .bind(new.secret.clone())
+        .bind(new.config.to_string())
         .bind(now)
         .execute(&self.writer)
         .await?;
@@ -80,6 +88,7 @@ impl Store {
             auth_type: new.auth_type,
             fields: new.fields,
             secret: new.secret,
+            config: std::sync::Arc::new(new.config),
             created_at: now,
             updated_at: now,
         })

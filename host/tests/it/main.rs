@@ -20,6 +20,7 @@ mod chaos;
 mod cli;
 mod connectors;
 mod cron_locks;
+mod declarative;
 mod engine;
 mod idempotency;
 mod isolation;
