@@ -34,6 +34,10 @@ pub fn routes() -> Router<AppState> {
             "/connectors/{name}/actions/{action}/invoke",
             post(invoke).layer(DefaultBodyLimit::max(MAX_INVOKE_BODY_BYTES)),
         )
+        .route(
+            "/connectors/{name}/actions/{action}/test",
+            post(test_action).layer(DefaultBodyLimit::max(MAX_INVOKE_BODY_BYTES)),
+        )
         .route("/usage", get(usage))
 }
 
@@ -73,6 +77,27 @@ pub struct InvokeResponse {
     #[schema(value_type = Object)]
     pub stats: Value,
     pub connector: ConnectorRef,
+}
+
+/// What `testAction` saw: the action's HTTP exchanges as they went over the wire, and its
+/// result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestActionResponse {
+    /// The first request as sent: `{method, url, headers: [[name, value]], body,
+    /// body_truncated}`, the credential's values shown as `***` and every form of them
+    /// scrubbed; null when the action sent nothing.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub request: Value,
+    /// The last response the connector was given: `{status, headers, body, body_truncated}`
+    /// (bodies cut at 64 KiB); null when none came.
+    #[schema(value_type = Option<Object>, required = true)]
+    pub response: Value,
+    /// Every exchange in order (redirect hops and pages included): `[{request, response,
+    /// error}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub exchanges: Value,
+    /// The result, as `invoke` returns it.
+    pub result: InvokeResponse,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -156,6 +181,61 @@ async fn invoke(
         })
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))
+}
+
+/// Runs one action like `invoke` (counted as a run, with the same checks and limits) and
+/// answers what went over the wire as well: the request as sent with the credential masked,
+/// the response, and the result. For authoring a connector against a real or mock upstream.
+#[utoipa::path(post, path = "/v1/connectors/{name}/actions/{action}/test", tag = "invoke",
+    params(("name" = String, Path), ("action" = String, Path)), request_body = InvokeBody,
+    responses(
+        (status = 200, description = "the guest ran; `result.ok` says whether it succeeded", body = TestActionResponse),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 429, response = problem::TooManyRequests),
+        (status = 502, response = problem::BadGateway), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn test_action(
+    State(state): State<AppState>,
+    caller: Member<at_least::Editor>,
+    Path((name, action)): Path<(String, String)>,
+    Json(body): Json<InvokeBody>,
+) -> Result<Json<TestActionResponse>, ApiError> {
+    let tenant = caller.tenant();
+    let mut ran = state
+        .pipeline()
+        .invoke_traced(Invocation {
+            tenant: TenantId::new(tenant),
+            connector: Some(name),
+            version: body.version,
+            connection: body.connection.map(ConnectionId::from),
+            call: Call::Action {
+                action,
+                input: body.input.to_string(),
+            },
+            charge: Charge::Run,
+            timeout_ms: None,
+            idempotency_key: None,
+        })
+        .await?;
+    let exchanges = std::mem::take(&mut ran.outcome.trace);
+    let request = exchanges
+        .first()
+        .and_then(|e| serde_json::to_value(&e.request).ok())
+        .unwrap_or(Value::Null);
+    let response = exchanges
+        .iter()
+        .rev()
+        .find_map(|e| e.response.as_ref())
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or(Value::Null);
+    Ok(Json(TestActionResponse {
+        request,
+        response,
+        exchanges: serde_json::to_value(&exchanges).unwrap_or(Value::Null),
+        result: InvokeResponse::from_ran(ran),
+    }))
 }
 
 /// The tenant's runs this hour and its hourly limit.

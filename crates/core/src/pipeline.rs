@@ -262,6 +262,16 @@ impl Pipeline {
 
     /// Runs one invocation: see the crate documentation for the order of its steps.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Ran, CoreError> {
+        self.invoke_with(invocation, false).await
+    }
+
+    /// [`Pipeline::invoke`], keeping every HTTP exchange in the outcome (`testAction`):
+    /// requests as sent with the credential masked, responses as the guest got them.
+    pub async fn invoke_traced(&self, invocation: Invocation) -> Result<Ran, CoreError> {
+        self.invoke_with(invocation, true).await
+    }
+
+    async fn invoke_with(&self, invocation: Invocation, trace: bool) -> Result<Ran, CoreError> {
         let Invocation {
             tenant,
             connector,
@@ -316,6 +326,9 @@ impl Pipeline {
         .with_limits(limits)
         .with_state(state_store)
         .with_idempotency_key(idempotency_key);
+        if trace {
+            request = request.with_trace();
+        }
         if let Some(connection) = &connection {
             request = request
                 .with_connection(ConnectionId::new(&connection.id))

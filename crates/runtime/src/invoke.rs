@@ -14,6 +14,7 @@ use super::error::{ErrorKind, InvokeError};
 use super::guest_state::{About, GuestState, GuestStateAccess};
 use super::logs::{LogSink, Logs};
 use super::state::StateStore;
+use crate::outbound::trace::Exchange;
 use crate::outbound::{Credential, Grant, LimitHit, Scrubber};
 use airlock_contract::ConnectorErrorKind;
 use airlock_model::CompiledAction;
@@ -45,6 +46,8 @@ pub struct InvokeRequest {
     /// The connection's non-secret config (an object; `None`: `{}`): the guest reads it, and
     /// the manifest's `{config.NAME}` hosts resolve with it.
     pub config: Option<Arc<Value>>,
+    /// Keep every HTTP exchange in the outcome (`testAction`).
+    pub trace: bool,
 }
 
 impl InvokeRequest {
@@ -76,6 +79,7 @@ impl InvokeRequest {
             state: None,
             idempotency_key: None,
             config: None,
+            trace: false,
         }
     }
 
@@ -105,6 +109,11 @@ impl InvokeRequest {
         self
     }
 
+    pub fn with_trace(mut self) -> Self {
+        self.trace = true;
+        self
+    }
+
     pub fn with_config(mut self, config: Arc<Value>) -> Self {
         self.config = Some(config);
         self
@@ -131,6 +140,9 @@ pub struct InvokeOutcome {
     pub result: Result<Value, InvokeError>,
     pub logs: Logs,
     pub stats: Stats,
+    /// The HTTP exchanges, when the request asked for them ([`InvokeRequest::with_trace`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<Exchange>,
 }
 
 impl InvokeOutcome {
@@ -140,6 +152,7 @@ impl InvokeOutcome {
             result: Err(error),
             logs: Logs::default(),
             stats: Stats::default(),
+            trace: Vec::new(),
         }
     }
 
@@ -285,7 +298,7 @@ impl Runtime {
 
         let manifest = component.manifest.manifest();
         let limits = &request.limits;
-        let session = self.gate.session(Grant {
+        let mut session = self.gate.session(Grant {
             declared_hosts,
             tenant_hosts,
             auth: manifest.auth.clone(),
@@ -297,6 +310,9 @@ impl Runtime {
                 .and_then(|key| reqwest::header::HeaderValue::from_str(key).ok()),
             tenant: Some(request.tenant.clone()),
         });
+        if request.trace {
+            session.enable_trace();
+        }
         let scrubber = session.scrubber();
         let logs = LogSink::new(limits.max_log_bytes, limits.max_log_lines);
         let state = GuestStateAccess {
@@ -369,6 +385,12 @@ impl Runtime {
             limit_hit.get_or_insert(ErrorKind::MemoryLimit);
         }
         let memory_refused = guest.limiter.refused;
+        let trace = store
+            .data_mut()
+            .outbound
+            .as_mut()
+            .map(|session| session.take_trace())
+            .unwrap_or_default();
         // Return the slot to the pool before the permit lets the next invocation in.
         drop(store);
         drop(permit);
@@ -409,6 +431,7 @@ impl Runtime {
             result,
             logs,
             stats,
+            trace,
         }
     }
 }

@@ -174,7 +174,7 @@ fn reply_text(label: &str, reply: &Reply) -> String {
 }
 
 /// Every cell of every table, as text (blobs and bytea as hex too).
-async fn every_cell(server: &TestServer, db: Db) -> (String, usize) {
+pub(crate) async fn every_cell(server: &TestServer, db: Db) -> (String, usize) {
     let pool = server.raw_db().await;
     let mut dump = String::new();
     let mut cells = 0;

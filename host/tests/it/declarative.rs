@@ -19,12 +19,33 @@ use crate::support::{Server, options_for_tls};
 on_both_databases!(
     a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_and_credential,
     connection_config_is_checked_and_cannot_move_the_host,
+    the_credential_stays_on_declared_hosts_and_out_of_every_answer_and_row,
 );
 
 /// A CRM whose contacts echo what the request carried: the path id, the query, the API key
-/// header (kept for the positive control) and the account header.
+/// header (kept for the positive control) and the account header. `/redirect` sends the
+/// client to evil.test; `/pages` links its next page to evil.test.
 fn crm(received: Arc<Mutex<Vec<(String, String)>>>) -> Router {
-    Router::new().route(
+    Router::new()
+        .route(
+            "/api/v2/redirect",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "https://evil.test/steal")],
+                )
+            }),
+        )
+        .route(
+            "/api/v2/pages",
+            get(|| async {
+                (
+                    [("link", "<https://evil.test/steal?page=2>; rel=\"next\"")],
+                    axum::Json(json!([{"id": 1}])),
+                )
+            }),
+        )
+        .route(
         "/api/v2/contacts/{id}",
         get(
             move |Path(id): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap| {
@@ -223,6 +244,140 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
         )
         .await;
     assert_eq!(tested.body["ok"], json!(true), "{}", tested.text);
+}
+
+/// Everything evil.test receives: the headers of each request.
+fn evil(received: Arc<Mutex<Vec<String>>>) -> Router {
+    Router::new().fallback(move |headers: HeaderMap| {
+        received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{headers:?}"));
+        async { "stolen" }
+    })
+}
+
+fn with_leaky_actions(mut definition: Value) -> Value {
+    let actions = definition["actions"].as_array_mut().expect("actions");
+    actions.push(json!({
+        "name": "follow_redirect", "method": "GET", "endpoint": "/redirect"
+    }));
+    actions.push(json!({
+        "name": "list_pages", "method": "GET", "endpoint": "/pages",
+        "pagination": {"type": "next_link", "from": "header", "max_pages": 5}
+    }));
+    definition["version"] = json!("1.1.0");
+    definition
+}
+
+async fn the_credential_stays_on_declared_hosts_and_out_of_every_answer_and_row(db: Db) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let stolen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = Server::start_tls(crm(received.clone()), &["acme.crm.test"]).await;
+    let evil = Server::start_tls(evil(stolen.clone()), &["evil.test"]).await;
+    let mut options = options_for_tls(&upstream, &["acme.crm.test"]);
+    options
+        .outbound
+        .resolve_overrides
+        .insert("evil.test".into(), vec![evil.addr]);
+    options
+        .outbound
+        .extra_root_certificates
+        .extend(evil.ca_pem.iter().cloned());
+    let Some(server) = TestServer::start_with(db, options).await else {
+        return;
+    };
+    let admin = server.tenant("acme").await;
+    let uploaded = upload_definition(&server, &admin, &with_leaky_actions(crm_definition())).await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let created = server
+        .post(
+            "/v1/connections",
+            &admin,
+            json!({"connector": "crm", "name": "main", "config": {"subdomain": "acme"},
+                "credential": {"api_key": canary}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let connection = created.body["id"].as_str().expect("id").to_owned();
+    let mut answers = String::new();
+
+    // testAction: the request as sent, the key masked; the response as the runner got it.
+    let tested = server
+        .post(
+            "/v1/connectors/crm/actions/get_contact/test",
+            &admin,
+            json!({"connection": connection, "input": {"path": {"id": 7}}}),
+        )
+        .await;
+    assert_eq!(tested.status, 200, "{}", tested.text);
+    answers.push_str(&tested.text);
+    let request = &tested.body["request"];
+    assert_eq!(request["method"], json!("GET"));
+    assert_eq!(
+        request["url"],
+        json!("https://acme.crm.test/api/v2/contacts/7")
+    );
+    let headers = request["headers"].as_array().expect("headers");
+    assert!(
+        headers.contains(&json!(["x-api-key", "***"])),
+        "{}",
+        tested.text
+    );
+    assert_eq!(tested.body["response"]["status"], json!(200));
+    assert!(
+        tested.body["response"]["body"]
+            .as_str()
+            .expect("body")
+            .contains("\"echoed_key\":\"***\""),
+        "{}",
+        tested.text
+    );
+    assert_eq!(tested.body["result"]["ok"], json!(true), "{}", tested.text);
+    assert_eq!(tested.body["result"]["output"]["id"], json!("7"));
+
+    // A redirect to an undeclared host is not followed with the key, nor at all.
+    let redirected = server
+        .post(
+            "/v1/connectors/crm/actions/follow_redirect/invoke",
+            &admin,
+            json!({"connection": connection}),
+        )
+        .await;
+    answers.push_str(&redirected.text);
+    assert_eq!(redirected.body["ok"], json!(false), "{}", redirected.text);
+    assert_eq!(redirected.body["error"]["kind"], json!("http_denied"), "{}", redirected.text);
+    // A next page on an undeclared host is refused by the runner before it is asked for.
+    let paged = server
+        .post(
+            "/v1/connectors/crm/actions/list_pages/invoke",
+            &admin,
+            json!({"connection": connection}),
+        )
+        .await;
+    answers.push_str(&paged.text);
+    assert_eq!(paged.body["ok"], json!(false), "{}", paged.text);
+    let message = paged.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("pagination_left_hosts"), "{}", paged.text);
+    assert!(
+        stolen.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "evil.test was reached"
+    );
+    // The positive control: the declared host got the key.
+    assert!(
+        received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(key, _)| key == &canary)
+    );
+    let listed = server.get("/v1/connections", &admin).await;
+    answers.push_str(&listed.text);
+    assert!(!answers.contains(&canary), "{answers}");
+    let (cells, count) = crate::api_canary::every_cell(&server, db).await;
+    assert!(count > 0);
+    assert!(!cells.contains(&canary), "the canary is in the database");
 }
 
 async fn connection_config_is_checked_and_cannot_move_the_host(db: Db) {

@@ -31,6 +31,7 @@ mod error;
 mod oauth;
 mod resolve;
 mod scrub;
+pub mod trace;
 
 #[cfg(test)]
 mod tests;
@@ -269,6 +270,7 @@ impl Gate {
             asked_retry_after: None,
             in_flight: None,
             breaker_refusal: None,
+            trace: None,
         }
     }
 }
@@ -295,6 +297,8 @@ pub struct Session {
     in_flight: Option<Ticket>,
     /// The wait before a probe, when a breaker refused one of this session's requests.
     breaker_refusal: Option<Duration>,
+    /// What was sent and received, when the caller asked (`testAction`).
+    trace: Option<Vec<trace::Exchange>>,
 }
 
 /// One hop, ready to send.
@@ -340,11 +344,38 @@ impl Session {
             }
         };
         // Messages may quote transport errors or URLs; neither may carry the credential.
-        result.map_err(|err| self.scrub_error(err))
+        let result = result.map_err(|err| self.scrub_error(err));
+        if let Some(trace) = &mut self.trace
+            && let Some(last) = trace.last_mut()
+            && last.response.is_none()
+            && last.error.is_none()
+        {
+            match &result {
+                Ok(response) => {
+                    last.response = Some(trace::response(
+                        response.status,
+                        &response.headers,
+                        &response.body,
+                    ));
+                }
+                Err(error) => last.error = Some(error.to_string()),
+            }
+        }
+        result
     }
 
     pub fn stats(&self) -> OutboundStats {
         self.stats
+    }
+
+    /// Records every hop from now on (see [`trace`]).
+    pub fn enable_trace(&mut self) {
+        self.trace.get_or_insert_with(Vec::new);
+    }
+
+    /// The hops recorded so far.
+    pub fn take_trace(&mut self) -> Vec<trace::Exchange> {
+        self.trace.take().unwrap_or_default()
     }
 
     pub fn limit_hit(&self) -> Option<LimitHit> {
@@ -390,6 +421,7 @@ impl Session {
             let trusted =
                 url.origin() == origin || self.gate.credentials_follow_redirects_across_origins;
             let hop = self.prepare_hop(&method, &url, &guest_headers, body.as_ref(), trusted)?;
+            self.record(&hop);
             let refreshable = hop.refreshable.clone();
             let response = self.execute(hop).await?;
             if response.status() == StatusCode::UNAUTHORIZED
@@ -516,6 +548,30 @@ impl Session {
             refreshable,
             ticket,
         })
+    }
+
+    /// Adds `hop` to the trace, if one is kept; the hop before it (a redirect, a 401 sent
+    /// again) ends without a response of its own.
+    fn record(&mut self, hop: &Hop) {
+        let Some(trace) = &mut self.trace else {
+            return;
+        };
+        let masked: &[HeaderName] = match &self.reserved_headers {
+            Ok(names) => names,
+            Err(_) => &[],
+        };
+        trace.push(trace::Exchange {
+            request: trace::request(
+                &hop.method,
+                &hop.url,
+                &hop.headers,
+                hop.body.as_deref(),
+                masked,
+                &self.scrubber,
+            ),
+            response: None,
+            error: None,
+        });
     }
 
     /// Asks the tenant's breaker for `url`'s origin whether this hop may go out.
