@@ -19,7 +19,6 @@ fn main() {
     let out_dir =
         PathBuf::from(env::var_os("OUT_DIR").unwrap_or_else(|| fail("OUT_DIR is not set")));
     for watched in [
-        "wit",
         "guest-sdk",
         "declarative-runner",
         "crates/declarative",

@@ -14,6 +14,7 @@ pub(crate) trait Host {
     fn idempotency_key(&self) -> Option<String>;
     /// The connection's config, JSON text of an object.
     fn config(&self) -> String;
-    /// The declarative runner's plan (see `wit/connector.wit`); `None` for everyone else.
+    /// The declarative runner's plan (see `wit/connector.wit` in this crate); `None` for
+    /// everyone else.
     fn declarative_plan(&self) -> Option<String>;
 }

@@ -257,6 +257,12 @@ impl Action {
         (self.handler)(cx, input)
     }
 
+    /// The input and output schemas, as the manifest carries them (for `MockHost`'s checks).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn schemas(&self) -> (Value, Value) {
+        ((self.input_schema)(), (self.output_schema)())
+    }
+
     fn manifest(&self) -> Value {
         let mut action = serde_json::json!({
             "name": self.name,

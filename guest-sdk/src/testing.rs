@@ -1,5 +1,11 @@
 //! `MockHost`: runs a connector natively under `cargo test` with canned HTTP responses,
-//! captured logs, in-memory state and the host's declared-hosts check.
+//! captured logs, in-memory state and the host's checks: declared hosts, and each action's
+//! input and output against the schemas of its manifest.
+//!
+//! As on the host, an input that does not match the action's `input_schema` is refused with
+//! an `invalid_input` error naming the failing field's JSON pointer, and the action is not
+//! called; an output that does not match its `output_schema` is an `internal` error whose
+//! message starts with `invalid_output` (the host's error kind for it), never a success.
 //!
 //! ```
 //! # use airlock_sdk::prelude::*;
@@ -22,8 +28,9 @@
 //! assert_eq!(host.requests()[0].method, "GET");
 //! ```
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::any::TypeId;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
@@ -91,7 +98,6 @@ pub struct MockHost {
     inner: Rc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     routes: RefCell<Vec<Route>>,
     requests: RefCell<Vec<Request>>,
@@ -102,6 +108,33 @@ struct Inner {
     hosts: RefCell<Vec<String>>,
     idempotency_key: RefCell<Option<String>>,
     config: RefCell<Option<Value>>,
+    /// Whether inputs and outputs are checked against the actions' schemas.
+    check_schemas: Cell<bool>,
+    /// Compiled schemas per connector type and action, built on first use.
+    validators: RefCell<HashMap<(TypeId, String), Rc<Validators>>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            routes: RefCell::default(),
+            requests: RefCell::default(),
+            logs: RefCell::default(),
+            state: RefCell::default(),
+            state_failure: RefCell::default(),
+            hosts: RefCell::default(),
+            idempotency_key: RefCell::default(),
+            config: RefCell::default(),
+            check_schemas: Cell::new(true),
+            validators: RefCell::default(),
+        }
+    }
+}
+
+/// One action's compiled input and output schemas.
+struct Validators {
+    input: jsonschema::Validator,
+    output: jsonschema::Validator,
 }
 
 impl MockHost {
@@ -175,8 +208,20 @@ impl MockHost {
         self
     }
 
-    /// Runs one action the way the host would: `input` crosses as a JSON string, the output
-    /// comes back parsed.
+    /// Hands every input to the action and returns every output without checking them
+    /// against the action's schemas, which the real host always does. Only for testing the
+    /// connector's own defensive checks behind the schema (a URL segment re-checked in code,
+    /// say) with inputs the host would never let through.
+    pub fn without_schema_checks(self) -> Self {
+        self.inner.check_schemas.set(false);
+        self
+    }
+
+    /// Runs one action the way the host would: the input is checked against the action's
+    /// `input_schema` (a mismatch is `invalid_input`, naming the JSON pointer, and the action
+    /// is not called), crosses as a JSON string, and the output is checked against its
+    /// `output_schema` (a mismatch is an `internal` error starting with `invalid_output`)
+    /// before it comes back parsed.
     pub fn invoke<C: Connector>(
         &self,
         action: &str,
@@ -196,7 +241,33 @@ impl MockHost {
         input: &str,
     ) -> Result<String, ConnectorError> {
         self.load::<C>();
-        export::invoke::<C>(self.inner.clone(), action, input)
+        let validators = self.validators::<C>(action);
+        if let Some(validators) = &validators {
+            // The host's order: JSON first, then the schema, and only then the guest.
+            let value: Value = serde_json::from_str(input).map_err(|e| {
+                ConnectorError::invalid_input(format_args!("input is not JSON: {e}"))
+            })?;
+            if let Some((pointer, message)) = violation(&validators.input, &value) {
+                return Err(ConnectorError::invalid_input(format_args!(
+                    "input does not match the input_schema of `{action}` at {pointer}: {message}"
+                )));
+            }
+        }
+        let output = export::invoke::<C>(self.inner.clone(), action, input)?;
+        if let Some(validators) = &validators {
+            let value: Value = serde_json::from_str(&output).map_err(|e| {
+                ConnectorError::internal(format_args!(
+                    "invalid_output: the output of `{action}` is not JSON: {e}"
+                ))
+            })?;
+            if let Some((pointer, message)) = violation(&validators.output, &value) {
+                return Err(ConnectorError::internal(format_args!(
+                    "invalid_output: the output of `{action}` does not match its output_schema \
+                     at {pointer}: {message}"
+                )));
+            }
+        }
+        Ok(output)
     }
 
     pub fn test_connection<C: Connector>(&self) -> Result<(), ConnectorError> {
@@ -243,6 +314,53 @@ impl MockHost {
     fn load<C: Connector>(&self) {
         *self.inner.hosts.borrow_mut() = C::definition().hosts().to_vec();
     }
+
+    /// The compiled schemas of `action`, or `None` when unchecked: schema checks are off, or
+    /// the definition does not list the action (the host refuses an unknown action before
+    /// any schema; the SDK's own answer is `invalid_input` too).
+    ///
+    /// # Panics
+    /// When a schema does not compile: the host would refuse to load the connector.
+    fn validators<C: Connector>(&self, action: &str) -> Option<Rc<Validators>> {
+        if !self.inner.check_schemas.get() {
+            return None;
+        }
+        let key = (TypeId::of::<C>(), action.to_owned());
+        if let Some(found) = self.inner.validators.borrow().get(&key) {
+            return Some(found.clone());
+        }
+        let definition = C::definition();
+        let (input, output) = definition.find_action(action)?.schemas();
+        let compile = |which: &str, schema: &Value| match jsonschema::validator_for(schema) {
+            Ok(validator) => validator,
+            Err(e) => panic!(
+                "the {which} of action `{action}` is not a valid JSON Schema (the host would \
+                 refuse this connector): {e}"
+            ),
+        };
+        let validators = Rc::new(Validators {
+            input: compile("input_schema", &input),
+            output: compile("output_schema", &output),
+        });
+        self.inner
+            .validators
+            .borrow_mut()
+            .insert(key, validators.clone());
+        Some(validators)
+    }
+}
+
+/// The first error `validator` finds in `value`: where (a JSON pointer, as the host reports
+/// it) and what.
+fn violation(validator: &jsonschema::Validator, value: &Value) -> Option<(String, String)> {
+    let error = validator.validate(value).err()?;
+    let pointer = error.instance_path().to_string();
+    let pointer = if pointer.is_empty() {
+        "the top level".to_owned()
+    } else {
+        format!("`{pointer}`")
+    };
+    Some((pointer, error.to_string()))
 }
 
 impl Inner {

@@ -15,7 +15,7 @@ use crate::state::StateError;
 /// `default_bindings_module` is the path they reach these bindings by.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "connector",
         pub_export_macro: true,
         default_bindings_module: "airlock_sdk::__private::bindings",

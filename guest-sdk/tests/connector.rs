@@ -230,24 +230,110 @@ fn unknown_action_is_invalid_input() {
 }
 
 #[test]
-fn undecodable_input_is_invalid_input_with_the_serde_message() {
+fn input_that_fails_the_schema_is_refused_before_the_action_runs() {
     let host = MockHost::new();
     let e = err(host.invoke::<Sample>("add", json!({"a": "two"})));
     assert_eq!((e.kind, e.retryable), (ErrorKind::InvalidInput, false));
-    assert!(
-        e.message
-            .contains("invalid type: string \"two\", expected i64"),
-        "{e}"
-    );
+    // The host's message, naming the field by its JSON pointer.
+    assert!(e.message.contains("at `/a`"), "{e}");
+    assert!(e.message.contains(r#""two" is not of type "integer""#), "{e}");
 
     let e = err(host.invoke::<Sample>("add", json!({"b": 1})));
-    assert!(e.message.contains("missing field `a`"), "{e}");
+    assert!(e.message.contains("at the top level"), "{e}");
+    assert!(e.message.contains(r#""a" is a required property"#), "{e}");
+    let e = err(host.invoke::<Sample>(
+        "fetch",
+        json!({"url": ["https://api.sample.test/"]}),
+    ));
+    assert!(e.message.contains("at `/url`"), "{e}");
+    // `add` logs when it runs, `fetch` sends: neither was called.
+    assert!(host.logs().is_empty(), "{:?}", host.logs());
+    assert!(host.requests().is_empty());
 
     let e = match host.invoke_raw::<Sample>("add", "{not json") {
         Ok(v) => panic!("accepted malformed input: {v}"),
         Err(e) => e,
     };
     assert_eq!(e.kind, ErrorKind::InvalidInput);
+    assert!(e.message.starts_with("input is not JSON"), "{e}");
+}
+
+#[test]
+fn input_the_schema_allows_but_serde_cannot_decode_is_invalid_input_with_the_serde_message() {
+    // `1e30` is an integer to JSON Schema (no fraction) but not an `i64` to serde.
+    let host = MockHost::new();
+    let e = err(host.invoke::<Sample>("add", json!({"a": 1e30})));
+    assert_eq!(e.kind, ErrorKind::InvalidInput);
+    assert!(e.message.contains("expected i64"), "{e}");
+    assert!(host.logs().is_empty());
+
+    // Without the schema checks the action's own decoding answers, as it would for a host
+    // that did not check.
+    let unchecked = MockHost::new().without_schema_checks();
+    let e = err(unchecked.invoke::<Sample>("add", json!({"a": "two"})));
+    assert_eq!(e.kind, ErrorKind::InvalidInput);
+    assert!(
+        e.message
+            .contains("invalid type: string \"two\", expected i64"),
+        "{e}"
+    );
+}
+
+/// A connector whose schemas promise more than its code keeps: the output's `name` must not
+/// be empty and `count` is at most 10.
+struct Promises;
+
+#[derive(Deserialize, JsonSchema)]
+struct Make {
+    name: String,
+    count: u32,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct Made {
+    #[schemars(length(min = 1))]
+    name: String,
+    #[schemars(range(max = 10))]
+    count: u32,
+}
+
+fn make(_: &Context, input: Make) -> Result<Made, ConnectorError> {
+    Ok(Made {
+        name: input.name,
+        count: input.count,
+    })
+}
+
+impl Connector for Promises {
+    fn definition() -> Definition {
+        Definition::new("promises", "0.1.0").action(Action::new("make", make))
+    }
+}
+
+#[test]
+fn output_that_fails_the_schema_is_an_invalid_output_error() {
+    let host = MockHost::new();
+    assert_eq!(
+        host.invoke::<Promises>("make", json!({"name": "a", "count": 10})),
+        Ok(json!({"name": "a", "count": 10}))
+    );
+    let e = err(host.invoke::<Promises>("make", json!({"name": "a", "count": 11})));
+    // The host reports `invalid_output`, never retried; the SDK's closest kind is `internal`.
+    assert_eq!((e.kind, e.retryable), (ErrorKind::Internal, false));
+    assert!(e.message.starts_with("invalid_output"), "{e}");
+    assert!(e.message.contains("at `/count`"), "{e}");
+    let e = err(host.invoke::<Promises>("make", json!({"name": "", "count": 1})));
+    assert!(e.message.contains("at `/name`"), "{e}");
+    assert!(matches!(
+        host.invoke_raw::<Promises>("make", r#"{"name": "", "count": 1}"#),
+        Err(ConnectorError { kind: ErrorKind::Internal, .. })
+    ));
+
+    let unchecked = MockHost::new().without_schema_checks();
+    assert_eq!(
+        unchecked.invoke::<Promises>("make", json!({"name": "", "count": 11})),
+        Ok(json!({"name": "", "count": 11}))
+    );
 }
 
 #[test]

@@ -135,7 +135,7 @@ pub struct Config {
     #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE", default_value = "30s", value_parser = crate::units::parse_timeout)]
     pub shutdown_grace: Duration,
     /// Durable-run workers in this process (runs worked on at once); 0: an API-only process.
-    #[arg(long, env = "AIRLOCK_WORKERS", default_value_t = 8)]
+    #[arg(long, env = "AIRLOCK_WORKERS", default_value_t = 32)]
     pub workers: usize,
     /// Serve no REST API, only `/healthz`, `/readyz` and `/openapi.json`: a workers-only
     /// process.

@@ -1,6 +1,6 @@
 //! Airlock: a multi-tenant connector runtime. Connectors are WebAssembly components run in
-//! wasmtime behind the WIT contract in `wit/`, each invocation in a fresh sandbox under the
-//! tenant's limits. See `docs/ARCHITECTURE.md` for the codemap and the crate graph.
+//! wasmtime behind the WIT contract in `guest-sdk/wit/`, each invocation in a fresh sandbox
+//! under the tenant's limits. See `docs/ARCHITECTURE.md` for the codemap and the crate graph.
 //!
 //! This crate is the `airlock` binary's: the command line ([`cli`]), the service's
 //! configuration ([`config`]), the benchmark ([`benchmark`]). It re-exports the workspace

@@ -21,7 +21,6 @@ fn main() {
     let list = manifest_dir.join("guests.txt");
     for watched in [
         list.clone(),
-        workspace.join("wit"),
         workspace.join("guest-sdk"),
         workspace.join("connectors"),
         workspace.join("declarative-runner"),

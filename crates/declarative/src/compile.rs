@@ -95,8 +95,21 @@ pub fn compile(definition: Definition) -> Result<Compiled, DefinitionError> {
     airlock_contract::connector::check_version(&definition.version)
         .map_err(|r| refuse("version", r))?;
     let config_names = config_properties(definition.config_schema.as_ref())?;
+    let config_required = required_of(definition.config_schema.as_ref());
     let auth_headers = auth_headers(&definition.auth)?;
     let base_host = check_base_url(&definition.base_url, &config_names)?;
+    if let Some(name) = config_vars(&definition.base_url)
+        .into_iter()
+        .find(|name| !config_required.contains(*name))
+    {
+        return Err(refuse(
+            "base_url",
+            format!(
+                "`{{config.{name}}}` is in every URL, so `config_schema` must list `{name}` in `required`"
+            ),
+        ));
+    }
+    let query_key = api_key_query_param(&definition.auth);
     for (i, host) in definition.hosts.iter().enumerate() {
         check_config_vars(&format!("hosts[{i}]"), host, &config_names)?;
     }
@@ -120,7 +133,16 @@ pub fn compile(definition: Definition) -> Result<Compiled, DefinitionError> {
         let at = format!("actions[{i}]");
         airlock_contract::connector::check_name(&action.name)
             .map_err(|r| refuse(format!("{at}.name"), r))?;
-        check_action(&at, action, &config_names, &auth_headers)?;
+        check_action(&at, action, &config_names, &config_required, &auth_headers)?;
+        if let Some(key) = &query_key
+            && let Ok(endpoint) = UrlTemplate::parse(&action.endpoint)
+            && endpoint.variables().any(|(_, var)| &var.name == key)
+        {
+            return Err(refuse(
+                format!("{at}.endpoint"),
+                format!("`{key}` is where the host puts the API key; an action cannot set it"),
+            ));
+        }
         let plan = Plan {
             base_url: definition.base_url.clone(),
             hosts: hosts.clone(),
@@ -205,6 +227,31 @@ fn required_of(schema: Option<&Value>) -> BTreeSet<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The `{config.NAME}` names in `text`.
+fn config_vars(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        if let Some(name) = after[..end].strip_prefix(CONFIG_PREFIX) {
+            names.push(name);
+        }
+        rest = &after[end + 1..];
+    }
+    names
+}
+
+/// The query parameter an `api_key` auth puts the key in, if it does.
+fn api_key_query_param(auth: &Value) -> Option<String> {
+    (auth.get("type").and_then(Value::as_str) == Some("api_key")
+        && auth.get("in").and_then(Value::as_str) == Some("query"))
+    .then(|| auth.get("name").and_then(Value::as_str).map(str::to_owned))
+    .flatten()
 }
 
 /// The header names the auth spec fills, lowercase.
@@ -409,6 +456,7 @@ fn check_action(
     at: &str,
     action: &ActionDef,
     config: &BTreeSet<String>,
+    config_required: &BTreeSet<String>,
     auth_headers: &[String],
 ) -> Result<(), DefinitionError> {
     let endpoint = UrlTemplate::parse(&action.endpoint)
@@ -434,6 +482,17 @@ fn check_action(
         match op {
             Op::Simple | Op::Segment => {
                 check_var(&field, &var.name, path.as_ref(), "path_schema", config)?;
+                if let Some(key) = var.name.strip_prefix(CONFIG_PREFIX)
+                    && !config_required.contains(key)
+                {
+                    return Err(refuse(
+                        field,
+                        format!(
+                            "`{{{}}}` is in the path, so `config_schema` must list `{key}` in `required`",
+                            var.name
+                        ),
+                    ));
+                }
                 if !var.name.starts_with(CONFIG_PREFIX) && !path_required.contains(&var.name) {
                     return Err(refuse(
                         field,
@@ -465,6 +524,12 @@ fn check_action(
     check_rules(&format!("{at}.errors"), &action.errors)?;
     if let Some(pagination) = &action.pagination {
         check_pagination(&format!("{at}.pagination"), pagination, &endpoint)?;
+        if action.output.is_some() {
+            return Err(refuse(
+                format!("{at}.output"),
+                "a paginated action's output is its pages' items: say where they are with `pagination.items`",
+            ));
+        }
     }
     if action.timeout_ms == Some(0) {
         return Err(refuse(format!("{at}.timeout_ms"), "must be positive"));
@@ -681,7 +746,9 @@ fn manifest_action(action: &ActionDef) -> Value {
     }
     if let Some(schema) = &action.body_schema {
         properties.insert("body".into(), schema.clone());
-        required.push("body");
+        if action.body_required {
+            required.push("body");
+        }
     }
     let output_schema = match (&action.output_schema, &action.pagination) {
         (Some(schema), _) => schema.clone(),
@@ -763,6 +830,36 @@ mod tests {
         let plan = &compiled.plans["get_contact"];
         assert_eq!(plan.headers["X-Account"], "{config.account}");
         assert_eq!(plan.hosts, vec!["{config.subdomain}.crm.test".to_owned()]);
+    }
+
+    #[test]
+    fn config_in_urls_must_be_required_and_the_api_key_parameter_is_the_hosts() {
+        let mut optional = definition(json!([get_contact()]));
+        optional["config_schema"]["required"] = json!([]);
+        assert_eq!(refused_field(optional), "base_url");
+        let mut path = get_contact();
+        path["endpoint"] = json!("/{config.account}/contacts/{id}");
+        assert_eq!(refused_field(definition(json!([path]))), "actions[0].endpoint");
+        let mut key = definition(json!([get_contact()]));
+        key["auth"] = json!({"type": "api_key", "in": "query", "name": "fields"});
+        assert_eq!(refused_field(key), "actions[0].endpoint");
+        let mut paged = get_contact();
+        paged["pagination"] = json!({"type": "page", "param": "page", "max_pages": 3});
+        assert_eq!(refused_field(definition(json!([paged]))), "actions[0].output");
+    }
+
+    #[test]
+    fn a_body_is_required_unless_the_action_says_otherwise() {
+        let mut action = get_contact();
+        action["method"] = json!("POST");
+        action["body_schema"] = json!({"type": "object"});
+        let compiled = compile_value(definition(json!([action.clone()]))).expect("valid");
+        let required = &compiled.manifest["actions"][0]["input_schema"]["required"];
+        assert_eq!(required, &json!(["path", "body"]));
+        action["body_required"] = json!(false);
+        let compiled = compile_value(definition(json!([action]))).expect("valid");
+        let required = &compiled.manifest["actions"][0]["input_schema"]["required"];
+        assert_eq!(required, &json!(["path"]));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The declarative connector format, as uploaded (JSON, or YAML converted to JSON by the
 //! host). `docs/declarative.md` describes every field; `schema/declarative.schema.json` is
-//! its published JSON Schema. Field names follow the manifest's snake_case; the names of
-//! the product's connector contract (`endpointTemplate`, `pathSchema`, ...) are accepted as
-//! aliases.
+//! its published JSON Schema, derived from these types with the `schema` feature (schemars;
+//! `tests/schema.rs` keeps the file current). Field names follow the manifest's snake_case;
+//! the names of the product's connector contract (`endpointTemplate`, `pathSchema`, ...) are
+//! accepted as aliases, which the schema leaves out.
+//!
+//! The `schemars` attributes below repeat, for editors, rules that `compile.rs` enforces
+//! (names, versions, `max_pages`, statuses, error kinds); the checks stay the authority.
 
 use std::collections::BTreeMap;
 
@@ -15,14 +19,29 @@ pub const FORMAT: &str = "airlock.declarative/v1";
 
 /// A declarative connector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(title = "Airlock declarative connector (airlock.declarative/v1)")
+)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
     /// Where an editor finds the JSON Schema; ignored.
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
-    /// Always [`FORMAT`].
+    /// Always `airlock.declarative/v1`: what tells a definition from a manifest, and the
+    /// version of the format the host reads.
+    #[cfg_attr(feature = "schema", schemars(extend("const" = FORMAT)))]
     pub format: String,
+    /// The connector's name: 1-64 of `a-z`, `0-9`, `-`, `_`, starting with a letter.
+    #[cfg_attr(feature = "schema", schemars(pattern(NAME_PATTERN)))]
     pub name: String,
+    /// A semantic version, `MAJOR.MINOR.PATCH`; the same name and version with other content
+    /// is refused (versions are immutable).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(pattern(VERSION_PATTERN), length(max = 64))
+    )]
     pub version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -71,8 +90,11 @@ fn no_auth() -> Value {
 
 /// One action: one request (or one per page), described as data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ActionDef {
+    /// 1-64 of `a-z`, `0-9`, `-`, `_`, starting with a letter; unique in the connector.
+    #[cfg_attr(feature = "schema", schemars(pattern(NAME_PATTERN)))]
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -109,6 +131,14 @@ pub struct ActionDef {
     /// JSON Schema of the input's `body`.
     #[serde(default, alias = "bodySchema", skip_serializing_if = "Option::is_none")]
     pub body_schema: Option<Value>,
+    /// Whether the input must carry a `body` (when the action has a `body_schema`); default
+    /// true. An API whose body fields are all optional says `false`.
+    #[serde(
+        default = "yes",
+        alias = "bodyRequired",
+        skip_serializing_if = "is_true"
+    )]
+    pub body_required: bool,
     /// How the request body is built; without it, the input's `body` is sent as JSON when
     /// the action has a `body_schema`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,7 +158,9 @@ pub struct ActionDef {
     pub errors: Vec<ErrorRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagination: Option<Pagination>,
+    /// The action's wall-clock budget, clamped by the tenant's `timeout_ms`.
     #[serde(default, alias = "timeoutMs", skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub timeout_ms: Option<u64>,
     /// The manifest's retry policy (`max_attempts`, `initial_backoff_ms`, `max_backoff_ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +168,7 @@ pub struct ActionDef {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Get,
@@ -163,6 +196,7 @@ impl Method {
 
 /// The request body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BodyDef {
     #[serde(default)]
@@ -176,6 +210,7 @@ pub struct BodyDef {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BodyEncoding {
     /// `application/json`.
@@ -188,6 +223,7 @@ pub enum BodyEncoding {
 
 /// When a response is an error, and which.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRule {
     /// The statuses it covers: a number (`404`), a class (`"4xx"`), or a list of those.
@@ -199,6 +235,10 @@ pub struct ErrorRule {
     pub when: Option<BodyMatch>,
     /// The connector error kind (`auth`, `invalid_input`, `not_found`, `rate_limited`,
     /// `upstream`, `internal`), or `success` to treat a matching response as success.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("enum" = ["success", "auth", "invalid_input", "not_found", "rate_limited", "upstream", "internal"]))
+    )]
     pub kind: String,
     /// Whether a durable run retries it; defaults by kind (`rate_limited` and `upstream`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +249,7 @@ pub struct ErrorRule {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum StatusMatch {
     One(StatusPattern),
@@ -216,14 +257,17 @@ pub enum StatusMatch {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum StatusPattern {
-    Code(u16),
+    /// One status, 100 to 599.
+    Code(#[cfg_attr(feature = "schema", schemars(range(min = 100, max = 599)))] u16),
     /// `"1xx"` to `"5xx"`.
-    Class(String),
+    Class(#[cfg_attr(feature = "schema", schemars(pattern(r"^[1-5][xX][xX]$")))] String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BodyMatch {
     pub pointer: String,
@@ -233,6 +277,7 @@ pub struct BodyMatch {
 /// How an action reads more than one page. Every strategy has a mandatory `max_pages`, stops
 /// on an empty page, and refuses a repeated cursor or link and a link off the declared hosts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Pagination {
     /// `?page=1`, `?page=2`, ...
@@ -246,6 +291,7 @@ pub enum Pagination {
         size: Option<u64>,
         #[serde(default)]
         items: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGES_CAP)))]
         max_pages: u32,
         #[serde(default)]
         on_max_pages: OnMaxPages,
@@ -254,9 +300,11 @@ pub enum Pagination {
     Offset {
         param: String,
         limit_param: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
         limit: u64,
         #[serde(default)]
         items: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGES_CAP)))]
         max_pages: u32,
         #[serde(default)]
         on_max_pages: OnMaxPages,
@@ -274,6 +322,7 @@ pub enum Pagination {
         has_more: Option<String>,
         #[serde(default)]
         items: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGES_CAP)))]
         max_pages: u32,
         #[serde(default)]
         on_max_pages: OnMaxPages,
@@ -287,6 +336,7 @@ pub enum Pagination {
         pointer: Option<String>,
         #[serde(default)]
         items: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PAGES_CAP)))]
         max_pages: u32,
         #[serde(default)]
         on_max_pages: OnMaxPages,
@@ -295,6 +345,14 @@ pub enum Pagination {
 
 fn one() -> u64 {
     1
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 impl Pagination {
@@ -329,6 +387,7 @@ impl Pagination {
 
 /// What reaching `max_pages` with more pages to read does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnMaxPages {
     /// Fail with `pagination_max_pages`: a partial list is not passed off as the whole.
@@ -339,6 +398,7 @@ pub enum OnMaxPages {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LinkSource {
     #[default]
@@ -348,6 +408,7 @@ pub enum LinkSource {
 
 /// `test-connection`: an action and its input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TestCall {
     pub action: String,
@@ -362,3 +423,12 @@ fn empty_object() -> Value {
 /// The most pages any action may declare; a tenant's `max_requests` per invocation bounds it
 /// further at run time.
 pub const MAX_PAGES_CAP: u32 = 1_000;
+
+/// `airlock_contract::connector::check_name` as a JSON Schema pattern (for the schema only).
+#[cfg(feature = "schema")]
+const NAME_PATTERN: &str = "^[a-z][a-z0-9_-]{0,63}$";
+
+/// `airlock_contract::connector::check_version` as a JSON Schema pattern (for the schema
+/// only; the length is a separate `maxLength`).
+#[cfg(feature = "schema")]
+const VERSION_PATTERN: &str = r"^[0-9]+\.[0-9]+\.[0-9]+([-+][A-Za-z0-9.+-]*)?$";

@@ -1918,6 +1918,11 @@ fn build_action<'v>(
     }
 
     let (body_schema, body) = request_body(op, method, cx, converter)?;
+    // OpenAPI's `requestBody.required` defaults to false.
+    let body_required = op
+        .get("requestBody")
+        .and_then(|raw| resolve_object(converter.root, raw).ok())
+        .is_some_and(|body| body.get("required") == Some(&Value::Bool(true)));
     let output_schema = output_schema(op, cx, converter)?;
 
     let description = op
@@ -1938,6 +1943,7 @@ fn build_action<'v>(
         query_schema: object_schema(query_props, query_required),
         headers_schema: object_schema(header_props, header_required),
         body_schema,
+        body_required,
         body,
         output_schema: Some(output_schema),
         output: None,

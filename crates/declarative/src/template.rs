@@ -376,6 +376,12 @@ pub fn encode(text: &str, out: &mut String) {
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 fn path_item(name: &str, item: &str, out: &mut String) -> Result<(), ExpandError> {
+    if item.is_empty() {
+        return Err(ExpandError {
+            variable: name.to_owned(),
+            reason: "is empty, which would leave an empty path segment (`/contacts/` names another resource than `/contacts/{id}`)",
+        });
+    }
     if item == "." || item == ".." {
         return Err(ExpandError {
             variable: name.to_owned(),
@@ -527,8 +533,12 @@ impl HeaderTemplate {
                     let Some(values) = items(name, vars.get(Op::Simple, name))? else {
                         continue;
                     };
-                    vars_defined += 1;
                     let joined = values.join(",");
+                    // An empty value says nothing: sent, it would be a header with no value.
+                    if joined.is_empty() {
+                        continue;
+                    }
+                    vars_defined += 1;
                     if !header_text_ok(&joined) {
                         return Err(ExpandError {
                             variable: name.clone(),
@@ -701,7 +711,7 @@ mod tests {
                 "{hostile:?} -> {url}"
             );
         }
-        for dots in [".", ".."] {
+        for dots in [".", "..", ""] {
             let error = expand("/repos/{owner}", json!({"path": {"owner": dots}}))
                 .expect_err("a dot segment");
             assert_eq!(error.variable, "owner");
@@ -775,6 +785,8 @@ mod tests {
         let nul = Input(json!({"path": {"token": "a\u{0}"}}));
         assert!(template.expand(&nul).is_err());
         assert_eq!(template.expand(&Input(json!({}))).expect("ok"), None);
+        let empty = Input(json!({"path": {"token": ""}}));
+        assert_eq!(template.expand(&empty).expect("ok"), None, "an empty value is no value");
         let number = Input(json!({"path": {"token": 478}}));
         assert_eq!(
             template.expand(&number).expect("ok").as_deref(),

@@ -1,6 +1,6 @@
-//! The WIT contract (`wit/connector.wit`) on the host side: the one `bindgen!`, and the
-//! implementations of the `http`, `log`, `state` and `invocation` imports over an
-//! invocation's state.
+//! The WIT contract (`guest-sdk/wit/connector.wit`, inside the SDK crate so it travels with
+//! it) on the host side: the one `bindgen!`, and the implementations of the `http`, `log`,
+//! `state` and `invocation` imports over an invocation's state.
 
 use airlock_contract::ConnectorErrorKind;
 
@@ -11,7 +11,7 @@ use super::state::{MAX_KEY_BYTES, StateError as StoreError};
 use crate::outbound::{GuestRequest, HttpError as GateError};
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
+    path: "../../guest-sdk/wit",
     world: "connector",
     imports: { default: async },
     exports: { default: async },

@@ -56,6 +56,16 @@ impl Runtime {
         }
         let test = match &compiled.definition.test {
             Some(test) => {
+                // Checked now, as every input is before a run: a test call that cannot pass
+                // its own action's schema would only fail at the first test-connection.
+                if let Some(action) = manifest.action(&test.action)
+                    && let Err(violation) = action.check_input(&test.input)
+                {
+                    return Err(definition_error(format!(
+                        "`test.input`{}: {}",
+                        violation.pointer, violation.message
+                    )));
+                }
                 let plan = compiled.plans.get(&test.action).cloned().ok_or_else(|| {
                     definition_error(format!("test.action `{}` is not an action", test.action))
                 })?;

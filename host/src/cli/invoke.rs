@@ -1,20 +1,25 @@
-//! `airlock invoke` and `airlock manifest`: run one action of a component from the shell.
+//! `airlock invoke` and `airlock manifest`: run one action of a connector from the shell. The
+//! connector is a component (`.wasm`) or a declarative definition (`.json`, `.yaml`, `.yml`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 use serde_json::json;
 
 use super::{EXIT_FAILED, EXIT_SETUP, ManifestArgs, RuntimeArgs};
 use crate::units::{parse_bytes, parse_millis};
+use airlock_core::definitions::{Syntax, canonical};
 use airlock_runtime::outbound::{AuthSpec, Credential};
-use airlock_runtime::{InvokeOutcome, InvokeRequest, Runtime, RuntimeOptions, TenantLimits};
+use airlock_runtime::{
+    InvokeOutcome, InvokeRequest, Runtime, RuntimeOptions, SharedComponent, TenantLimits,
+};
 use airlock_secrets::Secret;
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
-    /// Path to the component (.wasm).
+    /// Path to the component (.wasm) or declarative definition (.json, .yaml, .yml).
     pub component: PathBuf,
     /// The action to run (see `airlock manifest`).
     pub action: String,
@@ -41,6 +46,10 @@ pub struct InvokeArgs {
     /// `user:password` for basic auth). Secrets are never taken from the command line.
     #[arg(long)]
     pub secret_env: Option<String>,
+    /// The connection's config as a JSON object, checked against the connector's
+    /// `config_schema` (`{}` when absent). Not for secrets: see --secret-env.
+    #[arg(long)]
+    pub config: Option<String>,
     /// Print `{ok, output, error, logs, stats}` as JSON.
     #[arg(long)]
     pub json: bool,
@@ -66,6 +75,10 @@ pub struct NetworkArgs {
     /// flag of the same name).
     #[arg(long)]
     pub credentials_follow_redirects_across_origins: bool,
+    /// A PEM file of CA certificates trusted for outbound HTTPS on top of the built-in roots,
+    /// e.g. a local test server's CA (repeatable). Certificates are always checked.
+    #[arg(long = "ca-cert", value_name = "PATH")]
+    pub ca_certs: Vec<PathBuf>,
 }
 
 fn parse_resolve(text: &str) -> Result<(String, std::net::SocketAddr), String> {
@@ -74,12 +87,20 @@ fn parse_resolve(text: &str) -> Result<(String, std::net::SocketAddr), String> {
     Ok((host.to_ascii_lowercase(), addr))
 }
 
-pub fn runtime_options(runtime: &RuntimeArgs, network: Option<&NetworkArgs>) -> RuntimeOptions {
+pub fn runtime_options(
+    runtime: &RuntimeArgs,
+    network: Option<&NetworkArgs>,
+) -> Result<RuntimeOptions, String> {
     let mut options = RuntimeOptions {
         cache_dir: runtime.cache_dir.clone(),
         ..RuntimeOptions::default()
     };
     if let Some(network) = network {
+        for path in &network.ca_certs {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the CA certificate {}: {e}", path.display()))?;
+            options.outbound.extra_root_certificates.push(pem);
+        }
         options.outbound.allow_http = network.allow_http;
         options.outbound.allowed_private_ranges = network.allow_private.clone();
         options.outbound.credentials_follow_redirects_across_origins =
@@ -93,17 +114,33 @@ pub fn runtime_options(runtime: &RuntimeArgs, network: Option<&NetworkArgs>) -> 
                 .push(*addr);
         }
     }
-    options
+    Ok(options)
+}
+
+/// Loads a connector file: a component, or a declarative definition, which is turned into
+/// its stored form first (YAML to JSON), as an upload is.
+pub async fn load_connector(runtime: &Runtime, path: &Path) -> Result<SharedComponent, String> {
+    let declarative = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("json" | "yaml" | "yml")
+    );
+    if !declarative {
+        return runtime.load_file(path).await.map_err(|e| e.to_string());
+    }
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = canonical(&text, Syntax::from_path(path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    runtime
+        .load(&bytes)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub async fn manifest(args: ManifestArgs) -> ExitCode {
     let setup = async {
-        let runtime =
-            Runtime::new(runtime_options(&args.runtime, None)).map_err(|e| e.to_string())?;
-        let component = runtime
-            .load_file(&args.component)
-            .await
+        let runtime = Runtime::new(runtime_options(&args.runtime, None)?)
             .map_err(|e| e.to_string())?;
+        let component = load_connector(&runtime, &args.component).await?;
         serde_json::to_string_pretty(component.manifest().manifest()).map_err(|e| e.to_string())
     };
     match setup.await {
@@ -153,7 +190,7 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     if !args.allow_hosts.is_empty() {
         limits.allowed_hosts = args.allow_hosts.clone();
     }
-    let options = runtime_options(&args.runtime, Some(&args.network));
+    let options = runtime_options(&args.runtime, Some(&args.network))?;
     // The CLI is the operator: validate against the engine's own caps.
     let caps = airlock_runtime::LimitCaps {
         memory_bytes: options.engine.max_memory_bytes,
@@ -161,11 +198,33 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     };
     limits.validate(&caps).map_err(|e| e.to_string())?;
 
+    let config: serde_json::Value = match &args.config {
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))?,
+        None => json!({}),
+    };
+
     let runtime = Runtime::new(options).map_err(|e| e.to_string())?;
-    let component = runtime
-        .load_file(&args.component)
-        .await
-        .map_err(|e| e.to_string())?;
+    let component = load_connector(&runtime, &args.component).await?;
+    // As the API checks a connection's config when it is saved.
+    component
+        .manifest()
+        .manifest()
+        .check_config(&config)
+        .map_err(|violation| {
+            let at = match violation.pointer.as_str() {
+                "" => String::new(),
+                pointer => format!(" at {pointer}"),
+            };
+            let hint = if args.config.is_none() {
+                " (pass the connection's config with --config '{...}')"
+            } else {
+                ""
+            };
+            format!(
+                "the config does not fit the connector{at}: {}{hint}",
+                violation.message
+            )
+        })?;
     let credential = match &args.secret_env {
         Some(var) => {
             let value =
@@ -176,7 +235,8 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     };
     let request = InvokeRequest::action("cli", &args.action, input)
         .with_limits(limits)
-        .with_credential(credential);
+        .with_credential(credential)
+        .with_config(Arc::new(config));
     // The pipeline's last stage: the same checks, run and refused-or-ran split as the API.
     Ok(
         match airlock_core::local::invoke(&runtime, &component, request).await {

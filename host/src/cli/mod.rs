@@ -16,6 +16,7 @@ macro_rules! errln {
 }
 
 mod bench;
+mod connector;
 mod invoke;
 mod keys;
 mod output;
@@ -40,10 +41,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run one action of a component in a fresh sandbox and print the result.
+    /// Run one action of a connector (component or declarative definition) in a fresh
+    /// sandbox and print the result.
     Invoke(invoke::InvokeArgs),
-    /// Print a component's validated manifest.
+    /// Print a connector's validated manifest (component or declarative definition).
     Manifest(ManifestArgs),
+    /// Author connectors: start one from a template, or import an OpenAPI description.
+    Connector(connector::ConnectorArgs),
     /// Measure isolated invocations against the on-demand allocator and a process spawn.
     Bench(bench::BenchArgs),
     /// Run the REST service (SQLite in the data directory by default).
@@ -56,7 +60,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
-    /// Path to the component (.wasm).
+    /// Path to the component (.wasm) or declarative definition (.json, .yaml, .yml).
     pub component: PathBuf,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Invoke(args) => invoke::run(args).await,
             Command::Manifest(args) => invoke::manifest(args).await,
+            Command::Connector(args) => connector::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
@@ -93,7 +98,8 @@ pub fn run(cli: Cli) -> ExitCode {
     })
 }
 
-/// Exit codes: 0 success, 1 the invocation failed (its kind is printed), 2 bad arguments
-/// (clap's own), 3 the component or the environment could not be set up.
+/// Exit codes: 0 success, 1 the invocation failed (its kind is printed) or a `connector`
+/// command could not do its work (the reason is printed), 2 bad arguments (clap's own), 3 the
+/// component or the environment could not be set up.
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_SETUP: u8 = 3;

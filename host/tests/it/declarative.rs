@@ -205,7 +205,7 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
     assert_eq!(invoked.body["ok"], json!(true), "{}", invoked.text);
     let output = &invoked.body["output"];
     assert_eq!(output["id"], json!("478"));
-    assert_eq!(output["query"], json!("fields=name&fields=e%20mail"));
+    assert_eq!(output["query"], json!("fields=name,e%20mail"));
     assert_eq!(output["account"], json!("acct-7"));
     // The upstream echoed the key; the runner and the caller see it masked.
     assert!(!invoked.text.contains(&canary), "{}", invoked.text);
@@ -221,7 +221,7 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
             json!({"connection": connection, "input": {"query": {}}}),
         )
         .await;
-    assert_problem(&refused, 422, "invalid-input");
+    assert_problem(&refused, 422, "validation");
     // A hostile id stays one path segment.
     let hostile = server
         .post(

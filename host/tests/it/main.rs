@@ -27,6 +27,7 @@ mod isolation;
 mod keys;
 mod limits;
 mod loading;
+mod openapi_prism;
 mod outage;
 mod outbound;
 mod pipeline;

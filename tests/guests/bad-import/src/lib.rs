@@ -8,7 +8,7 @@
               unsafe by nature; the unsafe stays inside this generated module"
 )]
 mod bindings {
-    wit_bindgen::generate!({ world: "evil:pkg/bad", path: ["../../../wit", "wit"], generate_all });
+    wit_bindgen::generate!({ world: "evil:pkg/bad", path: ["../../../guest-sdk/wit", "wit"], generate_all });
 
     use super::BadImport;
     export!(BadImport);

@@ -20,7 +20,7 @@ mod state;
               unsafe by nature; the unsafe stays inside this generated module"
 )]
 mod bindings {
-    wit_bindgen::generate!({ world: "connector", path: "../../../wit" });
+    wit_bindgen::generate!({ world: "connector", path: "../../../guest-sdk/wit" });
 
     use super::Hostile;
     export!(Hostile);
