@@ -605,10 +605,22 @@ fn check_rules(field: &str, rules: &[ErrorRule]) -> Result<(), DefinitionError> 
         if let Some(when) = &rule.when {
             check_pointer(&format!("{at}.when.pointer"), &when.pointer)?;
         }
+        if let Some(header) = &rule.when_header
+            && !valid_header_name(&header.name)
+        {
+            return Err(refuse(
+                format!("{at}.when_header.name"),
+                "not a valid header name",
+            ));
+        }
         if let Some(message) = &rule.message {
             check_pointer(&format!("{at}.message"), message)?;
         }
-        if rule.status.is_none() && rule.when.is_none() && rule.kind == "success" {
+        if rule.status.is_none()
+            && rule.when.is_none()
+            && rule.when_header.is_none()
+            && rule.kind == "success"
+        {
             return Err(refuse(
                 at,
                 "a rule without `status` or `when` cannot be `success`",
@@ -839,13 +851,19 @@ mod tests {
         assert_eq!(refused_field(optional), "base_url");
         let mut path = get_contact();
         path["endpoint"] = json!("/{config.account}/contacts/{id}");
-        assert_eq!(refused_field(definition(json!([path]))), "actions[0].endpoint");
+        assert_eq!(
+            refused_field(definition(json!([path]))),
+            "actions[0].endpoint"
+        );
         let mut key = definition(json!([get_contact()]));
         key["auth"] = json!({"type": "api_key", "in": "query", "name": "fields"});
         assert_eq!(refused_field(key), "actions[0].endpoint");
         let mut paged = get_contact();
         paged["pagination"] = json!({"type": "page", "param": "page", "max_pages": 3});
-        assert_eq!(refused_field(definition(json!([paged]))), "actions[0].output");
+        assert_eq!(
+            refused_field(definition(json!([paged]))),
+            "actions[0].output"
+        );
     }
 
     #[test]

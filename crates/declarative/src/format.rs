@@ -233,6 +233,10 @@ pub struct ErrorRule {
     /// And only when the JSON body has this value at this pointer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<BodyMatch>,
+    /// And only when the response carries this header with this value (GitHub's rate-limit
+    /// 403 says `x-ratelimit-remaining: 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_header: Option<HeaderMatch>,
     /// The connector error kind (`auth`, `invalid_input`, `not_found`, `rate_limited`,
     /// `upstream`, `internal`), or `success` to treat a matching response as success.
     #[cfg_attr(
@@ -272,6 +276,15 @@ pub enum StatusPattern {
 pub struct BodyMatch {
     pub pointer: String,
     pub equals: Value,
+}
+
+/// A response header's value, compared as text after trimming; the name ignores case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    pub equals: String,
 }
 
 /// How an action reads more than one page. Every strategy has a mandatory `max_pages`, stops

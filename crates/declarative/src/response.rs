@@ -14,7 +14,7 @@ pub const MAX_QUOTE_CHARS: usize = 500;
 /// The response's body, once the error rules and the default table found it a success.
 pub fn read(rules: &[ErrorRule], response: &Response) -> Result<Value, RunError> {
     let (body, unparsable_json) = parse_body(response);
-    classify(rules, response.status, &body)?;
+    classify_response(rules, response.status, &response.headers, &body)?;
     if unparsable_json {
         return Err(RunError::upstream(
             "invalid_json",
@@ -83,15 +83,27 @@ fn status_matches(matcher: &StatusMatch, status: u16) -> Result<bool, RunError> 
 
 /// Whether `rule` covers this response. A rule without `status` and `when` covers every
 /// non-2xx status only: it would otherwise turn each success into an error.
-fn rule_matches(rule: &ErrorRule, status: u16, body: &Value) -> Result<bool, RunError> {
+fn rule_matches(
+    rule: &ErrorRule,
+    status: u16,
+    headers: &[(String, String)],
+    body: &Value,
+) -> Result<bool, RunError> {
     if let Some(matcher) = &rule.status
         && !status_matches(matcher, status)?
     {
         return Ok(false);
     }
+    if let Some(expected) = &rule.when_header
+        && !headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case(&expected.name) && value.trim() == expected.equals.trim()
+        })
+    {
+        return Ok(false);
+    }
     Ok(match &rule.when {
         Some(when) => pointer::get(body, &when.pointer) == Some(&when.equals),
-        None => rule.status.is_some() || !is_success(status),
+        None => rule.status.is_some() || rule.when_header.is_some() || !is_success(status),
     })
 }
 
@@ -137,8 +149,18 @@ fn message(status: u16, quoted: Option<String>) -> String {
 
 /// Ok for a success, else the error the rules or the default table make of the response.
 pub fn classify(rules: &[ErrorRule], status: u16, body: &Value) -> Result<(), RunError> {
+    classify_response(rules, status, &[], body)
+}
+
+/// [`classify`], with the response's headers for rules that read them (`when_header`).
+pub fn classify_response(
+    rules: &[ErrorRule],
+    status: u16,
+    headers: &[(String, String)],
+    body: &Value,
+) -> Result<(), RunError> {
     for rule in rules {
-        if rule_matches(rule, status, body)? {
+        if rule_matches(rule, status, headers, body)? {
             return apply(rule, status, body);
         }
     }
@@ -239,6 +261,7 @@ mod tests {
         ErrorRule {
             status,
             when: None,
+            when_header: None,
             kind: kind.to_owned(),
             retryable: None,
             message: None,
@@ -328,6 +351,37 @@ mod tests {
         );
         let error = classify(&[], 500, &json!({"message": "a\r\nb"})).expect_err("an error");
         assert_eq!(error.message, "upstream answered 500: a  b");
+    }
+
+    #[test]
+    fn rules_can_read_a_response_header() {
+        let rules = vec![ErrorRule {
+            when_header: Some(crate::format::HeaderMatch {
+                name: "X-RateLimit-Remaining".to_owned(),
+                equals: "0".to_owned(),
+            }),
+            ..rule(
+                Some(StatusMatch::One(StatusPattern::Code(403))),
+                "rate_limited",
+            )
+        }];
+        let limited = classify_response(
+            &rules,
+            403,
+            &[("x-ratelimit-remaining".to_owned(), " 0".to_owned())],
+            &json!({}),
+        )
+        .expect_err("rate limited");
+        assert_eq!(limited.kind, ConnectorErrorKind::RateLimited);
+        assert!(limited.retryable);
+        // Another value, or no such header: the rule does not apply (403 is auth by default).
+        for headers in [
+            vec![("x-ratelimit-remaining".to_owned(), "12".to_owned())],
+            vec![],
+        ] {
+            let error = classify_response(&rules, 403, &headers, &json!({})).expect_err("auth");
+            assert_eq!(error.kind, ConnectorErrorKind::Auth);
+        }
     }
 
     #[test]

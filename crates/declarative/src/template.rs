@@ -786,7 +786,11 @@ mod tests {
         assert!(template.expand(&nul).is_err());
         assert_eq!(template.expand(&Input(json!({}))).expect("ok"), None);
         let empty = Input(json!({"path": {"token": ""}}));
-        assert_eq!(template.expand(&empty).expect("ok"), None, "an empty value is no value");
+        assert_eq!(
+            template.expand(&empty).expect("ok"),
+            None,
+            "an empty value is no value"
+        );
         let number = Input(json!({"path": {"token": 478}}));
         assert_eq!(
             template.expand(&number).expect("ok").as_deref(),

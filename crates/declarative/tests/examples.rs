@@ -744,31 +744,35 @@ fn github_errors_map_like_the_code_connector() {
     assert_eq!(error.message, "upstream answered 422: Validation Failed");
 }
 
-/// What the format cannot say: the code connector reads `x-ratelimit-remaining: 0` on a 403;
-/// error rules read the status and the body only, so a rate-limit 403 whose
-/// `documentation_url` is not one the definition lists is taken for an auth error.
+/// As the code connector does: a 403 with `x-ratelimit-remaining: 0` is a rate limit whatever
+/// its `documentation_url`; the same 403 with quota left is an auth error.
 #[test]
-fn github_rate_limit_headers_alone_are_not_read() {
+fn github_reads_the_rate_limit_header_on_a_403() {
     let github = load("github.json");
-    let mut transport = api(|_: &Request| {
-        with_header(
-            github_error(
-                403,
-                "API rate limit exceeded for user ID 1.",
-                "https://docs.github.com/some/future/page",
-            ),
-            "x-ratelimit-remaining",
-            "0",
-        )
-    });
-    let error = fails(invoke(
-        &github,
-        "list_issues",
-        json!({"path": {"owner": "octo", "repo": "hello"}}),
-        &json!({}),
-        &mut transport,
-    ));
-    assert_eq!(error.kind, ConnectorErrorKind::Auth);
+    for (remaining, expected) in [
+        ("0", ConnectorErrorKind::RateLimited),
+        ("12", ConnectorErrorKind::Auth),
+    ] {
+        let mut transport = api(move |_: &Request| {
+            with_header(
+                github_error(
+                    403,
+                    "API rate limit exceeded for user ID 1.",
+                    "https://docs.github.com/some/future/page",
+                ),
+                "x-ratelimit-remaining",
+                remaining,
+            )
+        });
+        let error = fails(invoke(
+            &github,
+            "list_issues",
+            json!({"path": {"owner": "octo", "repo": "hello"}}),
+            &json!({}),
+            &mut transport,
+        ));
+        assert_eq!(error.kind, expected, "x-ratelimit-remaining: {remaining}");
+    }
 }
 
 #[test]
