@@ -61,8 +61,9 @@ fn ms(d: Duration) -> f64 {
 }
 
 async fn call(runtime: &Runtime, side: &Side, action: &str, input: &str) -> Duration {
-    let request = InvokeRequest::action("bench", action, input)
-        .with_credential(Credential::ApiKey(Secret::new("ghp_bench_token".to_owned())));
+    let request = InvokeRequest::action("bench", action, input).with_credential(
+        Credential::ApiKey(Secret::new("ghp_bench_token".to_owned())),
+    );
     let started = Instant::now();
     let outcome = runtime.invoke(&side.component, request).await;
     let took = started.elapsed();
@@ -77,7 +78,8 @@ async fn run(iterations: usize) -> Result<(), String> {
     let (addr, ca) = airlock_testkit::serve_tls(fake_github(), &["api.github.com"]).await;
     let mut options = RuntimeOptions::default();
     options.engine.pool_size = 4;
-    options.outbound.allowed_private_ranges = vec!["127.0.0.0/8".parse().map_err(|e| format!("{e}"))?];
+    options.outbound.allowed_private_ranges =
+        vec!["127.0.0.0/8".parse().map_err(|e| format!("{e}"))?];
     options
         .outbound
         .resolve_overrides
@@ -85,7 +87,8 @@ async fn run(iterations: usize) -> Result<(), String> {
     options.outbound.extra_root_certificates = vec![ca];
     let runtime = Runtime::new(options).map_err(|e| e.to_string())?;
 
-    let rust = std::fs::read(airlock_test_artifacts::CONNECTOR_GITHUB).map_err(|e| e.to_string())?;
+    let rust =
+        std::fs::read(airlock_test_artifacts::CONNECTOR_GITHUB).map_err(|e| e.to_string())?;
     let definition = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../connectors/declarative/github.json"
@@ -97,8 +100,9 @@ async fn run(iterations: usize) -> Result<(), String> {
             component: runtime.load(&rust).await.map_err(|e| e.to_string())?,
             list: json!({"owner": "octo", "repo": "repo", "state": "open", "per_page": 30})
                 .to_string(),
-            create: json!({"owner": "octo", "repo": "repo", "title": "Found a bug", "body": "Steps"})
-                .to_string(),
+            create:
+                json!({"owner": "octo", "repo": "repo", "title": "Found a bug", "body": "Steps"})
+                    .to_string(),
         },
         Side {
             name: "declarative",
@@ -120,12 +124,21 @@ async fn run(iterations: usize) -> Result<(), String> {
         }
     }
     println!("declarative overhead, {iterations} calls per side and action, interleaved");
-    println!("{:<13} {:<13} {:>9} {:>9} {:>9}", "action", "side", "p50 ms", "p95 ms", "p99 ms");
+    println!(
+        "{:<13} {:<13} {:>9} {:>9} {:>9}",
+        "action", "side", "p50 ms", "p95 ms", "p99 ms"
+    );
     for (action, pick) in [
-        ("list_issues", (|s: &Side| s.list.clone()) as fn(&Side) -> String),
+        (
+            "list_issues",
+            (|s: &Side| s.list.clone()) as fn(&Side) -> String,
+        ),
         ("create_issue", |s: &Side| s.create.clone()),
     ] {
-        let mut times = [Vec::with_capacity(iterations), Vec::with_capacity(iterations)];
+        let mut times = [
+            Vec::with_capacity(iterations),
+            Vec::with_capacity(iterations),
+        ];
         for _ in 0..iterations {
             for (i, side) in sides.iter().enumerate() {
                 times[i].push(call(&runtime, side, action, &pick(side)).await);

@@ -52,13 +52,13 @@ pub enum DefinitionTextError {
 
 /// The stored form of a definition: compact JSON of the parsed document.
 pub fn canonical(bytes: &[u8], syntax: Syntax) -> Result<Vec<u8>, DefinitionTextError> {
-    let value: Value = match syntax {
-        Syntax::Json => {
-            serde_json::from_slice(bytes).map_err(|e| DefinitionTextError::Json(e.to_string()))?
-        }
-        Syntax::Yaml => serde_norway::from_slice(bytes)
-            .map_err(|e| DefinitionTextError::Yaml(e.to_string()))?,
-    };
+    let value: Value =
+        match syntax {
+            Syntax::Json => serde_json::from_slice(bytes)
+                .map_err(|e| DefinitionTextError::Json(e.to_string()))?,
+            Syntax::Yaml => serde_norway::from_slice(bytes)
+                .map_err(|e| DefinitionTextError::Yaml(e.to_string()))?,
+        };
     if !value.is_object() {
         return Err(DefinitionTextError::NotAnObject);
     }
@@ -72,7 +72,8 @@ mod tests {
     #[test]
     fn json_and_yaml_of_one_definition_are_the_same_bytes() {
         let json = br#"{"format": "airlock.declarative/v1", "name": "crm", "actions": [{"n": 478, "s": "478"}]}"#;
-        let yaml = b"format: airlock.declarative/v1\nname: crm\nactions:\n  - n: 478\n    s: '478'\n";
+        let yaml =
+            b"format: airlock.declarative/v1\nname: crm\nactions:\n  - n: 478\n    s: '478'\n";
         let from_json = canonical(json, Syntax::Json).expect("json");
         assert_eq!(from_json, canonical(yaml, Syntax::Yaml).expect("yaml"));
         // Types survive: a number stays a number, a quoted number a string.
@@ -83,10 +84,22 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_an_object() {
-        assert!(matches!(canonical(b"[1]", Syntax::Json), Err(DefinitionTextError::NotAnObject)));
-        assert!(matches!(canonical(b"- a", Syntax::Yaml), Err(DefinitionTextError::NotAnObject)));
-        assert!(matches!(canonical(b"{", Syntax::Json), Err(DefinitionTextError::Json(_))));
-        assert!(matches!(canonical(b"a: [", Syntax::Yaml), Err(DefinitionTextError::Yaml(_))));
+        assert!(matches!(
+            canonical(b"[1]", Syntax::Json),
+            Err(DefinitionTextError::NotAnObject)
+        ));
+        assert!(matches!(
+            canonical(b"- a", Syntax::Yaml),
+            Err(DefinitionTextError::NotAnObject)
+        ));
+        assert!(matches!(
+            canonical(b"{", Syntax::Json),
+            Err(DefinitionTextError::Json(_))
+        ));
+        assert!(matches!(
+            canonical(b"a: [", Syntax::Yaml),
+            Err(DefinitionTextError::Yaml(_))
+        ));
         assert_eq!(
             Syntax::from_media_type("application/yaml; charset=utf-8"),
             Some(Syntax::Yaml)

@@ -1923,7 +1923,14 @@ fn build_action<'v>(
         .get("requestBody")
         .and_then(|raw| resolve_object(converter.root, raw).ok())
         .is_some_and(|body| body.get("required") == Some(&Value::Bool(true)));
-    let output_schema = output_schema(op, cx, converter)?;
+    let (output_schema, accept) = output_schema(op, cx, converter)?;
+    if let Some(accept) = accept
+        && !headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("accept"))
+    {
+        headers.insert("Accept".to_owned(), accept);
+    }
 
     let description = op
         .get("summary")
@@ -2054,13 +2061,15 @@ fn success_rank(code: &str) -> Option<u32> {
     (200..=299).contains(&n).then_some(n)
 }
 
+/// The output schema, and the `Accept` the action must send when a success response is not
+/// JSON (the runner asks for `application/json` otherwise, which such a server answers 406).
 fn output_schema<'v>(
     op: &'v Map<String, Value>,
     cx: &mut OpCx<'_>,
     converter: &mut Converter<'v>,
-) -> Result<Value, Fail> {
+) -> Result<(Value, Option<String>), Fail> {
     let Some(responses) = op.get("responses").and_then(Value::as_object) else {
-        return Ok(json!({}));
+        return Ok((json!({}), None));
     };
     let mut ranked: Vec<(u32, &String, &Value)> = responses
         .iter()
@@ -2074,6 +2083,7 @@ fn output_schema<'v>(
     let mut chosen: Option<Value> = None;
     let mut empty_too = false;
     let mut other_too = false;
+    let mut media_types = BTreeSet::new();
     for (_, code, raw) in ranked {
         let response = resolve_object(converter.root, raw)
             .map_err(|why| format!("the response {code}: {why}"))?;
@@ -2095,6 +2105,17 @@ fn output_schema<'v>(
                     .eq_ignore_ascii_case("application/json")
             })
             .or_else(|| content.iter().find(|(m, _)| is_json_media(m)));
+        media_types.extend(
+            content
+                .keys()
+                .map(|m| m.split(';').next().unwrap_or_default().trim().to_owned())
+                .filter(|m| {
+                    !m.is_empty()
+                        && m.len() <= 100
+                        && m.bytes().all(|b| b.is_ascii_graphic())
+                        && !m.contains(['{', '}', ','])
+                }),
+        );
         match json {
             Some((_, media)) if chosen.is_none() => {
                 chosen = Some(converter.convert_root(media.get("schema"), 0)?);
@@ -2103,7 +2124,9 @@ fn output_schema<'v>(
             None => other_too = true,
         }
     }
-    Ok(match chosen {
+    let accept = (other_too && !media_types.is_empty())
+        .then(|| media_types.into_iter().collect::<Vec<_>>().join(", "));
+    let schema = match chosen {
         None => json!({}),
         Some(_) if other_too => {
             cx.notes
@@ -2112,7 +2135,8 @@ fn output_schema<'v>(
         }
         Some(schema) if empty_too => make_nullable(schema),
         Some(schema) => schema,
-    })
+    };
+    Ok((schema, accept))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -48,6 +48,30 @@ mod openapi {
             .unwrap_or_else(|| panic!("`{operation}` was not skipped: {:?}", imported.skipped))
     }
 
+    #[test]
+    fn a_non_json_success_sets_the_accept_header() {
+        let spec = doc(
+            json!({
+                "/markdown": {"post": {"operationId": "render",
+                    "responses": {"200": {"description": "html",
+                        "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+                "/thing": {"get": {"operationId": "thing",
+                    "responses": {"200": {"description": "json",
+                        "content": {"application/json": {"schema": {"type": "object"}}}}}}}
+            }),
+            json!({}),
+        );
+        let imported = import(&spec, &options()).expect("imports");
+        assert_eq!(
+            action(&imported, "render")
+                .headers
+                .get("Accept")
+                .map(String::as_str),
+            Some("text/html")
+        );
+        assert!(action(&imported, "thing").headers.is_empty());
+    }
+
     fn has_note(imported: &Import, needle: &str) -> bool {
         imported.notes.iter().any(|n| n.contains(needle))
     }

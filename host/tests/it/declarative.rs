@@ -46,30 +46,30 @@ fn crm(received: Arc<Mutex<Vec<(String, String)>>>) -> Router {
             }),
         )
         .route(
-        "/api/v2/contacts/{id}",
-        get(
-            move |Path(id): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap| {
-                let header = |name: &str| {
-                    headers
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                received
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((header("x-api-key"), header("host")));
-                let body = json!({"contact": {
-                    "id": id,
-                    "query": query,
-                    "account": header("x-account"),
-                    "echoed_key": header("x-api-key"),
-                }});
-                async move { axum::Json(body) }
-            },
-        ),
-    )
+            "/api/v2/contacts/{id}",
+            get(
+                move |Path(id): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap| {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned()
+                    };
+                    received
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((header("x-api-key"), header("host")));
+                    let body = json!({"contact": {
+                        "id": id,
+                        "query": query,
+                        "account": header("x-account"),
+                        "echoed_key": header("x-api-key"),
+                    }});
+                    async move { axum::Json(body) }
+                },
+            ),
+        )
 }
 
 pub fn crm_definition() -> Value {
@@ -138,7 +138,11 @@ actions:
     output_schema: {type: object, required: [id]}
 "#;
 
-pub async fn upload_definition(server: &TestServer, token: &str, definition: &Value) -> crate::api_support::Reply {
+pub async fn upload_definition(
+    server: &TestServer,
+    token: &str,
+    definition: &Value,
+) -> crate::api_support::Reply {
     server
         .call(
             Method::POST,
@@ -164,7 +168,10 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
 
     let uploaded = upload_definition(&server, &admin, &crm_definition()).await;
     assert_eq!(uploaded.status, 201, "{}", uploaded.text);
-    assert_eq!(uploaded.body["manifest"]["hosts"], json!(["{config.subdomain}.crm.test"]));
+    assert_eq!(
+        uploaded.body["manifest"]["hosts"],
+        json!(["{config.subdomain}.crm.test"])
+    );
     let input_schema = &uploaded.body["manifest"]["actions"][0]["input_schema"];
     assert_eq!(input_schema["required"], json!(["path"]), "{input_schema}");
     // The same definition in YAML is the same version: same digest, nothing new.
@@ -190,7 +197,10 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
         )
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
-    assert_eq!(created.body["config"], json!({"subdomain": "acme", "account": "acct-7"}));
+    assert_eq!(
+        created.body["config"],
+        json!({"subdomain": "acme", "account": "acct-7"})
+    );
     let connection = created.body["id"].as_str().expect("id").to_owned();
 
     let invoked = server
@@ -210,7 +220,10 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
     // The upstream echoed the key; the runner and the caller see it masked.
     assert!(!invoked.text.contains(&canary), "{}", invoked.text);
     let got = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert_eq!(got.last().map(|(key, _)| key.as_str()), Some(canary.as_str()));
+    assert_eq!(
+        got.last().map(|(key, _)| key.as_str()),
+        Some(canary.as_str())
+    );
 
     // Invalid input is refused before anything is sent.
     let sent = got.len();
@@ -232,7 +245,10 @@ async fn a_definition_uploaded_as_json_or_yaml_runs_with_the_connections_config_
         .await;
     assert_eq!(hostile.body["ok"], json!(true), "{}", hostile.text);
     assert_eq!(hostile.body["output"]["id"], json!("../../admin?x=1#y"));
-    assert_eq!(received.lock().unwrap_or_else(|p| p.into_inner()).len(), sent + 1);
+    assert_eq!(
+        received.lock().unwrap_or_else(|p| p.into_inner()).len(),
+        sent + 1
+    );
 
     // test-connection runs the definition's test call.
     let tested = server
@@ -347,7 +363,12 @@ async fn the_credential_stays_on_declared_hosts_and_out_of_every_answer_and_row(
         .await;
     answers.push_str(&redirected.text);
     assert_eq!(redirected.body["ok"], json!(false), "{}", redirected.text);
-    assert_eq!(redirected.body["error"]["kind"], json!("http_denied"), "{}", redirected.text);
+    assert_eq!(
+        redirected.body["error"]["kind"],
+        json!("http_denied"),
+        "{}",
+        redirected.text
+    );
     // A next page on an undeclared host is refused by the runner before it is asked for.
     let paged = server
         .post(
@@ -409,13 +430,22 @@ async fn connection_config_is_checked_and_cannot_move_the_host(db: Db) {
             .await;
         assert_problem(&refused, 422, "validation");
     }
-    assert!(received.lock().unwrap_or_else(|p| p.into_inner()).is_empty());
+    assert!(
+        received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    );
     // Invalid definitions name the field.
     let mut bad = crm_definition();
     bad["actions"][0]["endpoint"] = json!("{id}");
     let refused = upload_definition(&server, &admin, &bad).await;
     assert_problem(&refused, 422, "invalid-definition");
-    assert!(refused.text.contains("actions[0].endpoint"), "{}", refused.text);
+    assert!(
+        refused.text.contains("actions[0].endpoint"),
+        "{}",
+        refused.text
+    );
     let mut reserved = crm_definition();
     reserved["headers"] = json!({"Authorization": "Bearer {config.account}"});
     let refused = upload_definition(&server, &admin, &reserved).await;

@@ -46,13 +46,10 @@ const MIN_RUN: usize = 60;
 /// Sampled operations Prism is expected to reject, with the reason: each is a known bug of
 /// the importer or the runner, reported and not fixed here (or a limit of Prism's, named). An operation listed here that is
 /// accepted fails the test too, so the list stays honest.
-const EXPECTED_FAILURES: &[(&str, &str)] = &[(
-    "markdown/render",
-    "its only success response is text/html; the importer gives the action no Accept \
-     header (crates/declarative/src/openapi.rs, output_schema only notes that a success \
-     response is not JSON), so the runner sends its default `Accept: application/json` \
-     (crates/declarative/src/run.rs, build_headers) and Prism answers 406 NOT_ACCEPTABLE",
-)];
+// `markdown/render` was here: its only success response is text/html, and the action sent
+// the runner's default `Accept: application/json` (406). The importer now sets the action's
+// `Accept` to the success response's media types.
+const EXPECTED_FAILURES: &[(&str, &str)] = &[];
 
 /// Operations of `@octokit/openapi@23.0.2` whose JSON request body Prism 5.16 does not
 /// validate: their schema has `nullable` without `type`, which Prism's ajv refuses to
