@@ -236,15 +236,15 @@ fn input_that_fails_the_schema_is_refused_before_the_action_runs() {
     assert_eq!((e.kind, e.retryable), (ErrorKind::InvalidInput, false));
     // The host's message, naming the field by its JSON pointer.
     assert!(e.message.contains("at `/a`"), "{e}");
-    assert!(e.message.contains(r#""two" is not of type "integer""#), "{e}");
+    assert!(
+        e.message.contains(r#""two" is not of type "integer""#),
+        "{e}"
+    );
 
     let e = err(host.invoke::<Sample>("add", json!({"b": 1})));
     assert!(e.message.contains("at the top level"), "{e}");
     assert!(e.message.contains(r#""a" is a required property"#), "{e}");
-    let e = err(host.invoke::<Sample>(
-        "fetch",
-        json!({"url": ["https://api.sample.test/"]}),
-    ));
+    let e = err(host.invoke::<Sample>("fetch", json!({"url": ["https://api.sample.test/"]})));
     assert!(e.message.contains("at `/url`"), "{e}");
     // `add` logs when it runs, `fetch` sends: neither was called.
     assert!(host.logs().is_empty(), "{:?}", host.logs());
@@ -326,7 +326,10 @@ fn output_that_fails_the_schema_is_an_invalid_output_error() {
     assert!(e.message.contains("at `/name`"), "{e}");
     assert!(matches!(
         host.invoke_raw::<Promises>("make", r#"{"name": "", "count": 1}"#),
-        Err(ConnectorError { kind: ErrorKind::Internal, .. })
+        Err(ConnectorError {
+            kind: ErrorKind::Internal,
+            ..
+        })
     ));
 
     let unchecked = MockHost::new().without_schema_checks();

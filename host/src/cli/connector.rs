@@ -24,11 +24,16 @@ pub struct ConnectorArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectorCommand {
-    /// Create a connector from a template: a Rust crate on airlock-sdk (a directory NAME), or
-    /// with --declarative a definition (NAME.yaml). Refuses to overwrite anything.
+    /// Create a connector from a template (a Rust crate, or a declarative definition).
+    ///
+    /// Without --declarative: a directory NAME holding a Rust crate on airlock-sdk with one
+    /// example action and its tests. With --declarative: NAME.yaml, a definition with one
+    /// action and a config_schema. Refuses to overwrite anything.
     New(NewArgs),
-    /// Import an OpenAPI 3 description (JSON or YAML) as a declarative definition, checked
-    /// as an upload would be. Prints the definition (or writes it with -o) and, on stderr,
+    /// Import an OpenAPI 3 description as a declarative definition.
+    ///
+    /// Reads JSON or YAML, converts the selected operations, and checks the result as an
+    /// upload would be checked. Prints the definition (or writes it with -o) and, on stderr,
     /// what was converted, skipped and why.
     FromOpenapi(FromOpenApiArgs),
 }

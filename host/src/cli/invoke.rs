@@ -138,8 +138,8 @@ pub async fn load_connector(runtime: &Runtime, path: &Path) -> Result<SharedComp
 
 pub async fn manifest(args: ManifestArgs) -> ExitCode {
     let setup = async {
-        let runtime = Runtime::new(runtime_options(&args.runtime, None)?)
-            .map_err(|e| e.to_string())?;
+        let runtime =
+            Runtime::new(runtime_options(&args.runtime, None)?).map_err(|e| e.to_string())?;
         let component = load_connector(&runtime, &args.component).await?;
         serde_json::to_string_pretty(component.manifest().manifest()).map_err(|e| e.to_string())
     };
@@ -199,7 +199,9 @@ async fn invoke(args: &InvokeArgs) -> Result<InvokeOutcome, String> {
     limits.validate(&caps).map_err(|e| e.to_string())?;
 
     let config: serde_json::Value = match &args.config {
-        Some(text) => serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))?
+        }
         None => json!({}),
     };
 

@@ -255,13 +255,31 @@ async fn a_new_declarative_connector_loads_and_runs_with_config_ca_and_secret() 
 
     let dir = tempfile::tempdir().expect("temp dir");
     let dir_str = path_str(dir.path());
-    let created = airlock(&["connector", "new", "shop", "--declarative", "--dir", dir_str]);
+    let created = airlock(&[
+        "connector",
+        "new",
+        "shop",
+        "--declarative",
+        "--dir",
+        dir_str,
+    ]);
     assert!(created.status.success(), "{}", stderr_of(&created));
     let definition = dir.path().join("shop.yaml");
     assert!(definition.is_file());
-    let again = airlock(&["connector", "new", "shop", "--declarative", "--dir", dir_str]);
+    let again = airlock(&[
+        "connector",
+        "new",
+        "shop",
+        "--declarative",
+        "--dir",
+        dir_str,
+    ]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr_of(&again).contains("already exists"), "{}", stderr_of(&again));
+    assert!(
+        stderr_of(&again).contains("already exists"),
+        "{}",
+        stderr_of(&again)
+    );
 
     let manifest = airlock(&["manifest", path_str(&definition)]);
     assert!(manifest.status.success(), "{}", stderr_of(&manifest));
@@ -325,7 +343,12 @@ async fn a_new_declarative_connector_loads_and_runs_with_config_ca_and_secret() 
     // Without the CA the server's certificate is not trusted: the call fails, nothing is
     // answered.
     let untrusted = invoke(&["--config", config]);
-    assert_eq!(untrusted.status.code(), Some(1), "{}", stderr_of(&untrusted));
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "{}",
+        stderr_of(&untrusted)
+    );
     assert_eq!(json_of(&untrusted)["ok"], json!(false));
     assert_eq!(server.hits(), 1);
 
@@ -333,12 +356,29 @@ async fn a_new_declarative_connector_loads_and_runs_with_config_ca_and_secret() 
     let missing = invoke(&["--ca-cert", ca_str]);
     assert_eq!(missing.status.code(), Some(3));
     let stderr = stderr_of(&missing);
-    assert!(stderr.contains("subdomain") && stderr.contains("--config"), "{stderr}");
-    let extra = invoke(&["--ca-cert", ca_str, "--config", r#"{"subdomain": "acme", "x": 1}"#]);
+    assert!(
+        stderr.contains("subdomain") && stderr.contains("--config"),
+        "{stderr}"
+    );
+    let extra = invoke(&[
+        "--ca-cert",
+        ca_str,
+        "--config",
+        r#"{"subdomain": "acme", "x": 1}"#,
+    ]);
     assert_eq!(extra.status.code(), Some(3));
-    assert!(stderr_of(&extra).contains("config"), "{}", stderr_of(&extra));
+    assert!(
+        stderr_of(&extra).contains("config"),
+        "{}",
+        stderr_of(&extra)
+    );
     let bad_label = invoke(&["--ca-cert", ca_str, "--config", r#"{"subdomain": "a.b"}"#]);
-    assert_eq!(bad_label.status.code(), Some(3), "{}", stderr_of(&bad_label));
+    assert_eq!(
+        bad_label.status.code(),
+        Some(3),
+        "{}",
+        stderr_of(&bad_label)
+    );
     let not_json = invoke(&["--ca-cert", ca_str, "--config", "{subdomain"]);
     assert_eq!(not_json.status.code(), Some(3));
     assert!(stderr_of(&not_json).contains("--config is not JSON"));
@@ -360,13 +400,21 @@ fn manifest_reports_a_broken_definition_with_its_field() {
     .expect("write");
     let out = airlock(&["manifest", path_str(&yaml)]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr_of(&out).contains("broken.yml"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("broken.yml"),
+        "{}",
+        stderr_of(&out)
+    );
 
     let json_file = dir.path().join("bad.json");
     std::fs::write(&json_file, "{\"format\": ").expect("write");
     let out = airlock(&["manifest", path_str(&json_file)]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr_of(&out).contains("not valid JSON"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("not valid JSON"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -395,14 +443,21 @@ fn connector_new_writes_a_crate_and_refuses_to_overwrite() {
     );
     let readme = read("README.md");
     assert!(readme.contains("cargo build --release --target wasm32-wasip2"));
-    assert!(readme.contains("target/wasm32-wasip2/release/acme_crm.wasm"), "{readme}");
+    assert!(
+        readme.contains("target/wasm32-wasip2/release/acme_crm.wasm"),
+        "{readme}"
+    );
 
     let again = airlock(&["connector", "new", "acme-crm", "--dir", dir_str]);
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr_of(&again).contains("already exists"));
     let bad = airlock(&["connector", "new", "Acme CRM", "--dir", dir_str]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr_of(&bad).contains("connector name"), "{}", stderr_of(&bad));
+    assert!(
+        stderr_of(&bad).contains("connector name"),
+        "{}",
+        stderr_of(&bad)
+    );
 }
 
 /// Runs cargo `args` in `root` (a crate `connector new` wrote, outside this workspace), offline
@@ -450,7 +505,13 @@ async fn a_new_crate_builds_outside_the_workspace_loads_and_runs() {
     use axum::routing::get;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = airlock(&["connector", "new", "hello-kit", "--dir", path_str(dir.path())]);
+    let out = airlock(&[
+        "connector",
+        "new",
+        "hello-kit",
+        "--dir",
+        path_str(dir.path()),
+    ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let root = dir.path().join("hello-kit");
     cargo_outside(&root, &["build", "--release", "--target", "wasm32-wasip2"]);
@@ -468,8 +529,8 @@ async fn a_new_crate_builds_outside_the_workspace_loads_and_runs() {
     let app = axum::Router::new().route(
         "/items/{id}",
         get(|Path(id): Path<u64>, headers: HeaderMap| async move {
-            let bearer = headers.get("authorization").and_then(|v| v.to_str().ok())
-                == Some("Bearer k3y");
+            let bearer =
+                headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer k3y");
             axum::Json(json!({"id": id, "name": if bearer { "authorized" } else { "anonymous" }}))
         }),
     );
@@ -507,11 +568,17 @@ async fn a_new_crate_builds_outside_the_workspace_loads_and_runs() {
 /// The generated crate's own tests pass natively outside this workspace (the template's
 /// tests also run above, compiled into this binary as `connector_template`).
 #[test]
-#[ignore = "a native debug build of the SDK's dependencies outside the workspace: about 95 s \
-            on 2 cores with an empty target/connector-new, 3 s after; run with --ignored"]
+#[ignore = "a native debug build of the SDK's dependencies outside the workspace: 70-95 s on \
+            2 cores with an empty target/connector-new, 3 s after; run with --ignored"]
 fn a_new_crate_passes_its_own_tests_outside_the_workspace() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = airlock(&["connector", "new", "hello-kit", "--dir", path_str(dir.path())]);
+    let out = airlock(&[
+        "connector",
+        "new",
+        "hello-kit",
+        "--dir",
+        path_str(dir.path()),
+    ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     cargo_outside(&dir.path().join("hello-kit"), &["test"]);
 }
@@ -586,7 +653,10 @@ fn from_openapi_imports_reports_checks_and_writes_json_or_yaml() {
         "{stderr}"
     );
     assert!(stderr.contains("skipped (1):\n  getSession: "), "{stderr}");
-    assert!(stderr.contains("passes the checks of an upload"), "{stderr}");
+    assert!(
+        stderr.contains("passes the checks of an upload"),
+        "{stderr}"
+    );
 
     // To a YAML file, selected and renamed; `manifest` loads what was written.
     let written = dir.path().join("pets-def.yaml");
@@ -616,7 +686,10 @@ fn from_openapi_imports_reports_checks_and_writes_json_or_yaml() {
     assert!(manifest.status.success(), "{}", stderr_of(&manifest));
     let manifest = json_of(&manifest);
     assert_eq!(manifest["name"], json!("pets"));
-    assert_eq!(manifest["hosts"], json!(["{config.region}.pets.example.test"]));
+    assert_eq!(
+        manifest["hosts"],
+        json!(["{config.region}.pets.example.test"])
+    );
     let actions: Vec<&str> = manifest["actions"]
         .as_array()
         .expect("actions")
@@ -637,10 +710,24 @@ fn from_openapi_imports_reports_checks_and_writes_json_or_yaml() {
         path_str(&none),
     ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_of(&out).contains("`deletePet` matches no operation"), "{}", stderr_of(&out));
-    let out = airlock(&["connector", "from-openapi", path_str(&spec), "--select", "getSession"]);
+    assert!(
+        stderr_of(&out).contains("`deletePet` matches no operation"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = airlock(&[
+        "connector",
+        "from-openapi",
+        path_str(&spec),
+        "--select",
+        "getSession",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_of(&out).contains("getSession: "), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("getSession: "),
+        "{}",
+        stderr_of(&out)
+    );
     let out = airlock(&[
         "connector",
         "from-openapi",
@@ -655,6 +742,10 @@ fn from_openapi_imports_reports_checks_and_writes_json_or_yaml() {
     std::fs::write(&not_openapi, "{\"swagger\": \"2.0\"}").expect("write");
     let out = airlock(&["connector", "from-openapi", path_str(&not_openapi)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_of(&out).contains("Swagger 2.0"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("Swagger 2.0"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!none.exists());
 }

@@ -56,7 +56,7 @@ impl Definitions {
 
 /// How a guarded step ended.
 enum Guarded {
-    Done(Result<airlock_core::Ran, CoreError>),
+    Done(Box<Result<airlock_core::Ran, CoreError>>),
     /// The lease is gone: write nothing.
     Lost,
     Cancel,
@@ -145,7 +145,7 @@ impl Engine {
                 idempotency_key: Some(step_key(&lease.run_id, &step.id)),
             };
             let ran = match self.guarded(&mut hold, invocation).await {
-                Guarded::Done(ran) => ran,
+                Guarded::Done(ran) => *ran,
                 Guarded::Lost => {
                     tracing::info!(step = %step.id, "lease lost; the guest was stopped and nothing written");
                     return;
@@ -315,7 +315,7 @@ impl Engine {
         let invoke = self.pipeline.invoke(invocation);
         tokio::pin!(invoke);
         tokio::select! {
-            ran = &mut invoke => Guarded::Done(ran),
+            ran = &mut invoke => Guarded::Done(Box::new(ran)),
             _ = self.abort.cancelled() => Guarded::Aborted,
             status = hold.interrupted() => match status {
                 LeaseStatus::CancelRequested => Guarded::Cancel,

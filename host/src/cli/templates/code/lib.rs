@@ -27,7 +27,10 @@ impl Connector for Example {
 
     /// What `test-connection` runs: one cheap authenticated request.
     fn test_connection(cx: &Context) -> Result<(), ConnectorError> {
-        cx.http().get(format!("{API}/me")).send()?.error_for_status()?;
+        cx.http()
+            .get(format!("{API}/me"))
+            .send()?
+            .error_for_status()?;
         Ok(())
     }
 }
@@ -87,7 +90,10 @@ mod tests {
             host.invoke::<Example>("get_item", json!({"id": 7})),
             Ok(json!({"id": 7, "name": "seven"}))
         );
-        assert_eq!(host.requests()[0].header("accept"), Some("application/json"));
+        assert_eq!(
+            host.requests()[0].header("accept"),
+            Some("application/json")
+        );
     }
 
     #[test]
