@@ -17,7 +17,7 @@ use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_core::CoreError;
-use airlock_core::definitions::{self, Syntax};
+use airlock_core::definitions::{self, DefinitionTextError, Syntax};
 use airlock_runtime::LoadError;
 use airlock_store::{ConnectorRecord, PutOutcome, StoreError};
 
@@ -154,10 +154,13 @@ async fn upload(
                     airlock_runtime::MAX_DEFINITION_BYTES
                 )));
             }
-            Bytes::from(
-                definitions::canonical(&bytes, syntax)
-                    .map_err(|e| ApiError::InvalidDefinition(e.to_string()))?,
-            )
+            // As every JSON body of this API: malformed is 400, not an object 422 on `body`.
+            Bytes::from(definitions::canonical(&bytes, syntax).map_err(|e| match e {
+                DefinitionTextError::NotAnObject => {
+                    ApiError::validation("body", "the request body must be a JSON object")
+                }
+                other => ApiError::BadRequest(other.to_string()),
+            })?)
         }
     };
     let Some(_slot) = state.compile_slots().try_acquire(&tenant) else {

@@ -375,6 +375,19 @@ fn table(a: &Fixture) -> Vec<Route> {
             })),
         ),
         route(
+            Method::POST,
+            "/v1/connectors/{name}/actions/{action}/test",
+            // As invoke: the 404 must come from A's connection, B's `transform` is its own.
+            "/v1/connectors/transform/actions/map/test".into(),
+            Tenant(Role::Editor),
+            true,
+            Payload::Json(json!({
+                "connection": connection,
+                "version": a.transform_version,
+                "input": {"data": {"user": {"login": "octocat"}}, "mapping": {"who": "/user/login"}},
+            })),
+        ),
+        route(
             Method::GET,
             "/v1/usage",
             "/v1/usage".into(),

@@ -124,11 +124,16 @@ async fn the_document_declares_what_the_server_answers() {
         }
     }
 
-    // The upload body is bytes, so clients and fuzzers send bytes.
+    // A component upload is bytes, so clients and fuzzers send bytes; a definition is JSON
+    // or YAML text.
     let upload = &doc["paths"]["/v1/connectors"]["post"]["requestBody"]["content"];
     assert_eq!(
-        upload.as_object().map(|c| c.keys().collect::<Vec<_>>()),
-        Some(vec![&"application/wasm".to_owned()])
+        upload.as_object().map(|c| c.keys().cloned().collect::<Vec<_>>()),
+        Some(vec![
+            "application/json".to_owned(),
+            "application/wasm".to_owned(),
+            "application/yaml".to_owned()
+        ])
     );
     let upload = resolve(&doc, &upload["application/wasm"]["schema"]);
     assert_eq!(
