@@ -128,7 +128,9 @@ async fn the_document_declares_what_the_server_answers() {
     // or YAML text.
     let upload = &doc["paths"]["/v1/connectors"]["post"]["requestBody"]["content"];
     assert_eq!(
-        upload.as_object().map(|c| c.keys().cloned().collect::<Vec<_>>()),
+        upload
+            .as_object()
+            .map(|c| c.keys().cloned().collect::<Vec<_>>()),
         Some(vec![
             "application/json".to_owned(),
             "application/wasm".to_owned(),
