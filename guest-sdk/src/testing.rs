@@ -375,15 +375,58 @@ impl Inner {
     }
 }
 
+/// The declared hosts with the config filled in, as the host resolves them per connection:
+/// `{config.NAME}` takes the config's string, `{config.NAME*}` stands for the config's list.
+/// An entry whose config value is missing stands for nothing. (The host also checks that a
+/// label is one DNS label and a listed pattern explicit; `airlock manifest` and an upload do.)
+fn resolve_hosts(patterns: &[String], config: &Value) -> Vec<String> {
+    let mut resolved = Vec::with_capacity(patterns.len());
+    for pattern in patterns {
+        if !pattern.contains("{config.") {
+            resolved.push(pattern.clone());
+            continue;
+        }
+        if let Some(name) = pattern
+            .strip_prefix("{config.")
+            .and_then(|rest| rest.strip_suffix("*}"))
+        {
+            if let Some(list) = config.get(name).and_then(Value::as_array) {
+                resolved.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+            continue;
+        }
+        let mut out = String::new();
+        let mut rest = pattern.as_str();
+        let mut complete = true;
+        while let Some(start) = rest.find("{config.") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + "{config.".len()..];
+            let Some(end) = after.find('}') else {
+                complete = false;
+                break;
+            };
+            match config.get(&after[..end]).and_then(Value::as_str) {
+                Some(value) => out.push_str(value),
+                None => complete = false,
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        if complete {
+            resolved.push(out);
+        }
+    }
+    resolved
+}
+
 impl Host for Inner {
     fn send(&self, request: Request) -> Result<Response, HttpError> {
         self.requests.borrow_mut().push(request.clone());
         let host = url_host(&request.url).ok_or_else(|| {
             HttpError::InvalidRequest(format!("no host in url {:?}", request.url))
         })?;
-        if !self
-            .hosts
-            .borrow()
+        let config = self.config.borrow().clone().unwrap_or(Value::Null);
+        if !resolve_hosts(&self.hosts.borrow(), &config)
             .iter()
             .any(|pattern| host_allowed(pattern, &host))
         {

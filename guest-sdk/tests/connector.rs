@@ -528,3 +528,46 @@ fn definition_problems_name_every_broken_rule() {
 fn mock_manifest_rejects_a_broken_definition() {
     MockHost::new().manifest::<Broken>();
 }
+
+/// A connector whose hosts come from the connection's config.
+struct Configured;
+
+impl Connector for Configured {
+    fn definition() -> Definition {
+        Definition::new("configured", "1.0.0")
+            .host("{config.subdomain}.crm.test")
+            .host("{config.hosts*}")
+            .config_schema(json!({
+                "type": "object",
+                "properties": {
+                    "subdomain": {"type": "string"},
+                    "hosts": {"type": "array", "items": {"type": "string"}}
+                }
+            }))
+            .action(Action::new("fetch", fetch))
+    }
+}
+
+#[test]
+fn mock_host_resolves_config_hosts_as_the_host_does() {
+    let mock = || {
+        MockHost::new()
+            .on_get("https://", MockResponse::json(200, json!({"ok": true})))
+            .with_config(json!({"subdomain": "acme", "hosts": ["api.extra.test"]}))
+    };
+    for url in ["https://acme.crm.test/x", "https://api.extra.test/y"] {
+        let output = mock().invoke::<Configured>("fetch", json!({"url": url}));
+        assert_eq!(output.expect(url), json!({"ok": true}));
+    }
+    for url in ["https://other.crm.test/x", "https://evil.test/"] {
+        let error = mock()
+            .invoke::<Configured>("fetch", json!({"url": url}))
+            .expect_err(url);
+        assert_eq!(error.kind, ErrorKind::HttpDenied, "{url}");
+    }
+    // Without a config the templated entries stand for no host at all.
+    let error = MockHost::new()
+        .invoke::<Configured>("fetch", json!({"url": "https://acme.crm.test/x"}))
+        .expect_err("no config");
+    assert_eq!(error.kind, ErrorKind::HttpDenied);
+}
