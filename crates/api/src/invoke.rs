@@ -163,22 +163,9 @@ async fn invoke(
     Path((name, action)): Path<(String, String)>,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
-    let tenant = caller.tenant();
     let ran = state
         .pipeline()
-        .invoke(Invocation {
-            tenant: TenantId::new(tenant),
-            connector: Some(name),
-            version: body.version,
-            connection: body.connection.map(ConnectionId::from),
-            call: Call::Action {
-                action,
-                input: body.input.to_string(),
-            },
-            charge: Charge::Run,
-            timeout_ms: None,
-            idempotency_key: None,
-        })
+        .invoke(action_call(&caller, name, action, body))
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))
 }
@@ -202,22 +189,9 @@ async fn test_action(
     Path((name, action)): Path<(String, String)>,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<TestActionResponse>, ApiError> {
-    let tenant = caller.tenant();
     let mut ran = state
         .pipeline()
-        .invoke_traced(Invocation {
-            tenant: TenantId::new(tenant),
-            connector: Some(name),
-            version: body.version,
-            connection: body.connection.map(ConnectionId::from),
-            call: Call::Action {
-                action,
-                input: body.input.to_string(),
-            },
-            charge: Charge::Run,
-            timeout_ms: None,
-            idempotency_key: None,
-        })
+        .invoke_traced(action_call(&caller, name, action, body))
         .await?;
     let exchanges = std::mem::take(&mut ran.outcome.trace);
     let request = exchanges
@@ -236,6 +210,28 @@ async fn test_action(
         exchanges: serde_json::to_value(&exchanges).unwrap_or(Value::Null),
         result: InvokeResponse::from_ran(ran),
     }))
+}
+
+/// One action of the caller's tenant as `invoke` and `testAction` run it: counted as a run.
+fn action_call(
+    caller: &Member<at_least::Editor>,
+    connector: String,
+    action: String,
+    body: InvokeBody,
+) -> Invocation {
+    Invocation {
+        tenant: TenantId::new(caller.tenant()),
+        connector: Some(connector),
+        version: body.version,
+        connection: body.connection.map(ConnectionId::from),
+        call: Call::Action {
+            action,
+            input: body.input.to_string(),
+        },
+        charge: Charge::Run,
+        timeout_ms: None,
+        idempotency_key: None,
+    }
 }
 
 /// The tenant's runs this hour and its hourly limit.

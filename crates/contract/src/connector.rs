@@ -1,4 +1,4 @@
-//! Connector and action names, and versions.
+//! Connector and action names, versions, and the DNS label a config value may put in a host.
 
 /// Longest connector or action name, and longest version, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -37,6 +37,20 @@ pub fn check_version(version: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// One DNS label, lowercase: all a connection's config value may put into a host name, so it
+/// picks a subdomain of the connector's domain and never another domain. Shared by the
+/// manifest's `{config.NAME}` hosts (the gate) and a declarative base URL (the runner).
+pub fn is_dns_label(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first() != Some(&b'-')
+        && bytes.last() != Some(&b'-')
 }
 
 #[cfg(test)]

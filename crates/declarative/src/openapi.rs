@@ -692,7 +692,7 @@ fn server_variable(
                 && choices
                     .iter()
                     .chain(default.iter())
-                    .all(|v| crate::template::is_dns_label(v))
+                    .all(|v| airlock_contract::connector::is_dns_label(v))
         }
         UrlPart::Path => default.is_none() && single.is_none(),
     };

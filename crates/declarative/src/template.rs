@@ -18,6 +18,7 @@
 
 use std::fmt;
 
+use airlock_contract::connector::is_dns_label;
 use serde_json::Value;
 
 /// How long a template may be, and how many expressions it may hold: definitions are
@@ -604,18 +605,6 @@ pub fn expand_base_url(template: &str, config: &Value) -> Result<String, ExpandE
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// One DNS label, lowercase: what a config value may put into a host name.
-pub fn is_dns_label(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first() != Some(&b'-')
-        && bytes.last() != Some(&b'-')
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use airlock_contract::connector::is_dns_label;
 use serde_json::Value;
 
 use crate::hosts::HostPattern;
@@ -208,18 +209,6 @@ fn fill(
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// One DNS label, lowercase: all a config value may put into a host name.
-pub fn is_dns_label(value: &str) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes.first() != Some(&b'-')
-        && bytes.last() != Some(&b'-')
 }
 
 #[cfg(test)]
