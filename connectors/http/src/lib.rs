@@ -1,13 +1,18 @@
 //! The `http` connector: one generic `request` action to any host the tenant allows.
 //!
-//! It declares `hosts: ["*"]`, so the host never attaches a credential to its requests, and
-//! auth `none`. Transport failures (denied, timeout, ...) are connector errors; HTTP statuses
-//! are data unless the caller asks for `error_for_status`.
+//! It declares `hosts: ["*", "{config.credential_hosts*}"]`: requests may go anywhere the
+//! tenant's allowlist permits, and a connection's API key is attached only to the hosts its
+//! config lists in `credential_hosts` (exact names or `*.suffix`, never `*`), redirects
+//! included. How the key is sent is the connection's choice too: the header `auth_header`
+//! (default `Authorization`) with the prefix `auth_prefix` (default `Bearer `), so one
+//! connector covers `Authorization: Bearer …` and `X-Api-Key: …` APIs alike. Without a
+//! connection nothing is attached. Transport failures (denied, timeout, ...) are connector
+//! errors; HTTP statuses are data unless the caller asks for `error_for_status`.
 
 use std::collections::BTreeMap;
 
 use airlock_sdk::prelude::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct Http;
 
@@ -15,7 +20,10 @@ impl Connector for Http {
     fn definition() -> Definition {
         Definition::new("http", env!("CARGO_PKG_VERSION"))
             .description("Send an HTTP request to any host the tenant allows")
+            .auth(Auth::api_key_header("{config.auth_header}").prefix("{config.auth_prefix}"))
+            .config_schema(config_schema())
             .host("*")
+            .host("{config.credential_hosts*}")
             .action(
                 Action::new("request", request)
                     .description("Send one HTTP request and return its status, headers and body"),
@@ -24,6 +32,35 @@ impl Connector for Http {
 }
 
 airlock_sdk::export_connector!(Http);
+
+/// A connection's config: where its credential may go and how it is sent.
+fn config_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "credential_hosts": {
+                "description": "Hosts the credential is sent to: exact names or `*.suffix` (at most 32; `*` alone is refused). Requests to other hosts go without it.",
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "maxItems": 32
+            },
+            "auth_header": {
+                "description": "The header that carries the credential.",
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 128,
+                "default": "Authorization"
+            },
+            "auth_prefix": {
+                "description": "Written before the credential in that header (`Bearer `, `Token `, or empty).",
+                "type": "string",
+                "maxLength": 128,
+                "default": "Bearer "
+            }
+        }
+    })
+}
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -144,11 +181,18 @@ mod tests {
     }
 
     #[test]
-    fn manifest_allows_any_host_without_auth() {
+    fn manifest_allows_any_host_and_binds_the_key_to_the_connections_hosts() {
         let m = MockHost::new().manifest::<Http>();
         assert_eq!(m["name"], "http");
-        assert_eq!(m["hosts"], json!(["*"]));
-        assert_eq!(m["auth"], json!({"type": "none"}));
+        assert_eq!(m["hosts"], json!(["*", "{config.credential_hosts*}"]));
+        assert_eq!(
+            m["auth"],
+            json!({"type": "api_key", "in": "header", "name": "{config.auth_header}",
+                "prefix": "{config.auth_prefix}"})
+        );
+        let config = &m["config_schema"]["properties"];
+        assert_eq!(config["auth_header"]["default"], json!("Authorization"));
+        assert_eq!(config["auth_prefix"]["default"], json!("Bearer "));
         let method = &m["actions"][0]["input_schema"]["$defs"]["Method"];
         assert_eq!(
             method["enum"],

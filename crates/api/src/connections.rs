@@ -282,6 +282,19 @@ async fn create(
                 violation.message,
             )
         })?;
+    // A credential that no explicit host would ever receive is a mistake (typically the
+    // `http` connector without `credential_hosts`): say so now, not with a 401 later.
+    let credentialed_hosts = connector
+        .manifest
+        .hosts_for(&config)
+        .map(|hosts| hosts.iter().filter(|h| h.is_explicit()).count())
+        .unwrap_or_default();
+    if !split.secrets.is_empty() && credentialed_hosts == 0 {
+        return Err(ApiError::validation(
+            "config",
+            "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
+        ));
+    }
     let draft = ConnectionDraft {
         connector: connector.name.clone(),
         name,

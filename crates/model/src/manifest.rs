@@ -7,7 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::AuthSpec;
+use crate::auth::{AuthConfigError, AuthSpec};
 use crate::host_entry::{HostEntry, HostEntryError};
 use crate::hosts::HostPattern;
 
@@ -154,17 +154,26 @@ impl Manifest {
                 });
             }
         }
-        for host in &self.hosts {
-            let entry = HostEntry::parse(host).map_err(|e| SchemaViolation {
+        self.hosts_for(config).map_err(|e| SchemaViolation {
+            pointer: String::new(),
+            message: e.to_string(),
+        })?;
+        self.auth
+            .resolve(config, self.config_schema.as_ref())
+            .map_err(|e| SchemaViolation {
                 pointer: String::new(),
                 message: e.to_string(),
             })?;
-            entry.resolve(config).map_err(|e| SchemaViolation {
-                pointer: String::new(),
-                message: e.to_string(),
-            })?;
-        }
         Ok(())
+    }
+
+    /// The declared hosts for a connection with `config`, from this stored manifest.
+    pub fn hosts_for(&self, config: &Value) -> Result<Vec<HostPattern>, HostEntryError> {
+        let mut patterns = Vec::with_capacity(self.hosts.len());
+        for host in &self.hosts {
+            patterns.extend(HostEntry::parse(host)?.resolve(config)?);
+        }
+        Ok(patterns)
     }
 }
 
@@ -223,6 +232,10 @@ impl ValidatedManifest {
                 ));
             }
         }
+        manifest
+            .auth
+            .check(declared)
+            .map_err(|(name, reason)| field(name, reason))?;
         if manifest.actions.is_empty() {
             return Err(field("actions", "a connector needs at least one action"));
         }
@@ -278,6 +291,14 @@ impl ValidatedManifest {
             patterns.extend(entry.resolve(config)?);
         }
         Ok(patterns)
+    }
+
+    /// The auth for a connection with `config`: `{config.NAME}` fields filled in from it
+    /// (or from the property's `default` in `config_schema`).
+    pub fn auth_for(&self, config: &Value) -> Result<AuthSpec, AuthConfigError> {
+        self.manifest
+            .auth
+            .resolve(config, self.manifest.config_schema.as_ref())
     }
 
     /// Checks a connection's config against `config_schema`. Without one, only `{}` (or no

@@ -18,6 +18,7 @@ use crate::outbound::trace::Exchange;
 use crate::outbound::{Credential, Grant, LimitHit, Scrubber};
 use airlock_contract::ConnectorErrorKind;
 use airlock_model::CompiledAction;
+use airlock_model::auth::AuthSpec;
 use airlock_model::{ConnectionId, StateScope, TenantId, TenantLimits};
 
 /// Which export to call.
@@ -188,6 +189,8 @@ pub struct Prepared<'c> {
     timeout: Duration,
     tenant_hosts: Vec<airlock_model::HostPattern>,
     declared_hosts: Vec<airlock_model::HostPattern>,
+    /// The manifest's auth with the connection's config filled in.
+    auth: AuthSpec,
     about: About,
 }
 
@@ -247,6 +250,17 @@ impl Runtime {
                 format!("the connection's config does not fit this connector's hosts: {error}"),
             )
         })?;
+        let auth = match component.manifest.auth_for(config) {
+            Ok(auth) => auth,
+            // Without a connection there is no credential to place, so nothing to resolve.
+            Err(_) if request.config.is_none() => AuthSpec::None,
+            Err(error) => {
+                return Err(InvokeError::new(
+                    ErrorKind::InvalidInput,
+                    format!("the connection's config does not fit this connector's auth: {error}"),
+                ));
+            }
+        };
         let plan = component
             .plans
             .as_ref()
@@ -268,6 +282,7 @@ impl Runtime {
             timeout,
             tenant_hosts,
             declared_hosts,
+            auth,
             about,
         })
     }
@@ -283,6 +298,7 @@ impl Runtime {
             timeout,
             tenant_hosts,
             declared_hosts,
+            auth,
             about,
         } = prepared;
         // Stats measure the run: the slot wait, the instance and the call.
@@ -301,7 +317,7 @@ impl Runtime {
         let mut session = self.gate.session(Grant {
             declared_hosts,
             tenant_hosts,
-            auth: manifest.auth.clone(),
+            auth,
             credential: request.credential,
             limits: limits.outbound(),
             idempotency_key: request

@@ -22,6 +22,7 @@ mod connectors;
 mod cron_locks;
 mod declarative;
 mod engine;
+mod http_credentials;
 mod idempotency;
 mod isolation;
 mod keys;
