@@ -38,6 +38,24 @@ const DEFAULT_JWT_SECRETS: &[&str] = &[
     "your-256-bit-secret",
 ];
 
+/// `--metrics`: see [`airlock_api::MetricsExposure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAccess {
+    Operator,
+    Public,
+    Off,
+}
+
+impl From<MetricsAccess> for airlock_api::MetricsExposure {
+    fn from(access: MetricsAccess) -> Self {
+        match access {
+            MetricsAccess::Operator => airlock_api::MetricsExposure::Operator,
+            MetricsAccess::Public => airlock_api::MetricsExposure::Public,
+            MetricsAccess::Off => airlock_api::MetricsExposure::Off,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Generates missing keys into the data directory on first start.
@@ -78,6 +96,18 @@ pub struct Config {
     /// Largest component upload, e.g. 16MiB.
     #[arg(long, env = "AIRLOCK_MAX_COMPONENT_BYTES", default_value = "16MiB", value_parser = crate::units::parse_bytes)]
     pub max_component_bytes: u64,
+    /// Who may read `/metrics` on the API listener: `operator` (an operator token), `public`
+    /// (anyone who reaches the listener; tenant ids are in the figures), or `off`.
+    #[arg(long, env = "AIRLOCK_METRICS", value_enum, default_value = "operator")]
+    pub metrics: MetricsAccess,
+    /// Also serve `/metrics` (no token) on this address of its own, e.g. 127.0.0.1:9090 for
+    /// a Prometheus on the same host or network.
+    #[arg(long, env = "AIRLOCK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Distinct tenants each per-tenant metric labels; the rest are counted under
+    /// `tenant="_other"`, so a flood of tenants cannot grow the series without bound.
+    #[arg(long, env = "AIRLOCK_METRICS_TENANT_CAP", default_value_t = airlock_telemetry::DEFAULT_TENANT_CAP)]
+    pub metrics_tenant_cap: usize,
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
     pub pool_size: u32,
@@ -198,6 +228,9 @@ impl Config {
             keys_file: None,
             cors_origins: Vec::new(),
             max_component_bytes: 16 * 1024 * 1024,
+            metrics: MetricsAccess::Operator,
+            metrics_listen: None,
+            metrics_tenant_cap: airlock_telemetry::DEFAULT_TENANT_CAP,
             pool_size: 64,
             credentials_follow_redirects_across_origins: false,
             outbound_allow_private: Vec::new(),
@@ -401,6 +434,7 @@ impl Config {
                 resolve_overrides,
                 ..OutboundConfig::default()
             },
+            metrics: Arc::new(airlock_telemetry::Metrics::new(self.metrics_tenant_cap)),
             ..RuntimeOptions::default()
         };
         options.engine.pool_size = self.pool_size;
@@ -443,6 +477,7 @@ impl Config {
                 grace: self.cron_grace,
                 ..SchedulerOptions::default()
             },
+            metrics: self.metrics.into(),
         };
         Ok(options)
     }

@@ -10,12 +10,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    airlock::cli::run(airlock::cli::Cli::parse())
+    let cli = airlock::cli::Cli::parse();
+    airlock::cli::init_logging(cli.log_format);
+    airlock::cli::run(cli)
 }

@@ -50,6 +50,18 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, response = problem::Unavailable)))]
 async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Health>), ApiError> {
+    let depth = readiness(&state).await?;
+    Ok((
+        StatusCode::OK,
+        Json(Health {
+            status: "ready",
+            queue_depth: Some(depth),
+        }),
+    ))
+}
+
+/// `/readyz`'s checks (also the `airlock_ready` gauge): the queue depth when ready.
+pub(crate) async fn readiness(state: &AppState) -> Result<i64, ApiError> {
     let store = state.store();
     if let Some(reason) = store.stopped_task() {
         tracing::warn!(reason, "not ready");
@@ -92,13 +104,7 @@ async fn readyz(State(state): State<AppState>) -> Result<(StatusCode, Json<Healt
             });
         }
     };
-    Ok((
-        StatusCode::OK,
-        Json(Health {
-            status: "ready",
-            queue_depth: Some(depth),
-        }),
-    ))
+    Ok(depth)
 }
 
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "this document")))]

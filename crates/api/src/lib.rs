@@ -11,6 +11,7 @@ mod connectors;
 pub mod error;
 mod health;
 mod invoke;
+mod metrics;
 mod names;
 mod openapi;
 mod runs;
@@ -40,6 +41,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use auth::{JwtKeys, Principal, Role};
 pub use error::{ApiError, Problem};
+pub use metrics::{MetricsExposure, router as metrics_router, serve as serve_metrics};
 pub use openapi::openapi;
 pub use server::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES, ServerOptions};
 
@@ -61,6 +63,8 @@ struct Inner {
     compile_slots: compile_slots::CompileSlots,
     /// Workflows and durable runs.
     runs: Runs,
+    /// Who reads `/metrics` on the API listener.
+    metrics: MetricsExposure,
 }
 
 impl std::fmt::Debug for AppState {
@@ -137,6 +141,8 @@ pub struct ServiceOptions {
     pub runs: RunsOptions,
     /// The cron scheduler of this process (`enabled: false`: this process fires no ticks).
     pub scheduler: SchedulerOptions,
+    /// Who reads `/metrics` on the API listener.
+    pub metrics: MetricsExposure,
 }
 
 /// A started service: its state and the configuration it came from.
@@ -170,6 +176,7 @@ impl Service {
                 max_component_bytes: usize::try_from(options.max_component_bytes)
                     .unwrap_or(usize::MAX),
                 compile_slots: compile_slots::CompileSlots::default(),
+                metrics: options.metrics,
             }),
         };
         Ok(Service {
@@ -268,10 +275,15 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .merge(triggers::hook_routes())
         .merge(health::routes())
+        .merge(metrics::routes(state.inner.metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(axum::middleware::map_response(error::ensure_problem))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -279,9 +291,14 @@ pub fn router(state: AppState) -> Router {
 fn health_router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .merge(metrics::routes(state.inner.metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(error::ensure_problem))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -14,8 +15,9 @@ use super::AppState;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
-use airlock_runs::{Overlap, Trigger as SavedTrigger, TriggerSpec, WithSecret};
+use airlock_runs::{HookError, Overlap, Trigger as SavedTrigger, TriggerSpec, WithSecret};
 use airlock_secrets::Secret;
+use airlock_telemetry::{Metrics, WebhookOutcome};
 use airlock_triggers::schedule::MissedTicks;
 use airlock_triggers::webhook::Scheme;
 
@@ -432,13 +434,41 @@ async fn receive(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<HookReceipt>), ApiError> {
+    let metrics = state.runtime().metrics();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let outcome = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                WebhookOutcome::TooLarge
+            } else {
+                WebhookOutcome::Refused
+            };
+            refused(metrics, &id, outcome, &rejection.body_text());
+            return Err(ApiError::from(rejection));
+        }
+    };
     let now_s = airlock_store::now_ms() / 1000;
-    let delivered = state
-        .runs()
-        .receive_hook(&id, &headers, &body, now_s)
-        .await?;
+    let delivered = match state.runs().receive_hook(&id, &headers, &body, now_s).await {
+        Ok(delivered) => delivered,
+        Err(error) => {
+            let outcome = match &error {
+                HookError::NotFound => WebhookOutcome::Unknown,
+                HookError::Unverified(_) => WebhookOutcome::InvalidSignature,
+                HookError::Paused => WebhookOutcome::Paused,
+                HookError::RateLimited { .. } => WebhookOutcome::RateLimited,
+                HookError::Runs(_) => WebhookOutcome::Refused,
+            };
+            refused(metrics, &id, outcome, &error.to_string());
+            return Err(error.into());
+        }
+    };
+    metrics.webhook(if delivered.created {
+        WebhookOutcome::Accepted
+    } else {
+        WebhookOutcome::Duplicate
+    });
     let status = if delivered.created {
         StatusCode::ACCEPTED
     } else {
@@ -451,4 +481,21 @@ async fn receive(
             duplicate: !delivered.created,
         }),
     ))
+}
+
+/// Counts a refused delivery and logs it, a few lines a second at most: anyone can post to
+/// a hook, so a flood must not fill the disk.
+fn refused(metrics: &Metrics, trigger: &str, outcome: WebhookOutcome, reason: &str) {
+    metrics.webhook(outcome);
+    if let Some(held_back) = metrics.refusal_log() {
+        // The id is the path's, from anyone: bounded, so the line is too.
+        let trigger: String = trigger.chars().take(64).collect();
+        tracing::info!(
+            trigger,
+            outcome = outcome.as_str(),
+            reason,
+            held_back,
+            "webhook refused"
+        );
+    }
 }

@@ -402,8 +402,13 @@ impl Runs {
             runs_per_hour: Some(quota.runs_per_hour),
             max_queued: self.options.max_queued_per_tenant,
         };
+        let trigger = if trigger_id.is_some() { "webhook" } else { "api" };
+        let created = |run| {
+            self.metrics().run_created(t, trigger);
+            Ok((run, true))
+        };
         match store.create_run(t, new.clone()).await? {
-            Enqueued::Created(run) => Ok((run, true)),
+            Enqueued::Created(run) => created(run),
             // The key is held by a run past the keys' lifetime that the periodic expiry has
             // not cleared yet: release it and create once more (a concurrent twin doing the
             // same finds the new run).
@@ -412,13 +417,17 @@ impl Runs {
                     store.release_key(t, key, &run.id).await?;
                 }
                 match store.create_run(t, new).await? {
-                    Enqueued::Created(run) => Ok((run, true)),
+                    Enqueued::Created(run) => created(run),
                     Enqueued::Existing(run) => request.same(run).map(|run| (run, false)),
                 }
             }
             // A concurrent request with the same key created it first (and was charged).
             Enqueued::Existing(run) => request.same(run).map(|run| (run, false)),
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &airlock_telemetry::Metrics {
+        self.pipeline.runtime().metrics()
     }
 
     /// Runs waiting across all tenants, read at most once a second.
@@ -495,7 +504,11 @@ impl Runs {
             }
         };
         match store.replay_run(t, run_id, from, actor).await? {
-            Ok(run) => Ok(run),
+            Ok(run) => {
+                self.metrics().run_created(t, "replay");
+                tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");
+                Ok(run)
+            }
             Err(ReplayRefusal::State(state)) => Err(RunsError::state("replay", state)),
             Err(ReplayRefusal::NotReached { next_step }) => Err(RunsError::Invalid {
                 field: "from_step".into(),

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use airlock_core::Charge;
 use airlock_store::{Tick, TickPlan, TriggerRecord};
+use airlock_telemetry::CronTick;
 use airlock_triggers::schedule::{self, MissedTicks, Schedule};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -299,6 +300,22 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
     };
     match pipeline.store().fire_ticks(trigger, &plan).await {
         Ok(Some(fired)) => {
+            let metrics = runs.metrics();
+            let created = fired.created.len() as u64;
+            let late = (plan
+                .ticks
+                .iter()
+                .filter(|tick| now.saturating_sub(tick.scheduled_at) > grace_ms)
+                .count() as u64)
+                .min(created);
+            metrics.cron_ticks(CronTick::Late, late);
+            metrics.cron_ticks(CronTick::Fired, created - late);
+            metrics.runs_created_n(t, "cron", created);
+            let missed = due.missed.saturating_add(plan.refused).saturating_add(fired.refused);
+            metrics.cron_ticks(CronTick::Missed, missed);
+            if plan.refused + fired.refused > 0 {
+                tracing::info!(trigger = %trigger.id, tenant = t, refused = plan.refused + fired.refused, "cron ticks refused (runs_per_hour, a full queue, or the tenant's waiting runs)");
+            }
             // Skipped and refused ticks were charged and made no run.
             let unused = charges.len().saturating_sub(fired.created.len());
             refund_all(runs, t, charges.into_iter().take(unused).collect());

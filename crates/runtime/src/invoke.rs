@@ -309,8 +309,15 @@ impl Runtime {
             .await
         {
             Ok(permit) => permit,
-            Err(error) => return InvokeOutcome::refused_after(error, started),
+            Err(error) => {
+                self.metrics()
+                    .invocation(request.tenant.as_str(), Some(error.kind.as_str()));
+                return InvokeOutcome::refused_after(error, started);
+            }
         };
+        let metrics = self.metrics().clone();
+        metrics.admission_wait(started.elapsed());
+        let tenant = request.tenant.clone();
 
         let manifest = component.manifest.manifest();
         let limits = &request.limits;
@@ -439,6 +446,13 @@ impl Runtime {
         }
         stats.limit_hit = settle_limit_hit(&result, limit_hit);
         stats.duration_us = elapsed_us(started);
+        metrics.invocation(
+            tenant.as_str(),
+            result.as_ref().err().map(|error| error.kind.as_str()),
+        );
+        if let Some(hit) = stats.limit_hit {
+            metrics.limit_hit(tenant.as_str(), hit.as_str());
+        }
         let mut logs = logs.finish();
         for line in &mut logs.lines {
             line.message = scrubber.scrub_str(&line.message);

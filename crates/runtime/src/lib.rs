@@ -69,6 +69,8 @@ pub struct RuntimeOptions {
     pub max_concurrent_compiles: usize,
     /// How long a load may wait for a compilation slot before it fails as [`LoadError::Busy`].
     pub compile_queue_timeout: Duration,
+    /// The process's metrics; every layer records through the runtime's.
+    pub metrics: Arc<airlock_telemetry::Metrics>,
 }
 
 impl Default for RuntimeOptions {
@@ -84,6 +86,7 @@ impl Default for RuntimeOptions {
             max_concurrent_compiles: std::thread::available_parallelism()
                 .map_or(2, std::num::NonZeroUsize::get),
             compile_queue_timeout: Duration::from_secs(30),
+            metrics: Arc::default(),
         }
     }
 }
@@ -143,7 +146,7 @@ impl Runtime {
             ),
             None => None,
         };
-        let gate = Gate::new(options.outbound.clone())?;
+        let gate = Gate::new(options.outbound.clone())?.with_metrics(options.metrics.clone());
         let slots = usize::try_from(options.engine.pool_size).unwrap_or(usize::MAX);
         Ok(Self {
             admission: Admission::new(AdmissionOptions {
@@ -182,6 +185,19 @@ impl Runtime {
     /// artifact cache or the in-memory cache compiles nothing).
     pub fn compilations(&self) -> u64 {
         self.compiled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<airlock_telemetry::Metrics> {
+        &self.options.metrics
+    }
+
+    /// Sets the gauges read at scrape time: pool slots in use.
+    pub fn observe(&self) {
+        let size = usize::try_from(self.options.engine.pool_size).unwrap_or(usize::MAX);
+        self.options
+            .metrics
+            .set_pool(size.saturating_sub(self.admission.available()), size);
     }
 
     /// Pool slots free for invocations right now.

@@ -79,7 +79,12 @@ impl DbKind {
         if self == DbKind::Postgres {
             options = options.acquire_timeout(acquire_timeout);
         }
-        options.connect(url).await
+        // Statements would reach the host log at `debug` with their bound values (run
+        // inputs, webhook bodies); the store's own errors say what failed instead.
+        let connect = <sqlx::any::AnyConnectOptions as std::str::FromStr>::from_str(url)?;
+        options
+            .connect_with(sqlx::ConnectOptions::disable_statement_logging(connect))
+            .await
     }
 
     fn migrator(self) -> &'static Migrator {
@@ -276,6 +281,18 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The read pool's connections: (in use, idle, most allowed).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        let pool = self.pool();
+        let size = pool.size();
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        (
+            size.saturating_sub(idle),
+            idle,
+            pool.options().get_max_connections(),
+        )
     }
 
     /// Whether the circuit breaker is refusing queries at once because the database did not

@@ -587,6 +587,18 @@ impl Store {
         )
     }
 
+    /// When the oldest run that is due and not claimed became due (ms), if one waits: how
+    /// far behind the workers are. Read at metrics scrape.
+    pub async fn oldest_due(&self, now_ms: i64) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT MIN(run_at) AS t FROM runs WHERE {WAITING} AND run_at <= $1"
+        ))
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("t")?)
+    }
+
     /// The tenant's audit records, oldest first, after `after` (an id from the last page).
     pub async fn audit_records(
         &self,

@@ -43,6 +43,22 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         database_label(&config)
     );
     let shutdown = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        let listener = match bind(addr).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                errln!("error: metrics: {error}");
+                return ExitCode::from(EXIT_SETUP);
+            }
+        };
+        errln!("airlock: metrics on http://{addr}/metrics");
+        let (state, stop) = (service.state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(error) = airlock_api::serve_metrics(listener, state, stop).await {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     tokio::spawn(wait_for_signal(shutdown.clone()));
     match service.serve(listener, shutdown).await {
         Ok(()) => {

@@ -47,6 +47,8 @@ pub(super) struct Hold {
     key: Key,
     epoch: i64,
     status: watch::Receiver<LeaseStatus>,
+    /// When the held run was created (ms): its age when it ends is the run-duration metric.
+    pub(super) created_at: i64,
 }
 
 impl Leases {
@@ -91,6 +93,7 @@ impl Leases {
             key,
             epoch: lease.epoch,
             status: receiver,
+            created_at: airlock_store::now_ms(),
         }
     }
 

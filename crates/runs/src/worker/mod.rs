@@ -273,7 +273,8 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .entry(tenant.clone())
             .or_default() += 1;
-        let hold = self.leases.hold(&claimed.lease, asked);
+        let mut hold = self.leases.hold(&claimed.lease, asked);
+        hold.created_at = claimed.run.created_at;
         let engine = self.clone();
         let span = tracing::info_span!(
             "run",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use airlock_core::{Charge, CoreError, Invocation};
 use airlock_model::{ConnectionId, TenantId, WorkflowSpec};
 use airlock_runtime::Call;
+use airlock_telemetry::RunOutcome;
 use airlock_store::{
     AfterFailure, Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError,
 };
@@ -75,6 +76,9 @@ enum LoadError {
 impl Engine {
     pub(super) async fn execute(&self, claimed: Claimed, mut hold: Hold) {
         let Claimed { lease, run } = claimed;
+        let waited = airlock_store::now_ms().saturating_sub(run.run_at);
+        self.metrics()
+            .run_started(Duration::from_millis(u64::try_from(waited).unwrap_or(0)));
         if run.cancel_requested {
             self.finish(&lease, &hold, Finish::Cancelled).await;
             return;
@@ -159,6 +163,14 @@ impl Engine {
                     return;
                 }
             };
+            let attempt_error = match &ran {
+                Ok(ran) => ran.outcome.result.as_ref().err().map(|e| e.kind.as_str().to_owned()),
+                Err(CoreError::Store(_)) => None,
+                Err(error) => Some(StepError::from_core(error).kind),
+            };
+            if !matches!(ran, Err(CoreError::Store(_))) {
+                self.metrics().step_attempt(attempt_error.as_deref());
+            }
             let (output, error, cost, logs) = match ran {
                 Ok(ran) => {
                     let outcome = ran.outcome;
@@ -211,9 +223,11 @@ impl Engine {
                 })
                 .await;
             match written {
-                Some(LeaseStatus::Held) if last => return,
+                Some(LeaseStatus::Held | LeaseStatus::CancelRequested) if last => {
+                    self.ended(&lease, &hold, RunOutcome::Succeeded, None);
+                    return;
+                }
                 Some(LeaseStatus::Held) => {}
-                Some(LeaseStatus::CancelRequested) if last => return,
                 Some(LeaseStatus::CancelRequested) => {
                     // Journaled; the rest of the run is cancelled.
                     self.finish(&lease, &hold, Finish::Cancelled).await;
@@ -440,9 +454,64 @@ impl Engine {
                 self.store().fail_step(lease, &result, after)
             })
             .await;
-        if written == Some(false) {
-            tracing::info!("lease lost before recording a failure; nothing written");
+        match written {
+            Some(true) => match after {
+                AfterFailure::Retry { run_at } => {
+                    self.metrics().step_retry(&error.kind);
+                    tracing::info!(
+                        tenant = %lease.tenant_id,
+                        run = %lease.run_id,
+                        step = step_id,
+                        kind = %error.kind,
+                        next_attempt_at_ms = run_at,
+                        "run retrying"
+                    );
+                }
+                AfterFailure::Dead { .. } => {
+                    self.metrics().dead_letter(&error.kind);
+                    self.ended(lease, hold, RunOutcome::Dead, Some((step_id, &error.kind)));
+                }
+            },
+            Some(false) => {
+                tracing::info!("lease lost before recording a failure; nothing written");
+            }
+            None => {}
         }
+    }
+
+    /// Counts and logs a run that ended.
+    fn ended(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        outcome: RunOutcome,
+        failed: Option<(&str, &str)>,
+    ) {
+        let age = airlock_store::now_ms().saturating_sub(hold.created_at);
+        self.metrics().run_finished(
+            &lease.tenant_id,
+            outcome,
+            Duration::from_millis(u64::try_from(age).unwrap_or(0)),
+        );
+        match failed {
+            Some((step, kind)) => tracing::info!(
+                tenant = %lease.tenant_id,
+                run = %lease.run_id,
+                step,
+                kind,
+                "run dead"
+            ),
+            None => tracing::info!(
+                tenant = %lease.tenant_id,
+                run = %lease.run_id,
+                outcome = outcome.as_str(),
+                "run ended"
+            ),
+        }
+    }
+
+    fn metrics(&self) -> &airlock_telemetry::Metrics {
+        self.pipeline.runtime().metrics()
     }
 
     async fn finish(&self, lease: &Lease, hold: &Hold, finish: Finish) {
@@ -451,8 +520,17 @@ impl Engine {
                 self.store().finish_run(lease, &finish)
             })
             .await;
-        if written == Some(false) {
-            tracing::info!("lease lost before finishing the run; nothing written");
+        match (written, &finish) {
+            (Some(true), Finish::Succeeded { .. }) => {
+                self.ended(lease, hold, RunOutcome::Succeeded, None);
+            }
+            (Some(true), Finish::Cancelled) => {
+                self.ended(lease, hold, RunOutcome::Cancelled, None);
+            }
+            (Some(false), _) => {
+                tracing::info!("lease lost before finishing the run; nothing written");
+            }
+            _ => {}
         }
     }
 }

@@ -196,6 +196,7 @@ struct GateInner {
     max_redirects: u32,
     credentials_follow_redirects_across_origins: bool,
     breakers: Arc<Breakers>,
+    metrics: Arc<airlock_telemetry::Metrics>,
 }
 
 impl Gate {
@@ -251,8 +252,18 @@ impl Gate {
                 credentials_follow_redirects_across_origins: config
                     .credentials_follow_redirects_across_origins,
                 breakers: Arc::new(Breakers::new(config.breaker)),
+                metrics: Arc::default(),
             }),
         })
+    }
+
+    /// Records into `metrics` (outbound requests by status class). Call right after
+    /// [`Gate::new`], before the gate is shared.
+    pub fn with_metrics(mut self, metrics: Arc<airlock_telemetry::Metrics>) -> Gate {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
     }
 
     /// Starts the session of one invocation.
@@ -695,6 +706,9 @@ impl Session {
         }
         let sent = builder.send().await;
         let ticket = self.in_flight.take();
+        self.gate
+            .metrics
+            .outbound(sent.as_ref().ok().map(|r| r.status().as_u16()));
         match sent {
             Ok(response) => {
                 if let Some(ticket) = ticket {
