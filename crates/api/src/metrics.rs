@@ -78,6 +78,11 @@ async fn observe(state: &AppState) {
     state.runtime().observe();
     let (in_use, idle, max) = state.store().pool_stats();
     metrics.set_db_pool(in_use, idle, max);
+    if let Ok(Ok(waited)) =
+        tokio::time::timeout(SCRAPE_DB_TIMEOUT, state.store().acquire_time()).await
+    {
+        metrics.db_acquire(waited);
+    }
     let ready = tokio::time::timeout(SCRAPE_DB_TIMEOUT, super::health::readiness(state)).await;
     let depth = match ready {
         Ok(Ok(depth)) => {

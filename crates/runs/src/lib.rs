@@ -402,9 +402,13 @@ impl Runs {
             runs_per_hour: Some(quota.runs_per_hour),
             max_queued: self.options.max_queued_per_tenant,
         };
-        let trigger = if trigger_id.is_some() { "webhook" } else { "api" };
+        let trigger = if trigger_id.is_some() {
+            "webhook"
+        } else {
+            "api"
+        };
         let created = |run| {
-            self.metrics().run_created(t, trigger);
+            self.metrics().run_created(trigger);
             Ok((run, true))
         };
         match store.create_run(t, new.clone()).await? {
@@ -505,7 +509,7 @@ impl Runs {
         };
         match store.replay_run(t, run_id, from, actor).await? {
             Ok(run) => {
-                self.metrics().run_created(t, "replay");
+                self.metrics().run_created("replay");
                 tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");
                 Ok(run)
             }

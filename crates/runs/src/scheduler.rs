@@ -310,8 +310,11 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
                 .min(created);
             metrics.cron_ticks(CronTick::Late, late);
             metrics.cron_ticks(CronTick::Fired, created - late);
-            metrics.runs_created_n(t, "cron", created);
-            let missed = due.missed.saturating_add(plan.refused).saturating_add(fired.refused);
+            metrics.runs_created_n("cron", created);
+            let missed = due
+                .missed
+                .saturating_add(plan.refused)
+                .saturating_add(fired.refused);
             metrics.cron_ticks(CronTick::Missed, missed);
             if plan.refused + fired.refused > 0 {
                 tracing::info!(trigger = %trigger.id, tenant = t, refused = plan.refused + fired.refused, "cron ticks refused (runs_per_hour, a full queue, or the tenant's waiting runs)");

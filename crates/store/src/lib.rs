@@ -283,6 +283,15 @@ impl Store {
         &self.pool
     }
 
+    /// How long taking a connection from the read pool takes right now (a sample, taken at
+    /// metrics scrape: a saturated pool shows here before queries time out).
+    pub async fn acquire_time(&self) -> Result<std::time::Duration, StoreError> {
+        let started = std::time::Instant::now();
+        let connection = self.pool().acquire().await?;
+        drop(connection);
+        Ok(started.elapsed())
+    }
+
     /// The read pool's connections: (in use, idle, most allowed).
     pub fn pool_stats(&self) -> (u32, u32, u32) {
         let pool = self.pool();

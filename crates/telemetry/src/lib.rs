@@ -65,7 +65,6 @@ pub struct Metrics {
     http_requests: Family<Labels, Counter>,
     http_duration: Histograms,
     runs_created: Family<Labels, Counter>,
-    runs_created_tenants: TenantCap,
     runs_started: Counter,
     runs_finished: Family<Labels, Counter>,
     runs_finished_tenants: TenantCap,
@@ -78,7 +77,9 @@ pub struct Metrics {
     queue_oldest: GaugeF,
     invocations: Family<Labels, Counter>,
     invocations_tenants: TenantCap,
+    invocation_errors: Family<Labels, Counter>,
     limit_hits: Family<Labels, Counter>,
+    tenant_limit_hits: Family<Labels, Counter>,
     limit_hits_tenants: TenantCap,
     outbound: Family<Labels, Counter>,
     webhooks: Family<Labels, Counter>,
@@ -121,7 +122,6 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(fast),
             runs_created: Family::default(),
-            runs_created_tenants: TenantCap::new(tenant_cap),
             runs_started: Counter::default(),
             runs_finished: Family::default(),
             runs_finished_tenants: TenantCap::new(tenant_cap),
@@ -134,7 +134,9 @@ impl Metrics {
             queue_oldest: GaugeF::default(),
             invocations: Family::default(),
             invocations_tenants: TenantCap::new(tenant_cap),
+            invocation_errors: Family::default(),
             limit_hits: Family::default(),
+            tenant_limit_hits: Family::default(),
             limit_hits_tenants: TenantCap::new(tenant_cap),
             outbound: Family::default(),
             webhooks: Family::default(),
@@ -168,7 +170,7 @@ impl Metrics {
         );
         r.register(
             "runs_created",
-            "Durable runs created, by tenant and trigger (api, webhook, cron, replay)",
+            "Durable runs created, by trigger (api, webhook, cron, replay)",
             self.runs_created.clone(),
         );
         r.register(
@@ -218,13 +220,23 @@ impl Metrics {
         );
         r.register(
             "invocations",
-            "Connector invocations (steps and direct calls), by tenant and outcome (ok, or the error kind)",
+            "Connector invocations (steps and direct calls), by tenant and outcome (ok, error)",
             self.invocations.clone(),
         );
         r.register(
+            "invocation_errors",
+            "Failed invocations by error kind",
+            self.invocation_errors.clone(),
+        );
+        r.register(
             "limit_hits",
-            "Invocations stopped by a limit, by tenant and kind",
+            "Invocations stopped by a limit, by kind",
             self.limit_hits.clone(),
+        );
+        r.register(
+            "tenant_limit_hits",
+            "Invocations stopped by a limit, by tenant",
+            self.tenant_limit_hits.clone(),
         );
         r.register(
             "outbound_requests",
@@ -263,7 +275,7 @@ impl Metrics {
         );
         r.register(
             "db_pool_acquire_seconds",
-            "Time a claim waited for a database connection",
+            "Time taken to get a database connection, sampled at each scrape",
             self.db_acquire.clone(),
         );
         self
@@ -300,20 +312,17 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn run_created(&self, tenant: &str, trigger: &'static str) {
-        self.runs_created_n(tenant, trigger, 1);
+    pub fn run_created(&self, trigger: &'static str) {
+        self.runs_created_n(trigger, 1);
     }
 
     /// `count` runs created at once (a cron claim's ticks).
-    pub fn runs_created_n(&self, tenant: &str, trigger: &'static str, count: u64) {
+    pub fn runs_created_n(&self, trigger: &'static str, count: u64) {
         if count == 0 {
             return;
         }
         self.runs_created
-            .get_or_create(&vec![
-                ("tenant", self.runs_created_tenants.label(tenant)),
-                ("trigger", trigger.to_owned()),
-            ])
+            .get_or_create(&vec![("trigger", trigger.to_owned())])
             .inc_by(count);
     }
 
@@ -361,23 +370,31 @@ impl Metrics {
         self.queue_oldest.set(oldest_waiting.as_secs_f64());
     }
 
-    /// An invocation ended: `error` is its error kind, `None` when it succeeded.
+    /// An invocation ended: `error` is its error kind, `None` when it succeeded. Per tenant
+    /// only ok/error, so the tenant label multiplies two series, not every kind.
     pub fn invocation(&self, tenant: &str, error: Option<&str>) {
-        let outcome = error.map_or("ok", kind_label);
         self.invocations
             .get_or_create(&vec![
                 ("tenant", self.invocations_tenants.label(tenant)),
-                ("outcome", outcome.to_owned()),
+                (
+                    "outcome",
+                    if error.is_some() { "error" } else { "ok" }.to_owned(),
+                ),
             ])
             .inc();
+        if let Some(kind) = error {
+            self.invocation_errors
+                .get_or_create(&vec![("kind", kind_label(kind).to_owned())])
+                .inc();
+        }
     }
 
     pub fn limit_hit(&self, tenant: &str, kind: &str) {
         self.limit_hits
-            .get_or_create(&vec![
-                ("tenant", self.limit_hits_tenants.label(tenant)),
-                ("kind", kind_label(kind).to_owned()),
-            ])
+            .get_or_create(&vec![("kind", kind_label(kind).to_owned())])
+            .inc();
+        self.tenant_limit_hits
+            .get_or_create(&vec![("tenant", self.limit_hits_tenants.label(tenant))])
             .inc();
     }
 

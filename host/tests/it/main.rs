@@ -28,6 +28,7 @@ mod isolation;
 mod keys;
 mod limits;
 mod loading;
+mod metrics;
 mod openapi_prism;
 mod outage;
 mod outbound;

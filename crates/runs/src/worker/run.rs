@@ -14,10 +14,10 @@ use std::time::Duration;
 use airlock_core::{Charge, CoreError, Invocation};
 use airlock_model::{ConnectionId, TenantId, WorkflowSpec};
 use airlock_runtime::Call;
-use airlock_telemetry::RunOutcome;
 use airlock_store::{
     AfterFailure, Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError,
 };
+use airlock_telemetry::RunOutcome;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -164,7 +164,12 @@ impl Engine {
                 }
             };
             let attempt_error = match &ran {
-                Ok(ran) => ran.outcome.result.as_ref().err().map(|e| e.kind.as_str().to_owned()),
+                Ok(ran) => ran
+                    .outcome
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.kind.as_str().to_owned()),
                 Err(CoreError::Store(_)) => None,
                 Err(error) => Some(StepError::from_core(error).kind),
             };
@@ -480,13 +485,7 @@ impl Engine {
     }
 
     /// Counts and logs a run that ended.
-    fn ended(
-        &self,
-        lease: &Lease,
-        hold: &Hold,
-        outcome: RunOutcome,
-        failed: Option<(&str, &str)>,
-    ) {
+    fn ended(&self, lease: &Lease, hold: &Hold, outcome: RunOutcome, failed: Option<(&str, &str)>) {
         let age = airlock_store::now_ms().saturating_sub(hold.created_at);
         self.metrics().run_finished(
             &lease.tenant_id,
