@@ -4,6 +4,7 @@
 //! Every handler takes a [`auth::Principal`] and passes its tenant to the store; a resource of
 //! another tenant is therefore not found (404), never shown.
 
+mod audit;
 pub mod auth;
 pub mod compile_slots;
 mod connections;
@@ -39,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use audit::UNAUDITED;
 pub use auth::{JwtKeys, Principal, Role};
 pub use error::{ApiError, Problem};
 pub use metrics::{MetricsExposure, router as metrics_router, serve as serve_metrics};
@@ -282,8 +284,13 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(error::ensure_problem))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            audit::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             metrics::track,
         ))
+        .layer(axum::middleware::from_fn(audit::request_id))
         .with_state(state)
 }
 

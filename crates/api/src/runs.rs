@@ -2,6 +2,7 @@
 //! journal, cancel and replay, the dead letters (runs in the `dead` state), the audit log
 //! of replays and cancels (read-only: the API has no way to change it), and daily usage.
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -10,7 +11,8 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::auth::{Member, at_least};
+use super::audit::AuditedInTx;
+use super::auth::{Member, Principal, Role, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_store::{Cost, RunFilter, RunRecord, RunState, StepRecord};
@@ -339,14 +341,14 @@ async fn cancel(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Path(id): Path<String>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<(Extension<AuditedInTx>, Json<Run>), ApiError> {
     let tenant = caller.tenant_id();
     state
         .runs()
         .cancel(&tenant, &id, &caller.principal.subject)
         .await?;
     let run = state.store().run(tenant.as_str(), &id).await?;
-    Ok(Json(Run::summary(run)))
+    Ok((Extension(AuditedInTx), Json(Run::summary(run))))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -373,7 +375,7 @@ async fn replay(
     caller: Member<at_least::Editor>,
     Path(id): Path<String>,
     Json(body): Json<ReplayBody>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<(Extension<AuditedInTx>, Json<Run>), ApiError> {
     let tenant = caller.tenant_id();
     let run = state
         .runs()
@@ -384,7 +386,7 @@ async fn replay(
             &caller.principal.subject,
         )
         .await?;
-    Ok(Json(Run::summary(run)))
+    Ok((Extension(AuditedInTx), Json(Run::summary(run))))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -424,7 +426,7 @@ async fn replay_many(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Json(body): Json<ReplayMany>,
-) -> Result<Json<ReplayReport>, ApiError> {
+) -> Result<(Extension<AuditedInTx>, Json<ReplayReport>), ApiError> {
     let tenant = caller.tenant_id();
     if body.run_ids.is_empty() || body.run_ids.len() > MAX_REPLAY_BATCH {
         return Err(ApiError::validation("run_ids", "1-100 run ids"));
@@ -458,18 +460,31 @@ async fn replay_many(
             }
         }
     }
-    Ok(Json(report))
+    // Each replay was audited in its own transaction.
+    Ok((Extension(AuditedInTx), Json(report)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEntry {
     pub id: String,
+    /// The tenant whose chain holds it; empty for changes outside any tenant.
+    pub tenant_id: String,
+    /// Its place in the tenant's hash chain (`airlock audit verify`); absent for records
+    /// written before the chain existed.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
     pub at_ms: i64,
     /// The token's subject.
     pub actor: String,
-    /// `replay` or `cancel`.
+    /// `METHOD /route/template` for API changes; `replay` or `cancel` for runs.
     pub action: String,
+    /// What it made or changed: an id, `name@version`, or the route's parameters.
+    pub target: String,
+    /// The run of a replay or cancel (empty otherwise).
     pub run_id: String,
+    /// The `X-Request-Id` of the change.
+    pub request_id: String,
     #[schema(value_type = Object)]
     pub detail: Value,
 }
@@ -481,10 +496,14 @@ pub struct AuditQuery {
     /// Newest first, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// Operators only: one tenant's records (default: every tenant's, and the system's).
+    pub tenant: Option<String>,
 }
 
-/// The tenant's audit log of replays and cancels, newest first. Append-only: no route
-/// changes or deletes it, and the database refuses updates and deletes of its rows.
+/// The audit log, newest first: every change made through the API (and the runs' replays
+/// and cancels). A tenant's viewers read their tenant's; an operator reads every tenant's,
+/// or one with `tenant`. Append-only: no route changes or deletes it, and the database
+/// refuses updates, deletes and truncation.
 #[utoipa::path(get, path = "/v1/audit", tag = "runs", params(AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
@@ -493,25 +512,38 @@ pub struct AuditQuery {
     security(("bearer" = [])))]
 async fn audit(
     State(state): State<AppState>,
-    caller: Member<at_least::Viewer>,
+    caller: Principal,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let tenant = caller.tenant();
+    let tenant = match (&caller.tenant, query.tenant) {
+        (None, tenant) => tenant,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation(
+                "tenant",
+                "only an operator names the tenant; a tenant's token reads its own",
+            ));
+        }
+        (Some(_), None) => Some(caller.tenant(Role::Viewer)?.to_owned()),
+    };
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::validation("limit", "limit is 1-500"));
     }
-    let records = state.store().audit_records(tenant, limit).await?;
+    let records = state.store().audit_log(tenant.as_deref(), limit).await?;
     Ok(Json(
         records
             .into_iter()
             .map(|r| AuditEntry {
                 detail: serde_json::from_str(&r.detail).unwrap_or(Value::Null),
                 id: r.id,
+                tenant_id: r.tenant_id,
+                seq: r.seq,
                 at_ms: r.at,
                 actor: r.actor,
                 action: r.action,
+                target: r.target,
                 run_id: r.run_id,
+                request_id: r.request_id,
             })
             .collect(),
     ))

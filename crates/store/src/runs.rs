@@ -402,7 +402,7 @@ impl Store {
             ended => return Ok(Cancelled::AlreadyEnded(ended)),
         };
         let detail = serde_json::json!({ "previous_state": state.as_str() });
-        audit(&mut tx, tenant_id, now, actor, "cancel", id, &detail).await?;
+        audit(&mut tx, self.kind, tenant_id, actor, "cancel", id, &detail).await?;
         tx.commit().await?;
         if outcome == Cancelled::Requested {
             // The worker, if it is this process's, stops the guest now, not at a heartbeat.
@@ -463,7 +463,7 @@ impl Store {
             "from_step": from,
             "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
         });
-        audit(&mut tx, tenant_id, now, actor, "replay", id, &detail).await?;
+        audit(&mut tx, self.kind, tenant_id, actor, "replay", id, &detail).await?;
         ensure_run_tenant(&mut tx, tenant_id).await?;
         self.notify_in(&mut tx).await?;
         tx.commit().await?;
@@ -1014,27 +1014,25 @@ pub(crate) async fn add_usage(
     Ok(())
 }
 
+/// A cancel or replay, audited in the transaction that made it (see `audit.rs`).
+#[allow(clippy::too_many_arguments)]
 async fn audit(
     tx: &mut Tx<'_>,
+    kind: DbKind,
     tenant_id: &str,
-    now: i64,
     actor: &str,
     action: &str,
     run_id: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (tenant_id, id, at, actor, action, run_id, detail) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(tenant_id)
-    .bind(format!("aud_{}", uuid::Uuid::new_v4().simple()))
-    .bind(now)
-    .bind(actor)
-    .bind(action)
-    .bind(run_id)
-    .bind(detail.to_string())
-    .execute(&mut **tx)
-    .await?;
+    let draft = crate::audit::AuditDraft {
+        tenant_id: tenant_id.to_owned(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: run_id.to_owned(),
+        request_id: String::new(),
+        detail: detail.clone(),
+    };
+    crate::audit::append(tx, kind, &draft, run_id).await?;
     Ok(())
 }

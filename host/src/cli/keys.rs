@@ -94,7 +94,20 @@ async fn pass(rotate: bool, args: &PassArgs) -> Result<ExitCode, String> {
     let report = reencrypt_secrets(&store, &keyring, args.batch.max(1))
         .await
         .map_err(|e| e.to_string())?;
+    let action = if rotate {
+        "keys.rotate"
+    } else {
+        "keys.reencrypt"
+    };
+    let detail = serde_json::json!({
+        "current_key": keyring.current().as_str(),
+        "reencrypted": report.reencrypted,
+        "changed_meanwhile": report.changed_meanwhile,
+        "failed": report.failed,
+    });
+    let audited = audit(&store, action, keyring.current().as_str(), detail).await;
     store.close().await;
+    audited?;
     outln!(
         "re-encrypted {} secret(s) under key {}; {} changed meanwhile; {} failed",
         report.reencrypted,
@@ -184,14 +197,20 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
 
     let store = existing_store(&args.config).await?;
     let counted = store.sealed_under(id).await;
-    store.close().await;
-    let sealed = counted.map_err(|e| e.to_string())?;
+    let sealed = match counted {
+        Ok(sealed) => sealed,
+        Err(error) => {
+            store.close().await;
+            return Err(error.to_string());
+        }
+    };
     if sealed > 0 {
         errln!(
             "error: {sealed} secret(s) (connection credentials, webhook trigger secrets) are still sealed under key {id}; run \
              `airlock keys reencrypt` to move them to key {}, then retire {id}",
             keyring.current()
         );
+        store.close().await;
         return Ok(ExitCode::from(EXIT_FAILED));
     }
 
@@ -203,9 +222,13 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
             "error: {} changed while counting; run again",
             path.display()
         );
+        store.close().await;
         return Ok(ExitCode::from(EXIT_FAILED));
     }
     keyring.save(&path).map_err(|e| e.to_string())?;
+    let audited = audit(&store, "keys.retire", id.as_str(), serde_json::json!({})).await;
+    store.close().await;
+    audited?;
     outln!(
         "retired key {id}: removed from {}; nothing was sealed under it",
         path.display()
@@ -222,7 +245,7 @@ async fn retire(args: &RetireArgs) -> Result<ExitCode, String> {
 /// The configured database, which must exist already: `list` and `retire` only read it, and a
 /// database created by a mistyped `--data-dir` would count no connection under any key, and
 /// so let `retire` drop a key the real database still needs.
-async fn existing_store(config: &Config) -> Result<Store, String> {
+pub(super) async fn existing_store(config: &Config) -> Result<Store, String> {
     let url = config.database_url();
     let url = match url.strip_suffix("mode=rwc") {
         Some(base) if url.starts_with("sqlite:") => format!("{base}mode=rw"),
@@ -235,4 +258,30 @@ async fn existing_store(config: &Config) -> Result<Store, String> {
                 "{e} (keys commands read an existing database: check --database-url or --data-dir)"
             )
         })
+}
+
+/// Appends the system audit record (tenant `""`) of a key command, with the operating
+/// system user as the actor (`cli:<user>`).
+async fn audit(
+    store: &Store,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) -> Result<(), String> {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let draft = airlock_store::AuditDraft {
+        tenant_id: String::new(),
+        actor: format!("cli:{user}"),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        request_id: String::new(),
+        detail,
+    };
+    store
+        .append_audit(&draft)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("the change is done, but its audit record was not written: {e}"))
 }

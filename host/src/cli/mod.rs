@@ -15,6 +15,7 @@ macro_rules! errln {
     ($($arg:tt)*) => { $crate::cli::output::stderr(format_args!($($arg)*)) };
 }
 
+mod audit;
 mod bench;
 mod connector;
 mod invoke;
@@ -38,7 +39,13 @@ pub struct Cli {
     /// How log lines are written to stderr: `text` (coloured only on a terminal) or `json`
     /// (one object a line, for a log shipper). Levels: `AIRLOCK_LOG` (default `warn`;
     /// `info` has a line per run event and refused webhook).
-    #[arg(long, global = true, env = "AIRLOCK_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -59,9 +66,7 @@ pub fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -88,6 +93,8 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Manage the credential encryption keys: rotate, re-encrypt, list and retire.
     Keys(keys::KeysArgs),
+    /// Check the audit log's hash chains.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Keys(args) => keys::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     })
 }

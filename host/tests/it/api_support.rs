@@ -261,6 +261,13 @@ impl TestServer {
             .expect("token")
     }
 
+    /// A token whose subject (the audit log's actor) is `subject`.
+    pub fn token_for(&self, subject: &str, tenant: Option<&str>, role: Role) -> String {
+        self.jwt
+            .issue(subject, tenant, role, Duration::from_secs(600))
+            .expect("token")
+    }
+
     pub fn operator(&self) -> String {
         self.token(None, Role::Operator)
     }

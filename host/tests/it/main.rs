@@ -14,6 +14,7 @@ mod api_openapi;
 mod api_refusals;
 mod api_server;
 mod api_support;
+mod audit;
 
 mod breaker;
 mod chaos;
