@@ -108,6 +108,10 @@ pub struct Config {
     /// `tenant="_other"`, so a flood of tenants cannot grow the series without bound.
     #[arg(long, env = "AIRLOCK_METRICS_TENANT_CAP", default_value_t = airlock_telemetry::DEFAULT_TENANT_CAP)]
     pub metrics_tenant_cap: usize,
+    /// How often this process applies the tenants' retention policies (`retain_run_data_days`,
+    /// `retain_runs_days`) to ended runs.
+    #[arg(long, env = "AIRLOCK_RETENTION_EVERY", default_value = "10m", value_parser = crate::units::parse_timeout)]
+    pub retention_every: Duration,
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
     pub pool_size: u32,
@@ -231,6 +235,7 @@ impl Config {
             metrics: MetricsAccess::Operator,
             metrics_listen: None,
             metrics_tenant_cap: airlock_telemetry::DEFAULT_TENANT_CAP,
+            retention_every: airlock_runs::retention::DEFAULT_PERIOD,
             pool_size: 64,
             credentials_follow_redirects_across_origins: false,
             outbound_allow_private: Vec::new(),
@@ -478,6 +483,7 @@ impl Config {
                 ..SchedulerOptions::default()
             },
             metrics: self.metrics.into(),
+            retention_every: self.retention_every,
         };
         Ok(options)
     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use airlock_core::{Clock, Pipeline, PipelineOptions};
 use airlock_runs::{
-    KeyExpiry, Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers,
+    KeyExpiry, Retention, Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers,
 };
 use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use airlock_secrets::{Keyring, Secret};
@@ -145,6 +145,8 @@ pub struct ServiceOptions {
     pub scheduler: SchedulerOptions,
     /// Who reads `/metrics` on the API listener.
     pub metrics: MetricsExposure,
+    /// How often this process's retention pruner runs.
+    pub retention_every: std::time::Duration,
 }
 
 /// A started service: its state and the configuration it came from.
@@ -155,6 +157,7 @@ pub struct Service {
     api: bool,
     workers: WorkerOptions,
     scheduler: SchedulerOptions,
+    retention_every: std::time::Duration,
 }
 
 impl Service {
@@ -188,6 +191,7 @@ impl Service {
             api: options.api,
             workers: options.workers,
             scheduler: options.scheduler,
+            retention_every: options.retention_every,
         })
     }
     pub fn router(&self) -> Router {
@@ -238,7 +242,9 @@ impl Service {
         };
         let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
         let expiry = KeyExpiry::start(self.state.runs().clone());
+        let retention = Retention::start(self.state.runs().clone(), self.retention_every);
         let result = server::serve(listener, router, self.server, shutdown).await;
+        retention.shutdown().await;
         expiry.shutdown().await;
         // Running steps finish (or are stopped after the grace period) and their runs go
         // back to the queue; in-flight refreshes finish (a rotated refresh token must reach

@@ -86,6 +86,10 @@ pub struct Limits {
     pub max_workflows: u32,
     /// Default 100, cap 500; over it, invocations answer 429.
     pub runs_per_hour: u32,
+    /// Days an ended run keeps its input, outputs and logs; default 30, 1 to 3,650.
+    pub retain_run_data_days: u32,
+    /// Days an ended run is kept at all; default 90, 1 to 3,650.
+    pub retain_runs_days: u32,
 }
 
 pub fn valid_tenant_id(id: &str) -> bool {

@@ -12,6 +12,12 @@ pub const DEFAULT_MAX_WORKFLOWS: u32 = 50;
 pub const MAX_WORKFLOWS_CAP: u32 = 200;
 pub const DEFAULT_RUNS_PER_HOUR: u32 = 100;
 pub const RUNS_PER_HOUR_CAP: u32 = 500;
+/// Days an ended run keeps its input (webhook bodies included), outputs and logs.
+pub const DEFAULT_RUN_DATA_DAYS: u32 = 30;
+/// Days an ended run is kept at all (its dead letter, its idempotency key).
+pub const DEFAULT_RUNS_DAYS: u32 = 90;
+/// The longest either may be set to.
+pub const RETENTION_DAYS_CAP: u32 = 3650;
 
 /// Everything an operator tunes per tenant. Read from the database on every invocation, so
 /// a change applies to the next one.
@@ -20,6 +26,10 @@ pub struct TenantQuota {
     pub runtime: TenantLimits,
     pub max_workflows: u32,
     pub runs_per_hour: u32,
+    /// `retain_run_data_days`: see [`DEFAULT_RUN_DATA_DAYS`].
+    pub run_data_days: u32,
+    /// `retain_runs_days`: see [`DEFAULT_RUNS_DAYS`].
+    pub runs_days: u32,
 }
 
 impl Default for TenantQuota {
@@ -28,6 +38,8 @@ impl Default for TenantQuota {
             runtime: TenantLimits::default(),
             max_workflows: DEFAULT_MAX_WORKFLOWS,
             runs_per_hour: DEFAULT_RUNS_PER_HOUR,
+            run_data_days: DEFAULT_RUN_DATA_DAYS,
+            runs_days: DEFAULT_RUNS_DAYS,
         }
     }
 }
@@ -37,9 +49,18 @@ impl TenantQuota {
     pub fn validate(&self, caps: &LimitCaps) -> Result<(), LimitError> {
         self.runtime.validate(caps)?;
         for LimitBound {
-            field, value, max, ..
+            field,
+            value,
+            min,
+            max,
         } in self.count_bounds()
         {
+            if value < min {
+                return Err(LimitError {
+                    field,
+                    reason: format!("is {value}, below the minimum of {min}"),
+                });
+            }
             if value > max {
                 return Err(LimitError {
                     field,
@@ -57,16 +78,23 @@ impl TenantQuota {
         bounds
     }
 
-    fn count_bounds(&self) -> [LimitBound; 2] {
-        let count = |field, value: u32, cap: u32| LimitBound {
+    fn count_bounds(&self) -> [LimitBound; 4] {
+        let count = |field, value: u32, min: u32, cap: u32| LimitBound {
             field,
             value: value.into(),
-            min: 0,
+            min: min.into(),
             max: cap.into(),
         };
         [
-            count("max_workflows", self.max_workflows, MAX_WORKFLOWS_CAP),
-            count("runs_per_hour", self.runs_per_hour, RUNS_PER_HOUR_CAP),
+            count("max_workflows", self.max_workflows, 0, MAX_WORKFLOWS_CAP),
+            count("runs_per_hour", self.runs_per_hour, 0, RUNS_PER_HOUR_CAP),
+            count(
+                "retain_run_data_days",
+                self.run_data_days,
+                1,
+                RETENTION_DAYS_CAP,
+            ),
+            count("retain_runs_days", self.runs_days, 1, RETENTION_DAYS_CAP),
         ]
     }
 }
@@ -80,6 +108,8 @@ impl Serialize for TenantQuota {
         };
         object.insert("max_workflows".into(), self.max_workflows.into());
         object.insert("runs_per_hour".into(), self.runs_per_hour.into());
+        object.insert("retain_run_data_days".into(), self.run_data_days.into());
+        object.insert("retain_runs_days".into(), self.runs_days.into());
         object.serialize(serializer)
     }
 }
@@ -97,11 +127,15 @@ impl<'de> Deserialize<'de> for TenantQuota {
         };
         let max_workflows = count("max_workflows", DEFAULT_MAX_WORKFLOWS)?;
         let runs_per_hour = count("runs_per_hour", DEFAULT_RUNS_PER_HOUR)?;
+        let run_data_days = count("retain_run_data_days", DEFAULT_RUN_DATA_DAYS)?;
+        let runs_days = count("retain_runs_days", DEFAULT_RUNS_DAYS)?;
         let runtime = TenantLimits::deserialize(Value::Object(object)).map_err(D::Error::custom)?;
         Ok(Self {
             runtime,
             max_workflows,
             runs_per_hour,
+            run_data_days,
+            runs_days,
         })
     }
 }

@@ -14,6 +14,7 @@
 mod error;
 mod expiry;
 mod rate;
+pub mod retention;
 pub mod retry;
 mod scheduler;
 mod triggers;
@@ -30,6 +31,7 @@ use serde_json::Value;
 
 pub use error::RunsError;
 pub use expiry::KeyExpiry;
+pub use retention::{PruneReport, Retention};
 pub use scheduler::{Scheduler, SchedulerOptions};
 pub use triggers::{
     DEFAULT_RATE_PER_MINUTE, Delivered, HookError, MAX_TRIGGERS_PER_TENANT, Overlap, Trigger,

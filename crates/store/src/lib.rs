@@ -14,6 +14,7 @@ mod connectors;
 mod enqueue;
 mod journal;
 mod json_rows;
+mod retention;
 mod rotation;
 mod runs;
 mod state;
@@ -31,6 +32,7 @@ pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionRecord, NewConnection};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{
     AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, Finish, Lease,

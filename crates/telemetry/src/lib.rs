@@ -89,6 +89,8 @@ pub struct Metrics {
     admission_wait: Histogram,
     db_connections: Family<Labels, Gauge>,
     db_acquire: Histogram,
+    retention_runs: Family<Labels, Counter>,
+    retention_batch: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,6 +148,8 @@ impl Metrics {
             admission_wait: fast(),
             db_connections: Family::default(),
             db_acquire: fast(),
+            retention_runs: Family::default(),
+            retention_batch: fast(),
             registry,
         };
         metrics.register()
@@ -277,6 +281,16 @@ impl Metrics {
             "db_pool_acquire_seconds",
             "Time taken to get a database connection, sampled at each scrape",
             self.db_acquire.clone(),
+        );
+        r.register(
+            "retention_runs",
+            "Ended runs pruned by retention, by what was done (blanked, removed)",
+            self.retention_runs.clone(),
+        );
+        r.register(
+            "retention_longest_batch_seconds",
+            "The longest pruning batch (one transaction) of each pass",
+            self.retention_batch.clone(),
         );
         self
     }
@@ -441,6 +455,16 @@ impl Metrics {
 
     pub fn db_acquire(&self, waited: Duration) {
         self.db_acquire.observe(waited.as_secs_f64());
+    }
+
+    /// One retention pass: runs blanked and removed, and its longest batch.
+    pub fn retention(&self, blanked: u64, removed: u64, longest_batch: Duration) {
+        for (what, count) in [("blanked", blanked), ("removed", removed)] {
+            self.retention_runs
+                .get_or_create(&vec![("what", what.to_owned())])
+                .inc_by(count);
+        }
+        self.retention_batch.observe(longest_batch.as_secs_f64());
     }
 
     /// The OpenMetrics text of every metric.

@@ -35,6 +35,7 @@ mod outage;
 mod outbound;
 mod pipeline;
 mod queue;
+mod retention;
 mod retries;
 mod runs;
 mod runs_support;

@@ -1,0 +1,121 @@
+//! [`Retention`]: the pruner that applies each tenant's retention policy to its ended runs
+//! (`retain_run_data_days`, `retain_runs_days` in the tenant's limits).
+//!
+//! Every process may run it: its statements pick rows by a horizon and change nothing a
+//! second time, so two processes at once only repeat reads. Time comes from the pipeline's
+//! clock, so tests move it.
+
+use std::time::Duration;
+
+use airlock_store::Pruned;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Runs, RunsError};
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Runs per transaction: small enough that a batch holds its locks for milliseconds.
+pub const PRUNE_BATCH: i64 = 500;
+
+/// How often the pruner looks.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(600);
+
+/// What one pass did, over every tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub tenants: u64,
+    pub blanked: u64,
+    pub removed: u64,
+    pub batches: u64,
+    pub longest_batch: Duration,
+}
+
+impl Runs {
+    /// One pass of the pruner over every tenant, at the pipeline clock's time.
+    pub async fn prune(&self) -> Result<PruneReport, RunsError> {
+        let store = self.pipeline.store();
+        let now = self.pipeline.clock().now_ms();
+        let mut report = PruneReport::default();
+        for tenant in store.list_tenants().await? {
+            let quota = &tenant.quota;
+            let horizon = |days: u32| now.saturating_sub(i64::from(days).saturating_mul(DAY_MS));
+            let Pruned {
+                blanked,
+                removed,
+                batches,
+                longest_batch,
+            } = store
+                .prune_runs(
+                    &tenant.id,
+                    horizon(quota.run_data_days),
+                    horizon(quota.runs_days),
+                    PRUNE_BATCH,
+                )
+                .await?;
+            report.tenants += 1;
+            report.blanked += blanked;
+            report.removed += removed;
+            report.batches += batches;
+            report.longest_batch = report.longest_batch.max(longest_batch);
+            if blanked + removed > 0 {
+                tracing::info!(
+                    tenant = %tenant.id,
+                    blanked,
+                    removed,
+                    longest_batch_ms = longest_batch.as_millis() as u64,
+                    "retention: ended runs pruned"
+                );
+            }
+        }
+        self.metrics()
+            .retention(report.blanked, report.removed, report.longest_batch);
+        Ok(report)
+    }
+}
+
+/// The running pruner of this process.
+pub struct Retention {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retention").finish_non_exhaustive()
+    }
+}
+
+impl Retention {
+    pub fn start(runs: Runs, period: Duration) -> Retention {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(prune_every(runs, period, stop.clone()));
+        Retention {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops after the batch in hand.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn prune_every(runs: Runs, period: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = runs.prune() => outcome,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "retention: a pruning pass failed; the next one retries");
+        }
+    }
+}

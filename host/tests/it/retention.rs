@@ -1,0 +1,126 @@
+//! Retention on a manual clock: an ended run keeps its data for `retain_run_data_days` and
+//! itself for `retain_runs_days`; waiting runs and other tenants' runs are untouched; the
+//! operator's policy change is audited. Both databases.
+
+use std::sync::Arc;
+
+use airlock::model::ManualClock;
+use serde_json::json;
+
+use crate::api_support::{Db, TestServer, on_both_databases};
+use crate::runs_support::{
+    create_workflow, ended, fast_workers, put_limits, start_run, tenant_with_hostile, wait_for,
+};
+use crate::support::options;
+
+on_both_databases!(ended_runs_lose_their_data_then_go_at_each_tenants_horizons,);
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+async fn ended_runs_lose_their_data_then_go_at_each_tenants_horizons(db: Db) {
+    let clock = ManualClock::new(airlock::store::now_ms());
+    let mut runtime = options();
+    runtime.engine.pool_size = 8;
+    let Some(server) =
+        TestServer::start_clocked(db, runtime, fast_workers, Some(Arc::new(clock.clone()))).await
+    else {
+        return;
+    };
+    let acme = tenant_with_hostile(&server, "acme").await;
+    let other = tenant_with_hostile(&server, "other").await;
+    // acme keeps data 2 days and runs 5; other keeps the defaults (30 and 90).
+    put_limits(
+        &server,
+        "acme",
+        json!({"retain_run_data_days": 2, "retain_runs_days": 5}),
+    )
+    .await;
+    let steps = json!([{"id": "a", "connector": "hostile", "action": "echo",
+        "input": {"n": {"$from": "/trigger/n"}}}]);
+    let echo = create_workflow(&server, &acme, "echo", steps.clone()).await;
+    let mut acme_runs = Vec::new();
+    for i in 0..3 {
+        let run = start_run(
+            &server,
+            &acme,
+            &echo,
+            json!({"n": i, "body": format!("personal-{i}")}),
+        )
+        .await;
+        wait_for(&server, &acme, &run, ended).await;
+        acme_runs.push(run);
+    }
+    let theirs = create_workflow(&server, &other, "echo", steps).await;
+    let their_run = start_run(&server, &other, &theirs, json!({"n": 9, "body": "theirs"})).await;
+    wait_for(&server, &other, &their_run, ended).await;
+
+    // Nothing is due yet.
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!((report.blanked, report.removed), (0, 0), "{report:?}");
+
+    // Past acme's data horizon: inputs, outputs and step logs blanked; the runs stay.
+    clock.advance_ms(3 * DAY_MS);
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!((report.blanked, report.removed), (3, 0), "{report:?}");
+    for run in &acme_runs {
+        let read = server.get(&format!("/v1/runs/{run}"), &acme).await;
+        assert_eq!(read.status, 200, "{}", read.text);
+        assert!(!read.text.contains("personal-"), "{}", read.text);
+        assert_eq!(read.body["state"], "succeeded");
+    }
+    let theirs_read = server.get(&format!("/v1/runs/{their_run}"), &other).await;
+    assert!(theirs_read.text.contains("theirs"), "{}", theirs_read.text);
+    // A second pass finds nothing left to do.
+    let again = server.state.runs().prune().await.expect("prune");
+    assert_eq!((again.blanked, again.removed), (0, 0));
+
+    // Past acme's run horizon: gone, with their steps; the other tenant keeps its run.
+    clock.advance_ms(3 * DAY_MS);
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!(report.removed, 3, "{report:?}");
+    for run in &acme_runs {
+        let read = server.get(&format!("/v1/runs/{run}"), &acme).await;
+        assert_eq!(read.status, 404, "{}", read.text);
+    }
+    let pool = server.raw_db().await;
+    let steps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_steps WHERE tenant_id = 'acme'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(steps, 0);
+    assert_eq!(
+        server
+            .get(&format!("/v1/runs/{their_run}"), &other)
+            .await
+            .status,
+        200
+    );
+
+    // The default horizons apply to the other tenant.
+    clock.advance_ms(30 * DAY_MS);
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!((report.blanked, report.removed), (1, 0), "{report:?}");
+    clock.advance_ms(60 * DAY_MS);
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!(report.removed, 1, "{report:?}");
+
+    // The policy change is in the audit log, and a horizon of 0 days is refused.
+    let audit = server
+        .get("/v1/audit?tenant=acme&limit=500", &server.operator())
+        .await;
+    assert!(
+        audit.body.as_array().is_some_and(|records| records
+            .iter()
+            .any(|r| r["action"] == "PUT /v1/tenants/{id}/limits")),
+        "{}",
+        audit.text
+    );
+    let refused = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &server.operator(),
+            json!({"retain_runs_days": 0}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+}
