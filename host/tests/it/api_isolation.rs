@@ -29,6 +29,8 @@ enum Access {
     MemberOrOperator,
     /// Inside the caller's own tenant, with at least this role; operators get 403.
     Tenant(Role),
+    /// As `Tenant`, and operators read every tenant's (read-only operator views).
+    TenantOrOperator(Role),
     /// No token: the request's signature authenticates it (a webhook). Unsigned, it is 401
     /// `invalid-signature` whoever sends it, tokens or not.
     Signed,
@@ -77,12 +79,18 @@ fn expected(route: &Route, who: Who) -> Expect {
         (Access::MemberOrOperator, Who::Operator | Who::Owner(_)) => Success,
         (Access::MemberOrOperator, Who::Other(_)) => Problem(404, "not-found"),
         (Access::Tenant(_), Who::Operator) => Problem(403, "forbidden"),
-        (Access::Tenant(min), Who::Other(role) | Who::Owner(role)) if role < min => {
-            Problem(403, "forbidden")
+        (Access::TenantOrOperator(_), Who::Operator) => Success,
+        (
+            Access::Tenant(min) | Access::TenantOrOperator(min),
+            Who::Other(role) | Who::Owner(role),
+        ) if role < min => Problem(403, "forbidden"),
+        (Access::Tenant(_) | Access::TenantOrOperator(_), Who::Other(_)) if route.touches_a => {
+            Problem(404, "not-found")
         }
-        (Access::Tenant(_), Who::Other(_)) if route.touches_a => Problem(404, "not-found"),
         // B's own (empty or B-made) data, or A acting on its own resources.
-        (Access::Tenant(_), Who::Other(_) | Who::Owner(_)) => Success,
+        (Access::Tenant(_) | Access::TenantOrOperator(_), Who::Other(_) | Who::Owner(_)) => {
+            Success
+        }
     }
 }
 
@@ -219,7 +227,7 @@ fn workflow_steps(connection: &str) -> Value {
 /// Every operation of the API, filled with A's ids. Keep in step with `/openapi.json`: the
 /// test fails on any difference.
 fn table(a: &Fixture) -> Vec<Route> {
-    use Access::{MemberOrOperator, Operator, Public, Signed, Tenant};
+    use Access::{MemberOrOperator, Operator, Public, Signed, Tenant, TenantOrOperator};
     let route = |method: Method,
                  template: &'static str,
                  path: String,
@@ -565,7 +573,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/audit",
             "/v1/audit".into(),
-            Tenant(Role::Viewer),
+            TenantOrOperator(Role::Viewer),
             false,
             Payload::None,
         ),
@@ -747,6 +755,8 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
             Who::Owner(Role::Admin),
         ),
     ];
+    let a_reader = server.token(Some(&a.tenant), Role::Admin);
+    let audit_before = audit_ids(&server, &a_reader).await;
     let mut calls = 0;
     for (label, token, who) in &callers {
         for route in &routes {
@@ -764,7 +774,10 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
             check(&reply, &expect, &what);
             let may_see_a = matches!(who, Who::Owner(_))
                 || (*who == Who::Operator
-                    && matches!(route.access, Access::Operator | Access::MemberOrOperator));
+                    && matches!(
+                        route.access,
+                        Access::Operator | Access::MemberOrOperator | Access::TenantOrOperator(_)
+                    ));
             if !may_see_a {
                 for marker in &a.markers {
                     assert!(
@@ -808,8 +821,14 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
     assert_eq!(usage.body["runs_this_hour"], json!(1), "{}", usage.text);
     let run = server.get(&format!("/v1/runs/{}", a.run), &a_admin).await;
     assert_eq!(run.body["state"], json!("queued"), "{}", run.text);
-    let audit = server.get("/v1/audit", &a_admin).await;
-    assert_eq!(audit.body, json!([]), "{}", audit.text);
+    // The only change in A's audit log: the operator's (no-op) write of A's limits.
+    let audit = server.get("/v1/audit?limit=500", &a_admin).await;
+    for record in audit.body.as_array().expect("audit") {
+        if !audit_before.contains(record["id"].as_str().unwrap_or_default()) {
+            assert_eq!(record["detail"]["role"], json!("operator"), "{record}");
+            assert_eq!(record["action"], json!("PUT /v1/tenants/{id}/limits"), "{record}");
+        }
+    }
 
     // A's editor does everything the table lets it, destructive calls last: the same filled
     // paths and bodies that B was refused work for their owner.
@@ -837,6 +856,7 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
         .expect("audit")
         .iter()
         .filter_map(|r| r["action"].as_str())
+        .filter(|a| matches!(*a, "replay" | "cancel"))
         .collect();
     assert_eq!(actions, ["replay", "cancel"], "{}", audit.text);
     eprintln!("api_isolation: {} routes, {calls} calls", routes.len());
@@ -874,4 +894,15 @@ fn check(reply: &Reply, expect: &Expect, what: &str) {
             reply.text
         );
     }
+}
+
+async fn audit_ids(server: &TestServer, token: &str) -> std::collections::HashSet<String> {
+    let audit = server.get("/v1/audit?limit=500", token).await;
+    audit
+        .body
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
 }
