@@ -320,6 +320,63 @@ impl<R: MinRole> FromRequestParts<AppState> for Member<R> {
     }
 }
 
+/// A read-only view of one tenant: a member of it with at least the viewer role, or an
+/// operator naming it with `?tenant=ID` (the operator views of runs, dead letters and usage).
+/// A member may not name another tenant (422); an unknown tenant is 404.
+#[derive(Debug)]
+pub struct Reader {
+    pub principal: Principal,
+    tenant: String,
+}
+
+impl Reader {
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        let named = parts.uri.query().and_then(|query| {
+            url::form_urlencoded::parse(query.as_bytes())
+                .find(|(key, _)| key == "tenant")
+                .map(|(_, value)| value.into_owned())
+        });
+        let tenant = match (&principal.tenant, named) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::validation(
+                    "tenant",
+                    "only an operator names the tenant; a tenant's token reads its own",
+                ));
+            }
+            (Some(_), None) => principal.tenant(Role::Viewer)?.to_owned(),
+            (None, Some(tenant)) => {
+                if !super::tenants::valid_tenant_id(&tenant) {
+                    return Err(ApiError::not_found("tenant"));
+                }
+                match state.pipeline().quota(&tenant).await {
+                    Ok(_) => tenant,
+                    Err(CoreError::NotFound { .. }) => return Err(ApiError::not_found("tenant")),
+                    Err(other) => return Err(other.into()),
+                }
+            }
+            (None, None) => {
+                return Err(ApiError::validation(
+                    "tenant",
+                    "an operator reads a tenant's runs, dead letters and usage with ?tenant=ID",
+                ));
+            }
+        };
+        Ok(Reader { principal, tenant })
+    }
+}
+
 /// A caller with the operator role (403 otherwise).
 #[derive(Debug)]
 pub struct Operator(pub Principal);

@@ -19,7 +19,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::auth::{Member, at_least};
+use super::auth::{Member, Reader, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 
@@ -240,10 +240,7 @@ fn action_call(
         (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
         (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
-async fn usage(
-    State(state): State<AppState>,
-    caller: Member<at_least::Viewer>,
-) -> Result<Json<Usage>, ApiError> {
+async fn usage(State(state): State<AppState>, caller: Reader) -> Result<Json<Usage>, ApiError> {
     let tenant = caller.tenant();
     let quota = state.pipeline().quota(tenant).await?;
     let runs = state.store().runs_this_hour(tenant).await?;

@@ -31,6 +31,8 @@ enum Access {
     Tenant(Role),
     /// As `Tenant`, and operators read every tenant's (read-only operator views).
     TenantOrOperator(Role),
+    /// As `Tenant(Viewer)`; an operator names the tenant with `?tenant=` (422 without).
+    Reader,
     /// No token: the request's signature authenticates it (a webhook). Unsigned, it is 401
     /// `invalid-signature` whoever sends it, tokens or not.
     Signed,
@@ -80,6 +82,9 @@ fn expected(route: &Route, who: Who) -> Expect {
         (Access::MemberOrOperator, Who::Other(_)) => Problem(404, "not-found"),
         (Access::Tenant(_), Who::Operator) => Problem(403, "forbidden"),
         (Access::TenantOrOperator(_), Who::Operator) => Success,
+        (Access::Reader, Who::Operator) => Problem(422, "validation"),
+        (Access::Reader, Who::Other(_)) if route.touches_a => Problem(404, "not-found"),
+        (Access::Reader, Who::Other(_) | Who::Owner(_)) => Success,
         (
             Access::Tenant(min) | Access::TenantOrOperator(min),
             Who::Other(role) | Who::Owner(role),
@@ -88,9 +93,7 @@ fn expected(route: &Route, who: Who) -> Expect {
             Problem(404, "not-found")
         }
         // B's own (empty or B-made) data, or A acting on its own resources.
-        (Access::Tenant(_) | Access::TenantOrOperator(_), Who::Other(_) | Who::Owner(_)) => {
-            Success
-        }
+        (Access::Tenant(_) | Access::TenantOrOperator(_), Who::Other(_) | Who::Owner(_)) => Success,
     }
 }
 
@@ -227,7 +230,7 @@ fn workflow_steps(connection: &str) -> Value {
 /// Every operation of the API, filled with A's ids. Keep in step with `/openapi.json`: the
 /// test fails on any difference.
 fn table(a: &Fixture) -> Vec<Route> {
-    use Access::{MemberOrOperator, Operator, Public, Signed, Tenant, TenantOrOperator};
+    use Access::{MemberOrOperator, Operator, Public, Reader, Signed, Tenant, TenantOrOperator};
     let route = |method: Method,
                  template: &'static str,
                  path: String,
@@ -399,7 +402,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/usage",
             "/v1/usage".into(),
-            Tenant(Role::Viewer),
+            Reader,
             false,
             Payload::None,
         ),
@@ -522,7 +525,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/runs",
             "/v1/runs".into(),
-            Tenant(Role::Viewer),
+            Reader,
             false,
             Payload::None,
         ),
@@ -530,7 +533,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/runs/{id}",
             format!("/v1/runs/{}", a.run),
-            Tenant(Role::Viewer),
+            Reader,
             true,
             Payload::None,
         ),
@@ -555,7 +558,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/dead-letters",
             "/v1/dead-letters".into(),
-            Tenant(Role::Viewer),
+            Reader,
             false,
             Payload::None,
         ),
@@ -581,7 +584,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/usage/daily",
             "/v1/usage/daily".into(),
-            Tenant(Role::Viewer),
+            Reader,
             false,
             Payload::None,
         ),
@@ -821,12 +824,52 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
     assert_eq!(usage.body["runs_this_hour"], json!(1), "{}", usage.text);
     let run = server.get(&format!("/v1/runs/{}", a.run), &a_admin).await;
     assert_eq!(run.body["state"], json!("queued"), "{}", run.text);
+    // The operator views: an operator reads A's runs, dead letters and usage by naming A.
+    let operator = server.operator();
+    for path in [
+        "/v1/runs",
+        "/v1/dead-letters",
+        "/v1/usage",
+        "/v1/usage/daily",
+    ] {
+        let named = server
+            .get(&format!("{path}?tenant={}", a.tenant), &operator)
+            .await;
+        assert_eq!(named.status, 200, "{path}: {}", named.text);
+    }
+    let runs = server
+        .get(&format!("/v1/runs?tenant={}", a.tenant), &operator)
+        .await;
+    assert!(runs.text.contains(&a.run), "{}", runs.text);
+    let one = server
+        .get(
+            &format!("/v1/runs/{}?tenant={}", a.run, a.tenant),
+            &operator,
+        )
+        .await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    let unknown = server
+        .get("/v1/runs?tenant=no-such-tenant", &operator)
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    // A member cannot use the operator's parameter to reach another tenant.
+    let b_admin = server.token(Some(b), Role::Admin);
+    let sideways = server
+        .get(&format!("/v1/runs?tenant={}", a.tenant), &b_admin)
+        .await;
+    assert_eq!(sideways.status, 422, "{}", sideways.text);
+    assert!(!sideways.text.contains(&a.run), "{}", sideways.text);
+
     // The only change in A's audit log: the operator's (no-op) write of A's limits.
     let audit = server.get("/v1/audit?limit=500", &a_admin).await;
     for record in audit.body.as_array().expect("audit") {
         if !audit_before.contains(record["id"].as_str().unwrap_or_default()) {
             assert_eq!(record["detail"]["role"], json!("operator"), "{record}");
-            assert_eq!(record["action"], json!("PUT /v1/tenants/{id}/limits"), "{record}");
+            assert_eq!(
+                record["action"],
+                json!("PUT /v1/tenants/{id}/limits"),
+                "{record}"
+            );
         }
     }
 

@@ -799,7 +799,8 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
     // The backlog's steps take 100 ms: the server's 8 workers need 25 s to drain it, longer
     // than the five small runs may take at their bound (5 x 5 s), so a loaded machine slows
     // the measurement without draining the backlog under it.
-    let slow = json!([{"id": "s", "connector": "hostile", "action": "sleep", "input": {"ms": 100}}]);
+    let slow =
+        json!([{"id": "s", "connector": "hostile", "action": "sleep", "input": {"ms": 100}}]);
     let quick = json!([{"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}}]);
     let big_workflow = create_workflow(&server, &big, "bulk", slow).await;
     let small_workflow = create_workflow(&server, &small, "few", quick).await;
