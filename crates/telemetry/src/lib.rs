@@ -60,6 +60,8 @@ fn slow() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     tenant_cap: usize,
+    /// `false`: every recording method returns at once (the overhead benchmark's baseline).
+    enabled: bool,
     ready: Gauge,
     refusal_log: LogGate,
     http_requests: Family<Labels, Counter>,
@@ -119,6 +121,7 @@ impl Metrics {
 
         let metrics = Metrics {
             tenant_cap,
+            enabled: true,
             ready: Gauge::default(),
             refusal_log: LogGate::new(REFUSAL_LINES_PER_SECOND, Duration::from_secs(1)),
             http_requests: Family::default(),
@@ -153,6 +156,14 @@ impl Metrics {
             registry,
         };
         metrics.register()
+    }
+
+    /// Metrics that record nothing: the baseline the overhead benchmark measures against.
+    pub fn disabled() -> Metrics {
+        Metrics {
+            enabled: false,
+            ..Metrics::new(0)
+        }
     }
 
     fn register(mut self) -> Metrics {
@@ -305,11 +316,17 @@ impl Metrics {
     }
 
     pub fn set_ready(&self, ready: bool) {
+        if !self.enabled {
+            return;
+        }
         self.ready.set(i64::from(ready));
     }
 
     /// One API request. `route` is the matched template (`/v1/runs/{id}`), never the path.
     pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        if !self.enabled {
+            return;
+        }
         let method = names::method_label(method);
         self.http_requests
             .get_or_create(&vec![
@@ -332,6 +349,9 @@ impl Metrics {
 
     /// `count` runs created at once (a cron claim's ticks).
     pub fn runs_created_n(&self, trigger: &'static str, count: u64) {
+        if !self.enabled {
+            return;
+        }
         if count == 0 {
             return;
         }
@@ -342,12 +362,18 @@ impl Metrics {
 
     /// A worker claimed a run that was due `waited` ago.
     pub fn run_started(&self, waited: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.runs_started.inc();
         self.schedule_to_start.observe(waited.as_secs_f64());
     }
 
     /// A run ended, `age` after it was created.
     pub fn run_finished(&self, tenant: &str, outcome: RunOutcome, age: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.runs_finished
             .get_or_create(&vec![
                 ("tenant", self.runs_finished_tenants.label(tenant)),
@@ -361,6 +387,9 @@ impl Metrics {
 
     /// A step attempt ended: `error` is its error kind, `None` when it succeeded.
     pub fn step_attempt(&self, error: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
         let result = error.map_or("ok", kind_label);
         self.step_attempts
             .get_or_create(&vec![("result", result.to_owned())])
@@ -368,18 +397,27 @@ impl Metrics {
     }
 
     pub fn step_retry(&self, kind: &str) {
+        if !self.enabled {
+            return;
+        }
         self.step_retries
             .get_or_create(&vec![("kind", kind_label(kind).to_owned())])
             .inc();
     }
 
     pub fn dead_letter(&self, kind: &str) {
+        if !self.enabled {
+            return;
+        }
         self.dead_letters
             .get_or_create(&vec![("kind", kind_label(kind).to_owned())])
             .inc();
     }
 
     pub fn set_queue(&self, depth: i64, oldest_waiting: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.queue_depth.set(depth);
         self.queue_oldest.set(oldest_waiting.as_secs_f64());
     }
@@ -387,6 +425,9 @@ impl Metrics {
     /// An invocation ended: `error` is its error kind, `None` when it succeeded. Per tenant
     /// only ok/error, so the tenant label multiplies two series, not every kind.
     pub fn invocation(&self, tenant: &str, error: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
         self.invocations
             .get_or_create(&vec![
                 ("tenant", self.invocations_tenants.label(tenant)),
@@ -404,6 +445,9 @@ impl Metrics {
     }
 
     pub fn limit_hit(&self, tenant: &str, kind: &str) {
+        if !self.enabled {
+            return;
+        }
         self.limit_hits
             .get_or_create(&vec![("kind", kind_label(kind).to_owned())])
             .inc();
@@ -414,12 +458,18 @@ impl Metrics {
 
     /// One guest HTTP request: its status, or `None` when no response came.
     pub fn outbound(&self, status: Option<u16>) {
+        if !self.enabled {
+            return;
+        }
         self.outbound
             .get_or_create(&vec![("class", status_class(status).to_owned())])
             .inc();
     }
 
     pub fn webhook(&self, outcome: WebhookOutcome) {
+        if !self.enabled {
+            return;
+        }
         self.webhooks
             .get_or_create(&vec![("outcome", outcome.as_str().to_owned())])
             .inc();
@@ -427,6 +477,9 @@ impl Metrics {
 
     /// `count` cron ticks with one outcome.
     pub fn cron_ticks(&self, tick: CronTick, count: u64) {
+        if !self.enabled {
+            return;
+        }
         if count == 0 {
             return;
         }
@@ -436,16 +489,25 @@ impl Metrics {
     }
 
     pub fn set_pool(&self, in_use: usize, size: usize) {
+        if !self.enabled {
+            return;
+        }
         self.pool_in_use
             .set(i64::try_from(in_use).unwrap_or(i64::MAX));
         self.pool_size.set(i64::try_from(size).unwrap_or(i64::MAX));
     }
 
     pub fn admission_wait(&self, waited: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.admission_wait.observe(waited.as_secs_f64());
     }
 
     pub fn set_db_pool(&self, in_use: u32, idle: u32, max: u32) {
+        if !self.enabled {
+            return;
+        }
         for (state, value) in [("in_use", in_use), ("idle", idle), ("max", max)] {
             self.db_connections
                 .get_or_create(&vec![("state", state.to_owned())])
@@ -454,11 +516,17 @@ impl Metrics {
     }
 
     pub fn db_acquire(&self, waited: Duration) {
+        if !self.enabled {
+            return;
+        }
         self.db_acquire.observe(waited.as_secs_f64());
     }
 
     /// One retention pass: runs blanked and removed, and its longest batch.
     pub fn retention(&self, blanked: u64, removed: u64, longest_batch: Duration) {
+        if !self.enabled {
+            return;
+        }
         for (what, count) in [("blanked", blanked), ("removed", removed)] {
             self.retention_runs
                 .get_or_create(&vec![("what", what.to_owned())])
