@@ -332,6 +332,7 @@ async fn drain(
                         idempotency_key: None,
                         request_hash: None,
                         trigger_id: None,
+                        trace_id: None,
                         runs_per_hour: None,
                         max_queued: u64::MAX,
                     };
@@ -402,6 +403,7 @@ async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usiz
             idempotency_key: None,
             request_hash: None,
             trigger_id: None,
+            trace_id: None,
             runs_per_hour: None,
             max_queued: u64::MAX,
         };

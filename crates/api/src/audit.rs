@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Principal;
 use airlock_store::AuditDraft;
+use airlock_telemetry::TraceId;
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -25,6 +26,34 @@ pub(crate) struct AuditedInTx;
 /// The request's id, in the request's extensions.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub String);
+
+/// The trace the request belongs to: its `traceparent`'s, when it sent a valid one, else a
+/// new one. Runs it creates and calls it makes carry it upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestTrace(pub TraceId);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestTrace>()
+            .cloned()
+            .unwrap_or_else(|| RequestTrace(trace_of(&parts.headers))))
+    }
+}
+
+fn trace_of(headers: &axum::http::HeaderMap) -> TraceId {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceId::from_traceparent)
+        .unwrap_or_else(TraceId::random)
+}
 
 /// State-changing routes that write no record, and why: they run a connector (its effects
 /// are the upstream's, and the run, not the call, is the record) and change no Airlock
@@ -53,6 +82,8 @@ pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let id = given.unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
     request.extensions_mut().insert(RequestId(id.clone()));
+    let trace = RequestTrace(trace_of(request.headers()));
+    request.extensions_mut().insert(trace);
     let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);

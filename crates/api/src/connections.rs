@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::audit::RequestTrace;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::invoke::InvokeResponse;
@@ -381,6 +382,7 @@ async fn test(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Path(id): Path<String>,
+    trace: RequestTrace,
 ) -> Result<Json<InvokeResponse>, ApiError> {
     let tenant = caller.tenant();
     let ran = state
@@ -394,6 +396,7 @@ async fn test(
             charge: Charge::Free,
             timeout_ms: None,
             idempotency_key: None,
+            trace_id: Some(trace.0),
         })
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))

@@ -19,6 +19,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::audit::RequestTrace;
 use super::auth::{Member, Reader, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
@@ -161,11 +162,12 @@ async fn invoke(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Path((name, action)): Path<(String, String)>,
+    trace: RequestTrace,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<InvokeResponse>, ApiError> {
     let ran = state
         .pipeline()
-        .invoke(action_call(&caller, name, action, body))
+        .invoke(action_call(&caller, name, action, body, trace))
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))
 }
@@ -187,11 +189,12 @@ async fn test_action(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Path((name, action)): Path<(String, String)>,
+    trace: RequestTrace,
     Json(body): Json<InvokeBody>,
 ) -> Result<Json<TestActionResponse>, ApiError> {
     let mut ran = state
         .pipeline()
-        .invoke_traced(action_call(&caller, name, action, body))
+        .invoke_traced(action_call(&caller, name, action, body, trace))
         .await?;
     let exchanges = std::mem::take(&mut ran.outcome.trace);
     let request = exchanges
@@ -218,6 +221,7 @@ fn action_call(
     connector: String,
     action: String,
     body: InvokeBody,
+    trace: RequestTrace,
 ) -> Invocation {
     Invocation {
         tenant: TenantId::new(caller.tenant()),
@@ -231,6 +235,7 @@ fn action_call(
         charge: Charge::Run,
         timeout_ms: None,
         idempotency_key: None,
+        trace_id: Some(trace.0),
     }
 }
 

@@ -69,6 +69,10 @@ pub struct Run {
     pub idempotency_key: Option<String>,
     /// The trigger that created the run; `null` for a run started through the API.
     pub trigger_id: Option<String>,
+    /// The W3C trace the run belongs to (the creating request's `traceparent`, or a new
+    /// one): every step sends it upstream as `traceparent`. `null` for runs made before
+    /// traces were kept.
+    pub trace_id: Option<String>,
     /// The index of the first step not yet finished.
     pub next_step: i64,
     /// Failed attempts of that step so far.
@@ -105,6 +109,7 @@ impl Run {
             state: run.state.as_str().to_owned(),
             idempotency_key: run.idempotency_key,
             trigger_id: run.trigger_id,
+            trace_id: run.trace_id,
             next_step: run.next_step,
             attempt: run.attempt,
             run_at_ms: run.run_at,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::audit::RequestTrace;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
@@ -266,6 +267,7 @@ async fn start_run(
     State(state): State<AppState>,
     caller: Member<at_least::Editor>,
     Path(id): Path<String>,
+    trace: RequestTrace,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, Json<Run>), ApiError> {
@@ -295,7 +297,10 @@ async fn start_run(
             ApiError::validation("Idempotency-Key", "must be 1-255 visible ASCII characters")
         })?),
     };
-    let (run, created) = state.runs().enqueue(&tenant, &id, &body.input, key).await?;
+    let (run, created) = state
+        .runs()
+        .enqueue(&tenant, &id, &body.input, key, Some(&trace.0))
+        .await?;
     let status = if created {
         StatusCode::ACCEPTED
     } else {

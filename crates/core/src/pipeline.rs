@@ -102,6 +102,9 @@ pub struct Invocation {
     pub timeout_ms: Option<u64>,
     /// A durable run's step key, sent upstream as `Idempotency-Key`.
     pub idempotency_key: Option<String>,
+    /// The trace the call belongs to (the run's, or the API request's): its requests carry
+    /// a `traceparent` of it.
+    pub trace_id: Option<airlock_telemetry::TraceId>,
 }
 
 /// The guest ran: its outcome (success or a guest-side failure), and which version ran.
@@ -281,6 +284,7 @@ impl Pipeline {
             charge,
             timeout_ms,
             idempotency_key,
+            trace_id,
         } = invocation;
         let t = tenant.as_str();
         let quota = self.quota(t).await?;
@@ -326,6 +330,7 @@ impl Pipeline {
         .with_limits(limits)
         .with_state(state_store)
         .with_idempotency_key(idempotency_key);
+        request.trace_id = trace_id;
         if trace {
             request = request.with_trace();
         }

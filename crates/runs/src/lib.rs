@@ -27,6 +27,7 @@ use std::time::Duration;
 use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
 use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, WorkflowRecord};
+use airlock_telemetry::TraceId;
 use serde_json::Value;
 
 pub use error::RunsError;
@@ -307,6 +308,7 @@ impl Runs {
         workflow_id: &str,
         input: &Value,
         idempotency_key: Option<&str>,
+        trace: Option<&TraceId>,
     ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
         let workflow = self
@@ -333,8 +335,16 @@ impl Runs {
         {
             return Ok((existing, false));
         }
-        self.create_run(tenant, &workflow, input, idempotency_key, &request, None)
-            .await
+        self.create_run(
+            tenant,
+            &workflow,
+            input,
+            idempotency_key,
+            &request,
+            None,
+            trace,
+        )
+        .await
     }
 
     /// The live run created with idempotency key `key`, once the key is checked: `None` when
@@ -381,6 +391,7 @@ impl Runs {
         idempotency_key: Option<&str>,
         request: &Keyed,
         trigger_id: Option<&str>,
+        trace: Option<&TraceId>,
     ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
         let depth = self.queue_depth().await?;
@@ -400,6 +411,8 @@ impl Runs {
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: idempotency_key.map(|_| request.hash.clone()),
             trigger_id: trigger_id.map(str::to_owned),
+            // The caller's trace, or a new one: every run has one to send upstream.
+            trace_id: Some(trace.cloned().unwrap_or_else(TraceId::random).to_string()),
             // Counted in the insert's transaction: one commit per run.
             runs_per_hour: Some(quota.runs_per_hour),
             max_queued: self.options.max_queued_per_tenant,

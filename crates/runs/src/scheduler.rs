@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use airlock_core::Charge;
 use airlock_store::{Tick, TickPlan, TriggerRecord};
-use airlock_telemetry::CronTick;
+use airlock_telemetry::{CronTick, TraceId};
 use airlock_triggers::schedule::{self, MissedTicks, Schedule};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -288,6 +288,7 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
             })
             .to_string(),
             idempotency_key: format!("cron:{}:{at}", trigger.id),
+            trace_id: Some(TraceId::random().to_string()),
         });
     }
     let plan = TickPlan {

@@ -404,6 +404,12 @@ impl Runs {
             }
         };
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
+        // The sender's trace, when it sends a `traceparent` (checked; anything else is a
+        // new trace).
+        let trace = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(airlock_telemetry::TraceId::from_traceparent);
         crate::check_idempotency_key(&key)?;
         let tenant = TenantId::new(trigger.tenant_id.clone());
         let limit = trigger
@@ -431,6 +437,7 @@ impl Runs {
                     Some(&key),
                     &request,
                     Some(&trigger.id),
+                    trace.as_ref(),
                 )
                 .await
                 .map_err(HookError::from)

@@ -49,6 +49,9 @@ pub struct InvokeRequest {
     pub config: Option<Arc<Value>>,
     /// Keep every HTTP exchange in the outcome (`testAction`).
     pub trace: bool,
+    /// The trace the call belongs to (a run's, or the API request's): sent upstream as
+    /// `traceparent`.
+    pub trace_id: Option<airlock_telemetry::TraceId>,
 }
 
 impl InvokeRequest {
@@ -81,6 +84,7 @@ impl InvokeRequest {
             idempotency_key: None,
             config: None,
             trace: false,
+            trace_id: None,
         }
     }
 
@@ -332,6 +336,7 @@ impl Runtime {
                 .as_deref()
                 .and_then(|key| reqwest::header::HeaderValue::from_str(key).ok()),
             tenant: Some(request.tenant.clone()),
+            trace_id: request.trace_id.clone(),
         });
         if request.trace {
             session.enable_trace();

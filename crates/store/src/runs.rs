@@ -104,6 +104,8 @@ pub struct RunRecord {
     pub request_hash: Option<String>,
     /// The trigger that created it, if one did.
     pub trigger_id: Option<String>,
+    /// The W3C trace it belongs to (32 hex digits), sent upstream by every step.
+    pub trace_id: Option<String>,
     /// The first step not yet journaled as succeeded.
     pub next_step: i64,
     /// Failed attempts of `next_step` so far.
@@ -125,7 +127,7 @@ pub struct RunRecord {
 pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
-    finished_at, updated_at, request_hash";
+    finished_at, updated_at, request_hash, trace_id";
 
 pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
@@ -136,6 +138,7 @@ pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
         input: row.try_get("input")?,
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: row.try_get("request_hash")?,
+        trace_id: row.try_get("trace_id")?,
         trigger_id: row.try_get("trigger_id")?,
         next_step: row.try_get("next_step")?,
         attempt: row.try_get("attempt")?,
@@ -196,6 +199,8 @@ pub struct NewRun {
     pub request_hash: Option<String>,
     /// The trigger that created it, if one did.
     pub trigger_id: Option<String>,
+    /// The W3C trace it belongs to (32 hex digits).
+    pub trace_id: Option<String>,
     /// Count the run against the tenant's hourly runs, at most this many, in the insert's
     /// own transaction ([`StoreError::OverQuota`] past it): one durable commit per run
     /// instead of a charge and an insert in series. `None`: charged elsewhere (cron ticks
@@ -842,7 +847,7 @@ impl RunInserts {
 }
 
 /// Parameters per row of [`insert_runs_sql`].
-pub(crate) const INSERT_PARAMS: usize = 9;
+pub(crate) const INSERT_PARAMS: usize = 10;
 
 /// An insert of `rows` queued runs, each bound by [`bind_new_run`] in order, that skips
 /// (never fails on) a taken idempotency key and returns `returning` of the runs inserted.
@@ -858,17 +863,19 @@ pub(crate) fn insert_runs_sql(rows: usize, returning: &str) -> String {
                 key,
                 hash,
                 trigger,
+                trace,
                 now,
             ] = std::array::from_fn(|i| r * INSERT_PARAMS + i + 1);
             format!(
                 "(${tenant}, ${id}, ${workflow}, ${version}, 'queued', ${input}, ${key}, \
-                 ${hash}, ${trigger}, ${now}, ${now}, ${now})"
+                 ${hash}, ${trigger}, ${trace}, ${now}, ${now}, ${now})"
             )
         })
         .collect();
     format!(
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-           idempotency_key, request_hash, trigger_id, run_at, created_at, updated_at) VALUES {} \
+           idempotency_key, request_hash, trigger_id, trace_id, run_at, created_at, updated_at) \
+         VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING {returning}",
         values.join(", ")
@@ -887,6 +894,7 @@ impl RunRecord {
             idempotency_key: new.idempotency_key.clone(),
             request_hash: new.request_hash.clone(),
             trigger_id: new.trigger_id.clone(),
+            trace_id: new.trace_id.clone(),
             next_step: 0,
             attempt: 0,
             run_at: now,
@@ -919,6 +927,7 @@ pub(crate) fn bind_new_run<'q>(
         .bind(new.idempotency_key.as_deref())
         .bind(new.request_hash.as_deref())
         .bind(new.trigger_id.as_deref())
+        .bind(new.trace_id.as_deref())
         .bind(now)
 }
 

@@ -104,6 +104,8 @@ pub struct Tick {
     pub run_id: String,
     pub input: String,
     pub idempotency_key: String,
+    /// The new trace of the tick's run.
+    pub trace_id: Option<String>,
 }
 
 /// What [`Store::fire_ticks`] is to do, decided from the schedule and the trigger's policies.
@@ -470,6 +472,7 @@ impl Store {
                 // Only the scheduler makes tick keys, one run each: nothing to tell apart.
                 request_hash: None,
                 trigger_id: Some(trigger.id.clone()),
+                trace_id: tick.trace_id.clone(),
                 runs_per_hour: None,
                 max_queued: plan.max_queued,
             };

@@ -9,6 +9,7 @@
 mod cap;
 mod log_gate;
 mod names;
+mod trace;
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
@@ -24,6 +25,7 @@ use prometheus_client::registry::Registry;
 pub use cap::{OVERFLOW, TenantCap};
 pub use log_gate::LogGate;
 pub use names::{CronTick, RunOutcome, WebhookOutcome, kind_label, status_class};
+pub use trace::TraceId;
 
 /// Labels: a short list of (name, value) pairs.
 type Labels = Vec<(&'static str, String)>;

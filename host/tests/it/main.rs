@@ -40,5 +40,6 @@ mod retries;
 mod runs;
 mod runs_support;
 mod scheduling;
+mod traces;
 mod triggers;
 mod usage;

@@ -71,6 +71,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         idempotency_key: key.map(str::to_owned),
         request_hash: None,
         trigger_id: None,
+        trace_id: None,
         runs_per_hour: None,
         max_queued: 100_000,
     }

@@ -815,6 +815,7 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
             idempotency_key: None,
             request_hash: None,
             trigger_id: None,
+            trace_id: None,
             runs_per_hour: None,
             max_queued: u64::MAX,
         };

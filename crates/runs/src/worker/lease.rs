@@ -49,6 +49,8 @@ pub(super) struct Hold {
     status: watch::Receiver<LeaseStatus>,
     /// When the held run was created (ms): its age when it ends is the run-duration metric.
     pub(super) created_at: i64,
+    /// The held run's trace, for its log lines.
+    pub(super) trace_id: String,
 }
 
 impl Leases {
@@ -94,6 +96,7 @@ impl Leases {
             epoch: lease.epoch,
             status: receiver,
             created_at: airlock_store::now_ms(),
+            trace_id: String::new(),
         }
     }
 

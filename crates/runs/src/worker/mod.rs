@@ -275,6 +275,7 @@ impl Engine {
             .or_default() += 1;
         let mut hold = self.leases.hold(&claimed.lease, asked);
         hold.created_at = claimed.run.created_at;
+        hold.trace_id = claimed.run.trace_id.clone().unwrap_or_default();
         let engine = self.clone();
         let span = tracing::info_span!(
             "run",

@@ -147,6 +147,10 @@ impl Engine {
                 charge: Charge::Free,
                 timeout_ms: step.timeout_ms,
                 idempotency_key: Some(step_key(&lease.run_id, &step.id)),
+                trace_id: run
+                    .trace_id
+                    .as_deref()
+                    .and_then(airlock_telemetry::TraceId::parse),
             };
             let ran = match self.guarded(&mut hold, invocation).await {
                 Guarded::Done(ran) => *ran,
@@ -466,6 +470,7 @@ impl Engine {
                     tracing::info!(
                         tenant = %lease.tenant_id,
                         run = %lease.run_id,
+                        trace = %hold.trace_id,
                         step = step_id,
                         kind = %error.kind,
                         next_attempt_at_ms = run_at,
@@ -496,6 +501,7 @@ impl Engine {
             Some((step, kind)) => tracing::info!(
                 tenant = %lease.tenant_id,
                 run = %lease.run_id,
+                trace = %hold.trace_id,
                 step,
                 kind,
                 "run dead"
@@ -503,6 +509,7 @@ impl Engine {
             None => tracing::info!(
                 tenant = %lease.tenant_id,
                 run = %lease.run_id,
+                trace = %hold.trace_id,
                 outcome = outcome.as_str(),
                 "run ended"
             ),

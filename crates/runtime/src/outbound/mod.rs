@@ -133,6 +133,9 @@ pub struct Grant {
     /// The tenant the requests are sent for: the circuit breaker judges each tenant's
     /// upstreams apart. `None` (host-side tests only) leaves the breaker out.
     pub tenant: Option<TenantId>,
+    /// The trace the invocation belongs to: every request carries a `traceparent` of it
+    /// (a fresh span id each). The guest's own `traceparent`/`tracestate` are dropped.
+    pub trace_id: Option<airlock_telemetry::TraceId>,
 }
 
 impl Default for Grant {
@@ -146,11 +149,14 @@ impl Default for Grant {
             limits: OutboundLimits::default(),
             idempotency_key: None,
             tenant: None,
+            trace_id: None,
         }
     }
 }
 
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// A request as the guest wrote it (the WIT `http.request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,6 +506,15 @@ impl Session {
         let mut url = url.clone();
         url.set_fragment(None);
         let mut headers = guest_headers.clone();
+        // The trace is the host's to say: a guest cannot continue another trace or leak
+        // state through these headers.
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        if let Some(trace) = &self.grant.trace_id
+            && let Ok(value) = HeaderValue::from_str(&trace.child_traceparent())
+        {
+            headers.insert(TRACEPARENT, value);
+        }
         if let Some(key) = &self.grant.idempotency_key
             && !method.is_safe()
             && !headers.contains_key(IDEMPOTENCY_KEY)
