@@ -341,8 +341,10 @@ impl Runs {
             input,
             idempotency_key,
             &request,
-            None,
-            trace,
+            Origin {
+                trigger_id: None,
+                trace,
+            },
         )
         .await
     }
@@ -390,9 +392,9 @@ impl Runs {
         input: &Value,
         idempotency_key: Option<&str>,
         request: &Keyed,
-        trigger_id: Option<&str>,
-        trace: Option<&TraceId>,
+        origin: Origin<'_>,
     ) -> Result<(RunRecord, bool), RunsError> {
+        let Origin { trigger_id, trace } = origin;
         let t = tenant.as_str();
         let depth = self.queue_depth().await?;
         if depth >= self.options.max_queue_depth {
@@ -537,6 +539,13 @@ impl Runs {
             }),
         }
     }
+}
+
+/// Where a new run comes from: the trigger that made it, and the trace it joins (a new one
+/// when `None`).
+pub(crate) struct Origin<'a> {
+    pub trigger_id: Option<&'a str>,
+    pub trace: Option<&'a TraceId>,
 }
 
 /// A store error of saving a workflow: a taken name is a conflict naming it.

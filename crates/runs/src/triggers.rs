@@ -436,8 +436,10 @@ impl Runs {
                     &input,
                     Some(&key),
                     &request,
-                    Some(&trigger.id),
-                    trace.as_ref(),
+                    crate::Origin {
+                        trigger_id: Some(&trigger.id),
+                        trace: trace.as_ref(),
+                    },
                 )
                 .await
                 .map_err(HookError::from)
