@@ -255,6 +255,9 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(tenant) = &principal.tenant {
             state.tenant_exists(tenant).await?;
         }
+        if let Some(slot) = parts.extensions.get::<super::access::PrincipalSlot>() {
+            let _ = slot.0.set(principal.clone());
+        }
         Ok(principal)
     }
 }

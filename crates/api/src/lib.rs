@@ -4,6 +4,7 @@
 //! Every handler takes a [`auth::Principal`] and passes its tenant to the store; a resource of
 //! another tenant is therefore not found (404), never shown.
 
+mod access;
 mod audit;
 pub mod auth;
 pub mod compile_slots;
@@ -67,6 +68,8 @@ struct Inner {
     runs: Runs,
     /// Who reads `/metrics` on the API listener.
     metrics: MetricsExposure,
+    /// Calls counted for the access history, flushed every few seconds.
+    access: access::AccessLog,
 }
 
 impl std::fmt::Debug for AppState {
@@ -102,6 +105,10 @@ impl AppState {
     /// The per-tenant bound on uploads loading at once (tests hold slots through it).
     pub fn compile_slots(&self) -> &compile_slots::CompileSlots {
         &self.inner.compile_slots
+    }
+
+    fn access(&self) -> &access::AccessLog {
+        &self.inner.access
     }
 
     fn caps(&self) -> &airlock_model::LimitCaps {
@@ -182,6 +189,7 @@ impl Service {
                     .unwrap_or(usize::MAX),
                 compile_slots: compile_slots::CompileSlots::default(),
                 metrics: options.metrics,
+                access: access::AccessLog::default(),
             }),
         };
         Ok(Service {
@@ -243,8 +251,12 @@ impl Service {
         let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
         let expiry = KeyExpiry::start(self.state.runs().clone());
         let retention = Retention::start(self.state.runs().clone(), self.retention_every);
+        let stop_access = CancellationToken::new();
+        let access = tokio::spawn(access::flush_until(self.state.clone(), stop_access.clone()));
         let result = server::serve(listener, router, self.server, shutdown).await;
         retention.shutdown().await;
+        stop_access.cancel();
+        let _ = access.await;
         expiry.shutdown().await;
         // Running steps finish (or are stopped after the grace period) and their runs go
         // back to the queue; in-flight refreshes finish (a rotated refresh token must reach
@@ -278,7 +290,8 @@ pub fn router(state: AppState) -> Router {
         .merge(invoke::routes())
         .merge(workflows::routes())
         .merge(triggers::routes())
-        .merge(runs::routes());
+        .merge(runs::routes())
+        .merge(access::routes());
     Router::new()
         .nest("/v1", v1)
         .merge(triggers::hook_routes())
@@ -291,6 +304,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::track,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,7 +10,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::{
-    auth, connections, connectors, error, health, invoke, names, runs, tenants, triggers, workflows,
+    access, auth, connections, connectors, error, health, invoke, names, runs, tenants, triggers,
+    workflows,
 };
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
@@ -136,7 +137,7 @@ pub mod problem {
         workflows::create, workflows::list, workflows::show, workflows::update, workflows::remove,
         workflows::start_run,
         runs::list, runs::show, runs::cancel, runs::replay, runs::dead_letters, runs::replay_many,
-        runs::audit, runs::daily_usage,
+        runs::audit, runs::daily_usage, access::history,
         triggers::create, triggers::list, triggers::show, triggers::pause, triggers::resume,
         triggers::rotate, triggers::remove, triggers::receive,
         health::healthz, health::readyz, health::openapi_json,
@@ -155,7 +156,7 @@ pub mod problem {
             workflows::WorkflowStep, workflows::RetryBody, workflows::StartRun,
             runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::RunPage,
             runs::ReplayBody, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
-            runs::AuditEntry, runs::DailyUsage,
+            runs::AuditEntry, runs::DailyUsage, access::AccessEntry,
             triggers::CreateTrigger, triggers::RotateSecret, triggers::Trigger, triggers::TriggerKind,
             triggers::WebhookDetails, triggers::CronDetails, triggers::HookReceipt,
             health::Health,

@@ -90,6 +90,8 @@ pub struct Limits {
     pub retain_run_data_days: u32,
     /// Days an ended run is kept at all; default 90, 1 to 3,650.
     pub retain_runs_days: u32,
+    /// Days the access history is kept; default 90, 1 to 3,650.
+    pub retain_access_days: u32,
 }
 
 pub fn valid_tenant_id(id: &str) -> bool {

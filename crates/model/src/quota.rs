@@ -16,7 +16,9 @@ pub const RUNS_PER_HOUR_CAP: u32 = 500;
 pub const DEFAULT_RUN_DATA_DAYS: u32 = 30;
 /// Days an ended run is kept at all (its dead letter, its idempotency key).
 pub const DEFAULT_RUNS_DAYS: u32 = 90;
-/// The longest either may be set to.
+/// Days the access history (calls per subject, route and minute) is kept.
+pub const DEFAULT_ACCESS_DAYS: u32 = 90;
+/// The longest any of them may be set to.
 pub const RETENTION_DAYS_CAP: u32 = 3650;
 
 /// Everything an operator tunes per tenant. Read from the database on every invocation, so
@@ -30,6 +32,8 @@ pub struct TenantQuota {
     pub run_data_days: u32,
     /// `retain_runs_days`: see [`DEFAULT_RUNS_DAYS`].
     pub runs_days: u32,
+    /// `retain_access_days`: see [`DEFAULT_ACCESS_DAYS`].
+    pub access_days: u32,
 }
 
 impl Default for TenantQuota {
@@ -40,6 +44,7 @@ impl Default for TenantQuota {
             runs_per_hour: DEFAULT_RUNS_PER_HOUR,
             run_data_days: DEFAULT_RUN_DATA_DAYS,
             runs_days: DEFAULT_RUNS_DAYS,
+            access_days: DEFAULT_ACCESS_DAYS,
         }
     }
 }
@@ -78,7 +83,7 @@ impl TenantQuota {
         bounds
     }
 
-    fn count_bounds(&self) -> [LimitBound; 4] {
+    fn count_bounds(&self) -> [LimitBound; 5] {
         let count = |field, value: u32, min: u32, cap: u32| LimitBound {
             field,
             value: value.into(),
@@ -95,6 +100,12 @@ impl TenantQuota {
                 RETENTION_DAYS_CAP,
             ),
             count("retain_runs_days", self.runs_days, 1, RETENTION_DAYS_CAP),
+            count(
+                "retain_access_days",
+                self.access_days,
+                1,
+                RETENTION_DAYS_CAP,
+            ),
         ]
     }
 }
@@ -110,6 +121,7 @@ impl Serialize for TenantQuota {
         object.insert("runs_per_hour".into(), self.runs_per_hour.into());
         object.insert("retain_run_data_days".into(), self.run_data_days.into());
         object.insert("retain_runs_days".into(), self.runs_days.into());
+        object.insert("retain_access_days".into(), self.access_days.into());
         object.serialize(serializer)
     }
 }
@@ -129,6 +141,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
         let runs_per_hour = count("runs_per_hour", DEFAULT_RUNS_PER_HOUR)?;
         let run_data_days = count("retain_run_data_days", DEFAULT_RUN_DATA_DAYS)?;
         let runs_days = count("retain_runs_days", DEFAULT_RUNS_DAYS)?;
+        let access_days = count("retain_access_days", DEFAULT_ACCESS_DAYS)?;
         let runtime = TenantLimits::deserialize(Value::Object(object)).map_err(D::Error::custom)?;
         Ok(Self {
             runtime,
@@ -136,6 +149,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
             runs_per_hour,
             run_data_days,
             runs_days,
+            access_days,
         })
     }
 }

@@ -26,6 +26,8 @@ pub struct PruneReport {
     pub tenants: u64,
     pub blanked: u64,
     pub removed: u64,
+    /// Access-history minutes removed.
+    pub access_minutes: u64,
     pub batches: u64,
     pub longest_batch: Duration,
 }
@@ -52,6 +54,8 @@ impl Runs {
                     PRUNE_BATCH,
                 )
                 .await?;
+            let access_before = horizon(quota.access_days).div_euclid(60_000);
+            report.access_minutes += store.prune_access(&tenant.id, access_before).await?;
             report.tenants += 1;
             report.blanked += blanked;
             report.removed += removed;

@@ -6,6 +6,7 @@
 //! times are `i64` unix milliseconds, ids are text, blobs are bytes, booleans are integers.
 //! Every query on tenant data takes the tenant id; queries name their columns.
 
+mod access;
 mod audit;
 mod breaker;
 mod claim;
@@ -27,6 +28,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+pub use access::AccessMinute;
 pub use audit::{AuditDraft, AuditEntry, BrokenLink, verify as verify_audit_chain};
 pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};

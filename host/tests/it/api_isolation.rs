@@ -31,8 +31,8 @@ enum Access {
     Tenant(Role),
     /// As `Tenant`, and operators read every tenant's (read-only operator views).
     TenantOrOperator(Role),
-    /// As `Tenant(Viewer)`; an operator names the tenant with `?tenant=` (422 without).
-    Reader,
+    /// As `Tenant(role)`; an operator names the tenant with `?tenant=` (422 without).
+    Reader(Role),
     /// No token: the request's signature authenticates it (a webhook). Unsigned, it is 401
     /// `invalid-signature` whoever sends it, tokens or not.
     Signed,
@@ -82,9 +82,12 @@ fn expected(route: &Route, who: Who) -> Expect {
         (Access::MemberOrOperator, Who::Other(_)) => Problem(404, "not-found"),
         (Access::Tenant(_), Who::Operator) => Problem(403, "forbidden"),
         (Access::TenantOrOperator(_), Who::Operator) => Success,
-        (Access::Reader, Who::Operator) => Problem(422, "validation"),
-        (Access::Reader, Who::Other(_)) if route.touches_a => Problem(404, "not-found"),
-        (Access::Reader, Who::Other(_) | Who::Owner(_)) => Success,
+        (Access::Reader(_), Who::Operator) => Problem(422, "validation"),
+        (Access::Reader(min), Who::Other(role) | Who::Owner(role)) if role < min => {
+            Problem(403, "forbidden")
+        }
+        (Access::Reader(_), Who::Other(_)) if route.touches_a => Problem(404, "not-found"),
+        (Access::Reader(_), Who::Other(_) | Who::Owner(_)) => Success,
         (
             Access::Tenant(min) | Access::TenantOrOperator(min),
             Who::Other(role) | Who::Owner(role),
@@ -402,7 +405,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/usage",
             "/v1/usage".into(),
-            Reader,
+            Reader(Role::Viewer),
             false,
             Payload::None,
         ),
@@ -525,7 +528,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/runs",
             "/v1/runs".into(),
-            Reader,
+            Reader(Role::Viewer),
             false,
             Payload::None,
         ),
@@ -533,7 +536,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/runs/{id}",
             format!("/v1/runs/{}", a.run),
-            Reader,
+            Reader(Role::Viewer),
             true,
             Payload::None,
         ),
@@ -558,7 +561,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/dead-letters",
             "/v1/dead-letters".into(),
-            Reader,
+            Reader(Role::Viewer),
             false,
             Payload::None,
         ),
@@ -574,6 +577,14 @@ fn table(a: &Fixture) -> Vec<Route> {
         ),
         route(
             Method::GET,
+            "/v1/access",
+            "/v1/access".into(),
+            Reader(Role::Admin),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
             "/v1/audit",
             "/v1/audit".into(),
             TenantOrOperator(Role::Viewer),
@@ -584,7 +595,7 @@ fn table(a: &Fixture) -> Vec<Route> {
             Method::GET,
             "/v1/usage/daily",
             "/v1/usage/daily".into(),
-            Reader,
+            Reader(Role::Viewer),
             false,
             Payload::None,
         ),

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod admission_share;
 mod api;
 mod api_canary;
