@@ -595,9 +595,23 @@ async fn runs_are_kept_apart_by_tenant_and_role(db: Db) {
         403,
         "forbidden",
     );
-    // Operators manage tenants, not their runs.
+    // Operators read a tenant's runs by naming it, and change none of them.
     assert_problem(
         &server.get("/v1/runs", &server.operator()).await,
+        422,
+        "validation",
+    );
+    let named = server.get("/v1/runs?tenant=acme", &server.operator()).await;
+    assert_eq!(named.status, 200, "{}", named.text);
+    assert!(named.text.contains(&run), "{}", named.text);
+    assert_problem(
+        &server
+            .post(
+                &format!("/v1/runs/{run}/cancel"),
+                &server.operator(),
+                json!({}),
+            )
+            .await,
         403,
         "forbidden",
     );
