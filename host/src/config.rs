@@ -115,6 +115,12 @@ pub struct Config {
     /// Instance pool slots (invocations running at once).
     #[arg(long, env = "AIRLOCK_POOL_SIZE", default_value_t = 64)]
     pub pool_size: u32,
+    /// Database connections this process keeps at most (PostgreSQL; SQLite reads use it too
+    /// and write through one). Give each process its share of the server's
+    /// `max_connections`.
+    #[arg(long, env = "AIRLOCK_DATABASE_POOL_SIZE", default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub database_pool_size: u32,
     /// Let a redirect to another origin (scheme, host or port) that the connector also
     /// declares carry the connection's credential and the guest's own `Authorization` and
     /// `Cookie` headers. Off: they go only to the origin of the guest's request, as in curl
@@ -237,6 +243,7 @@ impl Config {
             metrics_tenant_cap: airlock_telemetry::DEFAULT_TENANT_CAP,
             retention_every: airlock_runs::retention::DEFAULT_PERIOD,
             pool_size: 64,
+            database_pool_size: StoreOptions::default().max_connections,
             credentials_follow_redirects_across_origins: false,
             outbound_allow_private: Vec::new(),
             outbound_allow_http: false,
@@ -446,6 +453,25 @@ impl Config {
         options
     }
 
+    /// What this process calls itself on its PostgreSQL connections (`pg_stat_activity`):
+    /// its roles and its process id, e.g. `airlock api+workers+scheduler pid 4242`.
+    pub fn application_name(&self) -> String {
+        let roles: Vec<&str> = [
+            (!self.no_api, "api"),
+            (self.workers > 0, "workers"),
+            (!self.no_scheduler, "scheduler"),
+        ]
+        .into_iter()
+        .filter_map(|(on, role)| on.then_some(role))
+        .collect();
+        let roles = if roles.is_empty() {
+            "health".to_owned()
+        } else {
+            roles.join("+")
+        };
+        format!("airlock {roles} pid {}", std::process::id())
+    }
+
     /// Loads the keys (generating them in dev mode, logged) and starts the service with
     /// `runtime`: the database connected and migrated, the runtime and pipeline built.
     pub async fn start_service(&self, runtime: RuntimeOptions) -> Result<Service, ServeError> {
@@ -461,7 +487,11 @@ impl Config {
         }
         let options = ServiceOptions {
             database_url: self.database_url(),
-            store: StoreOptions::default(),
+            store: StoreOptions {
+                max_connections: self.database_pool_size,
+                application_name: Some(self.application_name()),
+                ..StoreOptions::default()
+            },
             keyring: keys.keyring,
             keys_path: Some(self.keys_path()),
             jwt_secret: keys.jwt_secret,

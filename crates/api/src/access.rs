@@ -152,7 +152,8 @@ pub struct AccessQuery {
     /// Newest minute first, 1-1000 rows (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// Operators only: the tenant to read.
+    /// An operator: the tenant to read (required). An admin: its own (the default); another
+    /// is 404.
     #[allow(dead_code)] // Read by the `Reader` extractor; here for the document.
     pub tenant: Option<String>,
 }
@@ -173,7 +174,7 @@ pub struct AccessEntry {
 
 /// Which token subject called which route, per minute, newest first: the tenant's admins,
 /// or an operator with `?tenant=`. Written every few seconds; kept `retain_access_days`.
-#[utoipa::path(get, path = "/v1/access", tag = "tenants", params(AccessQuery),
+#[utoipa::path(get, path = "/v1/access", tag = "audit", params(AccessQuery),
     responses((status = 200, body = Vec<AccessEntry>),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),

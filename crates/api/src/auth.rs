@@ -324,8 +324,8 @@ impl<R: MinRole> FromRequestParts<AppState> for Member<R> {
 }
 
 /// A read-only view of one tenant: a member of it with at least the viewer role, or an
-/// operator naming it with `?tenant=ID` (the operator views of runs, dead letters and usage).
-/// A member may not name another tenant (422); an unknown tenant is 404.
+/// operator naming it with `?tenant=ID` (the operator views of runs, dead letters, usage and
+/// access history). An operator that names none gets 422.
 #[derive(Debug)]
 pub struct Reader {
     pub principal: Principal,
@@ -345,6 +345,46 @@ impl FromRequestParts<AppState> for Reader {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let ReadScope { principal, tenant } = ReadScope::from_request_parts(parts, state).await?;
+        let Some(tenant) = tenant else {
+            return Err(ApiError::validation(
+                "tenant",
+                "an operator reads one tenant's runs, dead letters, usage and access with ?tenant=ID",
+            ));
+        };
+        Ok(Reader { principal, tenant })
+    }
+}
+
+/// The `?tenant=` of a read-only view, for the document of routes that take no other query.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// An operator: the tenant to read (required). A member: its own (the default); another
+    /// is 404.
+    #[allow(dead_code)] // Read by the `Reader` extractor; here for the document.
+    pub tenant: Option<String>,
+}
+
+/// What a read-only view may read: one tenant, or (`None`) every tenant for an operator that
+/// names none (the audit log).
+///
+/// A member reads its own tenant with at least the viewer role; naming it in `?tenant=` is
+/// allowed, naming any other is 404, the same answer as a tenant that does not exist, so a
+/// member cannot learn which tenants do. An operator's named tenant must exist (404).
+#[derive(Debug)]
+pub struct ReadScope {
+    pub principal: Principal,
+    pub tenant: Option<String>,
+}
+
+impl FromRequestParts<AppState> for ReadScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
         let named = parts.uri.query().and_then(|query| {
             url::form_urlencoded::parse(query.as_bytes())
@@ -352,31 +392,21 @@ impl FromRequestParts<AppState> for Reader {
                 .map(|(_, value)| value.into_owned())
         });
         let tenant = match (&principal.tenant, named) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::validation(
-                    "tenant",
-                    "only an operator names the tenant; a tenant's token reads its own",
-                ));
-            }
-            (Some(_), None) => principal.tenant(Role::Viewer)?.to_owned(),
+            (Some(own), Some(named)) if *own != named => return Err(ApiError::not_found("tenant")),
+            (Some(_), _) => Some(principal.tenant(Role::Viewer)?.to_owned()),
             (None, Some(tenant)) => {
                 if !super::tenants::valid_tenant_id(&tenant) {
                     return Err(ApiError::not_found("tenant"));
                 }
                 match state.pipeline().quota(&tenant).await {
-                    Ok(_) => tenant,
+                    Ok(_) => Some(tenant),
                     Err(CoreError::NotFound { .. }) => return Err(ApiError::not_found("tenant")),
                     Err(other) => return Err(other.into()),
                 }
             }
-            (None, None) => {
-                return Err(ApiError::validation(
-                    "tenant",
-                    "an operator reads a tenant's runs, dead letters and usage with ?tenant=ID",
-                ));
-            }
+            (None, None) => None,
         };
-        Ok(Reader { principal, tenant })
+        Ok(ReadScope { principal, tenant })
     }
 }
 

@@ -22,12 +22,12 @@ use airlock_core::{Charge, ConnectionDraft, CoreError, Invocation};
 use airlock_model::{AuthSpec, AuthType, ConnectionId, TenantId};
 use airlock_runtime::Call;
 use airlock_secrets::{REDACTED, Secret};
-use airlock_store::{ConnectionRecord, StoreError};
+use airlock_store::{ConnectionChange, ConnectionRecord, StoreError};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/connections", get(list).post(create))
-        .route("/connections/{id}", get(show).delete(remove))
+        .route("/connections/{id}", get(show).patch(update).delete(remove))
         .route("/connections/{id}/test", post(test))
 }
 
@@ -52,6 +52,28 @@ pub struct CreateConnection {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub config: Value,
+}
+
+/// A change to a connection: each field given replaces the stored one; absent (or null)
+/// fields stay as they are, and a change with none changes nothing.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConnection {
+    /// As at creation.
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    /// A whole new credential, shaped by the auth type of the connector's current version
+    /// (as at creation); sealed under the current key. Old values are not kept.
+    #[schema(value_type = Option<Object>)]
+    pub credential: Option<Value>,
+    /// A whole new config, checked against the connector's `config_schema`.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
+    /// Run the connector's `test-connection` with the changed connection first, and save
+    /// only if it passes (422 `field: test` otherwise, nothing changed). An OAuth2 credential
+    /// is tested with the `access_token` given, without a refresh.
+    #[serde(default)]
+    pub test: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -285,12 +307,7 @@ async fn create(
         })?;
     // A credential that no explicit host would ever receive is a mistake (typically the
     // `http` connector without `credential_hosts`): say so now, not with a 401 later.
-    let credentialed_hosts = connector
-        .manifest
-        .hosts_for(&config)
-        .map(|hosts| hosts.iter().filter(|h| h.is_explicit()).count())
-        .unwrap_or_default();
-    if !split.secrets.is_empty() && credentialed_hosts == 0 {
+    if !split.secrets.is_empty() && explicit_hosts(&connector.manifest, &config) == 0 {
         return Err(ApiError::validation(
             "config",
             "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
@@ -351,6 +368,168 @@ async fn show(
         .await
         .map_err(ApiError::or_not_found("connection"))?;
     Ok(Json(Connection::from(&record)))
+}
+
+/// Replaces a connection's credential, config or name: the way to fix an expired or rotated
+/// credential without breaking the workflows and triggers that name the connection. The
+/// next invocation in this process uses the new values, and every other process within a
+/// second; runs replayed after it use them too. Audited (the record names the fields
+/// changed, never their values). 404 no such connection (or its connector is gone); 409 the
+/// name is taken; 422 a field does not fit the connector (`field` names it), or the test
+/// failed.
+#[utoipa::path(patch, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
+    request_body = UpdateConnection,
+    responses((status = 200, body = Connection),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn update(
+    State(state): State<AppState>,
+    caller: Member<at_least::Editor>,
+    Path(id): Path<String>,
+    trace: RequestTrace,
+    Json(body): Json<UpdateConnection>,
+) -> Result<Json<Connection>, ApiError> {
+    let tenant = caller.tenant();
+    let existing = state
+        .store()
+        .connection(tenant, &id)
+        .await
+        .map_err(ApiError::or_not_found("connection"))?;
+    if body.name.is_none() && body.credential.is_none() && body.config.is_none() {
+        // An empty change changes nothing (as an empty JSON merge patch).
+        return Ok(Json(Connection::from(&existing)));
+    }
+    let name = match &body.name {
+        Some(name) => Some(super::names::check_name(name, "connection")?),
+        None => None,
+    };
+    let connector = state
+        .store()
+        .current_connector(tenant, &existing.connector)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("connector"),
+            other => other.into(),
+        })?;
+    let spec = &connector.manifest.auth;
+    let split = match body.credential {
+        Some(credential) => Some(split(spec, credential)?),
+        None => None,
+    };
+    let config = match body.config {
+        Some(config) => {
+            connector
+                .manifest
+                .check_config(&config)
+                .map_err(|violation| {
+                    ApiError::validation(
+                        format!("config{}", violation.pointer.replace('/', ".")),
+                        violation.message,
+                    )
+                })?;
+            Some(config)
+        }
+        None => None,
+    };
+    let effective_config = config.as_ref().unwrap_or(&existing.config);
+    let has_secret = match &split {
+        Some(split) => !split.secrets.is_empty(),
+        None => existing.secret.is_some(),
+    };
+    if has_secret && explicit_hosts(&connector.manifest, effective_config) == 0 {
+        return Err(ApiError::validation(
+            "config",
+            "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
+        ));
+    }
+    let credential = match split {
+        Some(split) => Some(state.pipeline().seal_credential(
+            tenant,
+            &id,
+            AuthType::from(spec),
+            Value::Object(split.fields),
+            &split.secrets,
+        )?),
+        None => None,
+    };
+    let change = ConnectionChange {
+        name,
+        credential,
+        config,
+    };
+    if body.test {
+        test_before_saving(&state, tenant, &existing, &change, trace).await?;
+    }
+    let record = state
+        .pipeline()
+        .update_connection(tenant, &id, change)
+        .await
+        .map_err(|e| match e {
+            CoreError::Store(StoreError::Conflict) => {
+                ApiError::Conflict("a connection with this name already exists".into())
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(Connection::from(&record)))
+}
+
+/// How many explicit hosts (not `*`) the connector sends a credential to with `config`.
+fn explicit_hosts(manifest: &airlock_model::Manifest, config: &Value) -> usize {
+    manifest
+        .hosts_for(config)
+        .map(|hosts| hosts.iter().filter(|h| h.is_explicit()).count())
+        .unwrap_or_default()
+}
+
+/// Runs `test-connection` with the connection as `change` would make it; an error unless it
+/// passed.
+async fn test_before_saving(
+    state: &AppState,
+    tenant: &str,
+    existing: &ConnectionRecord,
+    change: &ConnectionChange,
+    trace: RequestTrace,
+) -> Result<(), ApiError> {
+    let mut candidate = existing.clone();
+    if let Some(name) = &change.name {
+        candidate.name = name.clone();
+    }
+    if let Some(credential) = &change.credential {
+        candidate.auth_type = credential.auth_type;
+        candidate.fields = credential.fields.clone();
+        candidate.secret = credential.secret.clone();
+    }
+    if let Some(config) = &change.config {
+        candidate.config = std::sync::Arc::new(config.clone());
+    }
+    let ran = state
+        .pipeline()
+        .test_candidate(TenantId::new(tenant), candidate, Some(trace.0))
+        .await?;
+    match ran.outcome.result {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let mut message = error.message.clone();
+            if message.len() > 500 {
+                let mut end = 500;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+            }
+            Err(ApiError::validation(
+                "test",
+                format!(
+                    "test-connection failed with the change ({}: {message}); nothing was changed",
+                    error.kind.as_str()
+                ),
+            ))
+        }
+    }
 }
 
 /// Deletes a connection.

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::audit::RequestTrace;
-use super::auth::{Member, Reader, at_least};
+use super::auth::{Member, Reader, TenantQuery, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 
@@ -240,10 +240,11 @@ fn action_call(
 }
 
 /// The tenant's runs this hour and its hourly limit.
-#[utoipa::path(get, path = "/v1/usage", tag = "invoke",
+#[utoipa::path(get, path = "/v1/usage", tag = "invoke", params(TenantQuery),
     responses((status = 200, body = Usage),
         (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound), (status = 503, response = problem::Unavailable)),
+        (status = 404, response = problem::NotFound), (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn usage(State(state): State<AppState>, caller: Reader) -> Result<Json<Usage>, ApiError> {
     let tenant = caller.tenant();

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod compile_slots;
 mod connections;
 mod connectors;
+mod dates;
 pub mod error;
 mod health;
 mod invoke;

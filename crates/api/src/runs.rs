@@ -12,9 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::audit::AuditedInTx;
-use super::auth::{Member, Principal, Reader, Role, at_least};
+use super::auth::{Member, ReadScope, Reader, TenantQuery, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
+use airlock_runs::ReplayVersion;
 use airlock_store::{Cost, RunFilter, RunRecord, RunState, StepRecord};
 
 pub fn routes() -> Router<AppState> {
@@ -217,7 +218,8 @@ pub struct ListQuery {
     /// Page size, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// Operators only: the tenant whose runs to read (required for them).
+    /// An operator: the tenant whose runs to read (required). A member: its own (the
+    /// default); another is 404.
     #[allow(dead_code)] // Read by the `Reader` extractor; here for the document and the
     // unknown-field check.
     pub tenant: Option<String>,
@@ -283,8 +285,8 @@ async fn page(
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(ListQuery),
     responses((status = 200, body = RunPage),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
-        (status = 503, response = problem::Unavailable)),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn list(
     State(state): State<AppState>,
@@ -300,8 +302,8 @@ async fn list(
 #[utoipa::path(get, path = "/v1/dead-letters", tag = "runs", params(ListQuery),
     responses((status = 200, body = RunPage),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
-        (status = 503, response = problem::Unavailable)),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn dead_letters(
     State(state): State<AppState>,
@@ -313,10 +315,11 @@ async fn dead_letters(
 }
 
 /// One run with its step journal: each step's output, error, attempts, last logs and cost.
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path), TenantQuery),
     responses((status = 200, body = RunDetail),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable),
         (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn show(
@@ -366,6 +369,30 @@ pub struct ReplayBody {
     /// The step (id) to start from; steps before it keep their journaled outputs and are not
     /// run again. Default: the step that failed.
     pub from_step: Option<String>,
+    /// `as_ran` (the default): the workflow version the run started with. `current`: the
+    /// workflow's current version, once its steps before the one the replay starts from are
+    /// the run's (422 otherwise). Either way each step uses its connection's current
+    /// credential and config.
+    #[serde(default)]
+    pub workflow_version: WorkflowVersion,
+}
+
+/// Which workflow version a replay runs.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowVersion {
+    #[default]
+    AsRan,
+    Current,
+}
+
+impl From<WorkflowVersion> for ReplayVersion {
+    fn from(version: WorkflowVersion) -> Self {
+        match version {
+            WorkflowVersion::AsRan => ReplayVersion::AsRan,
+            WorkflowVersion::Current => ReplayVersion::Current,
+        }
+    }
 }
 
 /// Replays a dead or cancelled run: back to the queue, from the failed step or `from_step`.
@@ -392,6 +419,7 @@ async fn replay(
             &tenant,
             &id,
             body.from_step.as_deref(),
+            body.workflow_version.into(),
             &caller.principal.subject,
         )
         .await?;
@@ -406,6 +434,9 @@ pub struct ReplayMany {
     pub run_ids: Vec<String>,
     /// As for one run; every run must have this step.
     pub from_step: Option<String>,
+    /// As for one run.
+    #[serde(default)]
+    pub workflow_version: WorkflowVersion,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -451,6 +482,7 @@ async fn replay_many(
                 &tenant,
                 &id,
                 body.from_step.as_deref(),
+                body.workflow_version.into(),
                 &caller.principal.subject,
             )
             .await
@@ -490,7 +522,9 @@ pub struct AuditEntry {
     pub action: String,
     /// What it made or changed: an id, `name@version`, or the route's parameters.
     pub target: String,
-    /// The run of a replay or cancel (empty otherwise).
+    /// The run of a replay or cancel (absent otherwise).
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub run_id: String,
     /// The `X-Request-Id` of the change.
     pub request_id: String,
@@ -505,7 +539,10 @@ pub struct AuditQuery {
     /// Newest first, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
-    /// Operators only: one tenant's records (default: every tenant's, and the system's).
+    /// A member reads its own tenant's records (naming another is 404); an operator reads
+    /// every tenant's and the system's, or the one it names.
+    #[allow(dead_code)] // Read by the `ReadScope` extractor; here for the document and the
+    // unknown-field check.
     pub tenant: Option<String>,
 }
 
@@ -513,27 +550,19 @@ pub struct AuditQuery {
 /// and cancels). A tenant's viewers read their tenant's; an operator reads every tenant's,
 /// or one with `tenant`. Append-only: no route changes or deletes it, and the database
 /// refuses updates, deletes and truncation.
-#[utoipa::path(get, path = "/v1/audit", tag = "runs", params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Vec<AuditEntry>),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable),
         (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn audit(
     State(state): State<AppState>,
-    caller: Principal,
+    scope: ReadScope,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    let tenant = match (&caller.tenant, query.tenant) {
-        (None, tenant) => tenant,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::validation(
-                "tenant",
-                "only an operator names the tenant; a tenant's token reads its own",
-            ));
-        }
-        (Some(_), None) => Some(caller.tenant(Role::Viewer)?.to_owned()),
-    };
+    let tenant = scope.tenant;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::validation("limit", "limit is 1-500"));
@@ -560,7 +589,10 @@ async fn audit(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DailyUsage {
-    /// The UTC day, as days since 1970-01-01.
+    /// The UTC day, `YYYY-MM-DD`.
+    #[schema(format = Date, example = "2026-12-06")]
+    pub date: String,
+    /// The same day, as days since 1970-01-01.
     pub day: i64,
     /// Runs created.
     pub runs: i64,
@@ -573,9 +605,10 @@ pub struct DailyUsage {
 }
 
 /// The tenant's durable-run usage per UTC day, newest first (up to 90 days).
-#[utoipa::path(get, path = "/v1/usage/daily", tag = "runs",
+#[utoipa::path(get, path = "/v1/usage/daily", tag = "runs", params(TenantQuery),
     responses((status = 200, body = Vec<DailyUsage>),
         (status = 401, response = problem::Unauthorized), (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound), (status = 422, response = problem::Unprocessable),
         (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn daily_usage(
@@ -587,6 +620,7 @@ async fn daily_usage(
     Ok(Json(
         days.into_iter()
             .map(|d| DailyUsage {
+                date: super::dates::iso_date(d.day),
                 day: d.day,
                 runs: d.runs,
                 steps: d.steps,

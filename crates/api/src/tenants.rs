@@ -22,7 +22,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tenants", get(list).post(create))
         .route("/tenants/{id}", get(show))
-        .route("/tenants/{id}/limits", get(show_limits).put(put_limits))
+        .route(
+            "/tenants/{id}/limits",
+            get(show_limits).put(put_limits).patch(patch_limits),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -198,8 +201,9 @@ async fn show_limits(
     Ok(Json(quota))
 }
 
-/// Replaces a tenant's limits (operator); fields left out take their defaults. 422 when a
-/// value is invalid or above its cap; `field` names it.
+/// Replaces a tenant's limits (operator): a whole new set, so fields left out take their
+/// defaults (`PATCH` changes some and keeps the rest). 422 when a value is invalid or above
+/// its cap; `field` names it.
 #[utoipa::path(put, path = "/v1/tenants/{id}/limits", tag = "tenants", params(("id" = String, Path)),
     request_body = Limits,
     responses((status = 200, body = Limits),
@@ -224,6 +228,71 @@ async fn put_limits(
         detail: format!("invalid limits: {e}"),
         field: None,
     })?;
+    quota
+        .validate(state.caps())
+        .map_err(|e| ApiError::validation(e.field, e.to_string()))?;
+    state.pipeline().set_tenant_quota(&id, &quota).await?;
+    Ok(Json(quota))
+}
+
+/// Changes some of a tenant's limits (operator): fields given replace the stored ones, a
+/// field given as null goes back to its default, fields left out keep their stored values.
+/// The result is checked as a `PUT` is. 422 when a value is invalid or above its cap; `field`
+/// names it.
+#[utoipa::path(patch, path = "/v1/tenants/{id}/limits", tag = "tenants", params(("id" = String, Path)),
+    request_body = Limits,
+    responses((status = 200, body = Limits),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 413, response = problem::PayloadTooLarge), (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn patch_limits(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<TenantQuota>, ApiError> {
+    let Value::Object(changes) = body else {
+        return Err(ApiError::Validation {
+            detail: "the limits must be a JSON object".into(),
+            field: None,
+        });
+    };
+    if !valid_tenant_id(&id) {
+        return Err(ApiError::not_found("tenant"));
+    }
+    let stored = state
+        .store()
+        .tenant_quota(&id)
+        .await
+        .map_err(ApiError::or_not_found("tenant"))?;
+    let (Ok(Value::Object(mut merged)), Ok(Value::Object(defaults))) = (
+        serde_json::to_value(&stored),
+        serde_json::to_value(TenantQuota::default()),
+    ) else {
+        return Err(ApiError::Internal);
+    };
+    for (field, value) in changes {
+        let value = match value {
+            Value::Null => match defaults.get(&field) {
+                Some(default) => default.clone(),
+                None => {
+                    return Err(ApiError::validation(
+                        field.clone(),
+                        format!("`{field}` is not a limit"),
+                    ));
+                }
+            },
+            value => value,
+        };
+        merged.insert(field, value);
+    }
+    let quota: TenantQuota =
+        serde_json::from_value(Value::Object(merged)).map_err(|e| ApiError::Validation {
+            detail: format!("invalid limits: {e}"),
+            field: None,
+        })?;
     quota
         .validate(state.caps())
         .map_err(|e| ApiError::validation(e.field, e.to_string()))?;

@@ -84,6 +84,15 @@ struct Failure {
 const MAX_FAILURES: usize = 100_000;
 
 impl RefreshLocks {
+    /// Forgets a connection's failed refreshes: its credential was replaced.
+    pub(crate) fn forget(&self, tenant: &str, id: &str) {
+        let key = (TenantId::new(tenant), ConnectionId::new(id));
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
     /// The refusal while the connection backs off after a failed refresh.
     fn backing_off(&self, key: &ConnectionKey, now_ms: i64) -> Option<CoreError> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());

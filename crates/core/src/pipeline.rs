@@ -265,16 +265,46 @@ impl Pipeline {
 
     /// Runs one invocation: see the crate documentation for the order of its steps.
     pub async fn invoke(&self, invocation: Invocation) -> Result<Ran, CoreError> {
-        self.invoke_with(invocation, false).await
+        self.invoke_with(invocation, false, None).await
+    }
+
+    /// Runs the connector's `test-connection` with a connection as it would be after a change
+    /// that is not saved yet (`PATCH /v1/connections/{id}` with `test`). The credential is
+    /// used as given: an OAuth2 token is not refreshed, since a refresh writes the row.
+    pub async fn test_candidate(
+        &self,
+        tenant: TenantId,
+        candidate: ConnectionRecord,
+        trace_id: Option<airlock_telemetry::TraceId>,
+    ) -> Result<Ran, CoreError> {
+        let invocation = Invocation {
+            tenant,
+            connector: None,
+            version: None,
+            connection: None,
+            call: Call::TestConnection,
+            charge: Charge::Free,
+            timeout_ms: None,
+            idempotency_key: None,
+            trace_id,
+        };
+        self.invoke_with(invocation, false, Some(Arc::new(candidate)))
+            .await
     }
 
     /// [`Pipeline::invoke`], keeping every HTTP exchange in the outcome (`testAction`):
     /// requests as sent with the credential masked, responses as the guest got them.
     pub async fn invoke_traced(&self, invocation: Invocation) -> Result<Ran, CoreError> {
-        self.invoke_with(invocation, true).await
+        self.invoke_with(invocation, true, None).await
     }
 
-    async fn invoke_with(&self, invocation: Invocation, trace: bool) -> Result<Ran, CoreError> {
+    /// `candidate`: a connection not saved yet, used in place of `invocation.connection`.
+    async fn invoke_with(
+        &self,
+        invocation: Invocation,
+        trace: bool,
+        candidate: Option<Arc<ConnectionRecord>>,
+    ) -> Result<Ran, CoreError> {
         let Invocation {
             tenant,
             connector,
@@ -288,9 +318,11 @@ impl Pipeline {
         } = invocation;
         let t = tenant.as_str();
         let quota = self.quota(t).await?;
-        let connection = match &connection {
-            Some(id) => Some(self.connection(t, id.as_str()).await?),
-            None => None,
+        let is_candidate = candidate.is_some();
+        let connection = match (&connection, candidate) {
+            (_, Some(candidate)) => Some(candidate),
+            (Some(id), None) => Some(self.connection(t, id.as_str()).await?),
+            (None, None) => None,
         };
         let name = match (&connector, &connection) {
             (Some(name), _) => name.as_str(),
@@ -374,6 +406,10 @@ impl Pipeline {
             None => self.charge(t, &quota, charge).await?,
         };
         let credential = match &connection {
+            Some(connection) if is_candidate => {
+                let secrets = self.inner.credentials.open(t, connection)?;
+                crate::credentials::credential_from(connection, &secrets)
+            }
             Some(connection) => {
                 self.invocation_credential(&tenant, connection, &record.manifest.auth)
                     .await?

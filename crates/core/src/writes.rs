@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use airlock_model::{AuthType, TenantQuota};
 use airlock_runtime::SharedComponent;
 use airlock_secrets::Secret;
-use airlock_store::{ConnectionRecord, ConnectorRecord, NewConnection, PutOutcome};
+use airlock_store::{
+    ConnectionChange, ConnectionRecord, ConnectorRecord, NewConnection, NewCredential, PutOutcome,
+};
 use serde_json::Value;
 
 use crate::{CoreError, Pipeline};
@@ -100,6 +102,51 @@ impl Pipeline {
             config: draft.config,
         };
         Ok(self.inner.store.create_connection(tenant, new).await?)
+    }
+
+    /// Seals a replacement credential for connection `id` under the current key, ready for
+    /// [`Pipeline::update_connection`] or a test before it.
+    pub fn seal_credential(
+        &self,
+        tenant: &str,
+        id: &str,
+        auth_type: AuthType,
+        fields: Value,
+        secrets: &BTreeMap<String, Secret>,
+    ) -> Result<NewCredential, CoreError> {
+        let secret = if secrets.is_empty() {
+            None
+        } else {
+            Some(self.inner.credentials.seal(tenant, id, secrets)?)
+        };
+        Ok(NewCredential {
+            auth_type,
+            fields,
+            secret,
+        })
+    }
+
+    /// Changes a connection's name, credential or config. This process's next invocation
+    /// reads the new row, and a failed token refresh of the old credential no longer holds
+    /// the connection back; other processes see it within [`crate::fresh::TTL`].
+    pub async fn update_connection(
+        &self,
+        tenant: &str,
+        id: &str,
+        change: ConnectionChange,
+    ) -> Result<ConnectionRecord, CoreError> {
+        let new_credential = change.credential.is_some();
+        let result = self
+            .inner
+            .store
+            .update_connection(tenant, id, change)
+            .await
+            .map_err(CoreError::or_not_found("connection"));
+        self.inner.hot.forget_connection(tenant, id);
+        if new_credential {
+            self.inner.refresh_locks.forget(tenant, id);
+        }
+        result
     }
 
     /// Deletes a connection and its guest state.

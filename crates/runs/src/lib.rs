@@ -495,12 +495,15 @@ impl Runs {
     }
 
     /// Replays a dead or cancelled run from step `from_step` (an id; default: the step that
-    /// failed), audited as `actor`.
+    /// failed), audited as `actor`. With [`ReplayVersion::Current`] the run goes on with its
+    /// workflow's current version, whose steps before the one it starts from must be the
+    /// journaled ones (same ids, same order): their outputs are kept.
     pub async fn replay(
         &self,
         tenant: &TenantId,
         run_id: &str,
         from_step: Option<&str>,
+        version: ReplayVersion,
         actor: &str,
     ) -> Result<RunRecord, RunsError> {
         let store = self.pipeline.store();
@@ -509,22 +512,66 @@ impl Runs {
             .run(t, run_id)
             .await
             .map_err(RunsError::or_not_found("run"))?;
+        let (version, definition) = match version {
+            ReplayVersion::AsRan => (
+                None,
+                store
+                    .workflow_definition(t, &run.workflow_id, run.workflow_version)
+                    .await?,
+            ),
+            ReplayVersion::Current => {
+                let current = store
+                    .workflow(t, &run.workflow_id, None)
+                    .await
+                    .map_err(|e| match e {
+                        airlock_store::StoreError::NotFound => RunsError::Invalid {
+                            field: "workflow_version".into(),
+                            detail: "the run's workflow was deleted: it has no current version; replay it as it ran".into(),
+                        },
+                        other => other.into(),
+                    })?;
+                (Some(current.version), current.definition)
+            }
+        };
+        let spec: WorkflowSpec = serde_json::from_str(&definition)
+            .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
         let from = match from_step {
             None => None,
             Some(step) => {
-                let definition = store
-                    .workflow_definition(t, &run.workflow_id, run.workflow_version)
-                    .await?;
-                let spec: WorkflowSpec = serde_json::from_str(&definition)
-                    .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
                 let index = spec.position(step).ok_or_else(|| RunsError::Invalid {
                     field: "from_step".into(),
-                    detail: format!("the run's workflow version has no step `{step}`"),
+                    detail: format!("the workflow version it would run has no step `{step}`"),
                 })?;
                 Some(i64::try_from(index).unwrap_or(i64::MAX))
             }
         };
-        match store.replay_run(t, run_id, from, actor).await? {
+        if version.is_some() {
+            let start = from.unwrap_or(run.next_step);
+            let kept = store.run_steps(t, run_id).await?;
+            let reused = kept.iter().filter(|step| step.index < start);
+            for step in reused {
+                let same = usize::try_from(step.index)
+                    .ok()
+                    .and_then(|i| spec.steps.get(i))
+                    .is_some_and(|s| s.id == step.step_id);
+                if !same {
+                    return Err(RunsError::Invalid {
+                        field: "workflow_version".into(),
+                        detail: format!(
+                            "the current version's steps before the one the replay starts from are not the run's (step {} was `{}`); replay from an earlier step with `from_step`",
+                            step.index, step.step_id
+                        ),
+                    });
+                }
+            }
+            if usize::try_from(start).map_or(true, |start| start >= spec.steps.len()) {
+                return Err(RunsError::Invalid {
+                    field: "workflow_version".into(),
+                    detail: "the current version has no step where the replay would start; replay from an earlier step with `from_step`".into(),
+                });
+            }
+        }
+        match store.replay_run(t, run_id, from, version, actor).await? {
             Ok(run) => {
                 self.metrics().run_created("replay");
                 tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");
@@ -539,6 +586,16 @@ impl Runs {
             }),
         }
     }
+}
+
+/// Which workflow version a replayed run goes on with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplayVersion {
+    /// The version it ran with (a replay after an upstream outage, or a fixed credential).
+    #[default]
+    AsRan,
+    /// The workflow's current version (a replay after fixing the workflow).
+    Current,
 }
 
 /// Where a new run comes from: the trigger that made it, and the trace it joins (a new one

@@ -37,6 +37,22 @@ pub struct NewConnection {
     pub config: Value,
 }
 
+/// What [`Store::update_connection`] writes; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionChange {
+    pub name: Option<String>,
+    pub credential: Option<NewCredential>,
+    pub config: Option<Value>,
+}
+
+/// A replacement credential: its auth type, clear fields and sealed envelope.
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    pub auth_type: AuthType,
+    pub fields: Value,
+    pub secret: Option<String>,
+}
+
 const COLUMNS: &str =
     "id, connector, name, auth_type, fields, secret, config, created_at, updated_at";
 
@@ -121,6 +137,56 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or(StoreError::NotFound)?;
+        connection(&row)
+    }
+
+    /// Changes a connection's name, credential or config; what `change` leaves `None` is
+    /// not written, so a refresh of an OAuth2 token racing a rename is not undone. A new
+    /// credential also drops the refresh lease: a refresh of the old one that is in flight
+    /// then finds it gone and does not write the old credential's tokens over the new one.
+    /// A name already used in the tenant is a conflict.
+    pub async fn update_connection(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        change: ConnectionChange,
+    ) -> Result<ConnectionRecord, StoreError> {
+        findable(&[tenant_id, id])?;
+        let mut columns: Vec<(&str, Option<String>)> = Vec::new();
+        if let Some(name) = change.name {
+            columns.push(("name", Some(name)));
+        }
+        let new_credential = change.credential.is_some();
+        if let Some(credential) = change.credential {
+            columns.push(("auth_type", Some(credential.auth_type.as_str().to_owned())));
+            columns.push(("fields", Some(credential.fields.to_string())));
+            columns.push(("secret", credential.secret));
+        }
+        if let Some(config) = change.config {
+            columns.push(("config", Some(config.to_string())));
+        }
+        let mut sets = vec!["updated_at = $3".to_owned()];
+        sets.extend(
+            columns
+                .iter()
+                .enumerate()
+                .map(|(i, (column, _))| format!("{column} = ${}", i + 4)),
+        );
+        if new_credential {
+            sets.push("refresh_lease_until = NULL, refresh_lease_owner = NULL".to_owned());
+        }
+        let sql = format!(
+            "UPDATE connections SET {} WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}",
+            sets.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(tenant_id).bind(id).bind(now_ms());
+        for (_, value) in columns {
+            query = query.bind(value);
+        }
+        let row = query
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         connection(&row)
     }
 

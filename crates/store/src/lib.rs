@@ -32,7 +32,7 @@ pub use access::AccessMinute;
 pub use audit::{AuditDraft, AuditEntry, BrokenLink, verify as verify_audit_chain};
 pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};
-pub use connections::{ConnectionRecord, NewConnection};
+pub use connections::{ConnectionChange, ConnectionRecord, NewConnection, NewCredential};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
@@ -136,9 +136,47 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)
             | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(error.to_string()),
+            sqlx::Error::PoolTimedOut => {
+                pool_exhausted();
+                StoreError::Unavailable(error.to_string())
+            }
             _ => StoreError::Unavailable(error.to_string()),
         }
     }
+}
+
+/// Logs, at most every 10 s, that a query waited out the acquire timeout: every pooled
+/// connection was busy (or the server did not answer). Said as such, since the 503s it causes
+/// look like an outage otherwise; the remedy is `--database-pool-size` or fewer workers.
+fn pool_exhausted() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = u64::try_from(now_ms() / 1000).unwrap_or_default();
+    let last = LAST_S.load(Ordering::Relaxed);
+    if now_s >= last.saturating_add(10)
+        && LAST_S
+            .compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            "database pool exhausted: no connection came free within the acquire timeout; \
+             requests are answered 503 (raise --database-pool-size, or check the database)"
+        );
+    }
+}
+
+/// `url` with `application_name` set to `name` unless the operator's URL sets one, so that
+/// `pg_stat_activity` tells the processes (and their roles) apart.
+fn with_application_name(url: &str, name: Option<&str>) -> String {
+    let Some(name) = name else {
+        return url.to_owned();
+    };
+    if url.contains("application_name=") {
+        return url.to_owned();
+    }
+    let encoded: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}application_name={encoded}")
 }
 
 /// The database handle the API and the state store share. Cheap to clone.
@@ -187,6 +225,9 @@ pub struct StoreOptions {
     pub acquire_timeout: std::time::Duration,
     /// PostgreSQL: when the circuit breaker in front of the pool opens.
     pub breaker: BreakerOptions,
+    /// PostgreSQL: the `application_name` of this process's connections (unless the URL
+    /// sets one).
+    pub application_name: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -198,6 +239,7 @@ impl Default for StoreOptions {
             clock: std::sync::Arc::new(airlock_model::SystemClock),
             acquire_timeout: std::time::Duration::from_secs(1),
             breaker: BreakerOptions::default(),
+            application_name: None,
         }
     }
 }
@@ -206,6 +248,10 @@ impl Store {
     /// Connects and applies the migrations of the URL's database kind.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let kind = DbKind::from_url(url)?;
+        let url = &match kind {
+            DbKind::Postgres => with_application_name(url, options.application_name.as_deref()),
+            DbKind::Sqlite => url.to_owned(),
+        };
         if kind == DbKind::Sqlite {
             create_private_sqlite_file(url);
         }
@@ -461,4 +507,28 @@ async fn lock_tenant(
 
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_application_name;
+
+    #[test]
+    fn the_application_name_is_added_unless_the_url_sets_one() {
+        let name = Some("airlock api+workers 42");
+        assert_eq!(
+            with_application_name("postgres://u@h/db", name),
+            "postgres://u@h/db?application_name=airlock+api%2Bworkers+42"
+        );
+        assert_eq!(
+            with_application_name("postgres://u@h/db?sslmode=require", name),
+            "postgres://u@h/db?sslmode=require&application_name=airlock+api%2Bworkers+42"
+        );
+        let own = "postgres://u@h/db?application_name=mine";
+        assert_eq!(with_application_name(own, name), own);
+        assert_eq!(
+            with_application_name("postgres://u@h/db", None),
+            "postgres://u@h/db"
+        );
+    }
 }

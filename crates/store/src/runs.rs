@@ -418,11 +418,14 @@ impl Store {
 
     /// Puts a dead or cancelled run back in the queue from step `from` (default: the step
     /// that failed); journaled steps before it keep their outputs and are not run again.
+    /// `version`: the workflow version to run from now on (the caller checked that its steps
+    /// before `from` are the journaled ones); `None` keeps the run's.
     pub async fn replay_run(
         &self,
         tenant_id: &str,
         id: &str,
         from: Option<i64>,
+        version: Option<i64>,
         actor: &str,
     ) -> Result<Result<RunRecord, ReplayRefusal>, StoreError> {
         findable(&[tenant_id, id])?;
@@ -432,13 +435,16 @@ impl Store {
         if !matches!(state, RunState::Dead | RunState::Cancelled) {
             return Ok(Err(ReplayRefusal::State(state)));
         }
-        let row = sqlx::query("SELECT next_step, error FROM runs WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT next_step, error, workflow_version FROM runs WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         let next_step: i64 = row.try_get("next_step")?;
         let error: Option<String> = row.try_get("error")?;
+        let ran_version: i64 = row.try_get("workflow_version")?;
         let from = from.unwrap_or(next_step);
         if from > next_step || from < 0 {
             return Ok(Err(ReplayRefusal::NotReached { next_step }));
@@ -454,18 +460,20 @@ impl Store {
         let row = sqlx::query(&format!(
             "UPDATE runs SET state = 'queued', next_step = $3, attempt = 0, run_at = $4, \
                error = NULL, output = NULL, finished_at = NULL, cancel_requested = 0, \
-               lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+               lease_owner = NULL, lease_until = NULL, updated_at = $4, workflow_version = $5 \
              WHERE tenant_id = $1 AND id = $2 RETURNING {RUN_COLUMNS}"
         ))
         .bind(tenant_id)
         .bind(id)
         .bind(from)
         .bind(now)
+        .bind(version.unwrap_or(ran_version))
         .fetch_one(&mut *tx)
         .await?;
         let detail = serde_json::json!({
             "previous_state": state.as_str(),
             "from_step": from,
+            "workflow_version": { "ran": ran_version, "now": version.unwrap_or(ran_version) },
             "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
         });
         audit(&mut tx, self.kind, tenant_id, actor, "replay", id, &detail).await?;

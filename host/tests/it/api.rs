@@ -300,6 +300,79 @@ async fn limits_apply_to_the_next_invocation(db: Db) {
         404,
         "not-found",
     );
+
+    // PATCH changes the fields it names and keeps the others; null takes a field back to
+    // its default; the result is checked as a PUT is, and a refused change changes nothing.
+    let set = server
+        .put(
+            "/v1/tenants/acme/limits",
+            &operator,
+            json!({"fuel": 5_000_000, "runs_per_hour": 300}),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text);
+    let patched = server
+        .patch(
+            "/v1/tenants/acme/limits",
+            &operator,
+            json!({"max_workflows": 7}),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(patched.body["max_workflows"], json!(7));
+    assert_eq!(patched.body["fuel"], json!(5_000_000), "{}", patched.text);
+    assert_eq!(
+        patched.body["runs_per_hour"],
+        json!(300),
+        "{}",
+        patched.text
+    );
+    let reset = server
+        .patch(
+            "/v1/tenants/acme/limits",
+            &operator,
+            json!({"runs_per_hour": null}),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.text);
+    assert_eq!(reset.body["runs_per_hour"], json!(100), "{}", reset.text);
+    assert_eq!(reset.body["max_workflows"], json!(7));
+    for (body, field) in [
+        (json!({"timeout_ms": 300_001}), Some("timeout_ms")),
+        (json!({"fule": 1}), None),
+        (json!({"fule": null}), Some("fule")),
+    ] {
+        let refused = server
+            .patch("/v1/tenants/acme/limits", &operator, body)
+            .await;
+        assert_problem(&refused, 422, "validation");
+        if let Some(field) = field {
+            assert_eq!(refused.body["field"], json!(field), "{}", refused.text);
+        }
+    }
+    assert_problem(
+        &server
+            .patch("/v1/tenants/acme/limits", &operator, json!([1]))
+            .await,
+        422,
+        "validation",
+    );
+    let kept = server.get("/v1/tenants/acme/limits", &operator).await;
+    assert_eq!(kept.body, reset.body, "a refused PATCH changed the limits");
+    assert_problem(
+        &server
+            .patch("/v1/tenants/nobody/limits", &operator, json!({}))
+            .await,
+        404,
+        "not-found",
+    );
+    assert_problem(
+        &server
+            .patch("/v1/tenants/acme/limits", &admin, json!({"fuel": 1}))
+            .await,
+        403,
+        "forbidden",
+    );
 }
 
 async fn other_tenants_resources_are_not_found_and_roles_are_enforced(db: Db) {

@@ -124,6 +124,15 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
         one("PUT /v1/tenants/{id}/limits"),
     )
     .await;
+    s.change(
+        "PATCH /v1/tenants/{id}/limits",
+        (Method::PATCH, "/v1/tenants/acme/limits".into()),
+        &operator,
+        "ops@example.com",
+        Body::Json(json!({"max_workflows": 20})),
+        one("PATCH /v1/tenants/{id}/limits"),
+    )
+    .await;
     let alice = server.token_for("alice@acme.test", Some("acme"), Role::Admin);
     let a = "alice@acme.test";
     let wasm = |path: &str| std::fs::read(path).expect("guest built");
@@ -186,6 +195,16 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
         )
         .await;
     let connection = id(&connection);
+    let replaced = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    s.change(
+        "PATCH /v1/connections/{id}",
+        (Method::PATCH, format!("/v1/connections/{connection}")),
+        &alice,
+        a,
+        Body::Json(json!({"credential": {"api_key": replaced}})),
+        one("PATCH /v1/connections/{id}"),
+    )
+    .await;
     s.change(
         "DELETE /v1/connections/{id}",
         (Method::DELETE, format!("/v1/connections/{connection}")),
@@ -352,7 +371,8 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
         "routes the audit scenario does not cover: {missing:?}"
     );
 
-    // A tenant's admin reads its own records; naming a tenant is the operator's.
+    // A tenant's admin reads its own records; naming another tenant is 404, as if it did not
+    // exist.
     let own = server.get("/v1/audit?limit=500", &alice).await;
     assert_eq!(own.status, 200, "{}", own.text);
     assert!(
@@ -361,10 +381,14 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
             .is_some_and(|r| r.iter().all(|r| r["tenant_id"] == "acme"))
     );
     let other = server.get("/v1/audit?tenant=other", &alice).await;
-    assert_eq!(other.status, 422, "{}", other.text);
+    assert_eq!(other.status, 404, "{}", other.text);
     let all = records(&server).await.to_vec();
     let text = serde_json::to_string(&all).expect("json");
     assert!(!text.contains(&canary), "a credential is in the audit log");
+    assert!(
+        !text.contains(&replaced),
+        "a replaced credential is in the audit log"
+    );
     assert!(
         !text.contains(&secret),
         "a webhook secret is in the audit log"

@@ -117,7 +117,14 @@ impl Cluster {
                 &self.dir.path().join("data").display().to_string(),
             ])
             .args(["--database-url", &self.database_url])
-            .args(["--pool-size", "8", "--workers", "4"])
+            .args([
+                "--pool-size",
+                "8",
+                "--workers",
+                "4",
+                "--database-pool-size",
+                "6",
+            ])
             .args(["--run-lease", self.lease, "--run-heartbeat", "200ms"])
             .args(["--run-reap-every", "300ms", "--run-poll", "100ms"])
             .args(["--worker-grace", "1s", "--shutdown-grace", "1s"])
@@ -174,6 +181,33 @@ impl Cluster {
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Each running node's PostgreSQL connections carry its roles and process id in
+    /// `application_name`, and there are no more of them than `--database-pool-size` (plus
+    /// the one that listens for notifications).
+    async fn processes_name_themselves(&self) {
+        use sqlx::{Connection as _, Row as _};
+        let mut conn = sqlx::PgConnection::connect(&self.database_url)
+            .await
+            .expect("connect");
+        for (node, (_, child)) in self.nodes.iter().enumerate() {
+            let Some(child) = child else { continue };
+            let name = format!("airlock api+workers+scheduler pid {}", child.id());
+            let row = sqlx::query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = $1",
+            )
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("pg_stat_activity");
+            let n: i64 = row.try_get("n").expect("n");
+            assert!(
+                (1..=7).contains(&n),
+                "node {node}: {n} connections named `{name}`"
+            );
+        }
     }
 
     fn base(&self, node: usize) -> String {
@@ -381,6 +415,9 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
     };
     cluster.start(0).await;
     cluster.start(1).await;
+    if db == Db::Postgres {
+        cluster.processes_name_themselves().await;
+    }
     let (admin, workflow) = set_up(&cluster, 8).await;
     let runs = enqueue(&cluster, &admin, &workflow, runs_n).await;
     for k in 0..kills {

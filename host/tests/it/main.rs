@@ -20,6 +20,7 @@ mod audit;
 mod breaker;
 mod chaos;
 mod cli;
+mod connection_update;
 mod connectors;
 mod cron_locks;
 mod declarative;

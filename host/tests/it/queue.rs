@@ -370,13 +370,13 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Replaying past the step that failed would skip it: refused.
     assert!(
         store
-            .replay_run("t1", "run_r", Some(2), "alice")
+            .replay_run("t1", "run_r", Some(2), None, "alice")
             .await
             .expect("replay")
             .is_err()
     );
     let replayed = store
-        .replay_run("t1", "run_r", None, "alice")
+        .replay_run("t1", "run_r", None, None, "alice")
         .await
         .expect("replay")
         .expect("replayable");
@@ -393,7 +393,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Only dead and cancelled runs replay.
     assert!(
         store
-            .replay_run("t1", "run_r", None, "alice")
+            .replay_run("t1", "run_r", None, None, "alice")
             .await
             .expect("replay")
             .is_err()

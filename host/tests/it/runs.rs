@@ -83,6 +83,21 @@ async fn a_two_step_workflow_runs_to_success_charged_once(db: Db) {
     assert_eq!(runs_this_hour(&server, &admin).await, 1);
     let daily = server.get("/v1/usage/daily", &admin).await;
     assert_eq!(daily.body[0]["runs"], 1, "{}", daily.text);
+    let today = daily.body[0]["day"].as_i64().expect("day");
+    let date = daily.body[0]["date"].as_str().expect("date");
+    assert_eq!(date.len(), 10, "YYYY-MM-DD: {date}");
+    // The date is the day's: days since 1970 back from the date's own year, month and day.
+    let (y, m, d): (i64, i64, i64) = (
+        date[0..4].parse().expect("year"),
+        date[5..7].parse().expect("month"),
+        date[8..10].parse().expect("day"),
+    );
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    assert_eq!(era * 146_097 + doe - 719_468, today, "{date}");
     assert_eq!(daily.body[0]["steps"], 2, "{}", daily.text);
     let listed = server
         .get(
