@@ -5,6 +5,7 @@
 //! `scripts/schemathesis` checks it against a live server in CI, and `tests/it/api_openapi.rs`
 //! checks the facts a client relies on without it.
 
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
@@ -147,7 +148,7 @@ pub mod problem {
     components(
         schemas(
             error::Problem, auth::Role,
-            tenants::CreateTenant, tenants::Tenant, tenants::Limits,
+            tenants::CreateTenant, tenants::Tenant, tenants::Limits, tenants::LimitsPatch,
             connectors::ConnectorVersion, connectors::ConnectorSummary, connectors::VersionSummary,
             connectors::ComponentBytes,
             connectors::DefinitionDocument,
@@ -251,6 +252,26 @@ pub fn document(caps: &LimitCaps) -> utoipa::openapi::OpenApi {
                 field.minimum = Some(number(bound.min));
                 field.maximum = Some(number(bound.max));
             }
+        }
+        // `PATCH` takes the same fields, each also as null (back to its default).
+        let mut patch = limits.clone();
+        patch.description = Some(
+            "Some of a tenant's limits: each field as in `Limits`, or null to take it back to its default."
+                .into(),
+        );
+        for property in patch.properties.values_mut() {
+            let field = std::mem::replace(property, RefOr::T(Schema::default()));
+            *property = RefOr::T(Schema::OneOf(
+                OneOfBuilder::new()
+                    .item(field)
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .build(),
+            ));
+        }
+        if let Some(components) = doc.components.as_mut() {
+            components
+                .schemas
+                .insert("LimitsPatch".into(), RefOr::T(Schema::Object(patch)));
         }
     }
     doc

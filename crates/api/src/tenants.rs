@@ -235,12 +235,18 @@ async fn put_limits(
     Ok(Json(quota))
 }
 
+/// The OpenAPI form of a `PATCH` of limits: `Limits` with every field also nullable, built
+/// from it by `openapi::document` (this definition is replaced there).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // The document's only.
+pub struct LimitsPatch(Limits);
+
 /// Changes some of a tenant's limits (operator): fields given replace the stored ones, a
 /// field given as null goes back to its default, fields left out keep their stored values.
 /// The result is checked as a `PUT` is. 422 when a value is invalid or above its cap; `field`
 /// names it.
 #[utoipa::path(patch, path = "/v1/tenants/{id}/limits", tag = "tenants", params(("id" = String, Path)),
-    request_body = Limits,
+    request_body = LimitsPatch,
     responses((status = 200, body = Limits),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
         (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),

@@ -197,6 +197,22 @@ async fn the_limits_schema_admits_null_only_where_the_server_does() {
             assert_problem(&reply, 422, "validation");
         }
     }
+
+    // A PATCH takes null for every field (back to its default), as its schema says.
+    let patch = resolve(&doc, &doc["components"]["schemas"]["LimitsPatch"]);
+    let patchable = patch["properties"].as_object().expect("properties");
+    assert_eq!(
+        patchable.keys().collect::<Vec<_>>(),
+        properties.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(patch["additionalProperties"], json!(false));
+    for (field, schema) in patchable {
+        assert!(admits_null(resolve(&doc, schema)), "{field}: {schema}");
+        let reply = server
+            .patch("/v1/tenants/acme/limits", &operator, json!({ field: null }))
+            .await;
+        assert_eq!(reply.status, 200, "{field}: {}", reply.text);
+    }
 }
 
 /// Each numeric limit's declared bounds are the server's: the bounds are taken, one past
