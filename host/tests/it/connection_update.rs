@@ -21,6 +21,7 @@ on_both_databases!(
     a_replaced_credential_reaches_the_next_call_and_a_replayed_run,
     a_connection_change_is_checked_as_a_creation_is,
     a_replay_can_take_the_workflows_current_version,
+    a_changed_credential_takes_the_refresh_lease_away,
 );
 
 /// What the stand-in saw: each request's `Authorization` and path.
@@ -487,4 +488,80 @@ async fn a_replay_can_take_the_workflows_current_version(db: Db) {
     assert_eq!(gone.body["field"], "workflow_version", "{}", gone.text);
     let as_ran = replay(three.clone(), json!({})).await;
     assert_eq!(as_ran.status, 200, "{}", as_ran.text);
+}
+
+/// An OAuth2 refresh of the old credential that is in flight when the credential is replaced
+/// must not write its tokens over the new one: a new credential drops the refresh lease, so
+/// the refresher's write (fenced by the lease) finds it gone. A rename leaves the lease alone.
+async fn a_changed_credential_takes_the_refresh_lease_away(db: Db) {
+    use airlock::store::{ConnectionChange, NewCredential};
+    let seen: Seen = Arc::default();
+    let upstream = Server::start_tls(github(seen, "k".into()), &["api.github.com"]).await;
+    let Some((server, admin)) = server(db, &upstream).await else {
+        return;
+    };
+    let gh = github_connection(&server, &admin, "gh", "k").await;
+    let store = server.state.store();
+    let now = airlock::store::now_ms();
+    let refresh = |owner: &'static str| {
+        let store = store.clone();
+        let gh = gh.clone();
+        async move {
+            assert!(
+                store
+                    .try_refresh_lease("acme", &gh, owner, now, now + 60_000)
+                    .await
+                    .expect("lease"),
+                "{owner} takes the lease"
+            );
+        }
+    };
+    let finish = |owner: &'static str| {
+        let store = store.clone();
+        let gh = gh.clone();
+        async move {
+            store
+                .finish_refresh("acme", &gh, owner, &json!({}), "refreshed-envelope")
+                .await
+                .expect("finish")
+        }
+    };
+
+    refresh("p1").await;
+    store
+        .update_connection(
+            "acme",
+            &gh,
+            ConnectionChange {
+                name: Some("renamed".into()),
+                ..ConnectionChange::default()
+            },
+        )
+        .await
+        .expect("rename");
+    assert!(finish("p1").await, "a rename does not take the lease");
+
+    refresh("p2").await;
+    let replaced = store
+        .update_connection(
+            "acme",
+            &gh,
+            ConnectionChange {
+                credential: Some(NewCredential {
+                    auth_type: airlock::model::AuthType::ApiKey,
+                    fields: json!({}),
+                    secret: Some("new-envelope".into()),
+                }),
+                ..ConnectionChange::default()
+            },
+        )
+        .await
+        .expect("replace");
+    assert_eq!(replaced.secret.as_deref(), Some("new-envelope"));
+    assert!(
+        !finish("p2").await,
+        "the old refresh wrote after the credential changed"
+    );
+    let row = store.connection("acme", &gh).await.expect("row");
+    assert_eq!(row.secret.as_deref(), Some("new-envelope"));
 }
