@@ -373,10 +373,11 @@ async fn show(
 /// Replaces a connection's credential, config or name: the way to fix an expired or rotated
 /// credential without breaking the workflows and triggers that name the connection. The
 /// next invocation in this process uses the new values, and every other process within a
-/// second; runs replayed after it use them too. Audited (the record names the fields
-/// changed, never their values). 404 no such connection (or its connector is gone); 409 the
-/// name is taken; 422 a field does not fit the connector (`field` names it), or the test
-/// failed.
+/// second; runs replayed after it use them too. Audited (the record names the connection,
+/// never a value). A config that would send the stored credential to hosts it was not given
+/// for needs the credential again (422 `field: credential`). 404 no such connection (or its
+/// connector is gone); 409 the name is taken; 422 a field does not fit the connector
+/// (`field` names it), or the test failed.
 #[utoipa::path(patch, path = "/v1/connections/{id}", tag = "connections", params(("id" = String, Path)),
     request_body = UpdateConnection,
     responses((status = 200, body = Connection),
@@ -400,7 +401,12 @@ async fn update(
         .await
         .map_err(ApiError::or_not_found("connection"))?;
     if body.name.is_none() && body.credential.is_none() && body.config.is_none() {
-        // An empty change changes nothing (as an empty JSON merge patch).
+        // An empty change changes nothing (as an empty JSON merge patch); with `test`, it
+        // tests the connection as it is.
+        if body.test {
+            let unchanged = ConnectionChange::default();
+            test_before_saving(&state, tenant, &existing, &unchanged, trace).await?;
+        }
         return Ok(Json(Connection::from(&existing)));
     }
     let name = match &body.name {
@@ -445,6 +451,31 @@ async fn update(
             "config",
             "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
         ));
+    }
+    // A stored credential stays with the hosts it was given for: an editor who cannot read
+    // it must not be able to send it somewhere else by changing the config alone (the
+    // `http` connector's `credential_hosts`, a `{config.region}` label). Moving it takes the
+    // credential again.
+    if split.is_none() && existing.secret.is_some() {
+        let hosts = |config: &Value| -> std::collections::BTreeSet<String> {
+            connector
+                .manifest
+                .hosts_for(config)
+                .map(|hosts| {
+                    hosts
+                        .iter()
+                        .filter(|h| h.is_explicit())
+                        .map(|h| h.to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if !hosts(effective_config).is_subset(&hosts(&existing.config)) {
+            return Err(ApiError::validation(
+                "credential",
+                "this config sends the stored credential to hosts it was not given for; send the credential again with the new config",
+            ));
+        }
     }
     let credential = match split {
         Some(split) => Some(state.pipeline().seal_credential(
@@ -508,7 +539,12 @@ async fn test_before_saving(
     }
     let ran = state
         .pipeline()
-        .test_candidate(TenantId::new(tenant), candidate, Some(trace.0))
+        .test_candidate(
+            TenantId::new(tenant),
+            candidate,
+            change.credential.is_some(),
+            Some(trace.0),
+        )
         .await?;
     match ran.outcome.result {
         Ok(_) => Ok(()),

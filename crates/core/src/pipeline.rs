@@ -269,12 +269,14 @@ impl Pipeline {
     }
 
     /// Runs the connector's `test-connection` with a connection as it would be after a change
-    /// that is not saved yet (`PATCH /v1/connections/{id}` with `test`). The credential is
-    /// used as given: an OAuth2 token is not refreshed, since a refresh writes the row.
+    /// that is not saved yet (`PATCH /v1/connections/{id}` with `test`). A new credential
+    /// (`new_credential`) is used as given: an OAuth2 token is not refreshed, since a refresh
+    /// writes the row. A kept one is refreshed as for any invocation.
     pub async fn test_candidate(
         &self,
         tenant: TenantId,
         candidate: ConnectionRecord,
+        new_credential: bool,
         trace_id: Option<airlock_telemetry::TraceId>,
     ) -> Result<Ran, CoreError> {
         let invocation = Invocation {
@@ -288,8 +290,12 @@ impl Pipeline {
             idempotency_key: None,
             trace_id,
         };
-        self.invoke_with(invocation, false, Some(Arc::new(candidate)))
-            .await
+        self.invoke_with(
+            invocation,
+            false,
+            Some((Arc::new(candidate), new_credential)),
+        )
+        .await
     }
 
     /// [`Pipeline::invoke`], keeping every HTTP exchange in the outcome (`testAction`):
@@ -298,12 +304,13 @@ impl Pipeline {
         self.invoke_with(invocation, true, None).await
     }
 
-    /// `candidate`: a connection not saved yet, used in place of `invocation.connection`.
+    /// `candidate`: a connection not saved yet, used in place of `invocation.connection`, and
+    /// whether its credential is new (used as given, never refreshed).
     async fn invoke_with(
         &self,
         invocation: Invocation,
         trace: bool,
-        candidate: Option<Arc<ConnectionRecord>>,
+        candidate: Option<(Arc<ConnectionRecord>, bool)>,
     ) -> Result<Ran, CoreError> {
         let Invocation {
             tenant,
@@ -318,9 +325,9 @@ impl Pipeline {
         } = invocation;
         let t = tenant.as_str();
         let quota = self.quota(t).await?;
-        let is_candidate = candidate.is_some();
+        let as_given = candidate.as_ref().is_some_and(|(_, new)| *new);
         let connection = match (&connection, candidate) {
-            (_, Some(candidate)) => Some(candidate),
+            (_, Some((candidate, _))) => Some(candidate),
             (Some(id), None) => Some(self.connection(t, id.as_str()).await?),
             (None, None) => None,
         };
@@ -406,7 +413,7 @@ impl Pipeline {
             None => self.charge(t, &quota, charge).await?,
         };
         let credential = match &connection {
-            Some(connection) if is_candidate => {
+            Some(connection) if as_given => {
                 let secrets = self.inner.credentials.open(t, connection)?;
                 crate::credentials::credential_from(connection, &secrets)
             }

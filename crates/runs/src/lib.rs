@@ -545,8 +545,12 @@ impl Runs {
                 Some(i64::try_from(index).unwrap_or(i64::MAX))
             }
         };
+        // With another version, the store is told where the replay starts, so the steps it
+        // keeps are the ones checked here even if the run moved on in between.
+        let mut from = from;
         if version.is_some() {
             let start = from.unwrap_or(run.next_step);
+            from = Some(start);
             let kept = store.run_steps(t, run_id).await?;
             let reused = kept.iter().filter(|step| step.index < start);
             for step in reused {

@@ -163,8 +163,18 @@ async fn a_replaced_credential_reaches_the_next_call_and_a_replayed_run(db: Db) 
     let dead = wait_for(&server, &admin, &run, ended).await;
     assert_eq!(dead["state"], "dead", "{dead}");
 
-    // A replacement that fails the connector's test is not saved.
+    // A replacement that fails the connector's test is not saved; a test alone tests the
+    // connection as it is.
     let before = server.get(&format!("/v1/connections/{gh}"), &admin).await;
+    let as_is = server
+        .patch(
+            &format!("/v1/connections/{gh}"),
+            &editor,
+            json!({"test": true}),
+        )
+        .await;
+    assert_problem(&as_is, 422, "validation");
+    assert_eq!(as_is.body["field"], "test", "{}", as_is.text);
     let refused = server
         .patch(
             &format!("/v1/connections/{gh}"),
@@ -237,7 +247,7 @@ async fn a_replaced_credential_reaches_the_next_call_and_a_replayed_run(db: Db) 
             .filter(|(auth, _)| auth.contains(key))
             .count()
     };
-    assert!(used(&old) >= 1 && used(&wrong) == 1 && used(&new) >= 3);
+    assert!(used(&old) >= 2 && used(&wrong) == 1 && used(&new) >= 3);
     let (cells, _) = every_cell(&server, db).await;
     for key in [&old, &wrong, &new] {
         assert!(
@@ -345,11 +355,36 @@ async fn a_connection_change_is_checked_as_a_creation_is(db: Db) {
         .await;
     assert_problem(&hostless, 422, "validation");
     assert_eq!(hostless.body["field"], "config", "{}", hostless.text);
+    // The stored key stays with its hosts: a config alone cannot send it elsewhere (an editor
+    // cannot read it, and must not be able to redirect it); with the key given again it can.
+    for hosts in [json!(["evil.test"]), json!(["api.crm.test", "evil.test"])] {
+        let redirected = server
+            .patch(
+                &format!("/v1/connections/{crm}"),
+                &admin,
+                json!({"config": {"credential_hosts": hosts}, "test": true}),
+            )
+            .await;
+        assert_problem(&redirected, 422, "validation");
+        assert_eq!(
+            redirected.body["field"], "credential",
+            "{}",
+            redirected.text
+        );
+    }
+    let narrowed = server
+        .patch(
+            &format!("/v1/connections/{crm}"),
+            &admin,
+            json!({"config": {"credential_hosts": ["api.crm.test"], "auth_header": "X-Api-Key"}}),
+        )
+        .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text);
     let moved = server
         .patch(
             &format!("/v1/connections/{crm}"),
             &admin,
-            json!({"config": {"credential_hosts": ["eu.crm.test"]}}),
+            json!({"config": {"credential_hosts": ["eu.crm.test"]}, "credential": {"api_key": "k2"}}),
         )
         .await;
     assert_eq!(moved.status, 200, "{}", moved.text);
