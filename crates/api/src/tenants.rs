@@ -268,11 +268,18 @@ async fn patch_limits(
     if !valid_tenant_id(&id) {
         return Err(ApiError::not_found("tenant"));
     }
-    let stored = state
-        .store()
-        .tenant_quota(&id)
-        .await
-        .map_err(ApiError::or_not_found("tenant"))?;
+    let caps = state.caps().clone();
+    let merge = move |stored: TenantQuota| merge_limits(stored, changes, &caps);
+    let quota = state.pipeline().change_tenant_quota(&id, merge).await??;
+    Ok(Json(quota))
+}
+
+/// `stored` with `changes` applied (null: the field's default), checked against `caps`.
+fn merge_limits(
+    stored: TenantQuota,
+    changes: serde_json::Map<String, Value>,
+    caps: &airlock_model::LimitCaps,
+) -> Result<TenantQuota, ApiError> {
     let (Ok(Value::Object(mut merged)), Ok(Value::Object(defaults))) = (
         serde_json::to_value(&stored),
         serde_json::to_value(TenantQuota::default()),
@@ -300,8 +307,7 @@ async fn patch_limits(
             field: None,
         })?;
     quota
-        .validate(state.caps())
+        .validate(caps)
         .map_err(|e| ApiError::validation(e.field, e.to_string()))?;
-    state.pipeline().set_tenant_quota(&id, &quota).await?;
-    Ok(Json(quota))
+    Ok(quota)
 }

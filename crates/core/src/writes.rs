@@ -42,6 +42,24 @@ impl Pipeline {
         result
     }
 
+    /// Changes some of a tenant's limits: `change` gets the stored ones and returns the new
+    /// ones (checked by the caller) or a refusal, in one transaction (see
+    /// `Store::change_tenant_quota`).
+    pub async fn change_tenant_quota<E>(
+        &self,
+        tenant: &str,
+        change: impl FnOnce(TenantQuota) -> Result<TenantQuota, E>,
+    ) -> Result<Result<TenantQuota, E>, CoreError> {
+        let result = self
+            .inner
+            .store
+            .change_tenant_quota(tenant, change)
+            .await
+            .map_err(CoreError::or_not_found("tenant"));
+        self.inner.hot.forget_quota(tenant);
+        result
+    }
+
     /// Stores an uploaded connector version whose component loaded (unkept), then keeps the
     /// component (artifact cache, memory): a refused upload leaves nothing behind.
     pub async fn put_connector_version(

@@ -83,21 +83,59 @@ impl Store {
     ) -> Result<(), StoreError> {
         findable(&[tenant_id])?;
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
-            .bind(tenant_id)
-            .bind(quota_json(quota)?)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        // The claim reads the cap from the tenant's claim-rotation row (see `claim.rs`).
-        sqlx::query("UPDATE run_tenants SET max_running = $2 WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .bind(i64::from(quota.runtime.max_concurrent_runs))
-            .execute(&mut *tx)
-            .await?;
+        write_quota(&mut tx, tenant_id, quota).await?;
         tx.commit().await?;
         Ok(())
     }
+
+    /// Changes the tenant's quota by `change`, which sees the stored one, in one transaction
+    /// that holds the tenant's row (PostgreSQL; SQLite has one writer): two changes at once
+    /// both land, neither undoes the other. `change` refusing writes nothing.
+    pub async fn change_tenant_quota<E>(
+        &self,
+        tenant_id: &str,
+        change: impl FnOnce(TenantQuota) -> Result<TenantQuota, E>,
+    ) -> Result<Result<TenantQuota, E>, StoreError> {
+        findable(&[tenant_id])?;
+        let mut tx = self.begin_write().await?;
+        let lock = match self.kind {
+            super::DbKind::Postgres => " FOR UPDATE",
+            super::DbKind::Sqlite => "",
+        };
+        let row = sqlx::query(&format!("SELECT limits FROM tenants WHERE id = $1{lock}"))
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let limits: String = row.try_get("limits")?;
+        let quota = match change(parse_json(&limits, "tenant limits")?) {
+            Ok(quota) => quota,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        write_quota(&mut tx, tenant_id, &quota).await?;
+        tx.commit().await?;
+        Ok(Ok(quota))
+    }
+}
+
+async fn write_quota(
+    tx: &mut super::runs::Tx<'_>,
+    tenant_id: &str,
+    quota: &TenantQuota,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE tenants SET limits = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(quota_json(quota)?)
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    // The claim reads the cap from the tenant's claim-rotation row (see `claim.rs`).
+    sqlx::query("UPDATE run_tenants SET max_running = $2 WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .bind(i64::from(quota.runtime.max_concurrent_runs))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -359,6 +359,34 @@ async fn limits_apply_to_the_next_invocation(db: Db) {
     );
     let kept = server.get("/v1/tenants/acme/limits", &operator).await;
     assert_eq!(kept.body, reset.body, "a refused PATCH changed the limits");
+    // PATCHes of different fields at once all land: none writes back a stale copy.
+    let fields = [
+        ("max_workflows", 9),
+        ("runs_per_hour", 250),
+        ("fuel", 4_000_000),
+        ("max_log_lines", 500),
+        ("retain_runs_days", 40),
+        ("retain_access_days", 20),
+    ];
+    let patches = fields.iter().map(|(field, value)| {
+        server.patch(
+            "/v1/tenants/acme/limits",
+            &operator,
+            json!({ *field: value }),
+        )
+    });
+    for reply in futures::future::join_all(patches).await {
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let all = server.get("/v1/tenants/acme/limits", &operator).await;
+    for (field, value) in fields {
+        assert_eq!(
+            all.body[field],
+            json!(value),
+            "{field} was lost: {}",
+            all.text
+        );
+    }
     assert_problem(
         &server
             .patch("/v1/tenants/nobody/limits", &operator, json!({}))
