@@ -2,7 +2,7 @@
 //! Secret fields are encrypted into one envelope with the tenant and connection ids as
 //! associated data; they are write-only: every response shows them as `***`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -282,37 +282,15 @@ async fn create(
     let name = super::names::check_name(&body.name, "connection")?;
     airlock_contract::names::check(&body.connector)
         .map_err(|e| ApiError::validation("connector", format!("the connector name {e}")))?;
-    let connector = state
-        .store()
-        .current_connector(tenant, &body.connector)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("connector"),
-            other => other.into(),
-        })?;
+    let connector = current_connector(&state, tenant, &body.connector).await?;
     let spec = &connector.manifest.auth;
     let split = split(spec, body.credential)?;
     let config = match body.config {
         Value::Null => Value::Object(Map::new()),
         config => config,
     };
-    connector
-        .manifest
-        .check_config(&config)
-        .map_err(|violation| {
-            ApiError::validation(
-                format!("config{}", violation.pointer.replace('/', ".")),
-                violation.message,
-            )
-        })?;
-    // A credential that no explicit host would ever receive is a mistake (typically the
-    // `http` connector without `credential_hosts`): say so now, not with a 401 later.
-    if !split.secrets.is_empty() && explicit_hosts(&connector.manifest, &config) == 0 {
-        return Err(ApiError::validation(
-            "config",
-            "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
-        ));
-    }
+    check_config(&connector.manifest, &config)?;
+    credential_reaches_a_host(!split.secrets.is_empty(), &connector.manifest, &config)?;
     let draft = ConnectionDraft {
         connector: connector.name.clone(),
         name,
@@ -325,12 +303,7 @@ async fn create(
         .pipeline()
         .create_connection(tenant, draft)
         .await
-        .map_err(|e| match e {
-            CoreError::Store(StoreError::Conflict) => {
-                ApiError::Conflict("a connection with this name already exists".into())
-            }
-            other => other.into(),
-        })?;
+        .map_err(name_taken)?;
     Ok((StatusCode::CREATED, Json(Connection::from(&record))))
 }
 
@@ -413,14 +386,7 @@ async fn update(
         Some(name) => Some(super::names::check_name(name, "connection")?),
         None => None,
     };
-    let connector = state
-        .store()
-        .current_connector(tenant, &existing.connector)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("connector"),
-            other => other.into(),
-        })?;
+    let connector = current_connector(&state, tenant, &existing.connector).await?;
     let spec = &connector.manifest.auth;
     let split = match body.credential {
         Some(credential) => Some(split(spec, credential)?),
@@ -428,15 +394,7 @@ async fn update(
     };
     let config = match body.config {
         Some(config) => {
-            connector
-                .manifest
-                .check_config(&config)
-                .map_err(|violation| {
-                    ApiError::validation(
-                        format!("config{}", violation.pointer.replace('/', ".")),
-                        violation.message,
-                    )
-                })?;
+            check_config(&connector.manifest, &config)?;
             Some(config)
         }
         None => None,
@@ -446,30 +404,13 @@ async fn update(
         Some(split) => !split.secrets.is_empty(),
         None => existing.secret.is_some(),
     };
-    if has_secret && explicit_hosts(&connector.manifest, effective_config) == 0 {
-        return Err(ApiError::validation(
-            "config",
-            "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
-        ));
-    }
+    credential_reaches_a_host(has_secret, &connector.manifest, effective_config)?;
     // A stored credential stays with the hosts it was given for: an editor who cannot read
     // it must not be able to send it somewhere else by changing the config alone (the
     // `http` connector's `credential_hosts`, a `{config.region}` label). Moving it takes the
     // credential again.
     if split.is_none() && existing.secret.is_some() {
-        let hosts = |config: &Value| -> std::collections::BTreeSet<String> {
-            connector
-                .manifest
-                .hosts_for(config)
-                .map(|hosts| {
-                    hosts
-                        .iter()
-                        .filter(|h| h.is_explicit())
-                        .map(|h| h.to_string())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let hosts = |config| explicit_hosts(&connector.manifest, config);
         if !hosts(effective_config).is_subset(&hosts(&existing.config)) {
             return Err(ApiError::validation(
                 "credential",
@@ -499,21 +440,74 @@ async fn update(
         .pipeline()
         .update_connection(tenant, &id, change)
         .await
-        .map_err(|e| match e {
-            CoreError::Store(StoreError::Conflict) => {
-                ApiError::Conflict("a connection with this name already exists".into())
-            }
-            other => other.into(),
-        })?;
+        .map_err(name_taken)?;
     Ok(Json(Connection::from(&record)))
 }
 
-/// How many explicit hosts (not `*`) the connector sends a credential to with `config`.
-fn explicit_hosts(manifest: &airlock_model::Manifest, config: &Value) -> usize {
+/// The tenant's current version of connector `name` (404 without one).
+async fn current_connector(
+    state: &AppState,
+    tenant: &str,
+    name: &str,
+) -> Result<airlock_store::ConnectorRecord, ApiError> {
+    state
+        .store()
+        .current_connector(tenant, name)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("connector"),
+            other => other.into(),
+        })
+}
+
+/// `config` against the connector's `config_schema` (422 naming the field).
+fn check_config(manifest: &airlock_model::Manifest, config: &Value) -> Result<(), ApiError> {
+    manifest.check_config(config).map_err(|violation| {
+        ApiError::validation(
+            format!("config{}", violation.pointer.replace('/', ".")),
+            violation.message,
+        )
+    })
+}
+
+/// The explicit hosts (not `*`) the connector sends a credential to with `config`.
+fn explicit_hosts(manifest: &airlock_model::Manifest, config: &Value) -> BTreeSet<String> {
     manifest
         .hosts_for(config)
-        .map(|hosts| hosts.iter().filter(|h| h.is_explicit()).count())
+        .map(|hosts| {
+            hosts
+                .iter()
+                .filter(|h| h.is_explicit())
+                .map(ToString::to_string)
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+/// A credential that no explicit host would ever receive is a mistake (typically the `http`
+/// connector without `credential_hosts`): say so now, not with a 401 later.
+fn credential_reaches_a_host(
+    has_secret: bool,
+    manifest: &airlock_model::Manifest,
+    config: &Value,
+) -> Result<(), ApiError> {
+    if has_secret && explicit_hosts(manifest, config).is_empty() {
+        return Err(ApiError::validation(
+            "config",
+            "with this config the connector names no explicit host, so the credential would never be sent; list the hosts it is for (for `http`: `credential_hosts`)",
+        ));
+    }
+    Ok(())
+}
+
+/// A name already used by another of the tenant's connections is a conflict.
+fn name_taken(error: CoreError) -> ApiError {
+    match error {
+        CoreError::Store(StoreError::Conflict) => {
+            ApiError::Conflict("a connection with this name already exists".into())
+        }
+        other => other.into(),
+    }
 }
 
 /// Runs `test-connection` with the connection as `change` would make it; an error unless it

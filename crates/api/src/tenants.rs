@@ -218,19 +218,7 @@ async fn put_limits(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> Result<Json<TenantQuota>, ApiError> {
-    if !body.is_object() {
-        return Err(ApiError::Validation {
-            detail: "the limits must be a JSON object".into(),
-            field: None,
-        });
-    }
-    let quota: TenantQuota = serde_json::from_value(body).map_err(|e| ApiError::Validation {
-        detail: format!("invalid limits: {e}"),
-        field: None,
-    })?;
-    quota
-        .validate(state.caps())
-        .map_err(|e| ApiError::validation(e.field, e.to_string()))?;
+    let quota = checked_limits(limits_object(body)?, state.caps())?;
     state.pipeline().set_tenant_quota(&id, &quota).await?;
     Ok(Json(quota))
 }
@@ -259,12 +247,7 @@ async fn patch_limits(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> Result<Json<TenantQuota>, ApiError> {
-    let Value::Object(changes) = body else {
-        return Err(ApiError::Validation {
-            detail: "the limits must be a JSON object".into(),
-            field: None,
-        });
-    };
+    let changes = limits_object(body)?;
     if !valid_tenant_id(&id) {
         return Err(ApiError::not_found("tenant"));
     }
@@ -301,8 +284,27 @@ fn merge_limits(
         };
         merged.insert(field, value);
     }
+    checked_limits(merged, caps)
+}
+
+/// A limits body: a JSON object (422 otherwise).
+fn limits_object(body: Value) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(object) => Ok(object),
+        _ => Err(ApiError::Validation {
+            detail: "the limits must be a JSON object".into(),
+            field: None,
+        }),
+    }
+}
+
+/// The limits `object` names (fields left out: their defaults), each within `caps`.
+fn checked_limits(
+    object: serde_json::Map<String, Value>,
+    caps: &airlock_model::LimitCaps,
+) -> Result<TenantQuota, ApiError> {
     let quota: TenantQuota =
-        serde_json::from_value(Value::Object(merged)).map_err(|e| ApiError::Validation {
+        serde_json::from_value(Value::Object(object)).map_err(|e| ApiError::Validation {
             detail: format!("invalid limits: {e}"),
             field: None,
         })?;
