@@ -428,8 +428,8 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 impl AppState {
-    /// Refuses a token whose tenant does not exist (issued for a typo, or by hand), before any
-    /// handler can read or write on its behalf. The answer comes from the hot-row quota cache
+    /// Refuses a token whose tenant does not exist (issued for a typo, or by hand) or is
+    /// suspended, before any handler can read or write on its behalf. The answer comes from the hot-row quota cache
     /// that invocations read anyway, so the invoke path gains no query. A malformed id is
     /// refused without asking the database (PostgreSQL errors on a NUL in a text parameter).
     async fn tenant_exists(&self, tenant: &str) -> Result<(), ApiError> {
@@ -438,6 +438,8 @@ impl AppState {
             return Err(ApiError::Unauthorized(UNKNOWN));
         }
         match self.pipeline().quota(tenant).await {
+            // Within the quota cache's second of a suspension, in every process.
+            Ok(quota) if quota.suspended => Err(ApiError::TenantSuspended),
             Ok(_) => Ok(()),
             Err(CoreError::NotFound { .. }) => Err(ApiError::Unauthorized(UNKNOWN)),
             Err(other) => Err(other.into()),

@@ -17,6 +17,8 @@ const TYPE_BASE: &str = "https://airlock.dev/problems/";
 /// `Retry-After` of an `unavailable` answer: about the store's circuit breaker's open period,
 /// after which one request probes the database again.
 const UNAVAILABLE_RETRY_S: u64 = 1;
+/// A suspended tenant's hooks: senders that honour it come back in minutes, not seconds.
+const SUSPENDED_RETRY_S: u64 = 300;
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -109,6 +111,13 @@ pub enum ApiError {
     UriTooLong(String),
     #[error("{0}")]
     HeaderFieldsTooLarge(String),
+    /// The caller's tenant is suspended by the operator (403: its tokens act on nothing).
+    #[error("the token's tenant is suspended; only the operator can resume it")]
+    TenantSuspended,
+    /// A webhook of a suspended tenant (503, so that senders keep the delivery and retry it
+    /// after a resume).
+    #[error("this hook's tenant is suspended; deliveries are refused until it is resumed")]
+    HookSuspended,
     /// The database is unreachable or failing; the cause is logged, not returned. Sent with
     /// `Retry-After` (the circuit breaker's open period is about that long).
     #[error("a dependency is unavailable")]
@@ -151,6 +160,16 @@ impl ApiError {
                 "Invalid signature",
             ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::TenantSuspended => (
+                StatusCode::FORBIDDEN,
+                "tenant-suspended",
+                "Tenant suspended",
+            ),
+            ApiError::HookSuspended => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant-suspended",
+                "Tenant suspended",
+            ),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -280,6 +299,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable | ApiError::NotReady { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_S));
             }
+            ApiError::HookSuspended => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(SUSPENDED_RETRY_S));
+            }
             _ => {}
         }
         response
@@ -365,6 +387,9 @@ impl From<RunsError> for ApiError {
                 retry_after_s,
             },
             RunsError::Conflict(detail) => ApiError::Conflict(detail),
+            // Only deliveries reach run creation with a suspended tenant: a token of it is
+            // refused before any handler.
+            RunsError::TenantSuspended(_) => ApiError::HookSuspended,
             RunsError::Core(error) => error.into(),
         }
     }

@@ -14,6 +14,7 @@ mod dates;
 pub mod error;
 mod health;
 mod invoke;
+mod lifecycle;
 mod metrics;
 mod names;
 mod openapi;
@@ -286,6 +287,7 @@ pub fn router(state: AppState) -> Router {
     let upload_limit = state.inner.max_component_bytes;
     let v1 = Router::new()
         .merge(tenants::routes())
+        .merge(lifecycle::routes())
         .merge(connectors::routes(upload_limit))
         .merge(connections::routes())
         .merge(invoke::routes())

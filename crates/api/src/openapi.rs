@@ -11,8 +11,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::{
-    access, auth, connections, connectors, error, health, invoke, names, runs, tenants, triggers,
-    workflows,
+    access, auth, connections, connectors, error, health, invoke, lifecycle, names, runs, tenants,
+    triggers, workflows,
 };
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
@@ -55,7 +55,7 @@ pub mod problem {
     /// `type` `forbidden`.
     #[derive(ToResponse)]
     #[response(
-        description = "the token's role may not do this (operator routes need an operator token; tenant routes a tenant's token with a high enough role)",
+        description = "the token's role may not do this (operator routes need an operator token; tenant routes a tenant's token with a high enough role), or its tenant is suspended (`type` `tenant-suspended`)",
         content_type = "application/problem+json"
     )]
     pub struct Forbidden(Problem);
@@ -132,7 +132,8 @@ pub mod problem {
     info(title = "Airlock", description = "Multi-tenant connector runtime. Errors are RFC 9457 problem documents (`application/problem+json`)."),
     paths(
         tenants::create, tenants::list, tenants::show, tenants::show_limits, tenants::put_limits,
-        tenants::patch_limits,
+        tenants::patch_limits, lifecycle::suspend, lifecycle::resume, lifecycle::delete,
+        lifecycle::export,
         connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
         connections::create, connections::list, connections::show, connections::update, connections::remove,
         connections::test,

@@ -1,4 +1,5 @@
-//! Tenants (operator) and their limits: `POST/GET /v1/tenants`, `GET /v1/tenants/{id}`,
+//! Tenants (operator) and their limits: `POST/GET /v1/tenants`, `GET /v1/tenants/{id}`
+//! (and `DELETE`, with the rest of the lifecycle in `lifecycle.rs`),
 //! `GET/PUT /v1/tenants/{id}/limits`. Limits are read on every invocation (cached for at
 //! most a second, and dropped at once by a `PUT` through this process), so a `PUT` applies
 //! to the next one without a restart.
@@ -21,7 +22,7 @@ use airlock_store::TenantRecord;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tenants", get(list).post(create))
-        .route("/tenants/{id}", get(show))
+        .route("/tenants/{id}", get(show).delete(super::lifecycle::delete))
         .route(
             "/tenants/{id}/limits",
             get(show_limits).put(put_limits).patch(patch_limits),
@@ -46,6 +47,8 @@ pub struct Tenant {
     pub name: String,
     /// Unix milliseconds.
     pub created_at_ms: i64,
+    /// When the operator suspended it (unix milliseconds); null while it is active.
+    pub suspended_at_ms: Option<i64>,
 }
 
 impl From<TenantRecord> for Tenant {
@@ -54,6 +57,7 @@ impl From<TenantRecord> for Tenant {
             id: record.id,
             name: record.name,
             created_at_ms: record.created_at,
+            suspended_at_ms: record.suspended_at,
         }
     }
 }

@@ -7,7 +7,8 @@ use airlock_model::{AuthType, TenantQuota};
 use airlock_runtime::SharedComponent;
 use airlock_secrets::Secret;
 use airlock_store::{
-    ConnectionChange, ConnectionRecord, ConnectorRecord, NewConnection, NewCredential, PutOutcome,
+    ConnectionChange, ConnectionRecord, ConnectorRecord, Deleted, LifecycleRefusal, NewConnection,
+    NewCredential, PutOutcome, TenantRecord,
 };
 use serde_json::Value;
 
@@ -57,6 +58,52 @@ impl Pipeline {
             .await
             .map_err(CoreError::or_not_found("tenant"));
         self.inner.hot.forget_quota(tenant);
+        result
+    }
+
+    /// Suspends a tenant (see `Store::suspend_tenant`); this process refuses it at once,
+    /// the others within [`crate::fresh::TTL`].
+    pub async fn suspend_tenant(&self, tenant: &str) -> Result<TenantRecord, CoreError> {
+        let result = self
+            .inner
+            .store
+            .suspend_tenant(tenant)
+            .await
+            .map_err(CoreError::or_not_found("tenant"));
+        self.inner.hot.forget_quota(tenant);
+        result
+    }
+
+    /// Resumes a suspended tenant.
+    pub async fn resume_tenant(&self, tenant: &str) -> Result<TenantRecord, CoreError> {
+        let result = self
+            .inner
+            .store
+            .resume_tenant(tenant)
+            .await
+            .map_err(CoreError::or_not_found("tenant"));
+        self.inner.hot.forget_quota(tenant);
+        result
+    }
+
+    /// Deletes a suspended tenant's every row, then the compiled code of components no other
+    /// tenant holds (in this process's artifact cache and memory).
+    pub async fn delete_tenant(
+        &self,
+        tenant: &str,
+    ) -> Result<Result<Deleted, LifecycleRefusal>, CoreError> {
+        let result = self
+            .inner
+            .store
+            .delete_tenant(tenant)
+            .await
+            .map_err(CoreError::or_not_found("tenant"));
+        self.inner.hot.forget_quota(tenant);
+        if let Ok(Ok(deleted)) = &result {
+            for digest in &deleted.orphaned_digests {
+                self.inner.runtime.forget(digest);
+            }
+        }
         result
     }
 

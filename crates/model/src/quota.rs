@@ -34,6 +34,11 @@ pub struct TenantQuota {
     pub runs_days: u32,
     /// `retain_access_days`: see [`DEFAULT_ACCESS_DAYS`].
     pub access_days: u32,
+    /// Not a limit: whether the operator suspended the tenant. It travels with the quota
+    /// because every path that must refuse a suspended tenant (tokens, run creation, cron,
+    /// workers) reads the quota already; it is kept in its own column, never in the limits
+    /// JSON, and neither serialized nor deserialized here.
+    pub suspended: bool,
 }
 
 impl Default for TenantQuota {
@@ -45,6 +50,7 @@ impl Default for TenantQuota {
             run_data_days: DEFAULT_RUN_DATA_DAYS,
             runs_days: DEFAULT_RUNS_DAYS,
             access_days: DEFAULT_ACCESS_DAYS,
+            suspended: false,
         }
     }
 }
@@ -150,6 +156,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
             run_data_days,
             runs_days,
             access_days,
+            suspended: false,
         })
     }
 }
@@ -175,6 +182,19 @@ mod tests {
                 .to_string()
                 .contains("fule")
         );
+    }
+
+    #[test]
+    fn a_suspension_is_not_a_limit_and_cannot_be_set_as_one() {
+        let quota = TenantQuota {
+            suspended: true,
+            ..TenantQuota::default()
+        };
+        let json = serde_json::to_value(&quota).unwrap();
+        assert!(json.get("suspended").is_none(), "{json}");
+        let back: TenantQuota = serde_json::from_value(json).unwrap();
+        assert!(!back.suspended);
+        assert!(serde_json::from_str::<TenantQuota>(r#"{"suspended": true}"#).is_err());
     }
 
     #[test]

@@ -404,6 +404,9 @@ impl Runs {
             });
         }
         let quota = self.pipeline.quota(t).await?;
+        if quota.suspended {
+            return Err(RunsError::TenantSuspended(t.to_owned()));
+        }
         let store = self.pipeline.store();
         let new = NewRun {
             id: format!("run_{}", uuid::Uuid::new_v4().simple()),

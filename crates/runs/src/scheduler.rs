@@ -248,7 +248,9 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
     let mut next_fire_at = due.next;
     let mut blocked = false;
     for at in due.fire {
-        if queue_full || blocked {
+        // A suspended tenant's ticks are refused, not kept for later: resuming does not
+        // fire a burst of what came due meanwhile.
+        if queue_full || blocked || quota.suspended {
             refused += 1;
             continue;
         }

@@ -62,6 +62,15 @@ impl ArtifactCache {
         }
     }
 
+    /// Removes the compilation of `digest`, if any (a deleted tenant's own component).
+    pub fn remove(&self, digest: &str) {
+        match std::fs::remove_file(self.path(digest)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%digest, %error, "cannot remove a cached artifact"),
+        }
+    }
+
     /// Stores a compiled component. Failing to cache is not fatal: the next load compiles again.
     pub fn put(&self, digest: &str, component: &Component) {
         if let Err(error) = self.write(digest, component) {

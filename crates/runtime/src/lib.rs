@@ -216,6 +216,16 @@ impl Runtime {
         self.components.get(digest)
     }
 
+    /// Drops the component with this digest from memory and its compilation from the
+    /// artifact cache: the code of a deleted tenant that no other tenant holds. A later load
+    /// of the same bytes compiles them again.
+    pub fn forget(&self, digest: &str) {
+        self.components.invalidate(digest);
+        if let Some(cache) = &self.artifacts {
+            cache.remove(digest);
+        }
+    }
+
     /// Loads a component from a file (see [`Runtime::load`]).
     pub async fn load_file(&self, path: &Path) -> Result<SharedComponent, LoadError> {
         let bytes = tokio::fs::read(path).await.map_err(|e| LoadError::Read {

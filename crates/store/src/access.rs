@@ -24,7 +24,28 @@ const FLUSH_ROWS: usize = 200;
 
 impl Store {
     /// Adds the counts of `rows` to the stored minutes (creating them as needed).
+    /// Counts of a tenant deleted since they were taken are dropped: a flush must not bring
+    /// back rows of a tenant whose deletion removed every other.
     pub async fn record_access(&self, rows: &[AccessMinute]) -> Result<(), StoreError> {
+        let mut tenants: Vec<&str> = rows.iter().map(|r| r.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut live = std::collections::HashSet::new();
+        for chunk in tenants.chunks(FLUSH_ROWS) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT id FROM tenants WHERE id IN ({})", marks.join(", "));
+            let mut query = sqlx::query(&sql);
+            for tenant in chunk {
+                query = query.bind(*tenant);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                live.insert(row.try_get::<String, _>("id")?);
+            }
+        }
+        let rows: Vec<&AccessMinute> = rows
+            .iter()
+            .filter(|r| live.contains(&r.tenant_id))
+            .collect();
         for chunk in rows.chunks(FLUSH_ROWS) {
             let values: Vec<String> = (0..chunk.len())
                 .map(|r| {

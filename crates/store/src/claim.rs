@@ -26,7 +26,7 @@ use sqlx::Row;
 
 use super::json_rows::{JsonRows, Ty};
 use super::runs::{Claimed, Lease, LeaseStatus, RUN_COLUMNS, WAITING, run};
-use super::{DbKind, Store, StoreError, now_ms, parse_json};
+use super::{DbKind, Store, StoreError, now_ms};
 
 /// A tenant with runs it may start now, as the claim found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,14 +385,17 @@ async fn tenant_max_running(
     tx: &mut super::runs::Tx<'_>,
     tenant_id: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let Some(row) = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
+    let Some(row) = sqlx::query("SELECT limits, suspended_at FROM tenants WHERE id = $1")
         .bind(tenant_id)
         .fetch_optional(&mut **tx)
         .await?
     else {
         return Ok(None);
     };
-    let limits: String = row.try_get("limits")?;
-    let quota: airlock_model::TenantQuota = parse_json(&limits, "tenant limits")?;
-    Ok(Some(i64::from(quota.runtime.max_concurrent_runs)))
+    let quota = super::tenants::quota(&row)?;
+    Ok(Some(if quota.suspended {
+        0
+    } else {
+        i64::from(quota.runtime.max_concurrent_runs)
+    }))
 }

@@ -15,6 +15,7 @@ mod connectors;
 mod enqueue;
 mod journal;
 mod json_rows;
+mod lifecycle;
 mod retention;
 mod rotation;
 mod runs;
@@ -34,6 +35,7 @@ pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionChange, ConnectionRecord, NewConnection, NewCredential};
 pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use lifecycle::{Column, Deleted, LifecycleRefusal, TENANT_TABLES, TenantTable};
 pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{

@@ -12,17 +12,32 @@ pub struct TenantRecord {
     pub name: String,
     pub quota: TenantQuota,
     pub created_at: i64,
+    /// When the operator suspended the tenant (unix ms), or `None`.
+    pub suspended_at: Option<i64>,
 }
 
-fn tenant(row: &AnyRow) -> Result<TenantRecord, StoreError> {
-    let limits: String = row.try_get("limits")?;
+pub(crate) fn tenant(row: &AnyRow) -> Result<TenantRecord, StoreError> {
+    let suspended_at: Option<i64> = row.try_get("suspended_at")?;
     Ok(TenantRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        quota: parse_json(&limits, "tenant limits")?,
+        quota: quota(row)?,
         created_at: row.try_get("created_at")?,
+        suspended_at,
     })
 }
+
+/// The quota of a row holding `limits` and `suspended_at`.
+pub(crate) fn quota(row: &AnyRow) -> Result<TenantQuota, StoreError> {
+    let limits: String = row.try_get("limits")?;
+    let suspended_at: Option<i64> = row.try_get("suspended_at")?;
+    Ok(TenantQuota {
+        suspended: suspended_at.is_some(),
+        ..parse_json(&limits, "tenant limits")?
+    })
+}
+
+pub(crate) const TENANT_COLUMNS: &str = "id, name, limits, created_at, suspended_at";
 
 fn quota_json(quota: &TenantQuota) -> Result<String, StoreError> {
     serde_json::to_string(quota).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -36,6 +51,7 @@ impl Store {
             name: name.to_owned(),
             quota: TenantQuota::default(),
             created_at: now_ms(),
+            suspended_at: None,
         };
         sqlx::query("INSERT INTO tenants (id, name, limits, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&record.id)
@@ -48,7 +64,7 @@ impl Store {
     }
 
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, limits, created_at FROM tenants ORDER BY id")
+        let rows = sqlx::query(&format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY id"))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(tenant).collect()
@@ -56,24 +72,25 @@ impl Store {
 
     pub async fn tenant(&self, tenant_id: &str) -> Result<TenantRecord, StoreError> {
         findable(&[tenant_id])?;
-        let row = sqlx::query("SELECT id, name, limits, created_at FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"
+        ))
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         tenant(&row)
     }
 
     /// The tenant's quota as stored now: read on every invocation.
     pub async fn tenant_quota(&self, tenant_id: &str) -> Result<TenantQuota, StoreError> {
         findable(&[tenant_id])?;
-        let row = sqlx::query("SELECT limits FROM tenants WHERE id = $1")
+        let row = sqlx::query("SELECT limits, suspended_at FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or(StoreError::NotFound)?;
-        let limits: String = row.try_get("limits")?;
-        parse_json(&limits, "tenant limits")
+        quota(&row)
     }
 
     pub async fn set_tenant_quota(
@@ -102,13 +119,14 @@ impl Store {
             super::DbKind::Postgres => " FOR UPDATE",
             super::DbKind::Sqlite => "",
         };
-        let row = sqlx::query(&format!("SELECT limits FROM tenants WHERE id = $1{lock}"))
-            .bind(tenant_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
-        let limits: String = row.try_get("limits")?;
-        let quota = match change(parse_json(&limits, "tenant limits")?) {
+        let row = sqlx::query(&format!(
+            "SELECT limits, suspended_at FROM tenants WHERE id = $1{lock}"
+        ))
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let quota = match change(quota(&row)?) {
             Ok(quota) => quota,
             Err(refused) => return Ok(Err(refused)),
         };
@@ -118,7 +136,7 @@ impl Store {
     }
 }
 
-async fn write_quota(
+pub(crate) async fn write_quota(
     tx: &mut super::runs::Tx<'_>,
     tenant_id: &str,
     quota: &TenantQuota,
@@ -131,11 +149,15 @@ async fn write_quota(
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
-    // The claim reads the cap from the tenant's claim-rotation row (see `claim.rs`).
-    sqlx::query("UPDATE run_tenants SET max_running = $2 WHERE tenant_id = $1")
-        .bind(tenant_id)
-        .bind(i64::from(quota.runtime.max_concurrent_runs))
-        .execute(&mut **tx)
-        .await?;
+    // The claim reads the cap from the tenant's claim-rotation row (see `claim.rs`); a
+    // suspended tenant's stays 0, whatever its limits say.
+    sqlx::query(
+        "UPDATE run_tenants SET max_running = CASE WHEN EXISTS (SELECT 1 FROM tenants \
+         WHERE id = $1 AND suspended_at IS NOT NULL) THEN 0 ELSE $2 END WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .bind(i64::from(quota.runtime.max_concurrent_runs))
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

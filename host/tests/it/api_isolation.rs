@@ -18,6 +18,9 @@ use crate::api_support::{Body, Db, Reply, TestServer, assert_problem, on_both_da
 
 on_both_databases!(every_openapi_route_keeps_tenants_apart_and_enforces_roles);
 
+/// The tenant the lifecycle routes suspend, export and delete.
+const TENANT_C: &str = "tc-lifecycle";
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
@@ -299,6 +302,41 @@ fn table(a: &Fixture) -> Vec<Route> {
             Operator,
             true,
             Payload::Json(json!({"max_workflows": 7})),
+        ),
+        // The lifecycle acts on tenant C, made for it (deleting A would end the table): in
+        // this order the operator's calls all succeed (resume is a no-op on an active tenant,
+        // delete needs the suspension before it).
+        route(
+            Method::POST,
+            "/v1/tenants/{id}/resume",
+            format!("/v1/tenants/{TENANT_C}/resume"),
+            Operator,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/tenants/{id}/suspend",
+            format!("/v1/tenants/{TENANT_C}/suspend"),
+            Operator,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/tenants/{id}/export",
+            format!("/v1/tenants/{TENANT_C}/export"),
+            Operator,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/tenants/{id}",
+            format!("/v1/tenants/{TENANT_C}"),
+            Operator,
+            false,
+            Payload::None,
         ),
         route(
             Method::POST,
@@ -695,6 +733,7 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
         return;
     };
     let a = tenant_a(&server).await;
+    server.tenant(TENANT_C).await;
     let b = "tb-isolation";
     let b_admin = server.tenant(b).await;
     // B has its own `transform` (so invoking it with A's connection is about the connection)

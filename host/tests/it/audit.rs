@@ -344,6 +344,50 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
     )
     .await;
 
+    // Another tenant's lifecycle: suspend and resume are its own records; its deletion
+    // removes its chain with the rest of it, and is the platform's record (tenant "").
+    let made = server
+        .post(
+            "/v1/tenants",
+            &operator,
+            json!({"id": "gone", "name": "Gone"}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    for verb in ["suspend", "resume", "suspend"] {
+        let reply = server
+            .post(&format!("/v1/tenants/gone/{verb}"), &operator, Value::Null)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let record = &records(&server).await[0];
+        assert_eq!(record["tenant_id"], "gone", "{record}");
+        assert_eq!(
+            record["action"],
+            json!(format!("POST /v1/tenants/{{id}}/{verb}")),
+            "{record}"
+        );
+        assert_eq!(record["actor"], "ops@example.com", "{record}");
+        s.covered.insert(format!("POST /v1/tenants/{{id}}/{verb}"));
+    }
+    let deleted = server.delete("/v1/tenants/gone", &operator).await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    let after = records(&server).await;
+    assert!(
+        after.iter().all(|r| r["tenant_id"] != "gone"),
+        "the deleted tenant's chain is left"
+    );
+    let record = &after[0];
+    assert_eq!(
+        (&record["tenant_id"], &record["action"], &record["target"]),
+        (
+            &json!(""),
+            &json!("DELETE /v1/tenants/{id}"),
+            &json!("gone")
+        ),
+        "{record}"
+    );
+    s.covered.insert("DELETE /v1/tenants/{id}".to_owned());
+
     // Calls that change nothing durable write nothing.
     let before = records(&server).await.len();
     let invoked = server

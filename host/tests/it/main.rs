@@ -42,6 +42,7 @@ mod retries;
 mod runs;
 mod runs_support;
 mod scheduling;
+mod tenant_lifecycle;
 mod traces;
 mod triggers;
 mod usage;

@@ -116,6 +116,13 @@ impl Engine {
                 self.finish(&lease, &hold, Finish::Released).await;
                 return;
             }
+            if self.suspended(&lease.tenant_id).await {
+                // Back to the queue, no attempt counted: the claim passes over the tenant
+                // (its cap is 0) until the operator resumes it.
+                tracing::info!(step = %step.id, "the tenant is suspended; the run goes back to the queue");
+                self.finish(&lease, &hold, Finish::Released).await;
+                return;
+            }
             let input = match step.build_input(&trigger, &outputs) {
                 Ok(input) => input,
                 Err(error) => {
@@ -270,6 +277,12 @@ impl Engine {
             },
         )
         .await;
+    }
+
+    /// Whether the run's tenant is suspended (the quota's cached second). A failed read is
+    /// not a suspension: the step's own reads meet the same database.
+    async fn suspended(&self, tenant: &str) -> bool {
+        matches!(self.pipeline.quota(tenant).await, Ok(quota) if quota.suspended)
     }
 
     /// The run's definition, trigger payload, the outputs of its journaled steps and the
