@@ -318,6 +318,11 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("keys.json"))
     }
 
+    /// The token signing key set (`airlock token keys`): beside the keyring.
+    pub fn token_keys_path(&self) -> PathBuf {
+        self.data_dir.join("token-keys.json")
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.data_dir.join("artifacts")
     }
@@ -495,6 +500,7 @@ impl Config {
             keyring: keys.keyring,
             keys_path: Some(self.keys_path()),
             jwt_secret: keys.jwt_secret,
+            token_keys_path: Some(self.token_keys_path()),
             max_component_bytes: self.max_component_bytes,
             cors_origins: self.cors_origins.clone(),
             server: self.server_options(),

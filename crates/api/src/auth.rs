@@ -9,15 +9,18 @@
 //! not allowed to send (which would also tell it what the route accepts).
 
 use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
+use super::token_keys::{KeyRefusal, KeySetError, LiveKeys};
 use airlock_core::CoreError;
 use airlock_secrets::Secret;
 
@@ -68,6 +71,10 @@ pub struct Claims {
     /// Not valid before (unix seconds); Airlock does not set it but honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The token's id, for revocation. Tokens issued before ids existed have none and cannot
+    /// be revoked one by one (retire their key instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Clock skew allowed on `exp` and `nbf` between the issuer and this host.
@@ -78,11 +85,11 @@ const LEEWAY_S: u64 = 5;
 /// (or was minted to outlive a key rotation) and is refused.
 pub const MAX_FUTURE_IAT_S: u64 = 60;
 
-/// Signs and verifies tokens with one HS256 secret.
+/// Signs and verifies tokens: with the current key of the key set (its `kid` in the header),
+/// or the JWT secret when the set has none (no `kid`); see [`crate::token_keys`].
 #[derive(Clone)]
 pub struct JwtKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    live: Arc<LiveKeys>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -110,14 +117,23 @@ fn now_s() -> u64 {
 }
 
 impl JwtKeys {
+    /// The JWT secret alone: tokens without a `kid`.
     pub fn new(secret: &Secret) -> JwtKeys {
         JwtKeys {
-            encoding: EncodingKey::from_secret(secret.expose().as_bytes()),
-            decoding: DecodingKey::from_secret(secret.expose().as_bytes()),
+            live: Arc::new(LiveKeys::unkeyed(secret.expose().as_bytes())),
         }
     }
 
-    /// Issues a token for `role` in `tenant` (none or `*` for operators), valid for `ttl`.
+    /// The JWT secret and the key set in `path` (a missing file is an empty set), reloaded
+    /// when the file changes.
+    pub fn with_key_file(secret: &Secret, path: PathBuf) -> Result<JwtKeys, KeySetError> {
+        Ok(JwtKeys {
+            live: Arc::new(LiveKeys::new(secret.expose().as_bytes(), Some(path))?),
+        })
+    }
+
+    /// Issues a token for `role` in `tenant` (none or `*` for operators), valid for `ttl`,
+    /// with a fresh `jti` (what `airlock token revoke` names).
     pub fn issue(
         &self,
         subject: &str,
@@ -140,28 +156,40 @@ impl JwtKeys {
             iat,
             exp: iat.saturating_add(ttl.as_secs()),
             nbf: None,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let keys = self.live.current();
+        let mut header = Header::new(keys.signing.algorithm);
+        header.kid = keys.signing.kid.clone();
+        jsonwebtoken::encode(&header, &claims, &keys.signing.key)
             .map_err(|e| TokenError::Sign(e.to_string()))
     }
 
-    /// Verifies signature, algorithm, expiry (required), `nbf` (when present), an `iat` not in
-    /// the future, and the role/tenant pairing.
+    /// Verifies the signature with the key its `kid` names (the JWT secret's without one), in
+    /// that key's algorithm whatever the header says; expiry (required), `nbf` (when present),
+    /// an `iat` not in the future, and the role/tenant pairing. Revocation is the caller's
+    /// (it needs the database).
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let mut validation = Validation::new(Algorithm::HS256);
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::Unauthorized("the token is not valid"))?;
+        let keys = self.live.current();
+        let (algorithm, key) = keys.verifying(header.kid.as_deref()).map_err(|refusal| {
+            ApiError::Unauthorized(match refusal {
+                KeyRefusal::Unknown => "the token's signing key is not known",
+                KeyRefusal::Retired => "the token's signing key was retired",
+            })
+        })?;
+        let mut validation = Validation::new(*algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = LEEWAY_S;
         validation.validate_nbf = true;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-                ApiError::Unauthorized(match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
-                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                        "the token is not valid yet"
-                    }
-                    _ => "the token is not valid",
-                })
-            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| {
+            ApiError::Unauthorized(match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => "the token is not valid yet",
+                _ => "the token is not valid",
+            })
+        })?;
         let claims = data.claims;
         if claims.iat > now_s().saturating_add(MAX_FUTURE_IAT_S) {
             return Err(ApiError::Unauthorized(
@@ -182,8 +210,22 @@ impl JwtKeys {
             subject: claims.sub,
             tenant,
             role: claims.role,
+            jti: claims.jti,
         })
     }
+}
+
+/// A token's `jti` and expiry, read without checking its signature: what `airlock token
+/// revoke --token` needs to name it. Never used to let a request in.
+pub fn unverified_id(token: &str) -> Option<(String, u64)> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        payload.trim_end_matches('='),
+    )
+    .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    Some((claims.jti?, claims.exp))
 }
 
 /// Who is calling, from a verified bearer token.
@@ -193,6 +235,8 @@ pub struct Principal {
     /// `None` for operators.
     pub tenant: Option<String>,
     pub role: Role,
+    /// The token's id, when it has one.
+    pub jti: Option<String>,
 }
 
 impl Principal {
@@ -252,6 +296,9 @@ impl FromRequestParts<AppState> for Principal {
                 "the Authorization header must be `Bearer <token>`",
             ))?;
         let principal = state.jwt().verify(token)?;
+        if let Some(jti) = &principal.jti {
+            state.not_revoked(jti).await?;
+        }
         if let Some(tenant) = &principal.tenant {
             state.tenant_exists(tenant).await?;
         }
@@ -457,8 +504,9 @@ mod tests {
     }
 
     fn sign(claims: &Claims) -> String {
-        let keys = keys();
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &keys.encoding).unwrap()
+        let key =
+            jsonwebtoken::EncodingKey::from_secret(b"a-test-secret-that-is-long-enough-for-hs256");
+        jsonwebtoken::encode(&Header::new(jsonwebtoken::Algorithm::HS256), claims, &key).unwrap()
     }
 
     fn claims(iat: u64, nbf: Option<u64>) -> Claims {
@@ -469,6 +517,7 @@ mod tests {
             iat,
             exp: now_s() + 40 * 365 * 86_400,
             nbf,
+            jti: None,
         }
     }
 
@@ -500,5 +549,143 @@ mod tests {
         );
         let skewed = sign(&claims(now_s() + MAX_FUTURE_IAT_S / 2, None));
         assert!(keys().verify(&skewed).is_ok());
+    }
+
+    fn key_file() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token-keys.json");
+        (dir, path)
+    }
+
+    fn secret() -> Secret {
+        Secret::new("a-test-secret-that-is-long-enough-for-hs256")
+    }
+
+    fn kid_of(token: &str) -> Option<String> {
+        jsonwebtoken::decode_header(token).unwrap().kid
+    }
+
+    #[test]
+    fn a_rotation_overlaps_and_a_retirement_ends_a_keys_tokens() {
+        use crate::token_keys::{KeyAlg, KeySet, LEGACY_KID};
+        let (_dir, path) = key_file();
+        let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+        let ttl = Duration::from_secs(600);
+        let legacy = keys.issue("s", Some("acme"), Role::Admin, ttl).unwrap();
+        assert_eq!(kid_of(&legacy), None);
+
+        for alg in [KeyAlg::EdDsa, KeyAlg::Hs256] {
+            let mut set = KeySet::load(&path).unwrap();
+            let kid = set.rotate(alg).unwrap();
+            set.save(&path).unwrap();
+            // A fresh reader sees it at once (a server within its reload second).
+            let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+            let token = keys.issue("s", Some("acme"), Role::Admin, ttl).unwrap();
+            assert_eq!(kid_of(&token).as_deref(), Some(kid.as_str()));
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(
+                header.alg.eq(&jsonwebtoken::Algorithm::EdDSA),
+                alg == KeyAlg::EdDsa
+            );
+            assert!(keys.verify(&token).unwrap().jti.is_some());
+            // The older tokens still verify: the rotation overlaps.
+            assert!(keys.verify(&legacy).is_ok());
+        }
+        let mut set = KeySet::load(&path).unwrap();
+        let first = set.keys[0].kid.clone();
+        let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+        // A token signed with the first key before its retirement.
+        let older = {
+            let mut only_first = set.clone();
+            only_first.current = Some(first.clone());
+            only_first.save(&path).unwrap();
+            JwtKeys::with_key_file(&secret(), path.clone())
+                .unwrap()
+                .issue("s", Some("acme"), Role::Admin, ttl)
+                .unwrap()
+        };
+        assert!(keys.verify(&older).is_ok());
+        assert!(matches!(
+            set.retire(set.current.clone().unwrap().as_str()),
+            Err(crate::token_keys::KeySetError::Current(_))
+        ));
+        set.retire(&first).unwrap();
+        set.retire(LEGACY_KID).unwrap();
+        set.save(&path).unwrap();
+        let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+        for (token, why) in [
+            (&older, "the token's signing key was retired"),
+            (&legacy, "the token's signing key was retired"),
+        ] {
+            match keys.verify(token) {
+                Err(ApiError::Unauthorized(found)) => assert_eq!(found, why),
+                other => panic!("expected 401, got {other:?}"),
+            }
+        }
+        // A kid the set never had, and a token whose header names the HS256 algorithm for an
+        // EdDSA key: refused.
+        let mut forged = Header::new(jsonwebtoken::Algorithm::HS256);
+        forged.kid = Some("k-unknown".into());
+        let unknown = jsonwebtoken::encode(
+            &forged,
+            &claims(now_s(), None),
+            &jsonwebtoken::EncodingKey::from_secret(b"x"),
+        )
+        .unwrap();
+        match keys.verify(&unknown) {
+            Err(ApiError::Unauthorized(why)) => {
+                assert_eq!(why, "the token's signing key is not known")
+            }
+            other => panic!("expected 401, got {other:?}"),
+        }
+        let ed = set
+            .keys
+            .iter()
+            .find(|k| k.alg == KeyAlg::EdDsa)
+            .unwrap()
+            .kid
+            .clone();
+        let mut confused = Header::new(jsonwebtoken::Algorithm::HS256);
+        confused.kid = Some(ed);
+        let public = serde_json::to_value(&set).unwrap()["keys"][0]["public"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let confused = jsonwebtoken::encode(
+            &confused,
+            &claims(now_s(), None),
+            &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()),
+        )
+        .unwrap();
+        assert!(keys.verify(&confused).is_err(), "algorithm confusion");
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_refused_at_start_and_kept_out_of_a_running_server() {
+        let (_dir, path) = key_file();
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(JwtKeys::with_key_file(&secret(), path.clone()).is_err());
+        std::fs::remove_file(&path).unwrap();
+        let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+        let token = keys
+            .issue("s", Some("acme"), Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        std::fs::write(&path, "{not json").unwrap();
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert!(
+            keys.verify(&token).is_ok(),
+            "a damaged file locked everyone out"
+        );
+    }
+
+    #[test]
+    fn a_tokens_id_is_read_for_revocation() {
+        let token = keys()
+            .issue("s", None, Role::Operator, Duration::from_secs(60))
+            .unwrap();
+        let (jti, exp) = unverified_id(&token).unwrap();
+        assert_eq!(Some(jti), keys().verify(&token).unwrap().jti);
+        assert!(exp > now_s());
+        assert_eq!(unverified_id("not.a.token"), None);
     }
 }

@@ -21,6 +21,7 @@ mod openapi;
 mod runs;
 mod server;
 mod tenants;
+pub mod token_keys;
 mod triggers;
 mod workflows;
 
@@ -29,6 +30,7 @@ pub use triggers::MAX_HOOK_BODY;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airlock_core::fresh::FreshCache;
 use airlock_core::{Clock, Pipeline, PipelineOptions};
 use airlock_runs::{
     KeyExpiry, Retention, Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers,
@@ -44,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use audit::UNAUDITED;
-pub use auth::{JwtKeys, Principal, Role};
+pub use auth::{JwtKeys, Principal, Role, unverified_id};
 pub use error::{ApiError, Problem};
 pub use metrics::{MetricsExposure, router as metrics_router, serve as serve_metrics};
 pub use openapi::openapi;
@@ -63,6 +65,8 @@ struct Inner {
     /// Lookups, credentials, run admission, the runtime: everything an invocation needs.
     pipeline: Pipeline,
     jwt: JwtKeys,
+    /// Whether a token id was revoked, per process for at most a second.
+    revoked: FreshCache<String, bool>,
     max_component_bytes: usize,
     /// Uploads loading per tenant.
     compile_slots: compile_slots::CompileSlots,
@@ -100,6 +104,22 @@ impl AppState {
         &self.inner.jwt
     }
 
+    /// Refuses a revoked token id (see `airlock token revoke`): this process within a second
+    /// of the revocation, like every other. A database that does not answer refuses too.
+    pub(crate) async fn not_revoked(&self, jti: &str) -> Result<(), ApiError> {
+        let store = self.store();
+        let revoked = self
+            .inner
+            .revoked
+            .get_or_load(jti.to_owned(), store.is_token_revoked(jti))
+            .await?;
+        if revoked {
+            Err(ApiError::Unauthorized("the token was revoked"))
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn runs(&self) -> &Runs {
         &self.inner.runs
     }
@@ -127,6 +147,8 @@ pub enum StartError {
     Runtime(#[from] RuntimeError),
     #[error("cannot listen on {addr}: {reason}")]
     Listen { addr: String, reason: String },
+    #[error("token signing keys: {0}")]
+    TokenKeys(#[from] token_keys::KeySetError),
 }
 
 /// What the service is started with; the binary builds it from its configuration.
@@ -137,6 +159,8 @@ pub struct ServiceOptions {
     /// The key file, reloaded when a decrypt meets a key id this process does not know.
     pub keys_path: Option<PathBuf>,
     pub jwt_secret: Secret,
+    /// The token signing key set (`token_keys`); none: the JWT secret alone.
+    pub token_keys_path: Option<PathBuf>,
     pub max_component_bytes: u64,
     pub cors_origins: Vec<String>,
     pub server: ServerOptions,
@@ -182,11 +206,17 @@ impl Service {
         pipeline.keys_path = options.keys_path;
         pipeline.clock = options.clock;
         let pipeline = Pipeline::new(pipeline);
+        let jwt = match options.token_keys_path {
+            Some(path) => JwtKeys::with_key_file(&options.jwt_secret, path)?,
+            None => JwtKeys::new(&options.jwt_secret),
+        };
+        let clock = pipeline.clock();
         let state = AppState {
             inner: Arc::new(Inner {
                 runs: Runs::new(pipeline.clone(), options.runs),
                 pipeline,
-                jwt: JwtKeys::new(&options.jwt_secret),
+                jwt,
+                revoked: FreshCache::new(clock),
                 max_component_bytes: usize::try_from(options.max_component_bytes)
                     .unwrap_or(usize::MAX),
                 compile_slots: compile_slots::CompileSlots::default(),

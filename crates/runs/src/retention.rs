@@ -28,6 +28,8 @@ pub struct PruneReport {
     pub removed: u64,
     /// Access-history minutes removed.
     pub access_minutes: u64,
+    /// Revocations of tokens that have expired since (they are refused as expired anyway).
+    pub revocations: u64,
     pub batches: u64,
     pub longest_batch: Duration,
 }
@@ -71,6 +73,10 @@ impl Runs {
                 );
             }
         }
+        // A day past expiry: beyond any clock skew an issuer and this host may have.
+        report.revocations = store
+            .prune_revoked_tokens(now.saturating_sub(DAY_MS))
+            .await?;
         self.metrics()
             .retention(report.blanked, report.removed, report.longest_batch);
         Ok(report)

@@ -137,6 +137,12 @@ impl Keyring {
     }
 }
 
+/// Replaces the file at `path` with `contents` atomically, mode 0600, in a private directory:
+/// for other secret files kept beside the key file (the token signing keys).
+pub fn write_private(path: &Path, contents: &str) -> Result<(), SecretsError> {
+    write_atomically(path, contents, Mode::Replace)
+}
+
 fn key_id(id: &str) -> Result<KeyId, SecretsError> {
     KeyId::new(id).map_err(|_| {
         SecretsError::KeyFile(

@@ -27,7 +27,7 @@
 
 mod envelope;
 mod error;
-mod key_file;
+pub mod key_file;
 mod keyring;
 pub mod private_dir;
 mod secret;

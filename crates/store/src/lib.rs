@@ -17,6 +17,7 @@ mod journal;
 mod json_rows;
 mod lifecycle;
 mod retention;
+mod revocations;
 mod rotation;
 mod runs;
 mod state;
@@ -266,10 +267,7 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        kind.migrator()
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        migrate(kind, &pool).await?;
         let writer = match kind {
             DbKind::Sqlite => kind
                 .open_pool(url, 1, options.acquire_timeout)
@@ -414,6 +412,52 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Applies this build's migrations and checks that it can read the schema: a database a
+/// newer release migrated (its migrations unknown here) is fine while those were expand
+/// steps, and refused once a contract step raised `schema_compat.oldest_reader` past this
+/// build's newest migration (see migration 0017 and docs/operations.md, "Upgrading").
+async fn migrate(kind: DbKind, pool: &AnyPool) -> Result<(), StoreError> {
+    let embedded = kind.migrator();
+    // sqlx refuses applied migrations it does not know unless told to ignore them; the
+    // compatibility check below decides instead. (The fields are sqlx's own, public for
+    // `migrate!`; the version is pinned in Cargo.lock.)
+    let migrator = Migrator {
+        migrations: embedded.migrations.clone(),
+        ignore_missing: true,
+        locking: embedded.locking,
+        no_tx: embedded.no_tx,
+    };
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| StoreError::Migrate(e.to_string()))?;
+    let newest = embedded.iter().map(|m| m.version).max().unwrap_or(0);
+    let oldest_reader: i64 = sqlx::query("SELECT oldest_reader FROM schema_compat WHERE id = 1")
+        .fetch_one(pool)
+        .await?
+        .try_get("oldest_reader")?;
+    if newest < oldest_reader {
+        return Err(StoreError::Migrate(format!(
+            "the database was migrated by a newer release that this one cannot run on (it \
+             needs migration {oldest_reader} or later; this release knows up to {newest}): \
+             run the newer release, or restore the backup taken before the upgrade"
+        )));
+    }
+    let newer: i64 = sqlx::query("SELECT COUNT(*) AS n FROM _sqlx_migrations WHERE version > $1")
+        .bind(newest)
+        .fetch_one(pool)
+        .await?
+        .try_get("n")?;
+    if newer > 0 {
+        tracing::info!(
+            newer,
+            known = newest,
+            "the database holds migrations of a newer release; running on its expanded schema"
+        );
+    }
+    Ok(())
 }
 
 /// The pool the service starts with. PostgreSQL may still be starting (a restart of both):

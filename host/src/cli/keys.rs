@@ -262,7 +262,7 @@ pub(super) async fn existing_store(config: &Config) -> Result<Store, String> {
 
 /// Appends the system audit record (tenant `""`) of a key command, with the operating
 /// system user as the actor (`cli:<user>`).
-async fn audit(
+pub(super) async fn audit(
     store: &Store,
     action: &str,
     target: &str,

@@ -131,7 +131,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Connector(args) => connector::run(args),
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
-            Command::Token(args) => token::run(args),
+            Command::Token(args) => token::run(args).await,
             Command::Keys(args) => keys::run(args).await,
             Command::Audit(args) => audit::run(args).await,
         }

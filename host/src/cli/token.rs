@@ -1,5 +1,8 @@
 //! `airlock token issue`: prints a signed bearer token, with the same key the server uses
-//! (the same flags and environment; dev mode creates the key if it is missing).
+//! (the same flags and environment; dev mode creates the key if it is missing), the current
+//! key of the set when there is one. `airlock token keys rotate|list|retire` manages that
+//! set (`<data-dir>/token-keys.json`; servers on the host reload it within a second), and
+//! `airlock token revoke` refuses one token by its id in every process within a second.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +12,8 @@ use clap::{Args, Subcommand};
 use super::EXIT_SETUP;
 use crate::config::Config;
 use crate::units::parse_millis;
-use airlock_api::{JwtKeys, Role};
+use airlock_api::token_keys::{KeyAlg, KeySet, LEGACY_KID};
+use airlock_api::{JwtKeys, Role, unverified_id};
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
@@ -21,6 +25,50 @@ pub struct TokenArgs {
 pub enum TokenCommand {
     /// Print a token for a role in a tenant (operators: no tenant).
     Issue(IssueArgs),
+    /// The signing keys: rotate (a new current key), list, retire (its tokens are refused).
+    Keys(KeysArgs),
+    /// Refuse one token from now on, by its id (`jti`) or the token itself.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a key and sign new tokens with it; tokens of the other keys keep verifying.
+    Rotate {
+        #[arg(long, value_enum, default_value = "eddsa")]
+        alg: KeyAlg,
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Every key: id, algorithm, created, and whether it signs, verifies or was retired.
+    List {
+        #[command(flatten)]
+        config: Config,
+    },
+    /// Refuse the tokens of key KID (`legacy`: tokens without a kid, of the JWT secret).
+    Retire {
+        kid: String,
+        #[command(flatten)]
+        config: Config,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The token's id (its `jti` claim).
+    #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+    pub jti: Option<String>,
+    /// The token itself (its id and expiry are read from it; its signature is not checked).
+    #[arg(long)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub config: Config,
 }
 
 #[derive(Debug, Args)]
@@ -57,11 +105,139 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     parse_millis(text).map(Duration::from_millis)
 }
 
-pub fn run(args: TokenArgs) -> ExitCode {
+pub async fn run(args: TokenArgs) -> ExitCode {
     match args.command {
         TokenCommand::Issue(args) => issue(args),
+        TokenCommand::Keys(args) => keys(args.command),
+        TokenCommand::Revoke(args) => revoke(args).await,
     }
 }
+
+fn keys(command: KeysCommand) -> ExitCode {
+    let config = match &command {
+        KeysCommand::Rotate { config, .. }
+        | KeysCommand::Retire { config, .. }
+        | KeysCommand::List { config } => config,
+    };
+    let path = config.token_keys_path();
+    let mut set = match KeySet::load(&path) {
+        Ok(set) => set,
+        Err(error) => {
+            errln!("error: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let changed = match &command {
+        KeysCommand::List { .. } => {
+            list(&set);
+            return ExitCode::SUCCESS;
+        }
+        KeysCommand::Rotate { alg, .. } => set.rotate(*alg),
+        KeysCommand::Retire { kid, .. } => set.retire(kid).map(|()| kid.clone()),
+    };
+    let kid = match changed.and_then(|kid| set.save(&path).map(|()| kid)) {
+        Ok(kid) => kid,
+        Err(error) => {
+            errln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let KeysCommand::Rotate { .. } = command {
+        outln!("{kid}");
+        errln!(
+            "airlock: new tokens are signed with {kid}; servers on this host use it within a second"
+        );
+    } else {
+        errln!("airlock: tokens of {kid} are refused within a second");
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line a key: id, algorithm, created (unix s), and whether it signs, verifies or was
+/// retired.
+fn list(set: &KeySet) {
+    let legacy = if set.legacy_retired {
+        "retired"
+    } else if set.current.is_none() {
+        "signs"
+    } else {
+        "verifies"
+    };
+    outln!("{LEGACY_KID}\tHS256\t-\t{legacy}");
+    for key in &set.keys {
+        let state = if key.retired_at.is_some() {
+            "retired"
+        } else if set.current.as_deref() == Some(key.kid.as_str()) {
+            "signs"
+        } else {
+            "verifies"
+        };
+        outln!(
+            "{}\t{}\t{}\t{state}",
+            key.kid,
+            key.alg.as_str(),
+            key.created_at
+        );
+    }
+}
+
+async fn revoke(args: RevokeArgs) -> ExitCode {
+    // Until it expires; a bare id is kept as long as the longest token this CLI issues.
+    let (jti, expires_at_ms) = match (&args.jti, &args.token) {
+        (Some(jti), _) => (
+            jti.clone(),
+            airlock_store::now_ms().saturating_add(MAX_TTL_MS),
+        ),
+        (None, Some(token)) => match unverified_id(token.trim()) {
+            Some((jti, exp)) => (
+                jti,
+                i64::try_from(exp.saturating_mul(1000)).unwrap_or(i64::MAX),
+            ),
+            None => {
+                errln!("error: the token has no id (`jti`): retire its signing key instead");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => return ExitCode::from(2),
+    };
+    if jti.is_empty() || jti.len() > 128 || jti.contains(char::is_control) {
+        errln!("error: a token id is 1-128 printable characters");
+        return ExitCode::from(2);
+    }
+    let store = match super::keys::existing_store(&args.config).await {
+        Ok(store) => store,
+        Err(error) => {
+            errln!("error: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let done = store.revoke_token(&jti, expires_at_ms).await;
+    let code = match done {
+        Ok(()) => {
+            let audited = super::keys::audit(
+                &store,
+                "token revoke",
+                &jti,
+                serde_json::json!({"expires_at_ms": expires_at_ms}),
+            )
+            .await;
+            if let Err(error) = audited {
+                errln!("airlock: {error}");
+            }
+            errln!("airlock: token {jti} is refused by every process within a second");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            errln!("error: {error}");
+            ExitCode::from(EXIT_SETUP)
+        }
+    };
+    store.close().await;
+    code
+}
+
+/// The longest `--ttl` a revocation by bare id outlives: 400 days.
+const MAX_TTL_MS: i64 = 400 * 86_400_000;
 
 fn issue(args: IssueArgs) -> ExitCode {
     let keys = match args.config.load_keys() {
@@ -74,12 +250,14 @@ fn issue(args: IssueArgs) -> ExitCode {
     for path in &keys.generated {
         errln!("airlock: dev mode generated {}", path.display());
     }
-    match JwtKeys::new(&keys.jwt_secret).issue(
-        &args.subject,
-        args.tenant.as_deref(),
-        args.role,
-        args.ttl,
-    ) {
+    let jwt = match JwtKeys::with_key_file(&keys.jwt_secret, args.config.token_keys_path()) {
+        Ok(jwt) => jwt,
+        Err(error) => {
+            errln!("error: {error}");
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    match jwt.issue(&args.subject, args.tenant.as_deref(), args.role, args.ttl) {
         Ok(token) => {
             outln!("{token}");
             ExitCode::SUCCESS

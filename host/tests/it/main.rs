@@ -43,6 +43,8 @@ mod runs;
 mod runs_support;
 mod scheduling;
 mod tenant_lifecycle;
+mod tokens;
 mod traces;
 mod triggers;
+mod upgrade;
 mod usage;
