@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use airlock_api::oidc::OidcOptions;
 use airlock_api::{ServerOptions, Service, ServiceOptions, StartError};
 use std::sync::Arc;
 
@@ -217,6 +218,29 @@ pub struct Config {
     /// older one was missed (no process ran) and follows the policy.
     #[arg(long, env = "AIRLOCK_CRON_GRACE", default_value = "60s", value_parser = crate::units::parse_timeout)]
     pub cron_grace: Duration,
+    /// Also accept tokens of this identity provider (OIDC): those whose `iss` is this value,
+    /// checked with its JWKS; needs --oidc-audience and --oidc-jwks-url.
+    #[arg(long, env = "AIRLOCK_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks_url"])]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` the provider's tokens must carry.
+    #[arg(long, env = "AIRLOCK_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Where the provider's keys are fetched (https, or http to a loopback address).
+    #[arg(long, env = "AIRLOCK_OIDC_JWKS_URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// The claim holding the tenant id (absent for operators).
+    #[arg(
+        long,
+        env = "AIRLOCK_OIDC_TENANT_CLAIM",
+        default_value = "airlock_tenant"
+    )]
+    pub oidc_tenant_claim: String,
+    /// The claim holding the role: viewer, editor, admin or operator.
+    #[arg(long, env = "AIRLOCK_OIDC_ROLE_CLAIM", default_value = "airlock_role")]
+    pub oidc_role_claim: String,
+    /// The claim naming the caller (the audit log's actor).
+    #[arg(long, env = "AIRLOCK_OIDC_SUBJECT_CLAIM", default_value = "sub")]
+    pub oidc_subject_claim: String,
     /// The JWT secret from the environment, read once at parse time.
     #[arg(skip = std::env::var(JWT_SECRET_ENV).ok().map(Secret::new))]
     pub jwt_secret_env: Option<Secret>,
@@ -267,6 +291,12 @@ impl Config {
             idempotency_ttl: runs.idempotency_ttl,
             no_scheduler: false,
             cron_grace: SchedulerOptions::default().grace,
+            oidc_issuer: None,
+            oidc_audience: None,
+            oidc_jwks_url: None,
+            oidc_tenant_claim: "airlock_tenant".into(),
+            oidc_role_claim: "airlock_role".into(),
+            oidc_subject_claim: "sub".into(),
             jwt_secret_env: None,
         }
     }
@@ -316,6 +346,29 @@ impl Config {
         self.keys_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys.json"))
+    }
+
+    /// The identity provider whose tokens are accepted, if one is configured.
+    pub fn oidc_options(&self) -> Result<Option<OidcOptions>, ConfigError> {
+        let (Some(issuer), Some(audience), Some(jwks_url)) =
+            (&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url)
+        else {
+            return Ok(None);
+        };
+        let jwks_url = airlock_api::oidc::Url::parse(jwks_url)
+            .map_err(|e| ConfigError::Oidc(format!("--oidc-jwks-url {jwks_url}: {e}")))?;
+        let options = OidcOptions {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            jwks_url,
+            tenant_claim: self.oidc_tenant_claim.clone(),
+            role_claim: self.oidc_role_claim.clone(),
+            subject_claim: self.oidc_subject_claim.clone(),
+        };
+        options
+            .check()
+            .map_err(|e| ConfigError::Oidc(e.to_string()))?;
+        Ok(Some(options))
     }
 
     /// The token signing key set (`airlock token keys`): beside the keyring.
@@ -501,6 +554,7 @@ impl Config {
             keys_path: Some(self.keys_path()),
             jwt_secret: keys.jwt_secret,
             token_keys_path: Some(self.token_keys_path()),
+            oidc: self.oidc_options()?,
             max_component_bytes: self.max_component_bytes,
             cors_origins: self.cors_origins.clone(),
             server: self.server_options(),
@@ -566,6 +620,8 @@ pub enum ConfigError {
     WildcardCors,
     #[error("cannot create the data directory {0}")]
     DataDir(String),
+    #[error("OIDC: {0}")]
+    Oidc(String),
 }
 
 pub fn is_default_jwt_secret(secret: &Secret) -> bool {

@@ -295,7 +295,7 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(ApiError::Unauthorized(
                 "the Authorization header must be `Bearer <token>`",
             ))?;
-        let principal = state.jwt().verify(token)?;
+        let principal = state.verify_token(token).await?;
         if let Some(jti) = &principal.jti {
             state.not_revoked(jti).await?;
         }

@@ -17,6 +17,7 @@ mod invoke;
 mod lifecycle;
 mod metrics;
 mod names;
+pub mod oidc;
 mod openapi;
 mod runs;
 mod server;
@@ -67,6 +68,7 @@ struct Inner {
     jwt: JwtKeys,
     /// Whether a token id was revoked, per process for at most a second.
     revoked: FreshCache<String, bool>,
+    oidc: Option<oidc::Oidc>,
     max_component_bytes: usize,
     /// Uploads loading per tenant.
     compile_slots: compile_slots::CompileSlots,
@@ -102,6 +104,17 @@ impl AppState {
 
     pub fn jwt(&self) -> &JwtKeys {
         &self.inner.jwt
+    }
+
+    /// The caller a bearer token names: the identity provider's when its `iss` is the
+    /// configured issuer, else Airlock's own (see `auth.rs`).
+    pub(crate) async fn verify_token(&self, token: &str) -> Result<Principal, ApiError> {
+        if let Some(oidc) = &self.inner.oidc
+            && oidc::unverified_issuer(token).is_some_and(|iss| oidc.issues(&iss))
+        {
+            return oidc.verify(token).await;
+        }
+        self.inner.jwt.verify(token)
     }
 
     /// Refuses a revoked token id (see `airlock token revoke`): this process within a second
@@ -149,6 +162,8 @@ pub enum StartError {
     Listen { addr: String, reason: String },
     #[error("token signing keys: {0}")]
     TokenKeys(#[from] token_keys::KeySetError),
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcConfigError),
 }
 
 /// What the service is started with; the binary builds it from its configuration.
@@ -161,6 +176,8 @@ pub struct ServiceOptions {
     pub jwt_secret: Secret,
     /// The token signing key set (`token_keys`); none: the JWT secret alone.
     pub token_keys_path: Option<PathBuf>,
+    /// Tokens of an identity provider, accepted beside Airlock's own.
+    pub oidc: Option<oidc::OidcOptions>,
     pub max_component_bytes: u64,
     pub cors_origins: Vec<String>,
     pub server: ServerOptions,
@@ -211,12 +228,14 @@ impl Service {
             None => JwtKeys::new(&options.jwt_secret),
         };
         let clock = pipeline.clock();
+        let oidc = options.oidc.map(oidc::Oidc::new).transpose()?;
         let state = AppState {
             inner: Arc::new(Inner {
                 runs: Runs::new(pipeline.clone(), options.runs),
                 pipeline,
                 jwt,
                 revoked: FreshCache::new(clock),
+                oidc,
                 max_component_bytes: usize::try_from(options.max_component_bytes)
                     .unwrap_or(usize::MAX),
                 compile_slots: compile_slots::CompileSlots::default(),

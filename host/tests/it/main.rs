@@ -32,6 +32,7 @@ mod keys;
 mod limits;
 mod loading;
 mod metrics;
+mod oidc;
 mod openapi_prism;
 mod outage;
 mod outbound;
