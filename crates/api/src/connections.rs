@@ -444,7 +444,8 @@ async fn update(
     Ok(Json(Connection::from(&record)))
 }
 
-/// The tenant's current version of connector `name` (404 without one).
+/// The current version of connector `name` as the tenant runs it: its own, else the shared
+/// catalog's (404 without one).
 async fn current_connector(
     state: &AppState,
     tenant: &str,
@@ -452,7 +453,7 @@ async fn current_connector(
 ) -> Result<airlock_store::ConnectorRecord, ApiError> {
     state
         .store()
-        .current_connector(tenant, name)
+        .resolved_current_connector(tenant, name)
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::not_found("connector"),

@@ -123,7 +123,17 @@ async fn upload(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<ConnectorVersion>), ApiError> {
-    let tenant = caller.tenant().to_owned();
+    store_upload(&state, caller.tenant(), &headers, body).await
+}
+
+/// Validates and keeps an upload as `owner`'s (a tenant, or the shared catalog).
+pub(crate) async fn store_upload(
+    state: &AppState,
+    owner: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<ConnectorVersion>), ApiError> {
+    let tenant = owner.to_owned();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -216,31 +226,33 @@ async fn list(
     State(state): State<AppState>,
     caller: Member<at_least::Viewer>,
 ) -> Result<Json<Vec<ConnectorSummary>>, ApiError> {
-    let tenant = caller.tenant();
-    let summaries = state.store().list_connectors(tenant).await?;
-    Ok(Json(
-        summaries
-            .into_iter()
-            .map(|s| ConnectorSummary {
-                name: s.name,
-                current_version: s
-                    .versions
-                    .iter()
-                    .find(|v| !v.deprecated)
-                    .map(|v| v.version.clone()),
-                versions: s
-                    .versions
-                    .into_iter()
-                    .map(|v| VersionSummary {
-                        version: v.version,
-                        digest: v.digest,
-                        deprecated: v.deprecated,
-                        created_at_ms: v.created_at,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    ))
+    let summaries = state.store().list_connectors(caller.tenant()).await?;
+    Ok(Json(summarize(summaries)))
+}
+
+/// Each connector with its current version and its versions, newest first.
+pub(crate) fn summarize(summaries: Vec<airlock_store::ConnectorSummary>) -> Vec<ConnectorSummary> {
+    summaries
+        .into_iter()
+        .map(|s| ConnectorSummary {
+            name: s.name,
+            current_version: s
+                .versions
+                .iter()
+                .find(|v| !v.deprecated)
+                .map(|v| v.version.clone()),
+            versions: s
+                .versions
+                .into_iter()
+                .map(|v| VersionSummary {
+                    version: v.version,
+                    digest: v.digest,
+                    deprecated: v.deprecated,
+                    created_at_ms: v.created_at,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// One version of a connector, with its manifest.
@@ -297,7 +309,7 @@ async fn undeprecate(
 }
 
 /// Both directions are idempotent: deprecating a deprecated version answers it unchanged.
-async fn set_deprecated(
+pub(crate) async fn set_deprecated(
     state: &AppState,
     tenant: &str,
     name: &str,

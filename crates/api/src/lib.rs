@@ -7,6 +7,7 @@
 mod access;
 mod audit;
 pub mod auth;
+mod catalog;
 pub mod compile_slots;
 mod connections;
 mod connectors;
@@ -338,6 +339,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tenants::routes())
         .merge(lifecycle::routes())
         .merge(connectors::routes(upload_limit))
+        .merge(catalog::routes(upload_limit))
         .merge(connections::routes())
         .merge(invoke::routes())
         .merge(workflows::routes())

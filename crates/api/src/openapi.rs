@@ -11,8 +11,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::{
-    access, auth, connections, connectors, error, health, invoke, lifecycle, names, runs, tenants,
-    triggers, workflows,
+    access, auth, catalog, connections, connectors, error, health, invoke, lifecycle, names, runs,
+    tenants, triggers, workflows,
 };
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
@@ -135,6 +135,7 @@ pub mod problem {
         tenants::patch_limits, lifecycle::suspend, lifecycle::resume, lifecycle::delete,
         lifecycle::export,
         connectors::upload, connectors::list, connectors::show, connectors::deprecate, connectors::undeprecate,
+        catalog::publish, catalog::list, catalog::show, catalog::deprecate, catalog::undeprecate,
         connections::create, connections::list, connections::show, connections::update, connections::remove,
         connections::test,
         invoke::invoke, invoke::test_action, invoke::usage,

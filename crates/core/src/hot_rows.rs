@@ -65,10 +65,15 @@ impl HotRows {
             .await
     }
 
-    /// After an upload or a deprecation: which version is current may have changed.
+    /// After an upload or a deprecation: which version is current may have changed. A
+    /// change of the shared catalog may change it in every tenant that uses it.
     pub(crate) fn forget_connector(&self, tenant: &str, name: &str) {
-        self.connectors
-            .invalidate(&(tenant.to_owned(), name.to_owned()));
+        if tenant == airlock_store::CATALOG {
+            self.connectors.invalidate_all();
+        } else {
+            self.connectors
+                .invalidate(&(tenant.to_owned(), name.to_owned()));
+        }
     }
 
     pub(crate) async fn connection<E>(

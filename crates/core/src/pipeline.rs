@@ -196,11 +196,11 @@ impl Pipeline {
         let store = &self.inner.store;
         match version {
             Some(version) => store
-                .connector_version(tenant, name, version)
+                .resolved_connector_version(tenant, name, version)
                 .await
                 .map(Arc::new),
             None => {
-                let load = store.current_connector(tenant, name);
+                let load = store.resolved_current_connector(tenant, name);
                 self.inner.hot.current_connector(tenant, name, load).await
             }
         }

@@ -28,6 +28,11 @@ pub struct ConnectorSummary {
 
 const COLUMNS: &str = "name, version, digest, manifest, size_bytes, deprecated, created_at";
 
+/// The owner of the platform's shared catalog: connector versions the operator publishes
+/// for every tenant. Not a tenant id (those start with a letter or digit), so no tenant can
+/// be it, and no tenant's export or deletion reaches its rows.
+pub const CATALOG: &str = "_catalog";
+
 fn connector(row: &AnyRow) -> Result<ConnectorRecord, StoreError> {
     let manifest: String = row.try_get("manifest")?;
     Ok(ConnectorRecord {
@@ -223,18 +228,58 @@ impl Store {
         Ok(())
     }
 
+    /// The bytes of `digest` as the tenant holds them, or as the catalog does (a shared
+    /// version it runs); never another tenant's.
     pub async fn component_bytes(
         &self,
         tenant_id: &str,
         digest: &str,
     ) -> Result<Vec<u8>, StoreError> {
-        let row =
-            sqlx::query("SELECT bytes FROM component_blobs WHERE tenant_id = $1 AND digest = $2")
-                .bind(tenant_id)
-                .bind(digest)
-                .fetch_optional(&self.pool)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "SELECT bytes FROM component_blobs WHERE tenant_id IN ($1, $3) AND digest = $2 \
+             ORDER BY CASE WHEN tenant_id = $1 THEN 0 ELSE 1 END LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(digest)
+        .bind(CATALOG)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         Ok(row.try_get("bytes")?)
+    }
+
+    /// Whose connector `name` is inside the tenant: its own when it has any version of that
+    /// name (deprecated ones included), else the catalog's.
+    async fn owner_of<'a>(&self, tenant_id: &'a str, name: &str) -> Result<&'a str, StoreError> {
+        findable(&[tenant_id, name])?;
+        let own = sqlx::query(
+            "SELECT 1 AS one FROM connectors WHERE tenant_id = $1 AND name = $2 LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if own.is_some() { tenant_id } else { CATALOG })
+    }
+
+    /// [`Store::connector_version`] as the tenant runs it: its own, else the catalog's.
+    pub async fn resolved_connector_version(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<ConnectorRecord, StoreError> {
+        let owner = self.owner_of(tenant_id, name).await?;
+        self.connector_version(owner, name, version).await
+    }
+
+    /// [`Store::current_connector`] as the tenant runs it: its own, else the catalog's.
+    pub async fn resolved_current_connector(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<ConnectorRecord, StoreError> {
+        let owner = self.owner_of(tenant_id, name).await?;
+        self.current_connector(owner, name).await
     }
 }

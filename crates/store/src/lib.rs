@@ -35,7 +35,7 @@ pub use audit::{AuditDraft, AuditEntry, BrokenLink, verify as verify_audit_chain
 pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionChange, ConnectionRecord, NewConnection, NewCredential};
-pub use connectors::{ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
+pub use connectors::{CATALOG, ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use lifecycle::{Column, Deleted, LifecycleRefusal, TENANT_TABLES, TenantTable};
 pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};

@@ -26,6 +26,8 @@ const TENANT_C: &str = "tc-lifecycle";
 enum Access {
     /// No token needed.
     Public,
+    /// Any valid token, operators' and every tenant's (the shared catalog's reads).
+    Anyone,
     /// Operators only (tenants and their limits).
     Operator,
     /// The tenant named in the path: operators, or members of that tenant.
@@ -77,6 +79,8 @@ fn expected(route: &Route, who: Who) -> Expect {
     use Expect::{Problem, Success};
     match (route.access, who) {
         (Access::Public, _) => Success,
+        (Access::Anyone, Who::Anonymous) => Problem(401, "unauthorized"),
+        (Access::Anyone, _) => Success,
         (Access::Signed, _) => Problem(401, "invalid-signature"),
         (_, Who::Anonymous) => Problem(401, "unauthorized"),
         (Access::Operator, Who::Operator) => Success,
@@ -236,7 +240,9 @@ fn workflow_steps(connection: &str) -> Value {
 /// Every operation of the API, filled with A's ids. Keep in step with `/openapi.json`: the
 /// test fails on any difference.
 fn table(a: &Fixture) -> Vec<Route> {
-    use Access::{MemberOrOperator, Operator, Public, Reader, Signed, Tenant, TenantOrOperator};
+    use Access::{
+        Anyone, MemberOrOperator, Operator, Public, Reader, Signed, Tenant, TenantOrOperator,
+    };
     let route = |method: Method,
                  template: &'static str,
                  path: String,
@@ -302,6 +308,57 @@ fn table(a: &Fixture) -> Vec<Route> {
             Operator,
             true,
             Payload::Json(json!({"max_workflows": 7})),
+        ),
+        // The shared catalog: the operator publishes (transform, in A's and B's hands
+        // already), everyone reads.
+        route(
+            Method::POST,
+            "/v1/catalog/connectors",
+            "/v1/catalog/connectors".into(),
+            Operator,
+            false,
+            Payload::Wasm(airlock_test_artifacts::CONNECTOR_TRANSFORM),
+        ),
+        route(
+            Method::GET,
+            "/v1/catalog/connectors",
+            "/v1/catalog/connectors".into(),
+            Anyone,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::GET,
+            "/v1/catalog/connectors/{name}/versions/{version}",
+            format!(
+                "/v1/catalog/connectors/transform/versions/{}",
+                a.transform_version
+            ),
+            Anyone,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/catalog/connectors/{name}/versions/{version}/deprecate",
+            format!(
+                "/v1/catalog/connectors/transform/versions/{}/deprecate",
+                a.transform_version
+            ),
+            Operator,
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/catalog/connectors/{name}/versions/{version}/undeprecate",
+            format!(
+                "/v1/catalog/connectors/transform/versions/{}/undeprecate",
+                a.transform_version
+            ),
+            Operator,
+            false,
+            Payload::None,
         ),
         // The lifecycle acts on tenant C, made for it (deleting A would end the table): in
         // this order the operator's calls all succeed (resume is a no-op on an active tenant,

@@ -344,6 +344,48 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
     )
     .await;
 
+    // The shared catalog is the platform's: its changes are in the platform's chain ("").
+    let published = server
+        .call(
+            Method::POST,
+            "/v1/catalog/connectors",
+            Some(&operator),
+            Body::Raw(
+                "application/wasm",
+                wasm(airlock_test_artifacts::CONNECTOR_TRANSFORM),
+            ),
+        )
+        .await;
+    assert_eq!(published.status, 201, "{}", published.text);
+    let shared = published.body["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let mut catalog_routes = vec![(
+        "POST /v1/catalog/connectors".to_owned(),
+        "POST /v1/catalog/connectors".to_owned(),
+    )];
+    for verb in ["deprecate", "undeprecate"] {
+        let reply = server
+            .post(
+                &format!("/v1/catalog/connectors/transform/versions/{shared}/{verb}"),
+                &operator,
+                Value::Null,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let route = format!("POST /v1/catalog/connectors/{{name}}/versions/{{version}}/{verb}");
+        catalog_routes.push((route.clone(), route));
+    }
+    let now = records(&server).await;
+    for (i, (route, action)) in catalog_routes.iter().rev().enumerate() {
+        let record = &now[i];
+        assert_eq!(record["tenant_id"], "", "{route}: {record}");
+        assert_eq!(record["action"], json!(action), "{route}: {record}");
+        assert_eq!(record["actor"], "ops@example.com", "{route}: {record}");
+        s.covered.insert(route.clone());
+    }
+
     // Another tenant's lifecycle: suspend and resume are its own records; its deletion
     // removes its chain with the rest of it, and is the platform's record (tenant "").
     let made = server

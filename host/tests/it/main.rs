@@ -18,6 +18,7 @@ mod api_support;
 mod audit;
 
 mod breaker;
+mod catalog;
 mod chaos;
 mod cli;
 mod connection_update;
