@@ -79,7 +79,8 @@ async fn resume(
 }
 
 /// Deletes a suspended tenant (operator): every row of it, its audit chain included, and the
-/// compiled code of components no other tenant holds. 409 when it is not suspended.
+/// compiled code of components no other tenant holds. 409 when it is not suspended, or while
+/// a run of it is still in a step it began before the suspension.
 #[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path)),
     responses((status = 204, description = "deleted"),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
@@ -97,7 +98,7 @@ pub(crate) async fn delete(
             tracing::info!(tenant = %id, rows = deleted.rows, artifacts = deleted.orphaned_digests.len(), "tenant deleted");
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(refused @ LifecycleRefusal::NotSuspended(_)) => {
+        Err(refused @ (LifecycleRefusal::NotSuspended(_) | LifecycleRefusal::Running { .. })) => {
             Err(ApiError::Conflict(refused.to_string()))
         }
     }

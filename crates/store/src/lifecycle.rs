@@ -284,6 +284,12 @@ pub struct Deleted {
 pub enum LifecycleRefusal {
     #[error("tenant `{0}` is not suspended; suspend it first")]
     NotSuspended(String),
+    /// Steps already in flight when it was suspended finish (and their guests may still
+    /// write state): deleting waits for them, or it would leave what they write behind.
+    #[error(
+        "tenant `{tenant}` still has {running} run(s) in a step; retry once they are back in the queue (at most a step's timeout)"
+    )]
+    Running { tenant: String, running: i64 },
 }
 
 impl Store {
@@ -348,6 +354,19 @@ impl Store {
         .ok_or(StoreError::NotFound)?;
         if row.try_get::<Option<i64>, _>("suspended_at")?.is_none() {
             return Ok(Err(LifecycleRefusal::NotSuspended(tenant_id.to_owned())));
+        }
+        let running: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND state = 'running'",
+        )
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if running > 0 {
+            return Ok(Err(LifecycleRefusal::Running {
+                tenant: tenant_id.to_owned(),
+                running,
+            }));
         }
         let orphaned_digests = sqlx::query(
             "SELECT DISTINCT digest FROM component_blobs b WHERE b.tenant_id = $1 \

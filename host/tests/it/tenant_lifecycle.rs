@@ -223,6 +223,10 @@ async fn a_suspension_stops_cron_ticks_and_a_run_between_steps(db: Db) {
         .await;
     assert_eq!(suspended.status, 200, "{}", suspended.text);
     let runs_then = runs_of(&server, "acme").await;
+    // The step in flight may still write: the tenant cannot be deleted under it.
+    let early = server.delete("/v1/tenants/acme", &operator).await;
+    assert_problem(&early, 409, "conflict");
+    assert!(early.text.contains("in a step"), "{}", early.text);
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     // The step in flight finished and was journaled; the run went back to the queue before
     // its second step, and stays there.
