@@ -12,7 +12,10 @@ use crate::api_support::{Db, TestServer, on_both_databases};
 use crate::runs_support::{create_workflow, ended, fast_workers, wait_for};
 use crate::support::{Server, options_for_tls};
 
-on_both_databases!(a_runs_trace_reaches_every_upstream_request_and_guests_cannot_set_one,);
+on_both_databases!(
+    a_runs_trace_reaches_every_upstream_request_and_guests_cannot_set_one,
+    a_webhooks_trace_reaches_upstream_from_a_run_another_process_runs,
+);
 
 const API: &str = "api.example.test";
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -124,4 +127,55 @@ async fn a_runs_trace_reaches_every_upstream_request_and_guests_cannot_set_one(d
     assert_eq!(invoked["ok"], json!(true), "{invoked}");
     let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert_eq!(got.last().map(|t| trace_of(t)), Some(TRACE), "{got:?}");
+}
+
+/// A webhook sender's `traceparent` is the run's trace, and a step that another process runs
+/// (this one has no workers) sends it upstream.
+async fn a_webhooks_trace_reaches_upstream_from_a_run_another_process_runs(db: Db) {
+    use airlock::triggers::webhook::Scheme;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let upstream = Server::start_tls(recorder(seen.clone()), &[API]).await;
+    let Some(front) =
+        TestServer::start_configured(db, options_for_tls(&upstream, &[API]), |c| c.workers = 0)
+            .await
+    else {
+        return;
+    };
+    let admin = front.tenant("acme").await;
+    let uploaded = front
+        .upload(&admin, airlock_test_artifacts::CONNECTOR_HTTP)
+        .await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    let steps = json!([{"id": "one", "connector": "http", "action": "request",
+        "input": {"url": format!("https://{API}/hooked")}}]);
+    let workflow = create_workflow(&front, &admin, "hooked", steps).await;
+    let (hook, secret) = crate::triggers::webhook(&front, &admin, &workflow).await;
+    let body = br#"{"event": "invoice.paid"}"#;
+    let now_s = airlock::store::now_ms() / 1000;
+    let mut headers =
+        crate::triggers::signed(Scheme::StandardWebhooks, &secret, "evt_traced", now_s, body);
+    headers.push((
+        "traceparent".into(),
+        format!("00-{TRACE}-00f067aa0ba902b7-01"),
+    ));
+    let delivered = crate::triggers::deliver(&front, &hook, &headers, body).await;
+    assert_eq!(delivered.status, 202, "{}", delivered.text);
+    let run = delivered.body["run_id"].as_str().expect("run").to_owned();
+
+    // The workers are another process's, on the same database.
+    let url = front.database_url.clone();
+    let back = TestServer::start_configured(Db::Sqlite, options_for_tls(&upstream, &[API]), |c| {
+        fast_workers(c);
+        c.database_url = Some(url.clone());
+    })
+    .await
+    .expect("a second process");
+    let token = back.token(Some("acme"), airlock::api::Role::Admin);
+    let done = wait_for(&back, &token, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["trace_id"], json!(TRACE), "{done}");
+    let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(trace_of(&got[0]), TRACE, "{got:?}");
+    assert!(!got[0].contains("00f067aa0ba902b7"), "{got:?}");
 }
