@@ -108,12 +108,12 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 pub async fn run(args: TokenArgs) -> ExitCode {
     match args.command {
         TokenCommand::Issue(args) => issue(args),
-        TokenCommand::Keys(args) => keys(args.command),
+        TokenCommand::Keys(args) => keys(args.command).await,
         TokenCommand::Revoke(args) => revoke(args).await,
     }
 }
 
-fn keys(command: KeysCommand) -> ExitCode {
+async fn keys(command: KeysCommand) -> ExitCode {
     let config = match &command {
         KeysCommand::Rotate { config, .. }
         | KeysCommand::Retire { config, .. }
@@ -142,13 +142,27 @@ fn keys(command: KeysCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let KeysCommand::Rotate { .. } = command {
+    let action = if let KeysCommand::Rotate { .. } = command {
         outln!("{kid}");
         errln!(
             "airlock: new tokens are signed with {kid}; servers on this host use it within a second"
         );
+        "token keys rotate"
     } else {
         errln!("airlock: tokens of {kid} are refused within a second");
+        "token keys retire"
+    };
+    // The change is the file's; its record goes to the database when there is one (a first
+    // rotation may come before any server created it).
+    match super::keys::existing_store(config).await {
+        Ok(store) => {
+            let detail = serde_json::json!({});
+            if let Err(error) = super::keys::audit(&store, action, &kid, detail).await {
+                errln!("airlock: {error}");
+            }
+            store.close().await;
+        }
+        Err(error) => errln!("airlock: no audit record of this change: {error}"),
     }
     ExitCode::SUCCESS
 }

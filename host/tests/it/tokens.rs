@@ -163,4 +163,27 @@ async fn a_key_rotation_overlaps_and_a_retirement_ends_its_tokens(db: Db) {
     assert_problem(&refused, 401, "unauthorized");
     let newest = server.token(None, Role::Operator);
     assert_eq!(until_status(&server, &newest, 200).await.status, 200);
+    // Each change of the key set is a platform audit record, with the key's id.
+    let audit = server.get("/v1/audit?limit=500", &newest).await;
+    let records: Vec<(String, String)> = audit
+        .body
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["tenant_id"] == "")
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or_default().to_owned(),
+                r["target"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("token keys rotate".to_owned(), kid.clone()),
+        ("token keys retire".to_owned(), "legacy".to_owned()),
+        ("token keys rotate".to_owned(), second.clone()),
+        ("token keys retire".to_owned(), kid.clone()),
+    ] {
+        assert!(records.contains(&expected), "{expected:?} in {records:?}");
+    }
 }
