@@ -146,11 +146,9 @@ pub(crate) async fn record(
     let target = target(&answer, &params);
     let tenant = match &principal.tenant {
         Some(tenant) => tenant.clone(),
-        // An operator's change of a tenant is that tenant's record; its deletion is the
-        // platform's (the tenant's chain goes with it).
-        None if route.starts_with("/v1/tenants")
-            && !(method == "DELETE" && route == "/v1/tenants/{id}") =>
-        {
+        // An operator's change of a tenant is that tenant's record (its deletion is recorded
+        // in the platform's chain by its handler, in the deleting transaction).
+        None if route.starts_with("/v1/tenants") => {
             target.split('/').next().unwrap_or("").to_owned()
         }
         None => String::new(),

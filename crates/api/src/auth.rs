@@ -679,6 +679,31 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_that_disappears_leaves_the_keys_in_use() {
+        use crate::token_keys::{KeyAlg, KeySet, LEGACY_KID};
+        let (_dir, path) = key_file();
+        let mut set = KeySet::default();
+        set.rotate(KeyAlg::EdDsa).unwrap();
+        set.retire(LEGACY_KID).unwrap();
+        set.save(&path).unwrap();
+        let keys = JwtKeys::with_key_file(&secret(), path.clone()).unwrap();
+        let token = keys
+            .issue("s", Some("acme"), Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        let legacy = jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims(now_s(), None),
+            &jsonwebtoken::EncodingKey::from_secret(secret().expose().as_bytes()),
+        )
+        .unwrap();
+        assert!(keys.verify(&legacy).is_err());
+        std::fs::remove_file(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert!(keys.verify(&token).is_ok(), "the keys were dropped");
+        assert!(keys.verify(&legacy).is_err(), "a retired secret came back");
+    }
+
+    #[test]
     fn a_tokens_id_is_read_for_revocation() {
         let token = keys()
             .issue("s", None, Role::Operator, Duration::from_secs(60))

@@ -9,18 +9,19 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::audit::{AuditedInTx, RequestId};
 use super::auth::Operator;
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use super::tenants::{Tenant, valid_tenant_id};
-use airlock_store::{Column, LifecycleRefusal, Store, TENANT_TABLES};
+use airlock_store::{AuditDraft, Column, LifecycleRefusal, Store, TENANT_TABLES};
 
 /// Rows read per query while exporting.
 const EXPORT_PAGE: i64 = 500;
@@ -89,14 +90,24 @@ async fn resume(
     security(("bearer" = [])))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    _operator: Operator,
+    operator: Operator,
+    request_id: Option<Extension<RequestId>>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(Extension<AuditedInTx>, StatusCode), ApiError> {
     known(&id)?;
-    match state.pipeline().delete_tenant(&id).await? {
+    // The platform's record of the deletion commits with it: the tenant's own chain goes.
+    let record = AuditDraft {
+        tenant_id: String::new(),
+        actor: operator.0.subject.clone(),
+        action: "DELETE /v1/tenants/{id}".into(),
+        target: id.clone(),
+        request_id: request_id.map(|Extension(r)| r.0).unwrap_or_default(),
+        detail: json!({"status": 204, "role": operator.0.role.as_str(), "params": {"id": id}}),
+    };
+    match state.pipeline().delete_tenant(&id, &record).await? {
         Ok(deleted) => {
             tracing::info!(tenant = %id, rows = deleted.rows, artifacts = deleted.orphaned_digests.len(), "tenant deleted");
-            Ok(StatusCode::NO_CONTENT)
+            Ok((Extension(AuditedInTx), StatusCode::NO_CONTENT))
         }
         Err(refused @ (LifecycleRefusal::NotSuspended(_) | LifecycleRefusal::Running { .. })) => {
             Err(ApiError::Conflict(refused.to_string()))

@@ -2,7 +2,7 @@
 //! a token's `iss` is that issuer. Its signature is checked with the provider's JWKS, fetched
 //! from the one configured URL (never a URL a token names), cached, and fetched again when a
 //! token names a key id the cache lacks (at most once per [`REFETCH_AFTER`], so forged ids
-//! cannot make the server hammer the provider). Asymmetric algorithms only: an HS256 token
+//! cannot make the server hammer the provider) and once it is [`KEYS_MAX_AGE`] old. Asymmetric algorithms only: an HS256 token
 //! "signed" with the provider's public key is refused. The audience, expiry and `nbf` are
 //! checked; the tenant, role and subject come from claims the operator names.
 
@@ -19,6 +19,9 @@ use super::error::ApiError;
 
 /// How soon an unknown key id may fetch the JWKS again.
 pub const REFETCH_AFTER: Duration = Duration::from_secs(10);
+/// How long a fetched key set is trusted: a key the provider removed (a compromise, say)
+/// stops verifying within this, even if its tokens keep coming.
+pub const KEYS_MAX_AGE: Duration = Duration::from_secs(600);
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -181,7 +184,10 @@ impl Oidc {
         const UNKNOWN: ApiError =
             ApiError::Unauthorized("the identity provider's key is not known");
         let mut cache = self.keys.lock().await;
-        if let Some(found) = cache.set.as_ref().and_then(|set| set.find(kid)) {
+        let fresh = cache.fetched.is_some_and(|at| at.elapsed() < KEYS_MAX_AGE);
+        if let Some(found) = cache.set.as_ref().and_then(|set| set.find(kid))
+            && fresh
+        {
             return Ok(found.clone());
         }
         if cache.fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
@@ -189,10 +195,13 @@ impl Oidc {
         }
         cache.fetched = Some(Instant::now());
         match self.fetch().await {
+            // The whole set is replaced: a key the provider dropped is gone here too.
             Ok(set) => cache.set = Some(Arc::new(set)),
             Err(reason) => {
+                // Keys past their age are not trusted on a failed refresh either.
                 tracing::warn!(url = %self.options.jwks_url, %reason, "the identity provider's keys could not be fetched");
-                if cache.set.is_none() {
+                if cache.set.is_none() || !fresh {
+                    cache.set = None;
                     return Err(ApiError::Unavailable);
                 }
             }

@@ -50,7 +50,7 @@ impl KeyAlg {
 }
 
 /// One key as the file keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredKey {
     pub kid: String,
@@ -64,6 +64,17 @@ pub struct StoredKey {
     pub created_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<u64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The key set file.
@@ -342,6 +353,12 @@ impl LiveKeys {
         state.checked = Instant::now();
         let modified = modified_at(path);
         if modified == state.modified {
+            return state.loaded.clone();
+        }
+        if modified.is_none() {
+            // Gone after it was read (deleted, or not yet copied to this host): an empty set
+            // would accept the JWT secret's tokens again, retired or not. Keep the keys.
+            tracing::error!(path = %path.display(), "the token key file is gone; the previous keys stay");
             return state.loaded.clone();
         }
         match KeySet::load(path) {

@@ -7,8 +7,8 @@ use airlock_model::{AuthType, TenantQuota};
 use airlock_runtime::SharedComponent;
 use airlock_secrets::Secret;
 use airlock_store::{
-    ConnectionChange, ConnectionRecord, ConnectorRecord, Deleted, LifecycleRefusal, NewConnection,
-    NewCredential, PutOutcome, TenantRecord,
+    AuditDraft, ConnectionChange, ConnectionRecord, ConnectorRecord, Deleted, LifecycleRefusal,
+    NewConnection, NewCredential, PutOutcome, TenantRecord,
 };
 use serde_json::Value;
 
@@ -91,11 +91,12 @@ impl Pipeline {
     pub async fn delete_tenant(
         &self,
         tenant: &str,
+        record: &AuditDraft,
     ) -> Result<Result<Deleted, LifecycleRefusal>, CoreError> {
         let result = self
             .inner
             .store
-            .delete_tenant(tenant)
+            .delete_tenant(tenant, record)
             .await
             .map_err(CoreError::or_not_found("tenant"));
         self.inner.hot.forget_quota(tenant);

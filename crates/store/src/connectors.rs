@@ -90,6 +90,10 @@ impl Store {
         let now = now_ms();
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         let mut tx = self.begin_write().await?;
+        if tenant_id != CATALOG {
+            // An upload that compiled while its tenant was deleted stores nothing.
+            super::lock_tenant(&mut tx, tenant_id).await?;
+        }
         sqlx::query(
             "INSERT INTO component_blobs (tenant_id, digest, bytes, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, digest) DO NOTHING",

@@ -538,16 +538,20 @@ pub fn now_ms() -> i64 {
     airlock_model::Clock::now_ms(&airlock_model::SystemClock)
 }
 
-/// Writes the tenant's row in `tx`: a row lock on PostgreSQL (the one writer on SQLite) that
+/// Writes the tenant's row in `tx` (not found: the tenant is gone): a row lock on PostgreSQL (the one writer on SQLite) that
 /// serializes the tenant's state writes with each other and with a connection's deletion.
-async fn lock_tenant(
+pub(crate) async fn lock_tenant(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant_id: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
+    let done = sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
         .bind(tenant_id)
         .execute(&mut **tx)
         .await?;
+    // A write that raced with the tenant's deletion must not bring a row of it back.
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
     Ok(())
 }
 

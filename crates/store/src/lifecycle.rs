@@ -334,10 +334,12 @@ impl Store {
         Ok(record)
     }
 
-    /// Deletes every row of a suspended tenant, in one transaction.
+    /// Deletes every row of a suspended tenant, in one transaction, which also appends
+    /// `record` (the platform's record of the deletion): the chain goes only with it.
     pub async fn delete_tenant(
         &self,
         tenant_id: &str,
+        record: &super::AuditDraft,
     ) -> Result<Result<Deleted, LifecycleRefusal>, StoreError> {
         findable(&[tenant_id])?;
         let mut tx = self.begin_write().await?;
@@ -391,11 +393,27 @@ impl Store {
                 .await?
                 .rows_affected();
         }
+        super::audit::append(&mut tx, self.kind, record, "").await?;
         tx.commit().await?;
         Ok(Ok(Deleted {
             rows,
             orphaned_digests,
         }))
+    }
+
+    /// Removes rows a deleted tenant of this id may have left (a write that raced with its
+    /// deletion), before the id is created again: a new tenant inherits nothing.
+    pub(crate) async fn purge_leftovers(
+        tx: &mut super::runs::Tx<'_>,
+        tenant_id: &str,
+    ) -> Result<(), StoreError> {
+        for table in TENANT_TABLES {
+            sqlx::query(&format!("DELETE FROM {} WHERE tenant_id = $1", table.name))
+                .bind(tenant_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The tenant's row as an export shows it.

@@ -53,13 +53,25 @@ impl Store {
             created_at: now_ms(),
             suspended_at: None,
         };
+        let mut tx = self.begin_write().await?;
+        let taken = sqlx::query("SELECT 1 AS one FROM tenants WHERE id = $1")
+            .bind(&record.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        // No live tenant owns rows of this id: any are a deleted one's leftovers (the audit
+        // log's guard lets them go while no tenant row exists).
+        Store::purge_leftovers(&mut tx, &record.id).await?;
         sqlx::query("INSERT INTO tenants (id, name, limits, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&record.id)
             .bind(&record.name)
             .bind(quota_json(&record.quota)?)
             .bind(record.created_at)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(record)
     }
 

@@ -196,12 +196,9 @@ fn list(set: &KeySet) {
 }
 
 async fn revoke(args: RevokeArgs) -> ExitCode {
-    // Until it expires; a bare id is kept as long as the longest token this CLI issues.
+    // Until the token expires; a bare id, whose expiry is unknown, for good.
     let (jti, expires_at_ms) = match (&args.jti, &args.token) {
-        (Some(jti), _) => (
-            jti.clone(),
-            airlock_store::now_ms().saturating_add(MAX_TTL_MS),
-        ),
+        (Some(jti), _) => (jti.clone(), NEVER_MS),
         (None, Some(token)) => match unverified_id(token.trim()) {
             Some((jti, exp)) => (
                 jti,
@@ -250,8 +247,8 @@ async fn revoke(args: RevokeArgs) -> ExitCode {
     code
 }
 
-/// The longest `--ttl` a revocation by bare id outlives: 400 days.
-const MAX_TTL_MS: i64 = 400 * 86_400_000;
+/// The expiry a revocation by bare id is kept until: never pruned.
+const NEVER_MS: i64 = i64::MAX / 2;
 
 fn issue(args: IssueArgs) -> ExitCode {
     let keys = match args.config.load_keys() {

@@ -544,6 +544,40 @@ async fn a_deleted_tenant_leaves_nothing_and_the_others_are_untouched(db: Db) {
         .await;
     assert!(erase.is_err(), "a live tenant's audit record was deleted");
 
+    // A write that raced with the deletion left a row behind (as a guest's late state write
+    // would): creating the id again starts from nothing, audit chain included.
+    sqlx::query(
+        "INSERT INTO connector_state (tenant_id, connector, connection_id, key, value) \
+         VALUES ($1, 'hostile', '', 'k', $2)",
+    )
+    .bind(&doomed)
+    .bind(b"late".to_vec())
+    .execute(&pool)
+    .await
+    .expect("a late row");
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, id, at, actor, action, run_id, detail) \
+         VALUES ($1, 'aud_late', 0, 'late', 'late', '', '{}')",
+    )
+    .bind(&doomed)
+    .execute(&pool)
+    .await
+    .expect("a late record");
+    let again = server
+        .post(
+            "/v1/tenants",
+            &operator,
+            json!({"id": doomed, "name": "again"}),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
+    let reborn = row_counts(&server, &doomed).await;
+    assert_eq!(reborn["connector_state"], 0, "{reborn:?}");
+    assert_eq!(
+        reborn["audit_log"], 1,
+        "only the creation's own record: {reborn:?}"
+    );
+
     // The other tenant works on, and every audit chain verifies.
     let keeper = &admins[1];
     let workflows = server.get("/v1/workflows", keeper).await;
