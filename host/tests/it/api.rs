@@ -852,10 +852,27 @@ async fn state_store_caps_keys_per_scope(db: Db) {
         return;
     };
     server.tenant("acme").await;
+    server.tenant("other").await;
     let store = airlock::store::Store::connect(&server.database_url, &Default::default())
         .await
         .expect("store");
     let state = airlock::pipeline::DbStateStore::new(store);
+    // A tenant that does not exist (or was deleted under a guest still writing) keeps nothing.
+    assert!(
+        state
+            .set(
+                &StateScope {
+                    tenant: "ghost".into(),
+                    connector: "c".into(),
+                    connection: None,
+                },
+                "k",
+                b"v".to_vec(),
+                2
+            )
+            .await
+            .is_err()
+    );
     let scope = |tenant: &str| StateScope {
         tenant: tenant.into(),
         connector: "c".into(),
