@@ -196,36 +196,27 @@ impl JwtKeys {
                 "the token claims to be issued in the future",
             ));
         }
-        let tenant = claims.tenant.filter(|t| t != "*");
-        match (claims.role, &tenant) {
-            (Role::Operator, None) => {}
-            (Role::Operator, Some(_)) | (_, None) => {
-                return Err(ApiError::Unauthorized(
-                    "the token's role and tenant do not fit together",
-                ));
-            }
-            _ => {}
-        }
-        Ok(Principal {
-            subject: claims.sub,
-            tenant,
-            role: claims.role,
-            jti: claims.jti,
-        })
+        Principal::paired(claims.sub, claims.tenant, claims.role, claims.jti)
     }
 }
 
 /// A token's `jti` and expiry, read without checking its signature: what `airlock token
 /// revoke --token` needs to name it. Never used to let a request in.
 pub fn unverified_id(token: &str) -> Option<(String, u64)> {
+    let claims: Claims = unverified_claims(token)?;
+    Some((claims.jti?, claims.exp))
+}
+
+/// A token's claims as `T`, read without checking anything: only to decide what to check
+/// it with, or to name it.
+pub(crate) fn unverified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Option<T> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
         payload.trim_end_matches('='),
     )
     .ok()?;
-    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
-    Some((claims.jti?, claims.exp))
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Who is calling, from a verified bearer token.
@@ -240,6 +231,32 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The caller of a checked token, if its role and tenant fit together (operators have
+    /// no tenant, everyone else one; `*` is none): Airlock's tokens and a provider's alike.
+    pub(crate) fn paired(
+        subject: String,
+        tenant: Option<String>,
+        role: Role,
+        jti: Option<String>,
+    ) -> Result<Principal, ApiError> {
+        let tenant = tenant.filter(|t| t != "*");
+        match (role, &tenant) {
+            (Role::Operator, None) => {}
+            (Role::Operator, Some(_)) | (_, None) => {
+                return Err(ApiError::Unauthorized(
+                    "the token's role and tenant do not fit together",
+                ));
+            }
+            _ => {}
+        }
+        Ok(Principal {
+            subject,
+            tenant,
+            role,
+            jti,
+        })
+    }
+
     /// Operators only.
     pub fn require_operator(&self) -> Result<(), ApiError> {
         if self.role == Role::Operator {

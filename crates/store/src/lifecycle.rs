@@ -381,18 +381,12 @@ impl Store {
         .iter()
         .map(|row| row.try_get::<String, _>("digest"))
         .collect::<Result<Vec<_>, _>>()?;
-        let mut rows = sqlx::query("DELETE FROM tenants WHERE id = $1")
+        let rows = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .execute(&mut *tx)
             .await?
-            .rows_affected();
-        for table in TENANT_TABLES {
-            rows += sqlx::query(&format!("DELETE FROM {} WHERE tenant_id = $1", table.name))
-                .bind(tenant_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
+            .rows_affected()
+            + Store::purge_leftovers(&mut tx, tenant_id).await?;
         super::audit::append(&mut tx, self.kind, record, "").await?;
         tx.commit().await?;
         Ok(Ok(Deleted {
@@ -401,19 +395,23 @@ impl Store {
         }))
     }
 
-    /// Removes rows a deleted tenant of this id may have left (a write that raced with its
-    /// deletion), before the id is created again: a new tenant inherits nothing.
+    /// Removes every row of `tenant_id` from [`TENANT_TABLES`], in their order, and counts
+    /// them: a deletion's (after the tenant's row), and before an id is created again, what a
+    /// deleted tenant of that id may have left (a write that raced with its deletion), so a
+    /// new tenant inherits nothing. Audit rows go only while no tenant row of the id exists.
     pub(crate) async fn purge_leftovers(
         tx: &mut super::runs::Tx<'_>,
         tenant_id: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
+        let mut rows = 0;
         for table in TENANT_TABLES {
-            sqlx::query(&format!("DELETE FROM {} WHERE tenant_id = $1", table.name))
+            rows += sqlx::query(&format!("DELETE FROM {} WHERE tenant_id = $1", table.name))
                 .bind(tenant_id)
                 .execute(&mut **tx)
-                .await?;
+                .await?
+                .rows_affected();
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// The tenant's row as an export shows it.

@@ -31,14 +31,12 @@ fn echo() -> Value {
 }
 
 async fn runs_of(server: &TestServer, tenant: &str) -> i64 {
-    let pool = server.raw_db().await;
-    sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_one(&pool)
-        .await
-        .expect("count")
-        .try_get("n")
-        .expect("n")
+    count(
+        &server.raw_db().await,
+        "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1",
+        tenant,
+    )
+    .await
 }
 
 async fn a_suspended_tenant_is_refused_everywhere_and_resumes_whole(db: Db) {
@@ -172,11 +170,11 @@ async fn a_suspended_tenants_queued_runs_are_not_claimed(db: Db) {
     assert_eq!(claimed.lease.run_id, run);
 }
 
-async fn count(server: &TestServer, sql: &str, bind: &str) -> i64 {
-    let pool = server.raw_db().await;
+/// The `n` that `sql` (one `$1`, bound to `bind`) counts.
+async fn count(pool: &sqlx::AnyPool, sql: &str, bind: &str) -> i64 {
     sqlx::query(sql)
         .bind(bind)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("count")
         .try_get("n")
@@ -246,7 +244,7 @@ async fn a_suspension_stops_cron_ticks_and_a_run_between_steps(db: Db) {
         "a suspended tenant's cron fired"
     );
     let refused = count(
-        &server,
+        &pool,
         "SELECT refused AS n FROM triggers WHERE id = $1",
         &cron,
     )
@@ -379,17 +377,11 @@ async fn row_counts(server: &TestServer, tenant: &str) -> BTreeMap<&'static str,
     let pool = server.raw_db().await;
     let mut counts = BTreeMap::new();
     for table in TENANT_TABLES {
-        let n: i64 = sqlx::query(&format!(
+        let sql = format!(
             "SELECT COUNT(*) AS n FROM {} WHERE tenant_id = $1",
             table.name
-        ))
-        .bind(tenant)
-        .fetch_one(&pool)
-        .await
-        .expect("count")
-        .try_get("n")
-        .expect("n");
-        counts.insert(table.name, n);
+        );
+        counts.insert(table.name, count(&pool, &sql, tenant).await);
     }
     counts
 }
