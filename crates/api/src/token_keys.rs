@@ -304,15 +304,7 @@ struct LiveState {
 impl LiveKeys {
     /// The JWT secret alone, no key file.
     pub(crate) fn unkeyed(legacy_secret: &[u8]) -> LiveKeys {
-        LiveKeys {
-            legacy_secret: legacy_secret.to_vec(),
-            state: RwLock::new(LiveState {
-                loaded: Arc::new(Loaded::new(legacy_secret, &KeySet::default())),
-                modified: None,
-                checked: Instant::now(),
-            }),
-            path: None,
-        }
+        LiveKeys::with(legacy_secret, None, &KeySet::default(), None)
     }
 
     pub(crate) fn new(
@@ -323,15 +315,24 @@ impl LiveKeys {
             Some(path) => (KeySet::load(path)?, modified_at(path)),
             None => (KeySet::default(), None),
         };
-        Ok(LiveKeys {
+        Ok(LiveKeys::with(legacy_secret, path, &set, modified))
+    }
+
+    fn with(
+        legacy_secret: &[u8],
+        path: Option<PathBuf>,
+        set: &KeySet,
+        modified: Option<SystemTime>,
+    ) -> LiveKeys {
+        LiveKeys {
             legacy_secret: legacy_secret.to_vec(),
             state: RwLock::new(LiveState {
-                loaded: Arc::new(Loaded::new(legacy_secret, &set)),
+                loaded: Arc::new(Loaded::new(legacy_secret, set)),
                 modified,
                 checked: Instant::now(),
             }),
             path,
-        })
+        }
     }
 
     /// The keys now, reloaded first when the file changed.
