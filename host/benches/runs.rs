@@ -333,6 +333,7 @@ async fn drain(
                         request_hash: None,
                         trigger_id: None,
                         trace_id: None,
+                        trace_parent: None,
                         runs_per_hour: None,
                         max_queued: u64::MAX,
                     };
@@ -404,6 +405,7 @@ async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usiz
             request_hash: None,
             trigger_id: None,
             trace_id: None,
+            trace_parent: None,
             runs_per_hour: None,
             max_queued: u64::MAX,
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use airlock_api::oidc::OidcOptions;
-use airlock_api::{ServerOptions, Service, ServiceOptions, StartError};
+use airlock_api::{OtlpOptions, ServerOptions, Service, ServiceOptions, StartError};
 use std::sync::Arc;
 
 use airlock_core::SystemClock;
@@ -109,6 +109,18 @@ pub struct Config {
     /// `tenant="_other"`, so a flood of tenants cannot grow the series without bound.
     #[arg(long, env = "AIRLOCK_METRICS_TENANT_CAP", default_value_t = airlock_telemetry::DEFAULT_TENANT_CAP)]
     pub metrics_tenant_cap: usize,
+    /// Export spans (request, enqueue, claim, step, invoke, each upstream request) to this
+    /// OpenTelemetry collector, over OTLP/HTTP with JSON: its base (`http://collector:4318`)
+    /// or its full `/v1/traces` URL. Unset: no span is recorded; trace ids still travel.
+    #[arg(long, env = "AIRLOCK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces recorded, 0 to 1. A caller's sampled `traceparent` is
+    /// recorded at this same ratio, so no caller can raise it; an unsampled one never is.
+    #[arg(long, env = "AIRLOCK_OTLP_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub otlp_sample_ratio: f64,
+    /// `service.name` on exported spans.
+    #[arg(long, env = "AIRLOCK_OTLP_SERVICE_NAME", default_value = "airlock")]
+    pub otlp_service_name: String,
     /// How often this process applies the tenants' retention policies (`retain_run_data_days`,
     /// `retain_runs_days`) to ended runs.
     #[arg(long, env = "AIRLOCK_RETENTION_EVERY", default_value = "10m", value_parser = crate::units::parse_timeout)]
@@ -265,6 +277,9 @@ impl Config {
             metrics: MetricsAccess::Operator,
             metrics_listen: None,
             metrics_tenant_cap: airlock_telemetry::DEFAULT_TENANT_CAP,
+            otlp_endpoint: None,
+            otlp_sample_ratio: 1.0,
+            otlp_service_name: "airlock".into(),
             retention_every: airlock_runs::retention::DEFAULT_PERIOD,
             pool_size: 64,
             database_pool_size: StoreOptions::default().max_connections,
@@ -574,6 +589,14 @@ impl Config {
             },
             metrics: self.metrics.into(),
             retention_every: self.retention_every,
+            otlp: self
+                .otlp_endpoint
+                .as_deref()
+                .map(|endpoint| {
+                    OtlpOptions::new(endpoint, &self.otlp_service_name, self.otlp_sample_ratio)
+                })
+                .transpose()
+                .map_err(ConfigError::Otlp)?,
         };
         Ok(options)
     }
@@ -622,6 +645,8 @@ pub enum ConfigError {
     DataDir(String),
     #[error("OIDC: {0}")]
     Oidc(String),
+    #[error("--otlp-endpoint: {0}")]
+    Otlp(String),
 }
 
 pub fn is_default_jwt_secret(secret: &Secret) -> bool {

@@ -1,9 +1,16 @@
 //! The audit trail of the API: a request id on every request, and one audit record for every
-//! `/v1` call that changed something (POST, PUT, PATCH, DELETE answered 2xx), written by
-//! [`record`] after the handler: who (the token's subject), in which tenant, what (`METHOD
-//! /route/template`), on what (the id it made or changed), when, and the request id.
-//! Handlers that audit in their own transaction (cancel, replay) say so with
-//! [`AuditedInTx`], and calls that change nothing durable are listed in [`UNAUDITED`].
+//! `/v1` call that changed something (POST, PUT, PATCH, DELETE answered 2xx): who (the
+//! token's subject), in which tenant, what (`METHOD /route/template`), on what (the id it
+//! made or changed), when, and the request id.
+//!
+//! [`record`] holds the record pending while the handler runs
+//! ([`airlock_store::with_pending_audit`]): the store write that commits the change appends
+//! it in the same transaction, so a crash keeps both or neither. A change committed some
+//! other way (a run created by hand goes through the group-committed enqueuer; an upload
+//! that was already stored) is recorded after the handler, from its answer. Handlers that
+//! audit in their own transaction with details of their own (cancel, replay, a tenant's
+//! deletion) say so with [`AuditedInTx`], and calls that change nothing durable are listed
+//! in [`UNAUDITED`].
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
@@ -15,7 +22,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Principal;
 use airlock_store::AuditDraft;
-use airlock_telemetry::TraceId;
 
 pub(crate) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -26,34 +32,6 @@ pub(crate) struct AuditedInTx;
 /// The request's id, in the request's extensions.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub String);
-
-/// The trace the request belongs to: its `traceparent`'s, when it sent a valid one, else a
-/// new one. Runs it creates and calls it makes carry it upstream.
-#[derive(Debug, Clone)]
-pub(crate) struct RequestTrace(pub TraceId);
-
-impl<S: Send + Sync> FromRequestParts<S> for RequestTrace {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(parts
-            .extensions
-            .get::<RequestTrace>()
-            .cloned()
-            .unwrap_or_else(|| RequestTrace(trace_of(&parts.headers))))
-    }
-}
-
-fn trace_of(headers: &axum::http::HeaderMap) -> TraceId {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceId::from_traceparent)
-        .unwrap_or_else(TraceId::random)
-}
 
 /// State-changing routes that write no record, and why: they run a connector (its effects
 /// are the upstream's, and the run, not the call, is the record) and change no Airlock
@@ -82,8 +60,6 @@ pub(crate) async fn request_id(mut request: Request, next: Next) -> Response {
         .map(str::to_owned);
     let id = given.unwrap_or_else(|| format!("req_{}", uuid::Uuid::new_v4().simple()));
     request.extensions_mut().insert(RequestId(id.clone()));
-    let trace = RequestTrace(trace_of(request.headers()));
-    request.extensions_mut().insert(trace);
     let mut response = next.run(request).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
@@ -127,11 +103,31 @@ pub(crate) async fn record(
         .get::<RequestId>()
         .map(|id| id.0.clone())
         .unwrap_or_default();
-    let response = next.run(Request::from_parts(parts, body)).await;
-    let (Some(principal), true) = (principal, response.status().is_success()) else {
-        return response;
+    let request = Request::from_parts(parts, body);
+    let Some(principal) = principal else {
+        return next.run(request).await;
     };
-    if response.extensions().get::<AuditedInTx>().is_some() {
+    let detail = json!({
+        "role": principal.role.as_str(),
+        "params": params
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    let pending = AuditDraft {
+        tenant_id: principal.tenant.clone().unwrap_or_default(),
+        actor: principal.subject.clone(),
+        action: format!("{method} {route}"),
+        target: String::new(),
+        request_id,
+        detail,
+    };
+    let (response, written) =
+        airlock_store::with_pending_audit(pending.clone(), next.run(request)).await;
+    if written
+        || !response.status().is_success()
+        || response.extensions().get::<AuditedInTx>().is_some()
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -155,18 +151,8 @@ pub(crate) async fn record(
     };
     let draft = AuditDraft {
         tenant_id: tenant,
-        actor: principal.subject.clone(),
-        action: format!("{method} {route}"),
         target,
-        request_id,
-        detail: json!({
-            "status": parts.status.as_u16(),
-            "role": principal.role.as_str(),
-            "params": params
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect::<serde_json::Map<_, _>>(),
-        }),
+        ..pending
     };
     if let Err(error) = state.store().append_audit(&draft).await {
         // The change is committed; failing the answer now would invite a retry of it.

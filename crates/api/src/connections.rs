@@ -13,11 +13,11 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::audit::RequestTrace;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::invoke::InvokeResponse;
 use super::openapi::problem;
+use super::trace::RequestTrace;
 use airlock_core::{Charge, ConnectionDraft, CoreError, Invocation};
 use airlock_model::{AuthSpec, AuthType, ConnectionId, TenantId};
 use airlock_runtime::Call;
@@ -606,7 +606,7 @@ async fn test(
             charge: Charge::Free,
             timeout_ms: None,
             idempotency_key: None,
-            trace_id: Some(trace.0),
+            trace_context: Some(trace.0),
         })
         .await?;
     Ok(Json(InvokeResponse::from_ran(ran)))

@@ -19,10 +19,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::audit::RequestTrace;
 use super::auth::{Member, Reader, TenantQuery, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
+use super::trace::RequestTrace;
 
 /// An invoke body carries the action's input, which the tenant's `max_input_bytes` bounds
 /// (up to its 16 MiB cap): the route admits the cap plus room for the envelope, and the
@@ -235,7 +235,7 @@ fn action_call(
         charge: Charge::Run,
         timeout_ms: None,
         idempotency_key: None,
-        trace_id: Some(trace.0),
+        trace_context: Some(trace.0),
     }
 }
 

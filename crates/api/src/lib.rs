@@ -20,10 +20,12 @@ mod metrics;
 mod names;
 pub mod oidc;
 mod openapi;
+mod otlp;
 mod runs;
 mod server;
 mod tenants;
 pub mod token_keys;
+mod trace;
 mod triggers;
 mod workflows;
 
@@ -52,6 +54,7 @@ pub use auth::{JwtKeys, Principal, Role, unverified_id};
 pub use error::{ApiError, Problem};
 pub use metrics::{MetricsExposure, router as metrics_router, serve as serve_metrics};
 pub use openapi::openapi;
+pub use otlp::OtlpOptions;
 pub use server::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES, ServerOptions};
 
 /// Largest JSON body any route accepts.
@@ -198,6 +201,8 @@ pub struct ServiceOptions {
     pub metrics: MetricsExposure,
     /// How often this process's retention pruner runs.
     pub retention_every: std::time::Duration,
+    /// Where spans are exported (OTLP/HTTP); `None`: none are recorded.
+    pub otlp: Option<OtlpOptions>,
 }
 
 /// A started service: its state and the configuration it came from.
@@ -209,6 +214,7 @@ pub struct Service {
     workers: WorkerOptions,
     scheduler: SchedulerOptions,
     retention_every: std::time::Duration,
+    otlp: Option<OtlpOptions>,
 }
 
 impl Service {
@@ -219,6 +225,9 @@ impl Service {
             ..options.store
         };
         let store = Store::connect(&options.database_url, &store_options).await?;
+        if let Some(otlp) = &options.otlp {
+            options.runtime.metrics.record_spans(otlp.spans());
+        }
         let runtime = Arc::new(Runtime::new(options.runtime)?);
         let mut pipeline = PipelineOptions::new(store, runtime, options.keyring);
         pipeline.keys_path = options.keys_path;
@@ -252,6 +261,7 @@ impl Service {
             workers: options.workers,
             scheduler: options.scheduler,
             retention_every: options.retention_every,
+            otlp: options.otlp,
         })
     }
     pub fn router(&self) -> Router {
@@ -289,6 +299,10 @@ impl Service {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let router = self.router();
+        let exporter = self
+            .otlp
+            .as_ref()
+            .map(|otlp| otlp::Exporter::start(self.state.runtime().metrics().clone(), otlp));
         let pipeline = self.state.pipeline().clone();
         let workers = std::sync::Arc::new(Workers::start(pipeline.clone(), self.workers.clone()));
         // Claiming stops the moment shutdown begins, not after the HTTP drain: a run claimed
@@ -318,6 +332,9 @@ impl Service {
         workers.shutdown().await;
         pipeline.shutdown().await;
         pipeline.store().close().await;
+        if let Some(exporter) = exporter {
+            exporter.shutdown().await;
+        }
         result
     }
 }
@@ -366,6 +383,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            trace::server_span,
         ))
         .layer(axum::middleware::from_fn(audit::request_id))
         .with_state(state)

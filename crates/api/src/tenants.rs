@@ -99,6 +99,9 @@ pub struct Limits {
     pub retain_runs_days: u32,
     /// Days the access history is kept; default 90, 1 to 3,650.
     pub retain_access_days: u32,
+    /// Days an audit record is kept; default 365, 1 to 3,650. Pruning removes the oldest
+    /// records of the tenant's chain and appends an `audit.pruned` record saying how far.
+    pub retain_audit_days: u32,
 }
 
 pub fn valid_tenant_id(id: &str) -> bool {

@@ -15,6 +15,7 @@ use super::AppState;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
+use super::trace::RequestTrace;
 use airlock_runs::{HookError, Overlap, Trigger as SavedTrigger, TriggerSpec, WithSecret};
 use airlock_secrets::Secret;
 use airlock_telemetry::{Metrics, WebhookOutcome};
@@ -433,6 +434,7 @@ pub struct HookReceipt {
 async fn receive(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    trace: RequestTrace,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<HookReceipt>), ApiError> {
@@ -450,7 +452,11 @@ async fn receive(
         }
     };
     let now_s = airlock_store::now_ms() / 1000;
-    let delivered = match state.runs().receive_hook(&id, &headers, &body, now_s).await {
+    let delivered = match state
+        .runs()
+        .receive_hook(&id, &headers, &body, now_s, &trace.0)
+        .await
+    {
         Ok(delivered) => delivered,
         Err(error) => {
             let outcome = match &error {

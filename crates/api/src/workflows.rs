@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::audit::RequestTrace;
 use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use super::runs::Run;
+use super::trace::RequestTrace;
 use airlock_model::WorkflowSpec;
 use airlock_runs::Workflow as SavedWorkflow;
 

@@ -102,9 +102,9 @@ pub struct Invocation {
     pub timeout_ms: Option<u64>,
     /// A durable run's step key, sent upstream as `Idempotency-Key`.
     pub idempotency_key: Option<String>,
-    /// The trace the call belongs to (the run's, or the API request's): its requests carry
-    /// a `traceparent` of it.
-    pub trace_id: Option<airlock_telemetry::TraceId>,
+    /// The span the call runs under (a run's step, or the API request): the invocation's
+    /// span is its child, and its requests carry `traceparent`s under that.
+    pub trace_context: Option<airlock_telemetry::TraceContext>,
 }
 
 /// The guest ran: its outcome (success or a guest-side failure), and which version ran.
@@ -277,7 +277,7 @@ impl Pipeline {
         tenant: TenantId,
         candidate: ConnectionRecord,
         new_credential: bool,
-        trace_id: Option<airlock_telemetry::TraceId>,
+        trace_context: Option<airlock_telemetry::TraceContext>,
     ) -> Result<Ran, CoreError> {
         let invocation = Invocation {
             tenant,
@@ -288,7 +288,7 @@ impl Pipeline {
             charge: Charge::Free,
             timeout_ms: None,
             idempotency_key: None,
-            trace_id,
+            trace_context,
         };
         self.invoke_with(
             invocation,
@@ -321,7 +321,7 @@ impl Pipeline {
             charge,
             timeout_ms,
             idempotency_key,
-            trace_id,
+            trace_context,
         } = invocation;
         let t = tenant.as_str();
         let quota = self.quota(t).await?;
@@ -369,7 +369,7 @@ impl Pipeline {
         .with_limits(limits)
         .with_state(state_store)
         .with_idempotency_key(idempotency_key);
-        request.trace_id = trace_id;
+        request.trace_context = trace_context;
         if trace {
             request = request.with_trace();
         }

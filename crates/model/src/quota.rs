@@ -18,6 +18,8 @@ pub const DEFAULT_RUN_DATA_DAYS: u32 = 30;
 pub const DEFAULT_RUNS_DAYS: u32 = 90;
 /// Days the access history (calls per subject, route and minute) is kept.
 pub const DEFAULT_ACCESS_DAYS: u32 = 90;
+/// Days an audit record is kept (the requirements' year).
+pub const DEFAULT_AUDIT_DAYS: u32 = 365;
 /// The longest any of them may be set to.
 pub const RETENTION_DAYS_CAP: u32 = 3650;
 
@@ -34,6 +36,8 @@ pub struct TenantQuota {
     pub runs_days: u32,
     /// `retain_access_days`: see [`DEFAULT_ACCESS_DAYS`].
     pub access_days: u32,
+    /// `retain_audit_days`: see [`DEFAULT_AUDIT_DAYS`].
+    pub audit_days: u32,
     /// Not a limit: whether the operator suspended the tenant. It travels with the quota
     /// because every path that must refuse a suspended tenant (tokens, run creation, cron,
     /// workers) reads the quota already; it is kept in its own column, never in the limits
@@ -50,6 +54,7 @@ impl Default for TenantQuota {
             run_data_days: DEFAULT_RUN_DATA_DAYS,
             runs_days: DEFAULT_RUNS_DAYS,
             access_days: DEFAULT_ACCESS_DAYS,
+            audit_days: DEFAULT_AUDIT_DAYS,
             suspended: false,
         }
     }
@@ -89,7 +94,7 @@ impl TenantQuota {
         bounds
     }
 
-    fn count_bounds(&self) -> [LimitBound; 5] {
+    fn count_bounds(&self) -> [LimitBound; 6] {
         let count = |field, value: u32, min: u32, cap: u32| LimitBound {
             field,
             value: value.into(),
@@ -112,6 +117,7 @@ impl TenantQuota {
                 1,
                 RETENTION_DAYS_CAP,
             ),
+            count("retain_audit_days", self.audit_days, 1, RETENTION_DAYS_CAP),
         ]
     }
 }
@@ -128,6 +134,7 @@ impl Serialize for TenantQuota {
         object.insert("retain_run_data_days".into(), self.run_data_days.into());
         object.insert("retain_runs_days".into(), self.runs_days.into());
         object.insert("retain_access_days".into(), self.access_days.into());
+        object.insert("retain_audit_days".into(), self.audit_days.into());
         object.serialize(serializer)
     }
 }
@@ -148,6 +155,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
         let run_data_days = count("retain_run_data_days", DEFAULT_RUN_DATA_DAYS)?;
         let runs_days = count("retain_runs_days", DEFAULT_RUNS_DAYS)?;
         let access_days = count("retain_access_days", DEFAULT_ACCESS_DAYS)?;
+        let audit_days = count("retain_audit_days", DEFAULT_AUDIT_DAYS)?;
         let runtime = TenantLimits::deserialize(Value::Object(object)).map_err(D::Error::custom)?;
         Ok(Self {
             runtime,
@@ -156,6 +164,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
             run_data_days,
             runs_days,
             access_days,
+            audit_days,
             suspended: false,
         })
     }

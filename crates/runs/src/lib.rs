@@ -27,7 +27,7 @@ use std::time::Duration;
 use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
 use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, WorkflowRecord};
-use airlock_telemetry::TraceId;
+use airlock_telemetry::{SpanKind, TraceContext};
 use serde_json::Value;
 
 pub use error::RunsError;
@@ -308,7 +308,7 @@ impl Runs {
         workflow_id: &str,
         input: &Value,
         idempotency_key: Option<&str>,
-        trace: Option<&TraceId>,
+        trace: Option<&TraceContext>,
     ) -> Result<(RunRecord, bool), RunsError> {
         let t = tenant.as_str();
         let workflow = self
@@ -408,16 +408,26 @@ impl Runs {
             return Err(RunsError::TenantSuspended(t.to_owned()));
         }
         let store = self.pipeline.store();
+        let id = format!("run_{}", uuid::Uuid::new_v4().simple());
+        // The run's steps, wherever and whenever they run, are this span's children.
+        let spans = self.metrics().spans();
+        let mut span = match trace {
+            Some(parent) => spans.start("run.enqueue", SpanKind::Producer, parent),
+            None => spans.start_entry("run.enqueue", SpanKind::Producer, None),
+        };
+        span.set("airlock.tenant", t);
+        span.set("airlock.workflow", workflow.id.as_str());
+        span.set("airlock.run", id.as_str());
         let new = NewRun {
-            id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+            id,
             workflow_id: workflow.id.clone(),
             workflow_version: workflow.version,
             input: input.to_string(),
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: idempotency_key.map(|_| request.hash.clone()),
             trigger_id: trigger_id.map(str::to_owned),
-            // The caller's trace, or a new one: every run has one to send upstream.
-            trace_id: Some(trace.cloned().unwrap_or_else(TraceId::random).to_string()),
+            trace_id: Some(span.context().trace_id.to_string()),
+            trace_parent: Some(span.context().stored_parent()),
             // Counted in the insert's transaction: one commit per run.
             runs_per_hour: Some(quota.runs_per_hour),
             max_queued: self.options.max_queued_per_tenant,
@@ -609,7 +619,7 @@ pub enum ReplayVersion {
 /// when `None`).
 pub(crate) struct Origin<'a> {
     pub trigger_id: Option<&'a str>,
-    pub trace: Option<&'a TraceId>,
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// A store error of saving a workflow: a taken name is a conflict naming it.

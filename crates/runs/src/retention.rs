@@ -1,5 +1,7 @@
-//! [`Retention`]: the pruner that applies each tenant's retention policy to its ended runs
-//! (`retain_run_data_days`, `retain_runs_days` in the tenant's limits).
+//! [`Retention`]: the pruner that applies each tenant's retention policy (in its limits) to
+//! its ended runs (`retain_run_data_days`, `retain_runs_days`), its access history
+//! (`retain_access_days`) and its audit chain (`retain_audit_days`; the platform's chain
+//! keeps the default year).
 //!
 //! Every process may run it: its statements pick rows by a horizon and change nothing a
 //! second time, so two processes at once only repeat reads. Time comes from the pipeline's
@@ -7,7 +9,8 @@
 
 use std::time::Duration;
 
-use airlock_store::Pruned;
+use airlock_model::quota::DEFAULT_AUDIT_DAYS;
+use airlock_store::{AuditPruned, Pruned};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Runs, RunsError};
@@ -30,6 +33,8 @@ pub struct PruneReport {
     pub access_minutes: u64,
     /// Revocations of tokens that have expired since (they are refused as expired anyway).
     pub revocations: u64,
+    /// Audit records removed from the heads of their chains.
+    pub audit_records: u64,
     pub batches: u64,
     pub longest_batch: Duration,
 }
@@ -58,6 +63,12 @@ impl Runs {
                 .await?;
             let access_before = horizon(quota.access_days).div_euclid(60_000);
             report.access_minutes += store.prune_access(&tenant.id, access_before).await?;
+            report.note_audit(
+                &tenant.id,
+                store
+                    .prune_audit(&tenant.id, horizon(quota.audit_days), DAY_MS, PRUNE_BATCH)
+                    .await?,
+            );
             report.tenants += 1;
             report.blanked += blanked;
             report.removed += removed;
@@ -73,6 +84,15 @@ impl Runs {
                 );
             }
         }
+        // The platform's chain (key rotations, tenant deletions): the default year.
+        let platform_before =
+            now.saturating_sub(i64::from(DEFAULT_AUDIT_DAYS).saturating_mul(DAY_MS));
+        report.note_audit(
+            "",
+            store
+                .prune_audit("", platform_before, DAY_MS, PRUNE_BATCH)
+                .await?,
+        );
         // A day past expiry: beyond any clock skew an issuer and this host may have.
         report.revocations = store
             .prune_revoked_tokens(now.saturating_sub(DAY_MS))
@@ -80,6 +100,21 @@ impl Runs {
         self.metrics()
             .retention(report.blanked, report.removed, report.longest_batch);
         Ok(report)
+    }
+}
+
+impl PruneReport {
+    fn note_audit(&mut self, tenant: &str, pruned: AuditPruned) {
+        self.audit_records += pruned.removed;
+        self.batches += pruned.batches;
+        self.longest_batch = self.longest_batch.max(pruned.longest_batch);
+        if pruned.removed > 0 {
+            tracing::info!(
+                tenant,
+                removed = pruned.removed,
+                "retention: the oldest audit records pruned"
+            );
+        }
     }
 }
 

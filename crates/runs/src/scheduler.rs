@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use airlock_core::Charge;
 use airlock_store::{Tick, TickPlan, TriggerRecord};
-use airlock_telemetry::{CronTick, TraceId};
+use airlock_telemetry::{CronTick, SpanKind};
 use airlock_triggers::schedule::{self, MissedTicks, Schedule};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -280,9 +280,19 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
                 return Err(other.into());
             }
         }
+        let run_id = format!("run_{}", uuid::Uuid::new_v4().simple());
+        // A tick starts a trace: the run's steps are children of its span.
+        let mut span = runs
+            .metrics()
+            .spans()
+            .start_entry("cron.tick", SpanKind::Producer, None);
+        span.set("airlock.tenant", t);
+        span.set("airlock.trigger", trigger.id.as_str());
+        span.set("airlock.run", run_id.as_str());
+        span.set("airlock.scheduled_at_ms", at);
         ticks.push(Tick {
             scheduled_at: at,
-            run_id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+            run_id,
             input: json!({
                 "source": "cron",
                 "trigger_id": trigger.id,
@@ -290,7 +300,8 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
             })
             .to_string(),
             idempotency_key: format!("cron:{}:{at}", trigger.id),
-            trace_id: Some(TraceId::random().to_string()),
+            trace_id: Some(span.context().trace_id.to_string()),
+            trace_parent: Some(span.context().stored_parent()),
         });
     }
     let plan = TickPlan {

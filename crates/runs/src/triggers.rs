@@ -362,13 +362,15 @@ impl Runs {
 
     /// Receives a delivery to `/hooks/{id}`: verify, then rate-limit, then create the run
     /// (or find the one this delivery id made). `now_s`: unix seconds, for the timestamp
-    /// tolerance.
+    /// tolerance. `trace`: the delivery's span (under the sender's `traceparent`, if any),
+    /// which the run joins.
     pub async fn receive_hook(
         &self,
         id: &str,
         headers: &http::HeaderMap,
         body: &[u8],
         now_s: i64,
+        trace: &airlock_telemetry::TraceContext,
     ) -> Result<Delivered, HookError> {
         let Some(target) = self.hook_target(id).await? else {
             return Err(HookError::NotFound);
@@ -404,12 +406,6 @@ impl Runs {
             }
         };
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
-        // The sender's trace, when it sends a `traceparent` (checked; anything else is a
-        // new trace).
-        let trace = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(airlock_telemetry::TraceId::from_traceparent);
         crate::check_idempotency_key(&key)?;
         let tenant = TenantId::new(trigger.tenant_id.clone());
         let limit = trigger
@@ -438,7 +434,7 @@ impl Runs {
                     &request,
                     crate::Origin {
                         trigger_id: Some(&trigger.id),
-                        trace: trace.as_ref(),
+                        trace: Some(trace),
                     },
                 )
                 .await

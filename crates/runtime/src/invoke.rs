@@ -49,9 +49,9 @@ pub struct InvokeRequest {
     pub config: Option<Arc<Value>>,
     /// Keep every HTTP exchange in the outcome (`testAction`).
     pub trace: bool,
-    /// The trace the call belongs to (a run's, or the API request's): sent upstream as
-    /// `traceparent`.
-    pub trace_id: Option<airlock_telemetry::TraceId>,
+    /// The span the call runs under (a run's step, or the API request): the invocation's
+    /// span is its child, and each upstream request's `traceparent` a child of that.
+    pub trace_context: Option<airlock_telemetry::TraceContext>,
 }
 
 impl InvokeRequest {
@@ -84,7 +84,7 @@ impl InvokeRequest {
             idempotency_key: None,
             config: None,
             trace: false,
-            trace_id: None,
+            trace_context: None,
         }
     }
 
@@ -322,6 +322,26 @@ impl Runtime {
         let metrics = self.metrics().clone();
         metrics.admission_wait(started.elapsed());
         let tenant = request.tenant.clone();
+        let mut span = request.trace_context.as_ref().map(|parent| {
+            let mut span = metrics.spans().start(
+                "connector.invoke",
+                airlock_telemetry::SpanKind::Internal,
+                parent,
+            );
+            span.set("airlock.tenant", tenant.as_str());
+            span.set(
+                "airlock.connector",
+                component.manifest.manifest().name.as_str(),
+            );
+            span.set(
+                "airlock.action",
+                match &request.call {
+                    Call::Action { action, .. } => action.as_str(),
+                    Call::TestConnection => "test-connection",
+                },
+            );
+            span
+        });
 
         let manifest = component.manifest.manifest();
         let limits = &request.limits;
@@ -336,7 +356,7 @@ impl Runtime {
                 .as_deref()
                 .and_then(|key| reqwest::header::HeaderValue::from_str(key).ok()),
             tenant: Some(request.tenant.clone()),
-            trace_id: request.trace_id.clone(),
+            trace: span.as_ref().map(|span| span.context().clone()),
         });
         if request.trace {
             session.enable_trace();
@@ -458,6 +478,10 @@ impl Runtime {
         if let Some(hit) = stats.limit_hit {
             metrics.limit_hit(tenant.as_str(), hit.as_str());
         }
+        if let (Some(span), Err(error)) = (&mut span, &result) {
+            span.fail(error.kind.as_str());
+        }
+        drop(span);
         let mut logs = logs.finish();
         for line in &mut logs.lines {
             line.message = scrubber.scrub_str(&line.message);

@@ -6,6 +6,16 @@
 //! writer), so the chain has no forks. [`verify`] walks a chain and names the first record
 //! whose hash, link or number does not follow; the database's triggers refuse UPDATE,
 //! DELETE and (PostgreSQL) TRUNCATE besides.
+//!
+//! Retention cuts a chain's head, never its middle: [`Store::prune_audit`] first appends an
+//! [`PRUNED_ACTION`] record naming the last record it removes and that record's hash, and
+//! the database lets a DELETE pass only for records such a later record covers. [`verify`]
+//! then starts where the chain was cut, checking the cut against the prune record.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -13,6 +23,31 @@ use sqlx::Row;
 
 use crate::runs::Tx;
 use crate::{DbKind, Store, StoreError, now_ms};
+
+tokio::task_local! {
+    /// The audit record of the API request this task serves, until the change commits it.
+    static PENDING: Arc<Pending>;
+}
+
+struct Pending {
+    draft: AuditDraft,
+    written: AtomicBool,
+}
+
+/// Runs `change` (an API handler) with `draft` pending: the store write that commits the
+/// request's change ([`Store::commit_change`]) appends it in its own transaction, so the
+/// change and its record commit together (a crash cannot keep one without the other).
+/// `draft.tenant_id` and `target` are filled in by that write, which knows them. Returns
+/// `change`'s output and whether the record was written; when it was not (a change made
+/// through a path that commits elsewhere), the caller writes it after the fact.
+pub async fn with_pending_audit<F: Future>(draft: AuditDraft, change: F) -> (F::Output, bool) {
+    let pending = Arc::new(Pending {
+        draft,
+        written: AtomicBool::new(false),
+    });
+    let output = PENDING.scope(pending.clone(), change).await;
+    (output, pending.written.load(Ordering::Acquire))
+}
 
 /// A change to record. `tenant_id` is empty for changes outside any tenant (key rotation).
 #[derive(Debug, Clone, Default)]
@@ -54,6 +89,34 @@ pub struct BrokenLink {
     pub id: String,
     pub seq: i64,
     pub reason: &'static str,
+}
+
+/// The action of the record retention appends to a chain before it cuts the chain's head.
+pub const PRUNED_ACTION: &str = "audit.pruned";
+
+/// What a prune record's detail says: records up to `through_seq` (whose hash was
+/// `through_hash`) and unchained records older than `before_ms` were removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PruneMark {
+    pub through_seq: i64,
+    pub through_hash: String,
+    pub before_ms: i64,
+}
+
+impl PruneMark {
+    fn of(record: &AuditEntry) -> Option<PruneMark> {
+        (record.action == PRUNED_ACTION)
+            .then(|| serde_json::from_str(&record.detail).ok())
+            .flatten()
+    }
+}
+
+/// What pruning one chain did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditPruned {
+    pub removed: u64,
+    pub batches: u64,
+    pub longest_batch: Duration,
 }
 
 fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
@@ -161,27 +224,73 @@ fn entry(row: &sqlx::any::AnyRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
-/// Checks one tenant's chain, records in `seq` order: numbers without gaps from 1, each
-/// linking the previous hash, each hash recomputed. `Ok(records checked)`.
+/// Checks one tenant's chain, records in `seq` order: numbers without gaps, each linking
+/// the previous hash, each hash recomputed. The chain starts at 1, or where retention cut
+/// it: then a prune record in the chain must cover every record before the first, and the
+/// record it names as the last removed (if still there, a cut half done) must have the hash
+/// it names. `Ok(records checked)`.
 pub fn verify(chain: &[AuditEntry]) -> Result<usize, BrokenLink> {
+    let Some(first) = chain.first() else {
+        return Ok(0);
+    };
+    let broken = |record: &AuditEntry, reason| BrokenLink {
+        tenant_id: record.tenant_id.clone(),
+        id: record.id.clone(),
+        seq: record.seq.unwrap_or(0),
+        reason,
+    };
+    let cut = chain
+        .iter()
+        .filter_map(PruneMark::of)
+        .max_by_key(|mark| mark.through_seq);
+    let start = first.seq.unwrap_or(0);
     let mut prev = String::new();
+    if start != 1 {
+        match &cut {
+            Some(mark) if start > 1 && mark.through_seq >= start - 1 => {
+                if mark.through_seq == start - 1
+                    && first.prev_hash.as_deref() != Some(mark.through_hash.as_str())
+                {
+                    return Err(broken(
+                        first,
+                        "it does not link the hash its chain's prune record names",
+                    ));
+                }
+                prev = first.prev_hash.clone().unwrap_or_default();
+            }
+            _ => {
+                return Err(broken(
+                    first,
+                    "records before this one are missing and no prune record covers them",
+                ));
+            }
+        }
+    }
     for (index, record) in chain.iter().enumerate() {
-        let broken = |reason| BrokenLink {
-            tenant_id: record.tenant_id.clone(),
-            id: record.id.clone(),
-            seq: record.seq.unwrap_or(0),
-            reason,
-        };
-        let expected = i64::try_from(index).unwrap_or(i64::MAX).saturating_add(1);
+        let expected = i64::try_from(index)
+            .unwrap_or(i64::MAX)
+            .saturating_add(start);
         if record.seq != Some(expected) {
-            return Err(broken("a record is missing before this one"));
+            return Err(broken(record, "a record is missing before this one"));
         }
         if record.prev_hash.as_deref() != Some(prev.as_str()) {
-            return Err(broken("it does not link the previous record's hash"));
+            return Err(broken(
+                record,
+                "it does not link the previous record's hash",
+            ));
         }
         let own = hash(record, &prev);
         if record.hash.as_deref() != Some(own.as_str()) {
-            return Err(broken("its content does not match its hash"));
+            return Err(broken(record, "its content does not match its hash"));
+        }
+        if let Some(mark) = &cut
+            && record.seq == Some(mark.through_seq)
+            && own != mark.through_hash
+        {
+            return Err(broken(
+                record,
+                "its hash is not the one its chain's prune record names",
+            ));
         }
         prev = own;
     }
@@ -189,12 +298,170 @@ pub fn verify(chain: &[AuditEntry]) -> Result<usize, BrokenLink> {
 }
 
 impl Store {
+    /// Commits `tx`, the change of `target` in `tenant_id` (`""`: the platform's), with the
+    /// audit record of the API request this task serves when one is pending and not yet
+    /// written ([`with_pending_audit`]); a plain commit otherwise (the CLI, a worker).
+    pub(crate) async fn commit_change(
+        &self,
+        mut tx: Tx<'_>,
+        tenant_id: &str,
+        target: &str,
+    ) -> Result<(), StoreError> {
+        let pending = PENDING
+            .try_with(Arc::clone)
+            .ok()
+            .filter(|p| !p.written.load(Ordering::Acquire));
+        let Some(pending) = pending else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        let draft = AuditDraft {
+            tenant_id: tenant_id.to_owned(),
+            target: target.to_owned(),
+            ..pending.draft.clone()
+        };
+        append(&mut tx, self.kind, &draft, "").await?;
+        tx.commit().await?;
+        pending.written.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Appends one audit record in a transaction of its own.
     pub async fn append_audit(&self, draft: &AuditDraft) -> Result<AuditEntry, StoreError> {
         let mut tx = self.writer.begin().await?;
         let entry = append(&mut tx, self.kind, draft, "").await?;
         tx.commit().await?;
         Ok(entry)
+    }
+
+    /// Cuts the head of `tenant_id`'s chain: the records older than `before` (ms), up to the
+    /// last of them, and unchained records (from before the chain) older than `before`. Only
+    /// once the oldest record is older than `before - slack`, so a chain is cut about once
+    /// per `slack`, each cut one prune record. The prune record is appended first, in its
+    /// own transaction; the records go after, `batch` a transaction, and a pass cut short
+    /// (a crash) is finished by the next.
+    pub async fn prune_audit(
+        &self,
+        tenant_id: &str,
+        before: i64,
+        slack: i64,
+        batch: i64,
+    ) -> Result<AuditPruned, StoreError> {
+        let marks =
+            sqlx::query("SELECT detail FROM audit_log WHERE tenant_id = $1 AND action = $2")
+                .bind(tenant_id)
+                .bind(PRUNED_ACTION)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut covered = marks
+            .iter()
+            .filter_map(|row| row.try_get::<String, _>("detail").ok())
+            .filter_map(|detail| serde_json::from_str::<PruneMark>(&detail).ok())
+            .max_by_key(|mark| mark.through_seq);
+        // The oldest record no cut covers yet.
+        let oldest: Option<i64> = sqlx::query(
+            "SELECT MIN(at) AS oldest FROM audit_log WHERE tenant_id = $1 \
+             AND ((seq IS NOT NULL AND seq > $2) OR (seq IS NULL AND at >= $3))",
+        )
+        .bind(tenant_id)
+        .bind(covered.as_ref().map_or(0, |mark| mark.through_seq))
+        .bind(covered.as_ref().map_or(i64::MIN, |mark| mark.before_ms))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("oldest")?;
+        if oldest.is_some_and(|oldest| oldest < before.saturating_sub(slack)) {
+            covered = Some(self.mark_cut(tenant_id, before, covered).await?);
+        }
+        let mut pruned = AuditPruned::default();
+        let Some(mark) = covered else {
+            return Ok(pruned);
+        };
+        loop {
+            let started = Instant::now();
+            let removed = sqlx::query(
+                "DELETE FROM audit_log WHERE tenant_id = $1 AND seq IN ( \
+                   SELECT seq FROM audit_log WHERE tenant_id = $1 AND seq <= $2 \
+                   ORDER BY seq LIMIT $3)",
+            )
+            .bind(tenant_id)
+            .bind(mark.through_seq)
+            .bind(batch)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            pruned.note(started, removed);
+            if removed < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        loop {
+            let started = Instant::now();
+            let removed = sqlx::query(
+                "DELETE FROM audit_log WHERE tenant_id = $1 AND id IN ( \
+                   SELECT id FROM audit_log WHERE tenant_id = $1 AND seq IS NULL AND at < $2 \
+                   LIMIT $3)",
+            )
+            .bind(tenant_id)
+            .bind(mark.before_ms)
+            .bind(batch)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            pruned.note(started, removed);
+            if removed < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Appends the prune record of a cut at `before`: through the last chained record older
+    /// than it (or no further than an earlier cut).
+    async fn mark_cut(
+        &self,
+        tenant_id: &str,
+        before: i64,
+        earlier: Option<PruneMark>,
+    ) -> Result<PruneMark, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let last = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 AND seq IS NOT NULL \
+             AND at < $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (through_seq, through_hash) = match last {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<Option<String>, _>("hash")?
+                    .unwrap_or_default(),
+            ),
+            None => (0, String::new()),
+        };
+        let mark = match earlier {
+            Some(earlier) if earlier.through_seq >= through_seq => PruneMark {
+                before_ms: before.max(earlier.before_ms),
+                ..earlier
+            },
+            _ => PruneMark {
+                through_seq,
+                through_hash,
+                before_ms: before,
+            },
+        };
+        let draft = AuditDraft {
+            tenant_id: tenant_id.to_owned(),
+            actor: "airlock:retention".into(),
+            action: PRUNED_ACTION.into(),
+            target: format!("seq {}", mark.through_seq),
+            request_id: String::new(),
+            detail: serde_json::to_value(&mark).unwrap_or(Value::Null),
+        };
+        append(&mut tx, self.kind, &draft, "").await?;
+        tx.commit().await?;
+        Ok(mark)
     }
 
     /// Audit records, newest first: one tenant's, or (`None`, an operator's view) every
@@ -248,6 +515,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(entry).collect()
+    }
+}
+
+impl AuditPruned {
+    fn note(&mut self, started: Instant, removed: u64) {
+        self.batches += 1;
+        self.removed += removed;
+        self.longest_batch = self.longest_batch.max(started.elapsed());
     }
 }
 
@@ -312,5 +587,68 @@ mod tests {
         shifted[0].action = "POST /v1/workflows wf".into();
         shifted[0].target = "_1".into();
         assert_eq!(verify(&shifted).map_err(|b| b.seq), Err(1));
+    }
+
+    /// `chain(n)` with a prune record appended (cutting through `through`), then the records
+    /// up to `through` removed.
+    fn cut(n: i64, through: i64) -> Vec<AuditEntry> {
+        let mut records = chain(n);
+        let last = records.last().cloned().expect("records");
+        let mark = PruneMark {
+            through_seq: through,
+            through_hash: records[usize::try_from(through - 1).expect("index")]
+                .hash
+                .clone()
+                .unwrap_or_default(),
+            before_ms: 0,
+        };
+        let prev = last.hash.clone().unwrap_or_default();
+        let mut record = AuditEntry {
+            id: "aud_cut".into(),
+            seq: Some(n + 1),
+            action: PRUNED_ACTION.into(),
+            detail: serde_json::to_string(&mark).expect("json"),
+            prev_hash: Some(prev.clone()),
+            hash: None,
+            ..last
+        };
+        record.hash = Some(hash(&record, &prev));
+        records.push(record);
+        records.drain(..usize::try_from(through).expect("index"));
+        records
+    }
+
+    #[test]
+    fn a_chain_cut_by_retention_verifies_from_the_cut_and_only_there() {
+        let pruned = cut(6, 4);
+        assert_eq!(verify(&pruned), Ok(3));
+        // Every record removed: the prune record alone.
+        assert_eq!(verify(&cut(6, 6)), Ok(1));
+
+        // One more record gone after the cut: not retention's doing.
+        let mut gap = pruned.clone();
+        gap.remove(0);
+        assert_eq!(
+            verify(&gap).map_err(|b| (b.seq, b.reason)),
+            Err((
+                6,
+                "records before this one are missing and no prune record covers them"
+            ))
+        );
+
+        // The head gone without a prune record.
+        let mut headless = chain(5);
+        headless.drain(..2);
+        assert_eq!(verify(&headless).map_err(|b| b.seq), Err(3));
+
+        // A cut half done (a crash between batches): the records left still follow, and the
+        // last one the prune record names has the hash it names.
+        let mut full = chain(6);
+        let mut half = cut(6, 4);
+        half.insert(0, full.remove(3));
+        half.insert(0, full.remove(2));
+        assert_eq!(verify(&half), Ok(5));
+        half[1].actor = "mallory".into();
+        assert!(verify(&half).is_err());
     }
 }

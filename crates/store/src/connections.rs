@@ -82,6 +82,7 @@ impl Store {
         new: NewConnection,
     ) -> Result<ConnectionRecord, StoreError> {
         let now = now_ms();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO connections (tenant_id, id, connector, name, auth_type, fields, secret, config, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
@@ -95,8 +96,9 @@ impl Store {
         .bind(new.secret.clone())
         .bind(new.config.to_string())
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
+        self.commit_change(tx, tenant_id, &new.id).await?;
         Ok(ConnectionRecord {
             id: new.id,
             connector: new.connector,
@@ -183,11 +185,14 @@ impl Store {
         for (_, value) in columns {
             query = query.bind(value);
         }
+        let mut tx = self.begin_write().await?;
         let row = query
-            .fetch_optional(&self.writer)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-        connection(&row)
+        let record = connection(&row)?;
+        self.commit_change(tx, tenant_id, id).await?;
+        Ok(record)
     }
 
     pub async fn delete_connection(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
@@ -210,8 +215,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_change(tx, tenant_id, id).await
     }
 }
 

@@ -64,6 +64,12 @@ pub enum PutOutcome {
     Unchanged,
 }
 
+/// The audit chain a change of `tenant_id`'s connectors goes to: the catalog's are the
+/// platform's (the operator's) changes.
+fn audit_chain(tenant_id: &str) -> &str {
+    if tenant_id == CATALOG { "" } else { tenant_id }
+}
+
 impl Store {
     /// Stores a new connector version. The same name and version with another digest is a
     /// conflict: versions are immutable.
@@ -117,7 +123,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        let target = format!("{}@{}", manifest.name, manifest.version);
+        self.commit_change(tx, audit_chain(tenant_id), &target)
+            .await?;
         let record = ConnectorRecord {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -219,17 +227,19 @@ impl Store {
         deprecated: bool,
     ) -> Result<(), StoreError> {
         findable(&[tenant_id, name, version])?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE connectors SET deprecated = $4 WHERE tenant_id = $1 AND name = $2 AND version = $3")
             .bind(tenant_id)
             .bind(name)
             .bind(version)
             .bind(i64::from(deprecated))
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.commit_change(tx, audit_chain(tenant_id), &format!("{name}@{version}"))
+            .await
     }
 
     /// The bytes of `digest` as the tenant holds them, or as the catalog does (a shared

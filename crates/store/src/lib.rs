@@ -31,7 +31,10 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
 pub use access::AccessMinute;
-pub use audit::{AuditDraft, AuditEntry, BrokenLink, verify as verify_audit_chain};
+pub use audit::{
+    AuditDraft, AuditEntry, AuditPruned, BrokenLink, PRUNED_ACTION, PruneMark,
+    verify as verify_audit_chain, with_pending_audit,
+};
 pub use breaker::BreakerOptions;
 pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionChange, ConnectionRecord, NewConnection, NewCredential};

@@ -100,6 +100,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             Text("trigger_id"),
             Text("request_hash"),
             Text("trace_id"),
+            Text("trace_parent"),
         ],
         order: "id",
     },
@@ -313,7 +314,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let record = tenant_in(&mut tx, tenant_id).await?;
-        tx.commit().await?;
+        self.commit_change(tx, tenant_id, tenant_id).await?;
         Ok(record)
     }
 
@@ -330,7 +331,7 @@ impl Store {
         }
         let record = tenant_in(&mut tx, tenant_id).await?;
         super::tenants::write_quota(&mut tx, tenant_id, &record.quota).await?;
-        tx.commit().await?;
+        self.commit_change(tx, tenant_id, tenant_id).await?;
         Ok(record)
     }
 

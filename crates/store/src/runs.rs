@@ -106,6 +106,9 @@ pub struct RunRecord {
     pub trigger_id: Option<String>,
     /// The W3C trace it belongs to (32 hex digits), sent upstream by every step.
     pub trace_id: Option<String>,
+    /// The span its steps are children of, and whether the trace is sampled:
+    /// `<16 hex digits>-<flags>` (`None` for runs made before it was kept).
+    pub trace_parent: Option<String>,
     /// The first step not yet journaled as succeeded.
     pub next_step: i64,
     /// Failed attempts of `next_step` so far.
@@ -127,7 +130,7 @@ pub struct RunRecord {
 pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
-    finished_at, updated_at, request_hash, trace_id";
+    finished_at, updated_at, request_hash, trace_id, trace_parent";
 
 pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
@@ -139,6 +142,7 @@ pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
         idempotency_key: row.try_get("idempotency_key")?,
         request_hash: row.try_get("request_hash")?,
         trace_id: row.try_get("trace_id")?,
+        trace_parent: row.try_get("trace_parent")?,
         trigger_id: row.try_get("trigger_id")?,
         next_step: row.try_get("next_step")?,
         attempt: row.try_get("attempt")?,
@@ -201,6 +205,8 @@ pub struct NewRun {
     pub trigger_id: Option<String>,
     /// The W3C trace it belongs to (32 hex digits).
     pub trace_id: Option<String>,
+    /// The span its steps are children of: see [`RunRecord::trace_parent`].
+    pub trace_parent: Option<String>,
     /// Count the run against the tenant's hourly runs, at most this many, in the insert's
     /// own transaction ([`StoreError::OverQuota`] past it): one durable commit per run
     /// instead of a charge and an insert in series. `None`: charged elsewhere (cron ticks
@@ -855,7 +861,7 @@ impl RunInserts {
 }
 
 /// Parameters per row of [`insert_runs_sql`].
-pub(crate) const INSERT_PARAMS: usize = 10;
+pub(crate) const INSERT_PARAMS: usize = 11;
 
 /// An insert of `rows` queued runs, each bound by [`bind_new_run`] in order, that skips
 /// (never fails on) a taken idempotency key and returns `returning` of the runs inserted.
@@ -872,17 +878,19 @@ pub(crate) fn insert_runs_sql(rows: usize, returning: &str) -> String {
                 hash,
                 trigger,
                 trace,
+                parent,
                 now,
             ] = std::array::from_fn(|i| r * INSERT_PARAMS + i + 1);
             format!(
                 "(${tenant}, ${id}, ${workflow}, ${version}, 'queued', ${input}, ${key}, \
-                 ${hash}, ${trigger}, ${trace}, ${now}, ${now}, ${now})"
+                 ${hash}, ${trigger}, ${trace}, ${parent}, ${now}, ${now}, ${now})"
             )
         })
         .collect();
     format!(
         "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
-           idempotency_key, request_hash, trigger_id, trace_id, run_at, created_at, updated_at) \
+           idempotency_key, request_hash, trigger_id, trace_id, trace_parent, run_at, created_at, \
+           updated_at) \
          VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL \
          DO NOTHING RETURNING {returning}",
@@ -903,6 +911,7 @@ impl RunRecord {
             request_hash: new.request_hash.clone(),
             trigger_id: new.trigger_id.clone(),
             trace_id: new.trace_id.clone(),
+            trace_parent: new.trace_parent.clone(),
             next_step: 0,
             attempt: 0,
             run_at: now,
@@ -936,6 +945,7 @@ pub(crate) fn bind_new_run<'q>(
         .bind(new.request_hash.as_deref())
         .bind(new.trigger_id.as_deref())
         .bind(new.trace_id.as_deref())
+        .bind(new.trace_parent.as_deref())
         .bind(now)
 }
 

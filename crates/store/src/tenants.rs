@@ -71,7 +71,7 @@ impl Store {
             .bind(record.created_at)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit_change(tx, &record.id, &record.id).await?;
         Ok(record)
     }
 
@@ -113,8 +113,7 @@ impl Store {
         findable(&[tenant_id])?;
         let mut tx = self.begin_write().await?;
         write_quota(&mut tx, tenant_id, quota).await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_change(tx, tenant_id, tenant_id).await
     }
 
     /// Changes the tenant's quota by `change`, which sees the stored one, in one transaction
@@ -143,7 +142,7 @@ impl Store {
             Err(refused) => return Ok(Err(refused)),
         };
         write_quota(&mut tx, tenant_id, &quota).await?;
-        tx.commit().await?;
+        self.commit_change(tx, tenant_id, tenant_id).await?;
         Ok(Ok(quota))
     }
 }

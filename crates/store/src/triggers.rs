@@ -104,8 +104,9 @@ pub struct Tick {
     pub run_id: String,
     pub input: String,
     pub idempotency_key: String,
-    /// The new trace of the tick's run.
+    /// The new trace of the tick's run, and the span its steps are children of.
     pub trace_id: Option<String>,
+    pub trace_parent: Option<String>,
 }
 
 /// What [`Store::fire_ticks`] is to do, decided from the schedule and the trigger's policies.
@@ -196,7 +197,8 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let created = trigger(&row)?;
-        tx.commit().await?;
+        self.commit_change(tx, &record.tenant_id, &record.id)
+            .await?;
         Ok(created)
     }
 
@@ -262,6 +264,7 @@ impl Store {
         next_fire_at: Option<i64>,
     ) -> Result<TriggerRecord, StoreError> {
         findable(&[tenant_id, id])?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "UPDATE triggers SET paused = $3, \
                next_fire_at = CASE WHEN kind = 'cron' AND paused = 1 AND $3 = 0 THEN $4 \
@@ -274,10 +277,12 @@ impl Store {
         .bind(i64::from(paused))
         .bind(next_fire_at)
         .bind(now_ms())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        trigger(&row)
+        let record = trigger(&row)?;
+        self.commit_change(tx, tenant_id, id).await?;
+        Ok(record)
     }
 
     /// Replaces a webhook trigger's secret envelope (which now holds the new secret and the
@@ -293,6 +298,7 @@ impl Store {
         previous_until: Option<i64>,
     ) -> Result<TriggerRecord, StoreError> {
         findable(&[tenant_id, id])?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "UPDATE triggers SET secret = $4, previous_until = $5, updated_at = $6 \
              WHERE tenant_id = $1 AND id = $2 AND secret = $3 AND kind = 'webhook' AND {LIVE} \
@@ -304,11 +310,16 @@ impl Store {
         .bind(secret)
         .bind(previous_until)
         .bind(now_ms())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
         match row {
-            Some(row) => trigger(&row),
+            Some(row) => {
+                let record = trigger(&row)?;
+                self.commit_change(tx, tenant_id, id).await?;
+                Ok(record)
+            }
             None => {
+                drop(tx);
                 self.trigger(tenant_id, id).await?;
                 Err(StoreError::Conflict)
             }
@@ -320,6 +331,7 @@ impl Store {
     /// the trigger cache's second in the others (`airlock_runs`).
     pub async fn delete_trigger(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
         findable(&[tenant_id, id])?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(&format!(
             "UPDATE triggers SET deleted_at = $3, updated_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND {LIVE}"
@@ -327,12 +339,12 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.commit_change(tx, tenant_id, id).await
     }
 
     /// Cron triggers with a tick due at `now`, longest overdue first, across tenants.
@@ -473,6 +485,7 @@ impl Store {
                 request_hash: None,
                 trigger_id: Some(trigger.id.clone()),
                 trace_id: tick.trace_id.clone(),
+                trace_parent: tick.trace_parent.clone(),
                 runs_per_hour: None,
                 max_queued: plan.max_queued,
             };

@@ -71,7 +71,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_version(&mut tx, tenant_id, id, 1, definition, now).await?;
-        tx.commit().await?;
+        self.commit_change(tx, tenant_id, id).await?;
         Ok(WorkflowRecord {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -117,7 +117,7 @@ impl Store {
             updated_at: now,
         };
         insert_version(&mut tx, tenant_id, id, version, definition, now).await?;
-        tx.commit().await?;
+        self.commit_change(tx, tenant_id, id).await?;
         Ok(record)
     }
 
@@ -207,8 +207,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        self.commit_change(tx, tenant_id, id).await
     }
 }
 

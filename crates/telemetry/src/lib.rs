@@ -9,6 +9,7 @@
 mod cap;
 mod log_gate;
 mod names;
+mod spans;
 mod trace;
 
 use std::fmt::Write as _;
@@ -25,6 +26,7 @@ use prometheus_client::registry::Registry;
 pub use cap::{OVERFLOW, TenantCap};
 pub use log_gate::LogGate;
 pub use names::{CronTick, RunOutcome, WebhookOutcome, kind_label, status_class};
+pub use spans::{AttrValue, Span, SpanData, SpanId, SpanKind, SpanOptions, Spans, TraceContext};
 pub use trace::TraceId;
 
 /// Labels: a short list of (name, value) pairs.
@@ -95,6 +97,9 @@ pub struct Metrics {
     db_acquire: Histogram,
     retention_runs: Family<Labels, Counter>,
     retention_batch: Histogram,
+    spans: std::sync::OnceLock<Spans>,
+    spans_dropped: Family<Labels, Counter>,
+    spans_exported: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -155,6 +160,9 @@ impl Metrics {
             db_acquire: fast(),
             retention_runs: Family::default(),
             retention_batch: fast(),
+            spans: std::sync::OnceLock::new(),
+            spans_dropped: Family::default(),
+            spans_exported: Counter::default(),
             registry,
         };
         metrics.register()
@@ -305,7 +313,38 @@ impl Metrics {
             "The longest pruning batch (one transaction) of each pass",
             self.retention_batch.clone(),
         );
+        r.register(
+            "trace_spans_dropped",
+            "Spans not exported, by reason (queue_full: the exporter fell behind; export_failed: \
+             the collector did not take them)",
+            self.spans_dropped.clone(),
+        );
+        r.register(
+            "trace_spans_exported",
+            "Spans the OTLP collector accepted",
+            self.spans_exported.clone(),
+        );
         self
+    }
+
+    /// Records spans for an exporter (`--otlp-endpoint`) from now on; without this, spans
+    /// only carry ids (for `traceparent`) and record nothing. Once per process: `false` if
+    /// spans were already being recorded.
+    pub fn record_spans(&self, options: SpanOptions) -> bool {
+        self.spans
+            .set(Spans::recording(options, self.spans_dropped.clone()))
+            .is_ok()
+    }
+
+    /// The process's span recorder.
+    pub fn spans(&self) -> &Spans {
+        static OFF: Spans = Spans::OFF;
+        self.spans.get().unwrap_or(&OFF)
+    }
+
+    /// Spans the collector took.
+    pub fn spans_exported(&self, n: u64) {
+        self.spans_exported.inc_by(n);
     }
 
     pub fn tenant_cap(&self) -> usize {

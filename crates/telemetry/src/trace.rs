@@ -42,28 +42,15 @@ impl TraceId {
     /// A new trace id.
     pub fn random() -> TraceId {
         let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() || bytes.iter().all(|b| *b == 0) {
-            // No randomness: a clock-derived id still tells traces apart.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos());
-            bytes = nanos.max(1).to_be_bytes();
+        random_bytes(&mut bytes);
+        if bytes.iter().all(|b| *b == 0) {
+            bytes[15] = 1;
         }
         TraceId(hex(&bytes))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The `traceparent` of one outbound request in this trace: a fresh span id, and the
-    /// sampled flag off (this build exports no spans, so it never claims to have sampled).
-    pub fn child_traceparent(&self) -> String {
-        let mut span = [0u8; 8];
-        if getrandom::fill(&mut span).is_err() || span.iter().all(|b| *b == 0) {
-            span = [0, 0, 0, 0, 0, 0, 0, 1];
-        }
-        format!("00-{}-{}-00", self.0, hex(&span))
     }
 }
 
@@ -73,12 +60,25 @@ impl fmt::Display for TraceId {
     }
 }
 
-fn is_hex(s: &str) -> bool {
+/// Random bytes; without an entropy source, clock-derived ones, which still tell ids apart.
+pub(crate) fn random_bytes(bytes: &mut [u8]) {
+    if getrandom::fill(bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos())
+            .to_be_bytes();
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = nanos[nanos.len() - 1 - (i % nanos.len())];
+        }
+    }
+}
+
+pub(crate) fn is_hex(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -109,16 +109,5 @@ mod tests {
         ] {
             assert_eq!(TraceId::from_traceparent(&bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn children_keep_the_trace_and_get_fresh_spans() {
-        let trace = TraceId::random();
-        assert!(TraceId::parse(trace.as_str()).is_some());
-        let a = trace.child_traceparent();
-        let b = trace.child_traceparent();
-        assert_ne!(a, b);
-        assert_eq!(TraceId::from_traceparent(&a), Some(trace.clone()));
-        assert!(a.ends_with("-00"), "{a}");
     }
 }

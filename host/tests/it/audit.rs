@@ -1,7 +1,8 @@
 //! The audit trail: every state-changing route of `/openapi.json` writes exactly one record
 //! (a route the scenario below does not cover fails the test), with actor, tenant, action,
 //! target and request id, in a hash chain that `airlock audit verify` checks; the database
-//! refuses to change or remove records. Both databases.
+//! refuses to change or remove records. A change and its record commit together: when the
+//! record cannot be written, the change is not made. Both databases.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -16,6 +17,7 @@ use crate::runs_support::{create_workflow, ended, in_state, start, wait_for};
 on_both_databases!(
     every_change_writes_one_chained_record_and_verify_finds_tampering,
     audit_records_cannot_be_updated_deleted_or_truncated,
+    a_change_whose_record_cannot_be_written_is_not_made,
 );
 
 /// Every record, newest first, as the operator sees them.
@@ -568,4 +570,115 @@ async fn audit_records_cannot_be_updated_deleted_or_truncated(db: Db) {
         assert!(error.contains("append-only"), "{statement}: {error}");
     }
     assert!(!records(&server).await.is_empty());
+}
+
+/// The record is appended in the change's own transaction: a database that refuses the
+/// record (here a trigger refusing one actor's records, standing in for a crash between
+/// the two writes) leaves no change behind, where a record written after the commit would
+/// leave an unrecorded change.
+async fn a_change_whose_record_cannot_be_written_is_not_made(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = crate::runs_support::tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "kept",
+        json!([{"id": "a", "connector": "hostile", "action": "echo", "input": {}}]),
+    )
+    .await;
+    let pool = server.raw_db().await;
+    let statements: &[&str] = match db {
+        Db::Sqlite => &["CREATE TRIGGER refuse_mallory BEFORE INSERT ON audit_log \
+             WHEN NEW.actor = 'mallory@acme.test' \
+             BEGIN SELECT RAISE(ABORT, 'no record for mallory'); END"],
+        Db::Postgres => &[
+            "CREATE FUNCTION refuse_mallory() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.actor = 'mallory@acme.test' THEN \
+             RAISE EXCEPTION 'no record for mallory'; END IF; RETURN NEW; END; $$",
+            "CREATE TRIGGER refuse_mallory BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION refuse_mallory()",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect(statement);
+    }
+    let before = records(&server).await.len();
+    let mallory = server.token_for("mallory@acme.test", Some("acme"), Role::Admin);
+    let steps = json!([{"id": "a", "connector": "hostile", "action": "echo", "input": {}}]);
+    let attempts = [
+        (
+            Method::POST,
+            "/v1/workflows".to_owned(),
+            json!({"name": "unrecorded", "steps": steps}),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/workflows/{workflow}"),
+            json!({"name": "renamed", "steps": steps}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/workflows/{workflow}/triggers"),
+            json!({"kind": "webhook"}),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/workflows/{workflow}"),
+            Value::Null,
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let body = if body.is_null() {
+            Body::None
+        } else {
+            Body::Json(body)
+        };
+        let reply = server
+            .call(method.clone(), &path, Some(&mallory), body)
+            .await;
+        assert!(
+            reply.status >= 500,
+            "{method} {path}: {} {}",
+            reply.status,
+            reply.text
+        );
+    }
+    let listed = server.get("/v1/workflows", &admin).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    let names: Vec<&str> = listed.body["workflows"]
+        .as_array()
+        .or(listed.body.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["kept"], "{}", listed.text);
+    let shown = server
+        .get(&format!("/v1/workflows/{workflow}"), &admin)
+        .await;
+    assert_eq!(shown.body["version"], 1, "{}", shown.text);
+    let triggers = server.get("/v1/triggers", &admin).await;
+    assert_eq!(triggers.status, 200, "{}", triggers.text);
+    assert!(
+        !triggers.text.contains("whsec_") && !triggers.text.contains("trg_"),
+        "{}",
+        triggers.text
+    );
+    assert_eq!(records(&server).await.len(), before);
+
+    // Anyone else's changes are recorded as ever.
+    let reply = server
+        .put(
+            &format!("/v1/workflows/{workflow}"),
+            &admin,
+            json!({"name": "renamed", "steps": steps}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(records(&server).await.len(), before + 1);
 }

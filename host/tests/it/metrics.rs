@@ -15,7 +15,7 @@ on_both_databases!(
 );
 
 /// The value of the series written exactly as `series` (name and labels), 0 when absent.
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     text.lines()
         .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
         .and_then(|line| line.rsplit(' ').next())
@@ -23,7 +23,7 @@ fn value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn scrape(server: &TestServer) -> String {
+pub(crate) async fn scrape(server: &TestServer) -> String {
     let reply = server
         .call(
             Method::GET,

@@ -72,6 +72,7 @@ fn new_run(id: &str, key: Option<&str>) -> NewRun {
         request_hash: None,
         trigger_id: None,
         trace_id: None,
+        trace_parent: None,
         runs_per_hour: None,
         max_queued: 100_000,
     }

@@ -1,6 +1,8 @@
 //! Retention on a manual clock: an ended run keeps its data for `retain_run_data_days` and
 //! itself for `retain_runs_days`; waiting runs and other tenants' runs are untouched; the
-//! operator's policy change is audited. Both databases.
+//! operator's policy change is audited. An audit chain loses its oldest records past
+//! `retain_audit_days` only behind a prune record of its own, and still verifies. Both
+//! databases.
 
 use std::sync::Arc;
 
@@ -13,7 +15,10 @@ use crate::runs_support::{
 };
 use crate::support::options;
 
-on_both_databases!(ended_runs_lose_their_data_then_go_at_each_tenants_horizons,);
+on_both_databases!(
+    ended_runs_lose_their_data_then_go_at_each_tenants_horizons,
+    audit_chains_lose_their_oldest_records_behind_a_prune_record,
+);
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -123,4 +128,114 @@ async fn ended_runs_lose_their_data_then_go_at_each_tenants_horizons(db: Db) {
         )
         .await;
     assert_eq!(refused.status, 422, "{}", refused.text);
+}
+
+async fn audit_count(pool: &sqlx::AnyPool, tenant: &str, action: Option<&str>) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE tenant_id = $1 AND ($2 = '' OR action = $2)",
+    )
+    .bind(tenant)
+    .bind(action.unwrap_or(""))
+    .fetch_one(pool)
+    .await
+    .expect("count")
+}
+
+fn verified(server: &TestServer, tenant: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args([
+            "audit",
+            "verify",
+            "--tenant",
+            tenant,
+            "--database-url",
+            &server.database_url,
+        ])
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .output()
+        .expect("airlock audit verify");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
+    let clock = ManualClock::new(airlock::store::now_ms());
+    let Some(server) =
+        TestServer::start_clocked(db, options(), fast_workers, Some(Arc::new(clock.clone()))).await
+    else {
+        return;
+    };
+    let acme = tenant_with_hostile(&server, "acme").await;
+    tenant_with_hostile(&server, "other").await;
+    put_limits(&server, "other", json!({"retain_audit_days": 3650})).await;
+    let steps = json!([{"id": "a", "connector": "hostile", "action": "echo", "input": {}}]);
+    for i in 0..5 {
+        create_workflow(&server, &acme, &format!("old-{i}"), steps.clone()).await;
+    }
+    let pool = server.raw_db().await;
+    let old = audit_count(&pool, "acme", None).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cut = airlock::store::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for i in 0..3 {
+        create_workflow(&server, &acme, &format!("new-{i}"), steps.clone()).await;
+    }
+
+    // The records before the cut go, two a batch, after the prune record that names them;
+    // the chain verifies from the cut.
+    let store = server.state.pipeline().store();
+    let pruned = store.prune_audit("acme", cut, 0, 2).await.expect("prune");
+    assert_eq!(
+        pruned.removed,
+        u64::try_from(old).expect("count"),
+        "{pruned:?}"
+    );
+    assert!(pruned.batches >= 3, "{pruned:?}");
+    assert_eq!(audit_count(&pool, "acme", None).await, 3 + 1);
+    let marks = airlock::store::PRUNED_ACTION;
+    assert_eq!(audit_count(&pool, "acme", Some(marks)).await, 1);
+    assert!(verified(&server, "acme").contains("ok: 4 record(s)"));
+    // Nothing more is due at the same horizon: no second prune record.
+    let again = store.prune_audit("acme", cut, 0, 2).await.expect("prune");
+    assert_eq!(again.removed, 0);
+    assert_eq!(audit_count(&pool, "acme", Some(marks)).await, 1);
+
+    // What no prune record covers stays append-only.
+    for statement in [
+        "DELETE FROM audit_log WHERE tenant_id = 'acme'",
+        "DELETE FROM audit_log WHERE tenant_id = 'acme' AND action <> 'audit.pruned'",
+        "UPDATE audit_log SET detail = '{\"through_seq\": 1000000}' WHERE action = 'audit.pruned'",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&pool)
+            .await
+            .expect_err(statement)
+            .to_string();
+        assert!(error.contains("append-only"), "{statement}: {error}");
+    }
+    assert_eq!(audit_count(&pool, "acme", None).await, 4);
+
+    // A year and a day's slack on, by each tenant's policy: acme's default year is past,
+    // other keeps ten.
+    let others = audit_count(&pool, "other", None).await;
+    clock.advance_ms(367 * DAY_MS);
+    let report = server.state.runs().prune().await.expect("prune");
+    assert_eq!(report.audit_records, 4, "{report:?}");
+    assert_eq!(
+        audit_count(&pool, "acme", None).await,
+        1,
+        "only the new prune record"
+    );
+    assert!(verified(&server, "acme").contains("ok: 1 record(s)"));
+    assert_eq!(audit_count(&pool, "other", None).await, others);
+    // The chain goes on from the cut.
+    create_workflow(&server, &acme, "after", steps).await;
+    assert!(verified(&server, "acme").contains("ok: 2 record(s)"));
+    assert!(verified(&server, "other").starts_with("ok"));
 }

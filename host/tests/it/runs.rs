@@ -845,6 +845,7 @@ async fn a_backlog_does_not_starve_another_tenant(db: Db) {
             request_hash: None,
             trigger_id: None,
             trace_id: None,
+            trace_parent: None,
             runs_per_hour: None,
             max_queued: u64::MAX,
         };

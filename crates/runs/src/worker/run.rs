@@ -17,7 +17,7 @@ use airlock_runtime::Call;
 use airlock_store::{
     AfterFailure, Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError,
 };
-use airlock_telemetry::RunOutcome;
+use airlock_telemetry::{RunOutcome, SpanKind, TraceContext};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -79,6 +79,23 @@ impl Engine {
         let waited = airlock_store::now_ms().saturating_sub(run.run_at);
         self.metrics()
             .run_started(Duration::from_millis(u64::try_from(waited).unwrap_or(0)));
+        // This claim's span, under the run's enqueue span: on any process, after a crash or a
+        // replay, the run's steps join the trace of the request that created it.
+        let claim_span = run
+            .trace_id
+            .as_deref()
+            .and_then(|trace| TraceContext::from_stored(trace, run.trace_parent.as_deref()))
+            .map(|parent| {
+                let mut span =
+                    self.metrics()
+                        .spans()
+                        .start("run.claim", SpanKind::Consumer, &parent);
+                span.set("airlock.tenant", lease.tenant_id.as_str());
+                span.set("airlock.run", lease.run_id.as_str());
+                span.set("airlock.lease_epoch", lease.epoch);
+                span.set("airlock.queue_wait_ms", waited);
+                span
+            });
         if run.cancel_requested {
             self.finish(&lease, &hold, Finish::Cancelled).await;
             return;
@@ -141,6 +158,16 @@ impl Engine {
                     return;
                 }
             };
+            let mut step_span = claim_span.as_ref().map(|claim| {
+                let mut span =
+                    self.metrics()
+                        .spans()
+                        .start("run.step", SpanKind::Internal, claim.context());
+                span.set("airlock.step", step.id.as_str());
+                span.set("airlock.step_index", index_i64(index));
+                span.set("airlock.attempt", attempt_failures.saturating_add(1));
+                span
+            });
             let invocation = Invocation {
                 tenant: TenantId::new(&lease.tenant_id),
                 connector: Some(step.connector.clone()),
@@ -154,10 +181,7 @@ impl Engine {
                 charge: Charge::Free,
                 timeout_ms: step.timeout_ms,
                 idempotency_key: Some(step_key(&lease.run_id, &step.id)),
-                trace_id: run
-                    .trace_id
-                    .as_deref()
-                    .and_then(airlock_telemetry::TraceId::parse),
+                trace_context: step_span.as_ref().map(|span| span.context().clone()),
             };
             let ran = match self.guarded(&mut hold, invocation).await {
                 Guarded::Done(ran) => *ran,
@@ -213,6 +237,10 @@ impl Engine {
                     no_logs(),
                 ),
             };
+            if let (Some(span), Some(error)) = (&mut step_span, &error) {
+                span.fail(error.kind.as_str());
+            }
+            drop(step_span);
             if let Some(error) = error {
                 let mut run = run.clone();
                 run.attempt = attempt_failures;

@@ -133,9 +133,9 @@ pub struct Grant {
     /// The tenant the requests are sent for: the circuit breaker judges each tenant's
     /// upstreams apart. `None` (host-side tests only) leaves the breaker out.
     pub tenant: Option<TenantId>,
-    /// The trace the invocation belongs to: every request carries a `traceparent` of it
-    /// (a fresh span id each). The guest's own `traceparent`/`tracestate` are dropped.
-    pub trace_id: Option<airlock_telemetry::TraceId>,
+    /// The invocation's span: each request is a client span under it and carries that
+    /// span's `traceparent`. The guest's own `traceparent`/`tracestate` are dropped.
+    pub trace: Option<airlock_telemetry::TraceContext>,
 }
 
 impl Default for Grant {
@@ -149,7 +149,7 @@ impl Default for Grant {
             limits: OutboundLimits::default(),
             idempotency_key: None,
             tenant: None,
-            trace_id: None,
+            trace: None,
         }
     }
 }
@@ -328,6 +328,8 @@ struct Hop {
     refreshable: Option<Secret>,
     /// The breaker let this hop through; settled with how it ended.
     ticket: Option<Ticket>,
+    /// The hop's client span (its `traceparent` is in `headers`); ends with the response.
+    span: Option<airlock_telemetry::Span>,
 }
 
 impl Session {
@@ -510,8 +512,22 @@ impl Session {
         // state through these headers.
         headers.remove(TRACEPARENT);
         headers.remove(TRACESTATE);
-        if let Some(trace) = &self.grant.trace_id
-            && let Ok(value) = HeaderValue::from_str(&trace.child_traceparent())
+        let span = self.grant.trace.as_ref().map(|parent| {
+            let mut span = self.gate.metrics.spans().start(
+                method.as_str().to_owned(),
+                airlock_telemetry::SpanKind::Client,
+                parent,
+            );
+            span.set("http.request.method", method.as_str());
+            // The origin only: a path or query can carry a token.
+            span.set("server.address", url.host_str().unwrap_or_default());
+            if let Some(port) = url.port_or_known_default() {
+                span.set("server.port", port);
+            }
+            span
+        });
+        if let Some(span) = &span
+            && let Ok(value) = HeaderValue::from_str(&span.context().traceparent())
         {
             headers.insert(TRACEPARENT, value);
         }
@@ -573,6 +589,7 @@ impl Session {
             body: body.cloned(),
             refreshable,
             ticket,
+            span,
         })
     }
 
@@ -721,9 +738,19 @@ impl Session {
         }
         let sent = builder.send().await;
         let ticket = self.in_flight.take();
-        self.gate
-            .metrics
-            .outbound(sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let status = sent.as_ref().ok().map(|r| r.status().as_u16());
+        self.gate.metrics.outbound(status);
+        if let Some(mut span) = hop.span.take() {
+            match status {
+                Some(status) => {
+                    span.set("http.response.status_code", status);
+                    if status >= 500 {
+                        span.fail(status.to_string());
+                    }
+                }
+                None => span.fail("no response"),
+            }
+        }
         match sent {
             Ok(response) => {
                 if let Some(ticket) = ticket {
