@@ -54,7 +54,7 @@ pub use auth::{JwtKeys, Principal, Role, unverified_id};
 pub use error::{ApiError, Problem};
 pub use metrics::{MetricsExposure, router as metrics_router, serve as serve_metrics};
 pub use openapi::openapi;
-pub use otlp::OtlpOptions;
+pub use otlp::{OtlpExporter, OtlpOptions};
 pub use server::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_URI_BYTES, ServerOptions};
 
 /// Largest JSON body any route accepts.
@@ -302,7 +302,7 @@ impl Service {
         let exporter = self
             .otlp
             .as_ref()
-            .map(|otlp| otlp::Exporter::start(self.state.runtime().metrics().clone(), otlp));
+            .map(|otlp| OtlpExporter::start(self.state.runtime().metrics().clone(), otlp));
         let pipeline = self.state.pipeline().clone();
         let workers = std::sync::Arc::new(Workers::start(pipeline.clone(), self.workers.clone()));
         // Claiming stops the moment shutdown begins, not after the HTTP drain: a run claimed

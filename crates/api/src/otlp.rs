@@ -78,7 +78,8 @@ impl OtlpOptions {
         url
     }
 
-    pub(crate) fn spans(&self) -> SpanOptions {
+    /// How the process records spans for this exporter.
+    pub fn spans(&self) -> SpanOptions {
         SpanOptions {
             queue: self.queue,
             ratio: self.sample_ratio,
@@ -86,14 +87,17 @@ impl OtlpOptions {
     }
 }
 
-/// The running export task.
-pub(crate) struct Exporter {
+/// The running export task (started by [`crate::Service::serve`] when `otlp` is set; public
+/// for benchmarks that run a bare runtime).
+pub struct OtlpExporter {
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
-impl Exporter {
-    pub(crate) fn start(metrics: Arc<Metrics>, options: &OtlpOptions) -> Exporter {
+impl OtlpExporter {
+    /// Drains `metrics`' spans to the collector. The spans must be recorded
+    /// ([`Metrics::record_spans`] with [`OtlpOptions::spans`]).
+    pub fn start(metrics: Arc<Metrics>, options: &OtlpOptions) -> OtlpExporter {
         let stop = CancellationToken::new();
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
@@ -108,11 +112,11 @@ impl Exporter {
             warned: None,
         };
         let task = tokio::spawn(sender.run(stop.clone()));
-        Exporter { stop, task }
+        OtlpExporter { stop, task }
     }
 
     /// Sends what is left and stops.
-    pub(crate) async fn shutdown(self) {
+    pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.task.await;
     }
