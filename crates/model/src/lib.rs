@@ -19,6 +19,7 @@ pub mod hosts;
 pub mod ids;
 pub mod limits;
 pub mod manifest;
+pub mod predicate;
 pub mod quota;
 pub mod workflow;
 
@@ -33,5 +34,6 @@ pub use manifest::{
     ActionSpec, CompiledAction, Manifest, ManifestError, RetryPolicy, SchemaViolation,
     ValidatedManifest,
 };
+pub use predicate::{Predicate, PredicateError};
 pub use quota::TenantQuota;
 pub use workflow::{MappingError, StepSpec, WorkflowError, WorkflowSpec};

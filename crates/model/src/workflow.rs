@@ -37,7 +37,7 @@ pub const NO_RETRY: RetryPolicy = RetryPolicy {
     max_backoff_ms: 60_000,
 };
 
-const FROM: &str = "$from";
+pub(crate) const FROM: &str = "$from";
 const LITERAL: &str = "$literal";
 
 /// What a workflow version runs. Immutable once saved: a change is a new version.
@@ -300,7 +300,7 @@ fn check_reference(pointer: &str, earlier: &BTreeSet<&str>) -> Result<(), String
 }
 
 /// The unescaped reference tokens of an RFC 6901 pointer; `None` if it is not one.
-fn tokens(pointer: &str) -> Option<Vec<String>> {
+pub(crate) fn tokens(pointer: &str) -> Option<Vec<String>> {
     if pointer.is_empty() {
         return Some(Vec::new());
     }
@@ -361,7 +361,7 @@ fn build(
 }
 
 /// The value at `pointer` in the context `{trigger, steps: outputs}`, without building it.
-fn resolve<'a>(
+pub(crate) fn resolve<'a>(
     pointer: &str,
     trigger: &'a Value,
     outputs: &'a BTreeMap<String, Value>,
