@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::workflow::{FROM, resolve, tokens};
+use crate::workflow::{FROM, resolve_tokens, tokens};
 
 /// Predicates and operands in one predicate, at most.
 pub const MAX_NODES: usize = 256;
@@ -76,7 +76,7 @@ enum Node {
     Const(bool),
     Compare(Cmp, Operand, Operand),
     In(Operand, Operand),
-    Exists(String),
+    Exists(Pointer),
     Matches(Operand, regex::Regex),
     All(Vec<Node>),
     Any(Vec<Node>),
@@ -95,11 +95,33 @@ enum Cmp {
 
 #[derive(Debug, Clone)]
 enum Operand {
-    Literal(Value),
+    Literal {
+        value: Value,
+        /// The value read as an RFC 3339 date-time, once, when it is one.
+        instant: Option<(i64, u32)>,
+    },
     From {
-        pointer: String,
+        pointer: Pointer,
         default: Option<Value>,
     },
+}
+
+/// A pointer and its tokens, split once at save.
+#[derive(Debug, Clone)]
+struct Pointer {
+    text: String,
+    tokens: Vec<String>,
+}
+
+impl Pointer {
+    fn get<'a>(&self, context: Context<'a>) -> Option<&'a Value> {
+        resolve_tokens(&self.tokens, context.trigger, context.steps)
+    }
+}
+
+fn literal(value: Value) -> Operand {
+    let instant = value.as_str().and_then(instant);
+    Operand::Literal { value, instant }
 }
 
 /// Where a predicate reads its values: the run's context (`/trigger/...`, `/steps/<id>/...`).
@@ -209,9 +231,9 @@ impl Parser {
             let (a, b) = self.pair(arg, &at)?;
             if cmp != Cmp::Eq && cmp != Cmp::Ne {
                 for (operand, i) in [(&a, 0), (&b, 1)] {
-                    if let Operand::Literal(v) = operand
+                    if let Operand::Literal { value: v, instant } = operand
                         && !v.is_number()
-                        && v.as_str().is_none_or(|s| instant(s).is_none())
+                        && instant.is_none()
                     {
                         return Err(refuse(
                             &format!("{at}/{i}"),
@@ -225,7 +247,7 @@ impl Parser {
         match op.as_str() {
             "in" => {
                 let (needle, haystack) = self.pair(arg, &at)?;
-                if let Operand::Literal(v) = &haystack
+                if let Operand::Literal { value: v, .. } = &haystack
                     && !(v.is_array() || v.is_string() || v.is_object())
                 {
                     return Err(refuse(
@@ -236,10 +258,7 @@ impl Parser {
                 Ok(Node::In(needle, haystack))
             }
             "exists" => match arg {
-                Value::String(pointer) => {
-                    check_pointer(pointer, &at)?;
-                    Ok(Node::Exists(pointer.clone()))
-                }
+                Value::String(pointer) => Ok(Node::Exists(check_pointer(pointer, &at)?)),
                 _ => Err(refuse(&at, "`exists` takes a JSON Pointer string")),
             },
             "matches" => {
@@ -302,7 +321,7 @@ impl Parser {
     fn operand(&mut self, value: &Value, path: &str) -> Result<Operand, PredicateError> {
         self.count(path)?;
         let Value::Object(object) = value else {
-            return Ok(Operand::Literal(value.clone()));
+            return Ok(literal(value.clone()));
         };
         if !object.contains_key(FROM) {
             if object.keys().any(|k| k.starts_with('$')) {
@@ -311,7 +330,7 @@ impl Parser {
                     "an operand object with a `$` member must be a reference: {\"$from\": \"<pointer>\"}",
                 ));
             }
-            return Ok(Operand::Literal(value.clone()));
+            return Ok(literal(value.clone()));
         }
         if let Some(other) = object.keys().find(|k| *k != FROM && *k != DEFAULT) {
             return Err(refuse(
@@ -322,9 +341,8 @@ impl Parser {
         let Some(Value::String(pointer)) = object.get(FROM) else {
             return Err(refuse(path, "`$from` must be a JSON Pointer string"));
         };
-        check_pointer(pointer, &format!("{path}/$from"))?;
         Ok(Operand::From {
-            pointer: pointer.clone(),
+            pointer: check_pointer(pointer, &format!("{path}/$from"))?,
             default: object.get(DEFAULT).cloned(),
         })
     }
@@ -337,12 +355,18 @@ fn two<'a>(arg: &'a Value, at: &str) -> Result<&'a [Value], PredicateError> {
     }
 }
 
-fn check_pointer(pointer: &str, at: &str) -> Result<(), PredicateError> {
+fn check_pointer(pointer: &str, at: &str) -> Result<Pointer, PredicateError> {
     let tokens = tokens(pointer)
         .ok_or_else(|| refuse(at, format!("`{pointer}` is not a JSON Pointer (RFC 6901)")))?;
     match tokens.first().map(String::as_str) {
-        Some("trigger") => Ok(()),
-        Some("steps") if tokens.len() >= 2 => Ok(()),
+        Some("trigger") => Ok(Pointer {
+            text: pointer.to_owned(),
+            tokens,
+        }),
+        Some("steps") if tokens.len() >= 2 => Ok(Pointer {
+            text: pointer.to_owned(),
+            tokens,
+        }),
         _ => Err(refuse(
             at,
             format!("`{pointer}` must start with /trigger or /steps/<step id>"),
@@ -358,7 +382,7 @@ impl Node {
                 a.pointer(found);
                 b.pointer(found);
             }
-            Node::Exists(pointer) => found.push(pointer),
+            Node::Exists(pointer) => found.push(&pointer.text),
             Node::Matches(a, _) => a.pointer(found),
             Node::All(nodes) | Node::Any(nodes) => nodes.iter().for_each(|n| n.pointers(found)),
             Node::Not(node) => node.pointers(found),
@@ -371,10 +395,13 @@ impl Node {
             Node::Compare(cmp, a, b) => {
                 let (a, b) = (a.value(context), b.value(context));
                 match cmp {
-                    Cmp::Eq => matches!((a, b), (Some(a), Some(b)) if same(a, b)),
-                    Cmp::Ne => !matches!((a, b), (Some(a), Some(b)) if same(a, b)),
+                    Cmp::Eq => matches!((a, b), (Some(a), Some(b)) if same(a.value, b.value)),
+                    Cmp::Ne => !matches!((a, b), (Some(a), Some(b)) if same(a.value, b.value)),
                     _ => {
-                        let Some(order) = a.zip(b).and_then(|(a, b)| order(a, b)) else {
+                        let (Some(a), Some(b)) = (a, b) else {
+                            return false;
+                        };
+                        let Some(order) = order(a, b) else {
                             return false;
                         };
                         match cmp {
@@ -386,7 +413,10 @@ impl Node {
                     }
                 }
             }
-            Node::In(needle, haystack) => match (needle.value(context), haystack.value(context)) {
+            Node::In(needle, haystack) => match (
+                needle.value(context).map(|r| r.value),
+                haystack.value(context).map(|r| r.value),
+            ) {
                 (Some(needle), Some(Value::Array(items))) => {
                     items.iter().any(|item| same(needle, item))
                 }
@@ -396,9 +426,9 @@ impl Node {
                 (Some(Value::String(key)), Some(Value::Object(object))) => object.contains_key(key),
                 _ => false,
             },
-            Node::Exists(pointer) => resolve(pointer, context.trigger, context.steps).is_some(),
+            Node::Exists(pointer) => pointer.get(context).is_some(),
             Node::Matches(value, regex) => {
-                matches!(value.value(context), Some(Value::String(s)) if regex.is_match(s))
+                matches!(value.value(context), Some(Read { value: Value::String(s), .. }) if regex.is_match(s))
             }
             Node::All(nodes) => nodes.iter().all(|n| n.eval(context)),
             Node::Any(nodes) => nodes.iter().any(|n| n.eval(context)),
@@ -410,15 +440,22 @@ impl Node {
 impl Operand {
     fn pointer<'a>(&'a self, found: &mut Vec<&'a str>) {
         if let Operand::From { pointer, .. } = self {
-            found.push(pointer);
+            found.push(&pointer.text);
         }
     }
 
-    fn value<'a>(&'a self, context: Context<'a>) -> Option<&'a Value> {
+    /// The value, and its instant when it is a literal date-time (read once, at save).
+    fn value<'a>(&'a self, context: Context<'a>) -> Option<Read<'a>> {
         match self {
-            Operand::Literal(v) => Some(v),
+            Operand::Literal { value, instant } => Some(Read {
+                value,
+                instant: *instant,
+            }),
             Operand::From { pointer, default } => {
-                resolve(pointer, context.trigger, context.steps).or(default.as_ref())
+                pointer.get(context).or(default.as_ref()).map(|value| Read {
+                    value,
+                    instant: None,
+                })
             }
         }
     }
@@ -445,14 +482,25 @@ fn objects_same(x: &Map<String, Value>, y: &Map<String, Value>) -> bool {
             .all(|(k, v)| y.get(k).is_some_and(|other| same(v, other)))
 }
 
+/// An operand's value as read from the context.
+#[derive(Clone, Copy)]
+struct Read<'a> {
+    value: &'a Value,
+    instant: Option<(i64, u32)>,
+}
+
 /// Two numbers, or two RFC 3339 date-times; `None` for anything else.
-fn order(a: &Value, b: &Value) -> Option<Ordering> {
-    match (a, b) {
+fn order(a: Read<'_>, b: Read<'_>) -> Option<Ordering> {
+    match (a.value, b.value) {
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(x), Some(y)) => Some(x.cmp(&y)),
             _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
         },
-        (Value::String(x), Value::String(y)) => Some(instant(x)?.cmp(&instant(y)?)),
+        (Value::String(x), Value::String(y)) => {
+            let x = a.instant.or_else(|| instant(x))?;
+            let y = b.instant.or_else(|| instant(y))?;
+            Some(x.cmp(&y))
+        }
         _ => None,
     }
 }

@@ -366,7 +366,15 @@ pub(crate) fn resolve<'a>(
     trigger: &'a Value,
     outputs: &'a BTreeMap<String, Value>,
 ) -> Option<&'a Value> {
-    let tokens = tokens(pointer)?;
+    resolve_tokens(&tokens(pointer)?, trigger, outputs)
+}
+
+/// [`resolve`] of a pointer already split into its tokens.
+pub(crate) fn resolve_tokens<'a>(
+    tokens: &[String],
+    trigger: &'a Value,
+    outputs: &'a BTreeMap<String, Value>,
+) -> Option<&'a Value> {
     let (root, rest) = match tokens.first().map(String::as_str) {
         Some("trigger") => (trigger, &tokens[1..]),
         Some("steps") => (outputs.get(tokens.get(1)?)?, tokens.get(2..)?),
