@@ -9,6 +9,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
@@ -16,6 +17,7 @@ use super::auth::{Member, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use super::trace::RequestTrace;
+use airlock_model::Predicate;
 use airlock_runs::{HookError, Overlap, Trigger as SavedTrigger, TriggerSpec, WithSecret};
 use airlock_secrets::Secret;
 use airlock_telemetry::{Metrics, WebhookOutcome};
@@ -87,6 +89,11 @@ pub struct CreateTrigger {
     /// Cron: `allow` (default) or `skip`: no new run while the previous one is going.
     #[schema(value_type = Option<String>)]
     pub overlap: Option<Overlap>,
+    /// Webhook: a predicate (docs/api.md, "Conditions") a delivery must match to create a
+    /// run, over `/trigger/...` (the run's input, and `/trigger/headers/<name>`). One that
+    /// does not is answered 202 with `filtered: true`: no run, nothing charged.
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -150,6 +157,10 @@ pub struct Trigger {
     /// The signing secret: only in the answer to creating the trigger or rotating it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The predicate a delivery must match to create a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Value>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -191,6 +202,10 @@ impl From<SavedTrigger> for Trigger {
             webhook,
             cron,
             secret: None,
+            filter: r
+                .filter
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
         }
@@ -286,10 +301,18 @@ async fn create(
     Json(body): Json<CreateTrigger>,
 ) -> Result<(StatusCode, Json<Trigger>), ApiError> {
     let tenant = caller.tenant_id();
+    let filter = body
+        .filter
+        .as_ref()
+        .map(|source| {
+            Predicate::parse(source)
+                .map_err(|e| ApiError::validation(format!("filter{}", e.path), e.reason))
+        })
+        .transpose()?;
     let spec = body.into_spec()?;
     let created = state
         .runs()
-        .create_trigger(&tenant, &workflow_id, spec)
+        .create_trigger(&tenant, &workflow_id, spec, filter.as_ref())
         .await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
@@ -414,9 +437,13 @@ async fn remove(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HookReceipt {
-    pub run_id: String,
+    /// The run the delivery created (or an earlier delivery with its id did); `null` when
+    /// the trigger's filter did not match it.
+    pub run_id: Option<String>,
     /// `true` when an earlier delivery with this id made the run (nothing new was started).
     pub duplicate: bool,
+    /// `true` when the trigger's filter did not match: acknowledged, no run, nothing charged.
+    pub filtered: bool,
 }
 
 /// Receives a webhook delivery. No token: the signature is checked against the trigger's
@@ -470,12 +497,12 @@ async fn receive(
             return Err(error.into());
         }
     };
-    metrics.webhook(if delivered.created {
-        WebhookOutcome::Accepted
-    } else {
-        WebhookOutcome::Duplicate
+    metrics.webhook(match (&delivered.run, delivered.created) {
+        (None, _) => WebhookOutcome::Filtered,
+        (Some(_), true) => WebhookOutcome::Accepted,
+        (Some(_), false) => WebhookOutcome::Duplicate,
     });
-    let status = if delivered.created {
+    let status = if delivered.created || delivered.run.is_none() {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
@@ -483,8 +510,9 @@ async fn receive(
     Ok((
         status,
         Json(HookReceipt {
-            run_id: delivered.run.id,
-            duplicate: !delivered.created,
+            duplicate: !delivered.created && delivered.run.is_some(),
+            filtered: delivered.run.is_none(),
+            run_id: delivered.run.map(|run| run.id),
         }),
     ))
 }

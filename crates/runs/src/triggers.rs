@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use airlock_core::fresh::FreshCache;
-use airlock_model::TenantId;
+use airlock_model::{Predicate, TenantId};
 use airlock_secrets::Secret;
 use airlock_store::{RunRecord, StoreError, TriggerRecord, WorkflowRecord};
 use airlock_triggers::schedule::{MAX_CATCH_UP, MissedTicks, Schedule};
@@ -99,10 +99,11 @@ pub struct WithSecret {
     pub secret: Option<Secret>,
 }
 
-/// What a delivery to a webhook trigger needs: the trigger and its workflow.
+/// What a delivery to a webhook trigger needs: the trigger, its filter and its workflow.
 #[derive(Debug)]
 pub(crate) struct HookTarget {
     trigger: TriggerRecord,
+    filter: Option<Predicate>,
     workflow: WorkflowRecord,
 }
 
@@ -119,15 +120,17 @@ pub(crate) fn hook_targets(clock: Arc<dyn airlock_core::Clock>) -> HookTargets {
         let size = 1024
             + target.workflow.definition.len()
             + trigger.secret.as_ref().map_or(0, String::len)
-            + trigger.expression.as_ref().map_or(0, String::len);
+            + trigger.expression.as_ref().map_or(0, String::len)
+            + 4 * trigger.filter.as_ref().map_or(0, String::len);
         u32::try_from(size).unwrap_or(u32::MAX)
     })
 }
 
-/// A delivery accepted: the run it created, or the one an earlier delivery with its id did.
+/// A delivery accepted: the run it created, or the one an earlier delivery with its id did;
+/// no run when the trigger's filter did not match it.
 #[derive(Debug)]
 pub struct Delivered {
-    pub run: RunRecord,
+    pub run: Option<RunRecord>,
     pub created: bool,
 }
 
@@ -148,13 +151,33 @@ pub enum HookError {
 
 impl Runs {
     /// Creates a trigger of a workflow. A webhook trigger's secret is returned this once.
+    /// `filter`: the predicate a delivery must match to create a run; it reads only
+    /// `/trigger/...` (there are no steps yet).
     pub async fn create_trigger(
         &self,
         tenant: &TenantId,
         workflow_id: &str,
         spec: TriggerSpec,
+        filter: Option<&Predicate>,
     ) -> Result<WithSecret, RunsError> {
         let t = tenant.as_str();
+        if let Some(pointer) = filter
+            .into_iter()
+            .flat_map(Predicate::pointers)
+            .find(|p| *p != "/trigger" && !p.starts_with("/trigger/"))
+        {
+            return Err(RunsError::Invalid {
+                field: "filter".into(),
+                detail: format!("`{pointer}`: a filter reads the delivery, /trigger/..."),
+            });
+        }
+        if filter.is_some() && matches!(spec, TriggerSpec::Cron { .. }) {
+            return Err(RunsError::Invalid {
+                field: "filter".into(),
+                detail: "filters are for webhook triggers (a cron schedule says when already)"
+                    .into(),
+            });
+        }
         let id = format!("trg_{}", uuid::Uuid::new_v4().simple());
         let now = airlock_store::now_ms();
         let mut record = TriggerRecord {
@@ -172,6 +195,7 @@ impl Runs {
             missed_policy: None,
             missed_cap: None,
             overlap: None,
+            filter: filter.map(|f| f.source().to_string()),
             next_fire_at: None,
             last_fired_at: None,
             last_run_id: None,
@@ -408,6 +432,31 @@ impl Runs {
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
         crate::check_idempotency_key(&key)?;
         let tenant = TenantId::new(trigger.tenant_id.clone());
+        if let Some(filter) = &target.filter {
+            // A suspended tenant's deliveries are refused as ever, filter or not.
+            let quota = self
+                .pipeline
+                .quota(&trigger.tenant_id)
+                .await
+                .map_err(RunsError::from)?;
+            if quota.suspended {
+                return Err(RunsError::TenantSuspended(trigger.tenant_id.clone()).into());
+            }
+            let mut seen = hook_input(&verified, headers, body, now_ms);
+            seen["headers"] = filter_headers(headers);
+            let steps = std::collections::BTreeMap::new();
+            let context = airlock_model::predicate::Context {
+                trigger: &seen,
+                steps: &steps,
+            };
+            if !filter.eval(context) {
+                // Acknowledged so the sender stops; nothing written, nothing charged.
+                return Ok(Delivered {
+                    run: None,
+                    created: false,
+                });
+            }
+        }
         let limit = trigger
             .rate_per_minute
             .and_then(|r| u32::try_from(r).ok())
@@ -448,7 +497,10 @@ impl Runs {
                     // A redelivery: it counts against nothing.
                     self.hook_rates.give_back(&trigger.id);
                 }
-                Ok(Delivered { run, created })
+                Ok(Delivered {
+                    run: Some(run),
+                    created,
+                })
             }
             // The delivery id was taken by another body: never answered with that run.
             Err(reused @ HookError::Runs(RunsError::Conflict(_))) => {
@@ -468,7 +520,7 @@ impl Runs {
                         self.hook_rates.give_back(&trigger.id);
                     }
                     Ok(Delivered {
-                        run,
+                        run: Some(run),
                         created: false,
                     })
                 }
@@ -488,7 +540,19 @@ impl Runs {
             let workflow = store
                 .workflow(&trigger.tenant_id, &trigger.workflow_id, None)
                 .await?;
-            Ok::<_, StoreError>(Arc::new(HookTarget { trigger, workflow }))
+            let filter = trigger
+                .filter
+                .as_deref()
+                .map(|text| {
+                    serde_json::from_str::<Predicate>(text)
+                        .map_err(|e| StoreError::Corrupt(format!("trigger filter: {e}")))
+                })
+                .transpose()?;
+            Ok::<_, StoreError>(Arc::new(HookTarget {
+                trigger,
+                filter,
+                workflow,
+            }))
         };
         match self.hook_targets.get_or_load(id.to_owned(), load).await {
             Ok(target) => Ok(Some(target)),
@@ -605,6 +669,34 @@ fn hook_input(
         "json": serde_json::from_slice::<Value>(body).ok(),
         "body_base64": base64::engine::general_purpose::STANDARD.encode(body),
     })
+}
+
+/// Headers a filter reads at `/trigger/headers/<lower-case name>` (`x-github-event`, ...):
+/// every header but the credentials and signatures, the last value of each, at most 64 of
+/// them and 1 KiB each. Runs do not keep them.
+fn filter_headers(headers: &http::HeaderMap) -> Value {
+    const WITHHELD: [&str; 7] = [
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "webhook-signature",
+        "x-hub-signature",
+        "x-hub-signature-256",
+        "stripe-signature",
+    ];
+    let mut seen = serde_json::Map::new();
+    for (name, value) in headers {
+        let name = name.as_str();
+        if seen.len() >= 64 || WITHHELD.contains(&name) {
+            continue;
+        }
+        if let Ok(value) = value.to_str()
+            && value.len() <= 1024
+        {
+            seen.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    Value::Object(seen)
 }
 
 /// Per-process counts of refused deliveries, by trigger: a refused request writes nothing.

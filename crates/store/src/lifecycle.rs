@@ -140,6 +140,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             Text("missed_policy"),
             Int("missed_cap"),
             Text("overlap"),
+            Json("filter"),
             Int("next_fire_at"),
             Int("last_fired_at"),
             Text("last_run_id"),

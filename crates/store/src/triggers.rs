@@ -51,6 +51,8 @@ pub struct TriggerRecord {
     pub missed_policy: Option<String>,
     pub missed_cap: Option<i64>,
     pub overlap: Option<String>,
+    /// The predicate a delivery or tick must match to create a run (JSON text).
+    pub filter: Option<String>,
     /// The earliest tick not yet handled.
     pub next_fire_at: Option<i64>,
     pub last_fired_at: Option<i64>,
@@ -65,7 +67,7 @@ pub struct TriggerRecord {
 
 const COLUMNS: &str = "tenant_id, id, workflow_id, kind, paused, scheme, secret, previous_until, \
     rate_per_minute, expression, time_zone, missed_policy, missed_cap, overlap, next_fire_at, \
-    last_fired_at, last_run_id, fired, missed, skipped, refused, created_at, updated_at";
+    last_fired_at, last_run_id, fired, missed, skipped, refused, created_at, updated_at, filter";
 
 const LIVE: &str = "deleted_at IS NULL";
 
@@ -85,6 +87,7 @@ fn trigger(row: &AnyRow) -> Result<TriggerRecord, StoreError> {
         missed_policy: row.try_get("missed_policy")?,
         missed_cap: row.try_get("missed_cap")?,
         overlap: row.try_get("overlap")?,
+        filter: row.try_get("filter")?,
         next_fire_at: row.try_get("next_fire_at")?,
         last_fired_at: row.try_get("last_fired_at")?,
         last_run_id: row.try_get("last_run_id")?,
@@ -174,8 +177,9 @@ impl Store {
         let row = sqlx::query(&format!(
             "INSERT INTO triggers (tenant_id, id, workflow_id, kind, paused, scheme, secret, \
                previous_until, rate_per_minute, expression, time_zone, missed_policy, missed_cap, \
-               overlap, next_fire_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+               overlap, next_fire_at, created_at, updated_at, filter) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
+               $17) \
              RETURNING {COLUMNS}"
         ))
         .bind(&record.tenant_id)
@@ -194,6 +198,7 @@ impl Store {
         .bind(record.overlap.as_deref())
         .bind(record.next_fire_at)
         .bind(now_ms())
+        .bind(record.filter.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let created = trigger(&row)?;

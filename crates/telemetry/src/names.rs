@@ -23,6 +23,8 @@ impl RunOutcome {
 pub enum WebhookOutcome {
     Accepted,
     Duplicate,
+    /// Verified, and not matched by the trigger's filter: acknowledged, no run.
+    Filtered,
     InvalidSignature,
     Paused,
     RateLimited,
@@ -38,6 +40,7 @@ impl WebhookOutcome {
         match self {
             WebhookOutcome::Accepted => "accepted",
             WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Filtered => "filtered",
             WebhookOutcome::InvalidSignature => "invalid_signature",
             WebhookOutcome::Paused => "paused",
             WebhookOutcome::RateLimited => "rate_limited",

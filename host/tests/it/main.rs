@@ -21,6 +21,7 @@ mod breaker;
 mod catalog;
 mod chaos;
 mod cli;
+mod conditions;
 mod connection_update;
 mod connectors;
 mod cron_locks;
