@@ -128,7 +128,8 @@ impl Run {
 pub struct Step {
     pub index: i64,
     pub id: String,
-    /// `succeeded`, or `failed` (its last attempt failed; see the run's state).
+    /// `succeeded`, `failed` (its last attempt failed; see the run's state), or `skipped`
+    /// (its `when` did not hold; no output).
     pub status: String,
     pub attempts: i64,
     /// The step's output (any JSON value); null when it has none (its last attempt failed).

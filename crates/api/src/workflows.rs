@@ -49,9 +49,14 @@ pub struct WorkflowStep {
     pub connection: Option<String>,
     /// The input template: literal JSON, where `{"$from": "<JSON Pointer>"}` is replaced by
     /// the value at `/trigger/...` (the run's input) or `/steps/<earlier step id>/...` (that
-    /// step's output), and `{"$literal": v}` stands for `v` as written.
+    /// step's output), or by its `"default"` member when nothing is there, and
+    /// `{"$literal": v}` stands for `v` as written.
     #[schema(value_type = Object)]
     pub input: Option<Value>,
+    /// A predicate (docs/api.md, "Conditions") over the trigger and earlier steps: the step
+    /// runs only when it holds, and is journaled `skipped` otherwise.
+    #[schema(value_type = Option<Object>)]
+    pub when: Option<Value>,
     /// Overrides the action's manifest retry policy; attempts are capped at 10.
     pub retry: Option<RetryBody>,
     /// The step's wall-clock budget in ms, at most the tenant's `timeout_ms`.
@@ -141,6 +146,14 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
+    // A condition's refusal names where in it, which serde's message would not.
+    for (i, step) in steps.iter().enumerate() {
+        if let Some(when) = step.get("when") {
+            airlock_model::Predicate::parse(when).map_err(|e| {
+                ApiError::validation(format!("steps[{i}].when{}", e.path), e.reason)
+            })?;
+        }
+    }
     serde_json::from_value(json!({ "steps": steps }))
         .map_err(|e| ApiError::validation("steps", format!("invalid step: {e}")))
 }

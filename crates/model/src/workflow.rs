@@ -4,9 +4,15 @@
 //! Input mapping: a step's `input` is a JSON template. Any object of exactly one member
 //! `{"$from": "<pointer>"}` is replaced by the value at that RFC 6901 JSON Pointer into the
 //! run's context, whose root has `trigger` (the run's input) and `steps` (each finished
-//! step's output by step id): `/trigger/repo`, `/steps/fetch/items/0/id`. An object of
-//! exactly one member `{"$literal": v}` stands for `v` as written (to pass an object that
-//! itself has a `$from` member). Everything else is copied as it is.
+//! step's output by step id): `/trigger/repo`, `/steps/fetch/items/0/id`; with a second
+//! member `"default": v`, `v` stands in when nothing is there (a skipped step's output, an
+//! optional field). An object of exactly one member `{"$literal": v}` stands for `v` as
+//! written (to pass an object that itself has a `$from` member). Everything else is copied
+//! as it is.
+//!
+//! A step with a `when` predicate ([`crate::predicate`]) runs only when it holds; otherwise
+//! it is skipped (journaled as such, no output), and a later reference into it without a
+//! `default` fails the step that makes it ([`MappingError::skipped_step`]).
 //!
 //! Checked at save ([`WorkflowSpec::validate`]): step ids, that every pointer names the
 //! trigger or an *earlier* step, and that an object with a `$from` or `$literal` member has no
@@ -20,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::manifest::RetryPolicy;
+use crate::predicate::Predicate;
 
 /// Steps in one workflow.
 pub const MAX_STEPS: usize = 50;
@@ -38,6 +45,13 @@ pub const NO_RETRY: RetryPolicy = RetryPolicy {
 };
 
 pub(crate) const FROM: &str = "$from";
+const DEFAULT: &str = "default";
+
+/// `{"$from": "<pointer>"}`, or with a `default` beside it.
+fn is_reference(object: &Map<String, Value>) -> bool {
+    object.contains_key(FROM)
+        && (object.len() == 1 || (object.len() == 2 && object.contains_key(DEFAULT)))
+}
 const LITERAL: &str = "$literal";
 
 /// What a workflow version runs. Immutable once saved: a change is a new version.
@@ -71,6 +85,10 @@ pub struct StepSpec {
     /// The step's wall-clock budget; clamped by the tenant's `timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Run the step only when this holds (over the trigger and earlier steps); otherwise
+    /// it is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Predicate>,
 }
 
 fn empty_object() -> Value {
@@ -94,9 +112,14 @@ fn refuse(field: impl Into<String>, reason: impl Into<String>) -> WorkflowError 
 
 /// Why a step's input could not be built at run time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("input mapping: nothing at `{pointer}`")]
+#[error("{}", match skipped_step {
+    Some(step) => format!("input mapping: `{pointer}` reads step `{step}`, which was skipped (give the reference a `default`)"),
+    None => format!("input mapping: nothing at `{pointer}`"),
+})]
 pub struct MappingError {
     pub pointer: String,
+    /// The pointer reads a step that was skipped (its `when` did not hold).
+    pub skipped_step: Option<String>,
 }
 
 impl WorkflowSpec {
@@ -160,6 +183,13 @@ impl WorkflowSpec {
                         at("retry.initial_backoff_ms"),
                         "must not exceed max_backoff_ms",
                     ));
+                }
+            }
+            if let Some(when) = &step.when {
+                for pointer in when.pointers() {
+                    check_reference(pointer, &earlier).map_err(|reason| {
+                        refuse(at("when"), format!("step `{}`: {reason}", step.id))
+                    })?;
                 }
             }
             if step.timeout_ms == Some(0) {
@@ -229,18 +259,16 @@ fn collect_pointers<'a>(
     found: &mut Vec<(String, &'a str)>,
 ) -> Result<(), (String, String)> {
     match template {
-        Value::Object(object) if object.len() == 1 && object.contains_key(FROM) => {
-            match &object[FROM] {
-                Value::String(pointer) => {
-                    found.push((path.to_owned(), pointer.as_str()));
-                    Ok(())
-                }
-                _ => Err((
-                    format!("{path}/$from"),
-                    "`$from` must be a JSON Pointer string".into(),
-                )),
+        Value::Object(object) if is_reference(object) => match &object[FROM] {
+            Value::String(pointer) => {
+                found.push((path.to_owned(), pointer.as_str()));
+                Ok(())
             }
-        }
+            _ => Err((
+                format!("{path}/$from"),
+                "`$from` must be a JSON Pointer string".into(),
+            )),
+        },
         Value::Object(object) if object.len() == 1 && object.contains_key(LITERAL) => Ok(()),
         // A marker with company is neither a reference nor plain data: refused, so that a
         // typo or a misplaced key cannot turn a reference into a literal copy unnoticed.
@@ -252,13 +280,20 @@ fn collect_pointers<'a>(
             };
             let others: Vec<String> = object
                 .keys()
-                .filter(|key| key.as_str() != marker)
+                .filter(|key| {
+                    key.as_str() != marker && !(marker == FROM && key.as_str() == DEFAULT)
+                })
                 .map(|key| format!("`{key}`"))
                 .collect();
+            let besides = if marker == FROM {
+                " (besides an optional `default`)"
+            } else {
+                ""
+            };
             Err((
                 path.to_owned(),
                 format!(
-                    "`{marker}` must be the only member of its object, but it has {} beside it (to pass such an object as data, wrap it: {{\"$literal\": …}})",
+                    "`{marker}` must be the only member of its object{besides}, but it has {} beside it (to pass such an object as data, wrap it: {{\"$literal\": …}})",
                     others.join(", ")
                 ),
             ))
@@ -335,13 +370,23 @@ fn build(
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Value, MappingError> {
     match template {
-        Value::Object(object) if object.len() == 1 && object.contains_key(FROM) => {
+        Value::Object(object) if is_reference(object) => {
             let pointer = object[FROM].as_str().unwrap_or_default();
-            resolve(pointer, trigger, outputs)
-                .cloned()
-                .ok_or_else(|| MappingError {
-                    pointer: pointer.to_owned(),
-                })
+            if let Some(found) = resolve(pointer, trigger, outputs) {
+                return Ok(found.clone());
+            }
+            if let Some(default) = object.get(DEFAULT) {
+                return Ok(default.clone());
+            }
+            // Every step a reference may name ran before: one without an output was skipped.
+            let skipped_step = tokens(pointer).and_then(|t| match t.as_slice() {
+                [root, id, ..] if root == "steps" && !outputs.contains_key(id) => Some(id.clone()),
+                _ => None,
+            });
+            Err(MappingError {
+                pointer: pointer.to_owned(),
+                skipped_step,
+            })
         }
         Value::Object(object) if object.len() == 1 && object.contains_key(LITERAL) => {
             Ok(object[LITERAL].clone())

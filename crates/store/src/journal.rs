@@ -568,6 +568,7 @@ async fn write_steps_succeeded(
         ("v_run", Ty::Text),
         ("v_index", Ty::Int),
         ("v_step", Ty::Text),
+        ("v_status", Ty::Text),
         ("v_output", Ty::Text),
         ("v_logs", Ty::Text),
         ("v_fuel", Ty::Int),
@@ -584,6 +585,11 @@ async fn write_steps_succeeded(
             Value::from(step.lease.run_id.as_str()),
             Value::from(result.index),
             Value::from(result.step_id.as_str()),
+            Value::from(if result.skipped {
+                "skipped"
+            } else {
+                "succeeded"
+            }),
             Value::from(result.output.as_deref()),
             Value::from(result.logs.as_str()),
             Value::from(cost.fuel_used),
@@ -599,7 +605,7 @@ async fn write_steps_succeeded(
         "INSERT INTO run_steps (tenant_id, run_id, step_index, step_id, status, attempts, output, \
            error, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
            outbound_bytes, finished_at) \
-         SELECT v.v_tenant, v.v_run, v.v_index, v.v_step, 'succeeded', 1, v.v_output, NULL, \
+         SELECT v.v_tenant, v.v_run, v.v_index, v.v_step, v.v_status, 1, v.v_output, NULL, \
            v.v_logs, v.v_fuel, v.v_duration, v.v_memory, v.v_requests, v.v_bytes, $2 \
          FROM {v} WHERE true \
          ON CONFLICT (tenant_id, run_id, step_index) DO UPDATE SET \
@@ -759,6 +765,7 @@ async fn write_step(
     now: i64,
 ) -> Result<(), StoreError> {
     let (status, attempts, one_more) = match attempt {
+        Attempt::Succeeded if result.skipped => ("skipped", 1, 1_i64),
         Attempt::Succeeded => ("succeeded", 1, 1_i64),
         Attempt::Failed { attempts } => ("failed", attempts, 0),
     };

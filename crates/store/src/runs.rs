@@ -164,7 +164,7 @@ pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
 pub struct StepRecord {
     pub index: i64,
     pub step_id: String,
-    /// `succeeded` or `failed`.
+    /// `succeeded`, `failed` or `skipped`.
     pub status: String,
     pub attempts: i64,
     pub output: Option<String>,
@@ -255,6 +255,8 @@ pub enum LeaseStatus {
 pub struct StepResult {
     pub index: i64,
     pub step_id: String,
+    /// The step's `when` did not hold: journaled as `skipped`, with no output.
+    pub skipped: bool,
     pub output: Option<String>,
     pub error: Option<String>,
     pub logs: String,

@@ -1,6 +1,8 @@
 //! Workflows that decide: a webhook trigger's filter acknowledges the deliveries it does not
 //! match (202, `filtered: true`) and they write nothing and cost nothing; malformed filters
-//! are refused where they are wrong. Both databases.
+//! are refused where they are wrong. A step whose `when` does not hold is skipped and
+//! journaled; a later reference into it takes its `default` or fails by name. Both
+//! databases.
 
 use serde_json::{Value, json};
 
@@ -14,6 +16,7 @@ use airlock::triggers::webhook::Scheme;
 on_both_databases!(
     a_filter_acknowledges_what_it_does_not_match_and_it_costs_nothing,
     malformed_filters_are_refused_where_they_are_wrong,
+    a_step_whose_condition_fails_is_skipped_and_journaled,
 );
 
 fn paid_filter() -> Value {
@@ -169,4 +172,108 @@ async fn malformed_filters_are_refused_where_they_are_wrong(db: Db) {
     }
     let listed = server.get("/v1/triggers", &admin).await;
     assert_eq!(listed.body, json!([]), "{}", listed.text);
+}
+
+async fn a_step_whose_condition_fails_is_skipped_and_journaled(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let echo = |id: &str, input: Value| json!({"id": id, "connector": "hostile", "action": "echo", "input": input});
+    let big = json!({"gt": [{"$from": "/trigger/n"}, 10]});
+    let mut when_big = echo("big", json!({"n": 7}));
+    when_big["when"] = big.clone();
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "decides",
+        json!([
+            echo("check", json!({"n": {"$from": "/trigger/n"}})),
+            when_big,
+            echo(
+                "after",
+                json!({
+                    "big": {"$from": "/steps/big/n", "default": 0},
+                    "n": {"$from": "/steps/check/n"},
+                })
+            ),
+        ]),
+    )
+    .await;
+    for (n, ran, big_seen) in [(5, false, 0), (50, true, 7)] {
+        let run = crate::runs_support::start_run(&server, &admin, &workflow, json!({"n": n})).await;
+        let done = wait_for(&server, &admin, &run, ended).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["output"], json!({"big": big_seen, "n": n}), "{done}");
+        let steps = done["steps"].as_array().expect("steps");
+        assert_eq!(steps.len(), 3, "{done}");
+        let big = &steps[1];
+        assert_eq!(big["id"], "big");
+        if ran {
+            assert_eq!(big["status"], "succeeded", "{done}");
+        } else {
+            assert_eq!(big["status"], "skipped", "{done}");
+            assert_eq!(big["output"], Value::Null, "{done}");
+        }
+    }
+
+    // Without a default, a reference into a skipped step fails the step that makes it.
+    let mut when_never = echo("never", json!({"n": 1}));
+    when_never["when"] = json!(false);
+    let strict = create_workflow(
+        &server,
+        &admin,
+        "strict",
+        json!([
+            when_never,
+            echo("reads", json!({"n": {"$from": "/steps/never/n"}}))
+        ]),
+    )
+    .await;
+    let run = crate::runs_support::start_run(&server, &admin, &strict, json!({})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["kind"], "skipped_step", "{dead}");
+    assert_eq!(dead["error"]["step"], "reads", "{dead}");
+
+    // A skipped last step ends the run, its output null.
+    let mut last = echo("last", json!({"n": 2}));
+    last["when"] = json!({"exists": "/trigger/go"});
+    let tail = create_workflow(
+        &server,
+        &admin,
+        "tail",
+        json!([echo("first", json!({"n": 1})), last]),
+    )
+    .await;
+    let run = crate::runs_support::start_run(&server, &admin, &tail, json!({})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"], Value::Null, "{done}");
+    assert_eq!(done["steps"][1]["status"], "skipped", "{done}");
+
+    // A condition may read only the trigger and earlier steps, and must be a predicate.
+    for (when, field) in [
+        (json!({"exists": "/steps/later/x"}), "steps[0].when"),
+        (json!({"eq": [1]}), "steps[0].when"),
+    ] {
+        let mut first = echo("first", json!({}));
+        first["when"] = when.clone();
+        let reply = server
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": "bad", "steps": [first, echo("later", json!({}))]}),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{when}: {}", reply.text);
+        assert!(
+            reply.body["field"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{when}: {}",
+            reply.text
+        );
+    }
 }

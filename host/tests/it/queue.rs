@@ -89,6 +89,7 @@ fn step(index: i64, output: &str) -> StepResult {
     StepResult {
         index,
         step_id: format!("s{index}"),
+        skipped: false,
         output: Some(output.to_owned()),
         error: None,
         logs: "[]".into(),

@@ -140,10 +140,47 @@ impl Engine {
                 self.finish(&lease, &hold, Finish::Released).await;
                 return;
             }
+            if let Some(when) = &step.when {
+                let context = airlock_model::predicate::Context {
+                    trigger: &trigger,
+                    steps: &outputs,
+                };
+                if !when.eval(context) {
+                    let last = index + 1 == spec.steps.len();
+                    match self.skip(&lease, &hold, index, &step.id, last).await {
+                        Some(LeaseStatus::Held | LeaseStatus::CancelRequested) if last => {
+                            self.ended(&lease, &hold, RunOutcome::Succeeded, None);
+                            return;
+                        }
+                        Some(LeaseStatus::Held) => {
+                            attempt_failures = 0;
+                            last_output = Value::Null;
+                            continue;
+                        }
+                        Some(LeaseStatus::CancelRequested) => {
+                            self.finish(&lease, &hold, Finish::Cancelled).await;
+                            return;
+                        }
+                        Some(LeaseStatus::Lost) => {
+                            hold.lost();
+                            tracing::info!(step = %step.id, "lease lost before the journal write; nothing written");
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+            }
             let input = match step.build_input(&trigger, &outputs) {
                 Ok(input) => input,
                 Err(error) => {
-                    let error = StepError::new("invalid_input", error.to_string(), false);
+                    // A reference into a skipped step has a name of its own: the workflow,
+                    // not the data, is at fault (give the reference a `default`).
+                    let kind = if error.skipped_step.is_some() {
+                        "skipped_step"
+                    } else {
+                        "invalid_input"
+                    };
+                    let error = StepError::new(kind, error.to_string(), false);
                     self.record_failure(
                         &lease,
                         &hold,
@@ -252,6 +289,7 @@ impl Engine {
             let result = StepResult {
                 index: index_i64(index),
                 step_id: step.id.clone(),
+                skipped: false,
                 output: Some(output.to_string()),
                 error: None,
                 logs,
@@ -305,6 +343,32 @@ impl Engine {
             },
         )
         .await;
+    }
+
+    /// Journals step `index` as skipped (its `when` did not hold): no output, no cost; the
+    /// last step's write ends the run, as a succeeded step's does (its output `null`).
+    async fn skip(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        index: usize,
+        step_id: &str,
+        last: bool,
+    ) -> Option<LeaseStatus> {
+        let result = StepResult {
+            index: index_i64(index),
+            step_id: step_id.to_owned(),
+            skipped: true,
+            output: None,
+            error: None,
+            logs: no_logs(),
+            cost: Cost::default(),
+        };
+        let finish = last.then(|| Value::Null.to_string());
+        self.persist(hold, "journaling a skipped step", || {
+            self.store().journal_step(lease, &result, finish.as_deref())
+        })
+        .await
     }
 
     /// Whether the run's tenant is suspended (the quota's cached second). A failed read is
@@ -494,6 +558,7 @@ impl Engine {
         let result = StepResult {
             index: index_i64(index),
             step_id: step_id.to_owned(),
+            skipped: false,
             output: None,
             error: serde_json::to_string(error).ok(),
             logs,
