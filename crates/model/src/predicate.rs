@@ -45,8 +45,11 @@ pub const MAX_NODES: usize = 256;
 pub const MAX_DEPTH: usize = 16;
 /// The longest pattern of a `matches`.
 pub const MAX_PATTERN_BYTES: usize = 1024;
-/// The most memory a compiled pattern may take.
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// The most memory a compiled pattern may take (and its lazy DFA's cache, apiece).
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+/// `matches` in one predicate, at most: what a predicate's patterns hold in memory and may
+/// scan per evaluation stays a small multiple of its values' size.
+pub const MAX_PATTERNS: usize = 8;
 
 const DEFAULT: &str = "default";
 
@@ -55,6 +58,7 @@ const DEFAULT: &str = "default";
 pub struct Predicate {
     source: Value,
     root: Node,
+    patterns: usize,
 }
 
 impl PartialEq for Predicate {
@@ -135,17 +139,26 @@ impl Predicate {
     /// Reads and checks `value`: its shape, its size, its patterns and its pointers' syntax
     /// (which step a pointer may name is the workflow's to check: [`Predicate::pointers`]).
     pub fn parse(value: &Value) -> Result<Predicate, PredicateError> {
-        let mut parser = Parser { nodes: 0 };
+        let mut parser = Parser {
+            nodes: 0,
+            patterns: 0,
+        };
         let root = parser.node(value, "", 1)?;
         Ok(Predicate {
             source: value.clone(),
             root,
+            patterns: parser.patterns,
         })
     }
 
     /// The JSON it was read from.
     pub fn source(&self) -> &Value {
         &self.source
+    }
+
+    /// Its `matches` patterns: each holds up to [`REGEX_SIZE_LIMIT`] twice once compiled.
+    pub fn patterns(&self) -> usize {
+        self.patterns
     }
 
     /// Every pointer it reads, with where it is in the predicate.
@@ -175,6 +188,7 @@ impl<'de> Deserialize<'de> for Predicate {
 
 struct Parser {
     nodes: usize,
+    patterns: usize,
 }
 
 fn refuse(path: &str, reason: impl Into<String>) -> PredicateError {
@@ -271,6 +285,13 @@ impl Parser {
                     ));
                 };
                 self.count(&at)?;
+                self.patterns += 1;
+                if self.patterns > MAX_PATTERNS {
+                    return Err(refuse(
+                        &at,
+                        format!("a predicate has at most {MAX_PATTERNS} `matches`"),
+                    ));
+                }
                 if pattern.len() > MAX_PATTERN_BYTES {
                     return Err(refuse(
                         &format!("{at}/1"),
@@ -705,6 +726,8 @@ mod tests {
         }
         assert!(refused(deep).reason.contains("nest"));
         let wide = json!({"any": vec![json!({"eq": [1, 1]}); MAX_NODES / 3 + 1]});
+        let patterns = json!({"any": vec![json!({"matches": ["a", "a"]}); MAX_PATTERNS + 1]});
+        assert!(refused(patterns).reason.contains("at most 8"));
         assert!(refused(wide).reason.contains(&MAX_NODES.to_string()));
     }
 

@@ -30,6 +30,9 @@ use crate::predicate::Predicate;
 
 /// Steps in one workflow.
 pub const MAX_STEPS: usize = 50;
+/// `matches` patterns in all of a workflow's conditions: a parsed version is cached by the
+/// workers, so what its compiled patterns hold is bounded per version.
+pub const MAX_WORKFLOW_PATTERNS: usize = 16;
 /// Attempts of one step, whatever the manifest or the step asks for.
 pub const MAX_ATTEMPTS_CAP: u32 = 10;
 /// The longest wait between two attempts.
@@ -133,6 +136,20 @@ impl WorkflowSpec {
             return Err(refuse(
                 "steps",
                 format!("at most {MAX_STEPS} steps, got {}", self.steps.len()),
+            ));
+        }
+        let patterns: usize = self
+            .steps
+            .iter()
+            .filter_map(|s| s.when.as_ref())
+            .map(Predicate::patterns)
+            .sum();
+        if patterns > MAX_WORKFLOW_PATTERNS {
+            return Err(refuse(
+                "steps",
+                format!(
+                    "the conditions of a workflow have at most {MAX_WORKFLOW_PATTERNS} `matches` in all, got {patterns}"
+                ),
             ));
         }
         let mut earlier = BTreeSet::new();

@@ -121,7 +121,10 @@ pub(crate) fn hook_targets(clock: Arc<dyn airlock_core::Clock>) -> HookTargets {
             + target.workflow.definition.len()
             + trigger.secret.as_ref().map_or(0, String::len)
             + trigger.expression.as_ref().map_or(0, String::len)
-            + 4 * trigger.filter.as_ref().map_or(0, String::len);
+            + 4 * trigger.filter.as_ref().map_or(0, String::len)
+            + target.filter.as_ref().map_or(0, |f| {
+                f.patterns() * 2 * airlock_model::predicate::REGEX_SIZE_LIMIT
+            });
         u32::try_from(size).unwrap_or(u32::MAX)
     })
 }
@@ -432,31 +435,6 @@ impl Runs {
         let key = format!("hook:{}:{}", trigger.id, verified.delivery_id);
         crate::check_idempotency_key(&key)?;
         let tenant = TenantId::new(trigger.tenant_id.clone());
-        if let Some(filter) = &target.filter {
-            // A suspended tenant's deliveries are refused as ever, filter or not.
-            let quota = self
-                .pipeline
-                .quota(&trigger.tenant_id)
-                .await
-                .map_err(RunsError::from)?;
-            if quota.suspended {
-                return Err(RunsError::TenantSuspended(trigger.tenant_id.clone()).into());
-            }
-            let mut seen = hook_input(&verified, headers, body, now_ms);
-            seen["headers"] = filter_headers(headers);
-            let steps = std::collections::BTreeMap::new();
-            let context = airlock_model::predicate::Context {
-                trigger: &seen,
-                steps: &steps,
-            };
-            if !filter.eval(context) {
-                // Acknowledged so the sender stops; nothing written, nothing charged.
-                return Ok(Delivered {
-                    run: None,
-                    created: false,
-                });
-            }
-        }
         let limit = trigger
             .rate_per_minute
             .and_then(|r| u32::try_from(r).ok())
@@ -471,6 +449,39 @@ impl Runs {
                     retry_after_s,
                 })
         };
+        // The filter reads a delivery that is verified, for a trigger that is not paused,
+        // within the trigger's rate: a flood of signed deliveries it drops is bounded like
+        // any other. Dropped, it writes nothing and uses none of the tenant's hourly runs.
+        if refused.is_ok()
+            && let Some(filter) = &target.filter
+        {
+            // A suspended tenant's deliveries are refused as ever, filter or not.
+            let quota = self
+                .pipeline
+                .quota(&trigger.tenant_id)
+                .await
+                .map_err(RunsError::from)?;
+            if quota.suspended {
+                return Err(RunsError::TenantSuspended(trigger.tenant_id.clone()).into());
+            }
+            let mut seen = hook_input(&verified, headers, body, now_ms);
+            if let Value::Object(fields) = &mut seen {
+                // The raw bytes are the run's to keep, not the filter's to scan.
+                fields.remove("body_base64");
+                fields.insert("headers".into(), filter_headers(headers));
+            }
+            let steps = BTreeMap::new();
+            let context = airlock_model::predicate::Context {
+                trigger: &seen,
+                steps: &steps,
+            };
+            if !filter.eval(context) {
+                return Ok(Delivered {
+                    run: None,
+                    created: false,
+                });
+            }
+        }
         let request = crate::Keyed::delivery(body);
         let created = match refused {
             Ok(()) => {
@@ -671,27 +682,30 @@ fn hook_input(
     })
 }
 
-/// Headers a filter reads at `/trigger/headers/<lower-case name>` (`x-github-event`, ...):
-/// every header but the credentials and signatures, the last value of each, at most 64 of
-/// them and 1 KiB each. Runs do not keep them.
+/// Headers a filter reads at `/trigger/headers/<lower-case name>`: the senders' event and
+/// delivery headers on this list, nothing else (a proxy's or a sender's secret headers are
+/// never a filter's to probe), the last value of each, up to 256 bytes. The signature
+/// schemes sign the body, not these: a filter on them is routing, not authentication.
+const FILTER_HEADERS: [&str; 12] = [
+    "content-type",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "x-github-event",
+    "x-github-delivery",
+    "x-github-hook-installation-target-type",
+    "x-gitlab-event",
+    "x-event-key",
+    "x-shopify-topic",
+    "x-event-type",
+    "x-webhook-event",
+];
+
 fn filter_headers(headers: &http::HeaderMap) -> Value {
-    const WITHHELD: [&str; 7] = [
-        "authorization",
-        "cookie",
-        "proxy-authorization",
-        "webhook-signature",
-        "x-hub-signature",
-        "x-hub-signature-256",
-        "stripe-signature",
-    ];
     let mut seen = serde_json::Map::new();
-    for (name, value) in headers {
-        let name = name.as_str();
-        if seen.len() >= 64 || WITHHELD.contains(&name) {
-            continue;
-        }
-        if let Ok(value) = value.to_str()
-            && value.len() <= 1024
+    for name in FILTER_HEADERS {
+        if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok())
+            && value.len() <= 256
         {
             seen.insert(name.to_owned(), Value::String(value.to_owned()));
         }
