@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::runs::Tx;
-use crate::{DbKind, Store, StoreError, now_ms};
+use crate::{DbKind, Store, StoreError};
 
 tokio::task_local! {
     /// The audit record of the API request this task serves, until the change commits it.
@@ -91,6 +91,8 @@ pub struct BrokenLink {
     pub reason: &'static str,
 }
 
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// The action of the record retention appends to a chain before it cuts the chain's head.
 pub const PRUNED_ACTION: &str = "audit.pruned";
 
@@ -139,9 +141,10 @@ fn hash(entry: &AuditEntry, prev_hash: &str) -> String {
 }
 
 /// Appends `draft` in `tx`, after the tenant's last chained record.
+/// `(kind, at)`: the database, and the record's time ([`Store::audit_at`]).
 pub(crate) async fn append(
     tx: &mut Tx<'_>,
-    kind: DbKind,
+    (kind, at): (DbKind, i64),
     draft: &AuditDraft,
     run_id: &str,
 ) -> Result<AuditEntry, StoreError> {
@@ -170,7 +173,7 @@ pub(crate) async fn append(
         id: format!("aud_{}", uuid::Uuid::new_v4().simple()),
         tenant_id: draft.tenant_id.clone(),
         seq: Some(seq),
-        at: now_ms(),
+        at,
         actor: draft.actor.clone(),
         action: draft.action.clone(),
         target: draft.target.clone(),
@@ -239,10 +242,28 @@ pub fn verify(chain: &[AuditEntry]) -> Result<usize, BrokenLink> {
         seq: record.seq.unwrap_or(0),
         reason,
     };
-    let cut = chain
-        .iter()
-        .filter_map(PruneMark::of)
-        .max_by_key(|mark| mark.through_seq);
+    let mut cut: Option<PruneMark> = None;
+    for record in chain {
+        let Some(mark) = PruneMark::of(record) else {
+            continue;
+        };
+        // What the database lets a prune record remove: records before it, older than a
+        // horizon at least a day before it. One that claims more was not retention's.
+        if mark.before_ms > record.at.saturating_sub(DAY_MS)
+            || record.seq.is_none_or(|seq| mark.through_seq >= seq)
+        {
+            return Err(broken(
+                record,
+                "its prune record claims records from its last day or after it",
+            ));
+        }
+        if cut
+            .as_ref()
+            .is_none_or(|c| mark.through_seq > c.through_seq)
+        {
+            cut = Some(mark);
+        }
+    }
     let start = first.seq.unwrap_or(0);
     let mut prev = String::new();
     if start != 1 {
@@ -298,6 +319,12 @@ pub fn verify(chain: &[AuditEntry]) -> Result<usize, BrokenLink> {
 }
 
 impl Store {
+    /// The database kind, and the time an audit record appended now gets: the store's
+    /// clock (the system's; a test's manual one), the clock retention's horizons use.
+    pub(crate) fn audit_at(&self) -> (DbKind, i64) {
+        (self.kind, self.clock.now_ms())
+    }
+
     /// Commits `tx`, the change of `target` in `tenant_id` (`""`: the platform's), with the
     /// audit record of the API request this task serves when one is pending and not yet
     /// written ([`with_pending_audit`]); a plain commit otherwise (the CLI, a worker).
@@ -320,7 +347,7 @@ impl Store {
             target: target.to_owned(),
             ..pending.draft.clone()
         };
-        append(&mut tx, self.kind, &draft, "").await?;
+        append(&mut tx, self.audit_at(), &draft, "").await?;
         tx.commit().await?;
         pending.written.store(true, Ordering::Release);
         Ok(())
@@ -329,7 +356,7 @@ impl Store {
     /// Appends one audit record in a transaction of its own.
     pub async fn append_audit(&self, draft: &AuditDraft) -> Result<AuditEntry, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let entry = append(&mut tx, self.kind, draft, "").await?;
+        let entry = append(&mut tx, self.audit_at(), draft, "").await?;
         tx.commit().await?;
         Ok(entry)
     }
@@ -424,12 +451,23 @@ impl Store {
         earlier: Option<PruneMark>,
     ) -> Result<PruneMark, StoreError> {
         let mut tx = self.writer.begin().await?;
-        let last = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 AND seq IS NOT NULL \
-             AND at < $2 ORDER BY seq DESC LIMIT 1",
+        // The longest head of the chain older than the horizon throughout (a clock that
+        // stepped back leaves a newer record inside it, which the database would refuse).
+        let newer: Option<i64> = sqlx::query(
+            "SELECT MIN(seq) AS seq FROM audit_log WHERE tenant_id = $1 AND seq IS NOT NULL \
+             AND at >= $2",
         )
         .bind(tenant_id)
         .bind(before)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("seq")?;
+        let last = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 AND seq IS NOT NULL \
+             AND seq < $2 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(newer.unwrap_or(i64::MAX))
         .fetch_optional(&mut *tx)
         .await?;
         let (through_seq, through_hash) = match last {
@@ -459,7 +497,7 @@ impl Store {
             request_id: String::new(),
             detail: serde_json::to_value(&mark).unwrap_or(Value::Null),
         };
-        append(&mut tx, self.kind, &draft, "").await?;
+        append(&mut tx, self.audit_at(), &draft, "").await?;
         tx.commit().await?;
         Ok(mark)
     }
@@ -592,6 +630,11 @@ mod tests {
     /// `chain(n)` with a prune record appended (cutting through `through`), then the records
     /// up to `through` removed.
     fn cut(n: i64, through: i64) -> Vec<AuditEntry> {
+        cut_at(n, through, DAY_MS)
+    }
+
+    /// [`cut`] with the prune record's horizon at `before_ms` (it is appended at 10 days).
+    fn cut_at(n: i64, through: i64, before_ms: i64) -> Vec<AuditEntry> {
         let mut records = chain(n);
         let last = records.last().cloned().expect("records");
         let mark = PruneMark {
@@ -600,12 +643,13 @@ mod tests {
                 .hash
                 .clone()
                 .unwrap_or_default(),
-            before_ms: 0,
+            before_ms,
         };
         let prev = last.hash.clone().unwrap_or_default();
         let mut record = AuditEntry {
             id: "aud_cut".into(),
             seq: Some(n + 1),
+            at: 10 * DAY_MS,
             action: PRUNED_ACTION.into(),
             detail: serde_json::to_string(&mark).expect("json"),
             prev_hash: Some(prev.clone()),
@@ -650,5 +694,17 @@ mod tests {
         assert_eq!(verify(&half), Ok(5));
         half[1].actor = "mallory".into();
         assert!(verify(&half).is_err());
+
+        // A prune record that claims its own last day (what anyone able to insert one could
+        // write, to erase a chain) is not retention's: the database would refuse its deletes,
+        // and verify refuses it.
+        let forged = cut_at(6, 6, 10 * DAY_MS);
+        assert_eq!(
+            verify(&forged).map_err(|b| (b.seq, b.reason)),
+            Err((
+                7,
+                "its prune record claims records from its last day or after it"
+            ))
+        );
     }
 }

@@ -197,6 +197,8 @@ pub struct Store {
     writer: breaker::Guarded,
     breaker: Option<std::sync::Arc<breaker::Breaker>>,
     kind: DbKind,
+    /// What audit records are timed by (`StoreOptions::clock`).
+    clock: std::sync::Arc<dyn airlock_model::Clock>,
     runs: usage::RunCounter,
     /// Creates durable runs, group-committed.
     enqueuer: enqueue::Enqueuer,
@@ -306,6 +308,7 @@ impl Store {
             writer: breaker::Guarded::new(writer, breaker.clone()),
             breaker,
             kind,
+            clock: options.clock.clone(),
             runs,
             enqueuer,
             state_lane: std::sync::Arc::new(tokio::sync::Semaphore::new(state_lane)),

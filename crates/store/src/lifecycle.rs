@@ -389,7 +389,7 @@ impl Store {
             .await?
             .rows_affected()
             + Store::purge_leftovers(&mut tx, tenant_id).await?;
-        super::audit::append(&mut tx, self.kind, record, "").await?;
+        super::audit::append(&mut tx, self.audit_at(), record, "").await?;
         tx.commit().await?;
         Ok(Ok(Deleted {
             rows,

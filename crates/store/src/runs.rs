@@ -415,7 +415,16 @@ impl Store {
             ended => return Ok(Cancelled::AlreadyEnded(ended)),
         };
         let detail = serde_json::json!({ "previous_state": state.as_str() });
-        audit(&mut tx, self.kind, tenant_id, actor, "cancel", id, &detail).await?;
+        audit(
+            &mut tx,
+            self.audit_at(),
+            tenant_id,
+            actor,
+            "cancel",
+            id,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         if outcome == Cancelled::Requested {
             // The worker, if it is this process's, stops the guest now, not at a heartbeat.
@@ -484,7 +493,16 @@ impl Store {
             "workflow_version": { "ran": ran_version, "now": version.unwrap_or(ran_version) },
             "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
         });
-        audit(&mut tx, self.kind, tenant_id, actor, "replay", id, &detail).await?;
+        audit(
+            &mut tx,
+            self.audit_at(),
+            tenant_id,
+            actor,
+            "replay",
+            id,
+            &detail,
+        )
+        .await?;
         ensure_run_tenant(&mut tx, tenant_id).await?;
         self.notify_in(&mut tx).await?;
         tx.commit().await?;
@@ -1047,7 +1065,7 @@ pub(crate) async fn add_usage(
 #[allow(clippy::too_many_arguments)]
 async fn audit(
     tx: &mut Tx<'_>,
-    kind: DbKind,
+    (kind, at): (DbKind, i64),
     tenant_id: &str,
     actor: &str,
     action: &str,
@@ -1062,6 +1080,6 @@ async fn audit(
         request_id: String::new(),
         detail: detail.clone(),
     };
-    crate::audit::append(tx, kind, &draft, run_id).await?;
+    crate::audit::append(tx, (kind, at), &draft, run_id).await?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use airlock::model::ManualClock;
+use airlock::model::{Clock as _, ManualClock};
 use serde_json::json;
 
 use crate::api_support::{Db, TestServer, on_both_databases};
@@ -165,12 +165,14 @@ fn verified(server: &TestServer, tenant: &str) -> String {
 }
 
 async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
-    let clock = ManualClock::new(airlock::store::now_ms());
+    let start = airlock::store::now_ms();
+    let clock = ManualClock::new(start);
     let Some(server) =
         TestServer::start_clocked(db, options(), fast_workers, Some(Arc::new(clock.clone()))).await
     else {
         return;
     };
+    // Audit records are timed by the service's clock, which this test moves.
     let acme = tenant_with_hostile(&server, "acme").await;
     tenant_with_hostile(&server, "other").await;
     put_limits(&server, "other", json!({"retain_audit_days": 3650})).await;
@@ -180,9 +182,8 @@ async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
     }
     let pool = server.raw_db().await;
     let old = audit_count(&pool, "acme", None).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let cut = airlock::store::now_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    clock.advance_ms(2 * DAY_MS);
+    let cut = start + DAY_MS;
     for i in 0..3 {
         create_workflow(&server, &acme, &format!("new-{i}"), steps.clone()).await;
     }
@@ -238,4 +239,45 @@ async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
     create_workflow(&server, &acme, "after", steps).await;
     assert!(verified(&server, "acme").contains("ok: 2 record(s)"));
     assert!(verified(&server, "other").starts_with("ok"));
+
+    // Whoever can insert rows cannot erase a chain with a prune record of their own: one
+    // that claims the last day covers nothing, and verify names it.
+    let now = clock.now_ms();
+    sqlx::query(
+        "INSERT INTO audit_log (tenant_id, id, at, actor, action, run_id, detail, seq) \
+         VALUES ('other', 'aud_forged', $1, 'mallory', 'audit.pruned', '', $2, 1000000)",
+    )
+    .bind(now)
+    .bind(
+        json!({"through_seq": 999_999, "through_hash": "", "before_ms": now + DAY_MS}).to_string(),
+    )
+    .execute(&pool)
+    .await
+    .expect("insert");
+    let error =
+        sqlx::query("DELETE FROM audit_log WHERE tenant_id = 'other' AND id <> 'aud_forged'")
+            .execute(&pool)
+            .await
+            .expect_err("a forged prune record covers nothing")
+            .to_string();
+    assert!(error.contains("append-only"), "{error}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args([
+            "audit",
+            "verify",
+            "--tenant",
+            "other",
+            "--database-url",
+            &server.database_url,
+        ])
+        .arg("--data-dir")
+        .arg(server.dir.path())
+        .output()
+        .expect("airlock audit verify");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("aud_forged"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
