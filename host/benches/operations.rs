@@ -178,7 +178,7 @@ async fn invoke(iterations: usize) -> Result<(), String> {
         .lines()
         .filter(|l| l.starts_with("airlock_trace_spans_dropped_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+        .fold(0.0, |sum, n| sum + n);
     println!(
         "spans exported: {}, dropped: {dropped}",
         exported.load(Ordering::Relaxed)

@@ -166,7 +166,7 @@ impl Sender {
             .client
             .post(self.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
+            .body(body)
             .send()
             .await;
         let failure = match sent {
@@ -196,47 +196,81 @@ fn resource(service_name: &str) -> Value {
 }
 
 /// One `ExportTraceServiceRequest` in OTLP's JSON mapping: ids in hex, times and 64-bit
-/// integers as decimal strings, enums as numbers.
-fn encode(resource: &Value, batch: &[SpanData]) -> Value {
-    let spans: Vec<Value> = batch.iter().map(span).collect();
-    json!({
-        "resourceSpans": [{
-            "resource": resource,
-            "scopeSpans": [{
-                "scope": { "name": "airlock", "version": env!("CARGO_PKG_VERSION") },
-                "spans": spans,
-            }],
-        }],
-    })
+/// integers as decimal strings, enums as numbers. Written straight into bytes: building a
+/// `Value` tree per span cost more than the rest of a webhook delivery's spans together.
+fn encode(resource: &Value, batch: &[SpanData]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + batch.len() * 512);
+    out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":");
+    // A Value always serializes.
+    let _ = serde_json::to_writer(&mut out, resource);
+    out.extend_from_slice(b",\"scopeSpans\":[{\"scope\":{\"name\":\"airlock\",\"version\":");
+    text(&mut out, env!("CARGO_PKG_VERSION"));
+    out.extend_from_slice(b"},\"spans\":[");
+    for (i, data) in batch.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        span(&mut out, data);
+    }
+    out.extend_from_slice(b"]}]}]}");
+    out
 }
 
-fn span(data: &SpanData) -> Value {
-    let nanos = |t: std::time::SystemTime| {
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            .to_string()
-    };
-    let mut span = json!({
-        "traceId": data.trace_id.as_str(),
-        "spanId": data.span_id.to_string(),
-        "name": data.name,
-        "kind": data.kind as i32,
-        "startTimeUnixNano": nanos(data.start),
-        "endTimeUnixNano": nanos(data.end),
-        "attributes": data
-            .attributes
-            .iter()
-            .map(|(key, value)| attribute(key, value))
-            .collect::<Vec<_>>(),
-    });
+fn text(out: &mut Vec<u8>, s: &str) {
+    // Escapes as JSON; writing a `str` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn span(out: &mut Vec<u8>, data: &SpanData) {
+    use std::io::Write as _;
+    let nanos = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let _ = write!(
+        out,
+        "{{\"traceId\":\"{}\",\"spanId\":\"{}\",",
+        data.trace_id, data.span_id
+    );
     if let Some(parent) = data.parent {
-        span["parentSpanId"] = Value::String(parent.to_string());
+        let _ = write!(out, "\"parentSpanId\":\"{parent}\",");
     }
+    out.extend_from_slice(b"\"name\":");
+    text(out, &data.name);
+    let _ = write!(
+        out,
+        ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":[",
+        data.kind as i32,
+        nanos(data.start),
+        nanos(data.end)
+    );
+    for (i, (key, value)) in data.attributes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        text(out, key);
+        out.extend_from_slice(b",\"value\":");
+        match value {
+            AttrValue::Str(s) => {
+                out.extend_from_slice(b"{\"stringValue\":");
+                text(out, s);
+                out.push(b'}');
+            }
+            AttrValue::Int(n) => {
+                let _ = write!(out, "{{\"intValue\":\"{n}\"}}");
+            }
+            AttrValue::Bool(b) => {
+                let _ = write!(out, "{{\"boolValue\":{b}}}");
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
     if let Some(message) = &data.error {
         // STATUS_CODE_ERROR.
-        span["status"] = json!({ "code": 2, "message": message });
+        out.extend_from_slice(b",\"status\":{\"code\":2,\"message\":");
+        text(out, message);
+        out.push(b'}');
     }
-    span
+    out.push(b'}');
 }
 
 fn attribute(key: &str, value: &AttrValue) -> Value {
@@ -290,8 +324,15 @@ mod tests {
         span.set("airlock.attempt", 2_i64);
         span.fail("timeout");
         drop(span);
+        let mut second = metrics
+            .spans()
+            .start("quoted \"name\"\n", SpanKind::Client, &root);
+        second.set("note", "a \"quote\", a \\ and a\nnewline");
+        second.set("ok", true);
+        drop(second);
         let batch = metrics.spans().drain(10);
-        let encoded = encode(&resource("airlock"), &batch);
+        let encoded: Value =
+            serde_json::from_slice(&encode(&resource("airlock"), &batch)).expect("valid JSON");
         let span = &encoded["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
         assert_eq!(span["traceId"], root.trace_id.as_str());
         assert_eq!(span["parentSpanId"], root.span_id.to_string());
@@ -307,5 +348,14 @@ mod tests {
             encoded["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
             "airlock"
         );
+        let second = &encoded["resourceSpans"][0]["scopeSpans"][0]["spans"][1];
+        assert_eq!(second["name"], "quoted \"name\"\n");
+        assert_eq!(second["kind"], 3);
+        assert_eq!(
+            second["attributes"][0]["value"]["stringValue"],
+            "a \"quote\", a \\ and a\nnewline"
+        );
+        assert_eq!(second["attributes"][1]["value"]["boolValue"], true);
+        assert!(second.get("status").is_none());
     }
 }
