@@ -175,12 +175,14 @@ impl Sender {
                 return;
             }
             Ok(response) => format!("the collector answered {}", response.status()),
-            Err(error) => format!("the collector did not answer: {error}"),
+            Err(error) => format!("the collector did not answer: {}", error.without_url()),
         };
         self.metrics.spans().dropped("export_failed", n);
         if self.warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
             self.warned = Some(Instant::now());
-            tracing::warn!(url = %self.url, spans = n, "span export failed: {failure}");
+            // The origin only: an endpoint's path or query may carry a collector's key.
+            let collector = self.url.origin().ascii_serialization();
+            tracing::warn!(%collector, spans = n, "span export failed: {failure}");
         }
     }
 }
