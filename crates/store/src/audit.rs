@@ -397,7 +397,7 @@ impl Store {
         .await?
         .try_get("oldest")?;
         if oldest.is_some_and(|oldest| oldest < before.saturating_sub(slack)) {
-            covered = Some(self.mark_cut(tenant_id, before, covered).await?);
+            covered = Some(self.mark_cut(tenant_id, before, slack, covered).await?);
         }
         let mut pruned = AuditPruned::default();
         let Some(mark) = covered else {
@@ -448,9 +448,34 @@ impl Store {
         &self,
         tenant_id: &str,
         before: i64,
+        slack: i64,
         earlier: Option<PruneMark>,
     ) -> Result<PruneMark, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin_write().await?;
+        // Serialized with the chain's appends (PostgreSQL: their lock; SQLite: the write
+        // lock `begin_write` takes), so of two passes at once the second sees the first's
+        // cut and appends none of its own.
+        if self.kind == DbKind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))")
+                .bind(format!("audit:{tenant_id}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let latest = sqlx::query(
+            "SELECT detail FROM audit_log WHERE tenant_id = $1 AND action = $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(PRUNED_ACTION)
+        .fetch_optional(&mut *tx)
+        .await?
+        .and_then(|row| row.try_get::<String, _>("detail").ok())
+        .and_then(|detail| serde_json::from_str::<PruneMark>(&detail).ok());
+        if let Some(latest) = latest
+            && latest.before_ms >= before.saturating_sub(slack)
+        {
+            return Ok(latest);
+        }
         // The longest head of the chain older than the horizon throughout (a clock that
         // stepped back leaves a newer record inside it, which the database would refuse).
         let newer: Option<i64> = sqlx::query(

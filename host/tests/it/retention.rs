@@ -240,6 +240,19 @@ async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
     assert!(verified(&server, "acme").contains("ok: 2 record(s)"));
     assert!(verified(&server, "other").starts_with("ok"));
 
+    // Two passes at once (two processes) cut once: one prune record, not two.
+    clock.advance_ms(367 * DAY_MS);
+    let horizon = clock.now_ms() - 365 * DAY_MS;
+    let before = audit_count(&pool, "acme", Some(marks)).await;
+    let (a, b) = tokio::join!(
+        store.prune_audit("acme", horizon, DAY_MS, 500),
+        store.prune_audit("acme", horizon, DAY_MS, 500),
+    );
+    assert_eq!(a.expect("prune").removed + b.expect("prune").removed, 2);
+    assert_eq!(audit_count(&pool, "acme", Some(marks)).await, before);
+    assert_eq!(audit_count(&pool, "acme", None).await, 1);
+    assert!(verified(&server, "acme").contains("ok: 1 record(s)"));
+
     // Whoever can insert rows cannot erase a chain with a prune record of their own: one
     // that claims the last day covers nothing, and verify names it.
     let now = clock.now_ms();
