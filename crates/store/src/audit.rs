@@ -403,43 +403,53 @@ impl Store {
         let Some(mark) = covered else {
             return Ok(pruned);
         };
-        loop {
-            let started = Instant::now();
-            let removed = sqlx::query(
-                "DELETE FROM audit_log WHERE tenant_id = $1 AND seq IN ( \
-                   SELECT seq FROM audit_log WHERE tenant_id = $1 AND seq <= $2 \
-                   ORDER BY seq LIMIT $3)",
-            )
-            .bind(tenant_id)
-            .bind(mark.through_seq)
-            .bind(batch)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            pruned.note(started, removed);
-            if removed < u64::try_from(batch).unwrap_or(0) {
-                break;
-            }
-        }
-        loop {
-            let started = Instant::now();
-            let removed = sqlx::query(
-                "DELETE FROM audit_log WHERE tenant_id = $1 AND id IN ( \
-                   SELECT id FROM audit_log WHERE tenant_id = $1 AND seq IS NULL AND at < $2 \
-                   LIMIT $3)",
-            )
-            .bind(tenant_id)
-            .bind(mark.before_ms)
-            .bind(batch)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            pruned.note(started, removed);
-            if removed < u64::try_from(batch).unwrap_or(0) {
-                break;
-            }
-        }
+        self.delete_in_batches(
+            &mut pruned,
+            "DELETE FROM audit_log WHERE tenant_id = $1 AND seq IN ( \
+               SELECT seq FROM audit_log WHERE tenant_id = $1 AND seq <= $2 \
+               ORDER BY seq LIMIT $3)",
+            tenant_id,
+            mark.through_seq,
+            batch,
+        )
+        .await?;
+        self.delete_in_batches(
+            &mut pruned,
+            "DELETE FROM audit_log WHERE tenant_id = $1 AND id IN ( \
+               SELECT id FROM audit_log WHERE tenant_id = $1 AND seq IS NULL AND at < $2 \
+               LIMIT $3)",
+            tenant_id,
+            mark.before_ms,
+            batch,
+        )
+        .await?;
         Ok(pruned)
+    }
+
+    /// Runs `delete` (`$1` the tenant, `$2` `bound`, `$3` the batch size), one transaction
+    /// each, until a batch removes fewer than `batch` records.
+    async fn delete_in_batches(
+        &self,
+        pruned: &mut AuditPruned,
+        delete: &str,
+        tenant_id: &str,
+        bound: i64,
+        batch: i64,
+    ) -> Result<(), StoreError> {
+        loop {
+            let started = Instant::now();
+            let removed = sqlx::query(delete)
+                .bind(tenant_id)
+                .bind(bound)
+                .bind(batch)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+            pruned.note(started, removed);
+            if removed < u64::try_from(batch).unwrap_or(0) {
+                return Ok(());
+            }
+        }
     }
 
     /// Appends the prune record of a cut at `before`: through the last chained record older

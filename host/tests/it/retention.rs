@@ -141,8 +141,9 @@ async fn audit_count(pool: &sqlx::AnyPool, tenant: &str, action: Option<&str>) -
     .expect("count")
 }
 
-fn verified(server: &TestServer, tenant: &str) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+/// `airlock audit verify --tenant <tenant>` against the server's database.
+fn verify(server: &TestServer, tenant: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
         .args([
             "audit",
             "verify",
@@ -154,7 +155,12 @@ fn verified(server: &TestServer, tenant: &str) -> String {
         .arg("--data-dir")
         .arg(server.dir.path())
         .output()
-        .expect("airlock audit verify");
+        .expect("airlock audit verify")
+}
+
+/// What `verify` printed, having checked that it passed.
+fn verified(server: &TestServer, tenant: &str) -> String {
+    let out = verify(server, tenant);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -274,19 +280,7 @@ async fn audit_chains_lose_their_oldest_records_behind_a_prune_record(db: Db) {
             .expect_err("a forged prune record covers nothing")
             .to_string();
     assert!(error.contains("append-only"), "{error}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
-        .args([
-            "audit",
-            "verify",
-            "--tenant",
-            "other",
-            "--database-url",
-            &server.database_url,
-        ])
-        .arg("--data-dir")
-        .arg(server.dir.path())
-        .output()
-        .expect("airlock audit verify");
+    let out = verify(&server, "other");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("aud_forged"),
