@@ -64,10 +64,7 @@ fn main() {
     let nodes = count(&source);
     let trigger = delivery();
     let steps = BTreeMap::new();
-    let context = Context {
-        trigger: &trigger,
-        steps: &steps,
-    };
+    let context = Context::new(&trigger, &steps);
     assert!(parsed.eval(context), "the delivery matches");
     const BATCH: u32 = 100;
     let batches = if smoke { 100 } else { 2_000 };

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod limits;
 pub mod manifest;
 pub mod predicate;
+pub mod program;
 pub mod quota;
 pub mod workflow;
 
@@ -36,4 +37,5 @@ pub use manifest::{
 };
 pub use predicate::{Predicate, PredicateError};
 pub use quota::TenantQuota;
-pub use workflow::{MappingError, StepSpec, WorkflowError, WorkflowSpec};
+pub use program::Program;
+pub use workflow::{ActionStep, MappingError, StepKind, StepSpec, WorkflowError, WorkflowSpec};

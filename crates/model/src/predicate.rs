@@ -119,7 +119,7 @@ struct Pointer {
 
 impl Pointer {
     fn get<'a>(&self, context: Context<'a>) -> Option<&'a Value> {
-        resolve_tokens(&self.tokens, context.trigger, context.steps)
+        resolve_tokens(&self.tokens, context)
     }
 }
 
@@ -128,11 +128,25 @@ fn literal(value: Value) -> Operand {
     Operand::Literal { value, instant }
 }
 
-/// Where a predicate reads its values: the run's context (`/trigger/...`, `/steps/<id>/...`).
+/// Where a predicate or an input mapping reads its values: the run's context
+/// (`/trigger/...`, `/steps/<id>/...`, and inside a `for_each` body `/item/...`).
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub trigger: &'a Value,
     pub steps: &'a BTreeMap<String, Value>,
+    /// The element of a `for_each` iteration; `None` outside one.
+    pub item: Option<&'a Value>,
+}
+
+impl<'a> Context<'a> {
+    /// The context outside any `for_each` body.
+    pub fn new(trigger: &'a Value, steps: &'a BTreeMap<String, Value>) -> Self {
+        Context {
+            trigger,
+            steps,
+            item: None,
+        }
+    }
 }
 
 impl Predicate {
@@ -615,10 +629,7 @@ mod tests {
 
     fn eval(predicate: Value, trigger: Value) -> bool {
         let steps = BTreeMap::from([("fetch".to_owned(), json!({"items": [1, 2, 3]}))]);
-        Predicate::parse(&predicate).unwrap().eval(Context {
-            trigger: &trigger,
-            steps: &steps,
-        })
+        Predicate::parse(&predicate).unwrap().eval(Context::new(&trigger, &steps))
     }
 
     #[test]

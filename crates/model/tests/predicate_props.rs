@@ -101,7 +101,7 @@ proptest! {
         };
         prop_assert!(parsed.pointers().len() <= MAX_NODES);
         let steps = BTreeMap::from([("s".to_owned(), step)]);
-        let context = Context { trigger: &trigger, steps: &steps };
+        let context = Context::new(&trigger, &steps);
         let value = parsed.eval(context);
         // Wrapping adds two levels, which may pass the depth cap: only then is it refused.
         for (wrapped, expected) in [
