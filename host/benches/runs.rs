@@ -15,7 +15,9 @@
 //!   once on an API-only process;
 //! - cron: how late each tick's run is created and started (every-second triggers);
 //! - drain: completed runs per second from a prefilled backlog (8 tenants, then one), one
-//!   process on SQLite and two on PostgreSQL (`AIRLOCK_DRAIN_RUNS`, `AIRLOCK_DRAIN_WORKERS`).
+//!   process on SQLite and two on PostgreSQL (`AIRLOCK_DRAIN_RUNS`, `AIRLOCK_DRAIN_WORKERS`);
+//! - for_each: one run's `for_each` of 1,000 trivial items (concurrency 16, then 64), as
+//!   items per second and as a share of the single-step drain rate measured just before.
 //!
 //! `cargo bench -p airlock --bench runs -- webhook cron` runs only the scenarios named.
 //! `AIRLOCK_HOOK_SENDERS` sets the concurrent webhook senders (default 32): ingest is a
@@ -309,7 +311,7 @@ async fn drain(
     per_tenant: usize,
     processes: usize,
     workers: usize,
-) {
+) -> f64 {
     let bench = Arc::new(start(url.clone(), 0).await);
     let mut ids = Vec::new();
     for t in 0..tenants {
@@ -388,6 +390,83 @@ async fn drain(
         workers.shutdown().await;
     }
     drop(extra);
+    total as f64 / elapsed
+}
+
+/// A `for_each` of `items` items whose body is the same trivial step, in one run, against
+/// the engine's single-step rate measured here first (the same number of one-step runs
+/// drained from a backlog by one process with the default 16 workers, on the same kind of
+/// database). The goal: at least 50%.
+async fn for_each(label: &str, baseline_url: Option<String>, url: Option<String>, items: usize) {
+    let baseline = drain(label, baseline_url, 1, items, 1, 16).await;
+    let bench = start(url, 16).await;
+    let (admin, _) = bench.tenant("fe").await;
+    let (status, body) = bench
+        .send(
+            reqwest::Method::PUT,
+            "/v1/tenants/fe/limits",
+            &bench.operator,
+            Some((
+                "application/json",
+                json!({"runs_per_hour": 500, "max_concurrent_runs": 256, "max_iterations": items})
+                    .to_string()
+                    .into_bytes(),
+            )),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for concurrency in [16, 64] {
+        let (status, body) = bench
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": format!("fan-{concurrency}"), "steps": [{"id": "each", "for_each": {
+                    "items": {"$from": "/trigger/items"}, "concurrency": concurrency,
+                    "steps": [{"id": "pick", "connector": "transform", "action": "pick",
+                               "input": {"data": {"$from": "/item"}, "fields": ["i"]}}]}}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let workflow = body["id"].as_str().expect("id").to_owned();
+        // The first run compiles the component: warmed with one item.
+        for n in [1, items] {
+            let list: Vec<Value> = (0..n).map(|i| json!({"i": i})).collect();
+            let (status, body) = bench
+                .post(
+                    &format!("/v1/workflows/{workflow}/runs"),
+                    &admin,
+                    json!({"input": {"items": list}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+            let run = body["id"].as_str().expect("id").to_owned();
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let record = loop {
+                let record = bench.store().run("fe", &run).await.expect("run");
+                if record.state.as_str() == "succeeded" {
+                    break record;
+                }
+                assert!(
+                    record.state.as_str() != "dead" && Instant::now() < deadline,
+                    "{run}: {:?} {:?}",
+                    record.state,
+                    record.error
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            if n == 1 {
+                continue;
+            }
+            let started = record.started_at.unwrap_or(record.created_at);
+            let finished = record.finished_at.unwrap_or(started);
+            let elapsed = (finished - started).max(1) as f64 / 1000.0;
+            let rate = n as f64 / elapsed;
+            println!(
+                "{label}: a for_each of {n} items (concurrency {concurrency}) ran in {elapsed:.2} s: {rate:.0} items/s, {:.0}% of the single-step rate ({baseline:.0} runs/s; goal >= 50%)",
+                100.0 * rate / baseline
+            );
+        }
+    }
 }
 
 async fn fairness(label: &str, url: Option<String>, backlog: usize, probes: usize) {
@@ -794,6 +873,11 @@ fn main() {
                 )
                 .await;
                 drain(label, fresh(pg, &mut made).await, 1, n, processes, workers).await;
+            }
+            if only("for_each") {
+                let n = if quick { 200 } else { 1_000 };
+                let baseline = fresh(pg, &mut made).await;
+                for_each(label, baseline, fresh(pg, &mut made).await, n).await;
             }
             if only("fairness") {
                 fairness(label, fresh(pg, &mut made).await, backlog, 20).await;

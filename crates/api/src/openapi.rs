@@ -159,7 +159,7 @@ pub mod problem {
             invoke::InvokeBody, invoke::InvokeResponse, invoke::TestActionResponse, invoke::ConnectorRef, invoke::Usage,
             workflows::CreateWorkflow, workflows::UpdateWorkflow, workflows::Workflow,
             workflows::WorkflowStep, workflows::RetryBody, workflows::StartRun,
-            runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::RunPage,
+            runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::Iteration, runs::RunPage,
             runs::ReplayBody, runs::WorkflowVersion, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
             runs::AuditEntry, runs::DailyUsage, access::AccessEntry,
             triggers::CreateTrigger, triggers::RotateSecret, triggers::Trigger, triggers::TriggerKind,

@@ -166,7 +166,27 @@ impl From<StepRecord> for Step {
 pub struct RunDetail {
     #[serde(flatten)]
     pub run: Run,
+    /// One per step the run reached, in order. A `switch` step's output names the branch
+    /// taken (`{"branch": "paid"}`); steps of branches not taken have no entry.
     pub steps: Vec<Step>,
+    /// Each finished body step of each `for_each` item, by step index, item and body step.
+    /// A `for_each` still running shows here before its own step entry exists.
+    pub iterations: Vec<Iteration>,
+}
+
+/// One body step of one `for_each` item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Iteration {
+    /// The `for_each` step's index.
+    pub step_index: i64,
+    pub item: i64,
+    /// The body step's id: `<for_each id>.<step id>`.
+    pub id: String,
+    /// `succeeded` or `skipped`.
+    pub status: String,
+    #[schema(value_type = Value, required = true)]
+    pub output: Option<Value>,
+    pub finished_at_ms: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -335,9 +355,21 @@ async fn show(
         .await
         .map_err(ApiError::or_not_found("run"))?;
     let steps = state.store().run_steps(tenant, &id).await?;
+    let iterations = state.store().run_items(tenant, &id, None).await?;
     Ok(Json(RunDetail {
         run: Run::summary(run),
         steps: steps.into_iter().map(Step::from).collect(),
+        iterations: iterations
+            .into_iter()
+            .map(|(step_index, row)| Iteration {
+                step_index,
+                item: row.item,
+                id: row.step_id,
+                status: row.status,
+                output: json_text(row.output.as_deref()),
+                finished_at_ms: row.finished_at,
+            })
+            .collect(),
     }))
 }
 

@@ -102,6 +102,9 @@ pub struct Limits {
     /// Days an audit record is kept; default 365, 1 to 3,650. Pruning removes the oldest
     /// records of the tenant's chain and appends an `audit.pruned` record saying how far.
     pub retain_audit_days: u32,
+    /// Items one `for_each` step may iterate over; default 1,000, 1 to 10,000. More fails
+    /// the step (`too_many_items`).
+    pub max_iterations: u32,
 }
 
 pub fn valid_tenant_id(id: &str) -> bool {

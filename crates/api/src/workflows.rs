@@ -27,8 +27,10 @@ pub fn routes() -> Router<AppState> {
         .route("/workflows/{id}/runs", post(start_run))
 }
 
-/// One step of a workflow (documentation of the `steps` items; the server parses them
-/// strictly: unknown fields are refused).
+/// One action step of a workflow (documentation of the `steps` items; the server parses
+/// them strictly: unknown fields are refused). A step may instead be a `switch`, a
+/// `for_each` or a `sleep` (docs/api.md, "Control flow"): an object with `id`, an optional
+/// `when` and one of those members.
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)] // Read through `WorkflowSpec`; this type only describes the format.
 pub struct WorkflowStep {
@@ -79,7 +81,8 @@ pub struct CreateWorkflow {
     /// Unique among the tenant's workflows; 1-200 characters.
     #[schema(min_length = 1, max_length = 200)]
     pub name: String,
-    /// 1-50 steps, run in order.
+    /// Steps run in order: at most 100, counting those inside branches and `for_each`
+    /// bodies.
     #[schema(value_type = Vec<WorkflowStep>)]
     pub steps: Vec<Value>,
 }
@@ -146,16 +149,48 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
-    // A condition's refusal names where in it, which serde's message would not.
-    for (i, step) in steps.iter().enumerate() {
-        if let Some(when) = step.get("when") {
-            airlock_model::Predicate::parse(when).map_err(|e| {
-                ApiError::validation(format!("steps[{i}].when{}", e.path), e.reason)
-            })?;
-        }
-    }
+    check_conditions(&steps, "steps", 0)?;
     serde_json::from_value(json!({ "steps": steps }))
         .map_err(|e| ApiError::validation("steps", format!("invalid step: {e}")))
+}
+
+/// A condition's refusal names where in it, nested lists included, which serde's message
+/// would not. Depth beyond what a workflow may nest is left to the model's refusal.
+fn check_conditions(steps: &[Value], path: &str, depth: usize) -> Result<(), ApiError> {
+    if depth > airlock_model::workflow::MAX_NESTING {
+        return Ok(());
+    }
+    let predicate = |value: &Value, at: String| {
+        airlock_model::Predicate::parse(value)
+            .map(drop)
+            .map_err(|e| ApiError::validation(format!("{at}{}", e.path), e.reason))
+    };
+    let list = |value: Option<&Value>, at: String| match value {
+        Some(Value::Array(steps)) => check_conditions(steps, &at, depth + 1),
+        _ => Ok(()),
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let here = format!("{path}[{i}]");
+        if let Some(when) = step.get("when") {
+            predicate(when, format!("{here}.when"))?;
+        }
+        if let Some(switch) = step.get("switch") {
+            if let Some(Value::Array(cases)) = switch.get("cases") {
+                for (c, case) in cases.iter().enumerate() {
+                    let at = format!("{here}.switch.cases[{c}]");
+                    if let Some(when) = case.get("when") {
+                        predicate(when, format!("{at}.when"))?;
+                    }
+                    list(case.get("steps"), format!("{at}.steps"))?;
+                }
+            }
+            list(switch.get("default"), format!("{here}.switch.default"))?;
+        }
+        if let Some(each) = step.get("for_each") {
+            list(each.get("steps"), format!("{here}.for_each.steps"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates a workflow (version 1). Its connectors, actions and connections must exist in

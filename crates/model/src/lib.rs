@@ -36,6 +36,6 @@ pub use manifest::{
     ValidatedManifest,
 };
 pub use predicate::{Predicate, PredicateError};
-pub use quota::TenantQuota;
 pub use program::Program;
+pub use quota::TenantQuota;
 pub use workflow::{ActionStep, MappingError, StepKind, StepSpec, WorkflowError, WorkflowSpec};

@@ -136,6 +136,8 @@ pub struct Context<'a> {
     pub steps: &'a BTreeMap<String, Value>,
     /// The element of a `for_each` iteration; `None` outside one.
     pub item: Option<&'a Value>,
+    /// The outputs of the iteration's earlier body steps, read before `steps`.
+    pub locals: Option<&'a BTreeMap<String, Value>>,
 }
 
 impl<'a> Context<'a> {
@@ -145,7 +147,24 @@ impl<'a> Context<'a> {
             trigger,
             steps,
             item: None,
+            locals: None,
         }
+    }
+
+    /// The context of a `for_each` iteration: its element and its body's outputs so far.
+    pub fn iteration(self, item: &'a Value, locals: &'a BTreeMap<String, Value>) -> Self {
+        Context {
+            item: Some(item),
+            locals: Some(locals),
+            ..self
+        }
+    }
+
+    /// The output of step `id` (a body step's in an iteration, else the run's).
+    pub fn step(&self, id: &str) -> Option<&'a Value> {
+        self.locals
+            .and_then(|locals| locals.get(id))
+            .or_else(|| self.steps.get(id))
     }
 }
 
@@ -394,7 +413,8 @@ fn check_pointer(pointer: &str, at: &str) -> Result<Pointer, PredicateError> {
     let tokens = tokens(pointer)
         .ok_or_else(|| refuse(at, format!("`{pointer}` is not a JSON Pointer (RFC 6901)")))?;
     match tokens.first().map(String::as_str) {
-        Some("trigger") => Ok(Pointer {
+        // `/item`: a for_each body's element; the workflow checks where it may be read.
+        Some("trigger" | "item") => Ok(Pointer {
             text: pointer.to_owned(),
             tokens,
         }),
@@ -404,7 +424,7 @@ fn check_pointer(pointer: &str, at: &str) -> Result<Pointer, PredicateError> {
         }),
         _ => Err(refuse(
             at,
-            format!("`{pointer}` must start with /trigger or /steps/<step id>"),
+            format!("`{pointer}` must start with /trigger, /steps/<step id> or /item"),
         )),
     }
 }
@@ -542,6 +562,14 @@ fn order(a: Read<'_>, b: Read<'_>) -> Option<Ordering> {
 
 /// An RFC 3339 date-time as (seconds since the epoch, nanoseconds): `2026-12-07T10:00:00Z`,
 /// `2026-12-07t10:00:00.5+01:00`.
+/// An RFC 3339 date-time as milliseconds since the epoch (its offset applied).
+pub fn instant_ms(text: &str) -> Option<i64> {
+    let (seconds, nanos) = instant(text)?;
+    seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(nanos / 1_000_000))
+}
+
 fn instant(text: &str) -> Option<(i64, u32)> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
@@ -629,7 +657,16 @@ mod tests {
 
     fn eval(predicate: Value, trigger: Value) -> bool {
         let steps = BTreeMap::from([("fetch".to_owned(), json!({"items": [1, 2, 3]}))]);
-        Predicate::parse(&predicate).unwrap().eval(Context::new(&trigger, &steps))
+        Predicate::parse(&predicate)
+            .unwrap()
+            .eval(Context::new(&trigger, &steps))
+    }
+
+    #[test]
+    fn instants_read_as_milliseconds() {
+        assert_eq!(instant_ms("1970-01-01T00:00:01.5Z"), Some(1_500));
+        assert_eq!(instant_ms("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(instant_ms("yesterday"), None);
     }
 
     #[test]

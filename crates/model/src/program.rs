@@ -88,7 +88,9 @@ impl Program {
 
     /// Whether the run ends after node `index`.
     pub fn ends_after(&self, index: usize) -> bool {
-        self.nodes.get(index).is_none_or(|node| node.next >= self.nodes.len())
+        self.nodes
+            .get(index)
+            .is_none_or(|node| node.next >= self.nodes.len())
     }
 }
 

@@ -20,6 +20,9 @@ pub const DEFAULT_RUNS_DAYS: u32 = 90;
 pub const DEFAULT_ACCESS_DAYS: u32 = 90;
 /// Days an audit record is kept (the requirements' year).
 pub const DEFAULT_AUDIT_DAYS: u32 = 365;
+/// Items one `for_each` step may iterate over (its `max_items` may ask for fewer).
+pub const DEFAULT_MAX_ITERATIONS: u32 = 1_000;
+pub const MAX_ITERATIONS_CAP: u32 = crate::workflow::MAX_ITEMS_CAP;
 /// The longest any of them may be set to.
 pub const RETENTION_DAYS_CAP: u32 = 3650;
 
@@ -38,6 +41,8 @@ pub struct TenantQuota {
     pub access_days: u32,
     /// `retain_audit_days`: see [`DEFAULT_AUDIT_DAYS`].
     pub audit_days: u32,
+    /// `max_iterations`: see [`DEFAULT_MAX_ITERATIONS`].
+    pub max_iterations: u32,
     /// Not a limit: whether the operator suspended the tenant. It travels with the quota
     /// because every path that must refuse a suspended tenant (tokens, run creation, cron,
     /// workers) reads the quota already; it is kept in its own column, never in the limits
@@ -55,6 +60,7 @@ impl Default for TenantQuota {
             runs_days: DEFAULT_RUNS_DAYS,
             access_days: DEFAULT_ACCESS_DAYS,
             audit_days: DEFAULT_AUDIT_DAYS,
+            max_iterations: DEFAULT_MAX_ITERATIONS,
             suspended: false,
         }
     }
@@ -94,7 +100,7 @@ impl TenantQuota {
         bounds
     }
 
-    fn count_bounds(&self) -> [LimitBound; 6] {
+    fn count_bounds(&self) -> [LimitBound; 7] {
         let count = |field, value: u32, min: u32, cap: u32| LimitBound {
             field,
             value: value.into(),
@@ -118,6 +124,7 @@ impl TenantQuota {
                 RETENTION_DAYS_CAP,
             ),
             count("retain_audit_days", self.audit_days, 1, RETENTION_DAYS_CAP),
+            count("max_iterations", self.max_iterations, 1, MAX_ITERATIONS_CAP),
         ]
     }
 }
@@ -135,6 +142,7 @@ impl Serialize for TenantQuota {
         object.insert("retain_runs_days".into(), self.runs_days.into());
         object.insert("retain_access_days".into(), self.access_days.into());
         object.insert("retain_audit_days".into(), self.audit_days.into());
+        object.insert("max_iterations".into(), self.max_iterations.into());
         object.serialize(serializer)
     }
 }
@@ -156,6 +164,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
         let runs_days = count("retain_runs_days", DEFAULT_RUNS_DAYS)?;
         let access_days = count("retain_access_days", DEFAULT_ACCESS_DAYS)?;
         let audit_days = count("retain_audit_days", DEFAULT_AUDIT_DAYS)?;
+        let max_iterations = count("max_iterations", DEFAULT_MAX_ITERATIONS)?;
         let runtime = TenantLimits::deserialize(Value::Object(object)).map_err(D::Error::custom)?;
         Ok(Self {
             runtime,
@@ -165,6 +174,7 @@ impl<'de> Deserialize<'de> for TenantQuota {
             runs_days,
             access_days,
             audit_days,
+            max_iterations,
             suspended: false,
         })
     }

@@ -20,7 +20,7 @@
 //! `$from` silently unused). Checked at run time ([`ActionStep::build_input`]): the
 //! pointed-at value exists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -408,7 +408,11 @@ impl WorkflowSpec {
                     StepKind::Action(action) => found.push((here, action)),
                     StepKind::Switch(switch) => {
                         for (c, case) in switch.cases.iter().enumerate() {
-                            walk(&case.steps, &format!("{here}.switch.cases[{c}].steps"), found);
+                            walk(
+                                &case.steps,
+                                &format!("{here}.switch.cases[{c}].steps"),
+                                found,
+                            );
                         }
                         walk(&switch.default, &format!("{here}.switch.default"), found);
                     }
@@ -440,7 +444,9 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
         if *scope.counted > MAX_STEPS {
             return Err(refuse(
                 "steps",
-                format!("at most {MAX_STEPS} steps in a workflow, counting those in branches and for_each bodies"),
+                format!(
+                    "at most {MAX_STEPS} steps in a workflow, counting those in branches and for_each bodies"
+                ),
             ));
         }
         check_step_id(&step.id).map_err(|reason| refuse(at("id"), reason))?;
@@ -451,21 +457,25 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
             ));
         }
         let full = format!("{}{}", scope.prefix, step.id);
-        let references = |template: &Value,
-                          field: &str,
-                          scope: &Scope<'_>|
-         -> Result<(), WorkflowError> {
-            let mut pointers = Vec::new();
-            collect_pointers(template, "", &mut pointers).map_err(|(path, reason)| {
-                refuse(format!("{}{path}", at(field)), format!("step `{full}`: {reason}"))
-            })?;
-            for (path, pointer) in pointers {
-                check_reference(pointer, &scope.earlier, scope.in_body).map_err(|reason| {
-                    refuse(format!("{}{path}", at(field)), format!("step `{full}`: {reason}"))
+        let references =
+            |template: &Value, field: &str, scope: &Scope<'_>| -> Result<(), WorkflowError> {
+                let mut pointers = Vec::new();
+                collect_pointers(template, "", &mut pointers).map_err(|(path, reason)| {
+                    refuse(
+                        format!("{}{path}", at(field)),
+                        format!("step `{full}`: {reason}"),
+                    )
                 })?;
-            }
-            Ok(())
-        };
+                for (path, pointer) in pointers {
+                    check_reference(pointer, &scope.earlier, scope.in_body).map_err(|reason| {
+                        refuse(
+                            format!("{}{path}", at(field)),
+                            format!("step `{full}`: {reason}"),
+                        )
+                    })?;
+                }
+                Ok(())
+            };
         if let Some(when) = &step.when {
             for pointer in when.pointers() {
                 check_reference(pointer, &scope.earlier, scope.in_body)
@@ -479,7 +489,10 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
             }
             StepKind::Sleep(sleep) => {
                 if scope.in_body {
-                    return Err(refuse(at("sleep"), "a for_each body holds action steps only"));
+                    return Err(refuse(
+                        at("sleep"),
+                        "a for_each body holds action steps only",
+                    ));
                 }
                 match (sleep.ms, &sleep.until) {
                     (Some(ms), None) if (1..=MAX_SLEEP_MS).contains(&ms) => {}
@@ -500,7 +513,10 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
             }
             StepKind::Switch(switch) => {
                 if scope.in_body {
-                    return Err(refuse(at("switch"), "a for_each body holds action steps only"));
+                    return Err(refuse(
+                        at("switch"),
+                        "a for_each body holds action steps only",
+                    ));
                 }
                 if switch.cases.is_empty() || switch.cases.len() > MAX_CASES {
                     return Err(refuse(
@@ -522,7 +538,9 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
                     }
                     for pointer in case.when.pointers() {
                         check_reference(pointer, &scope.earlier, scope.in_body).map_err(
-                            |reason| refuse(format!("{field}.when"), format!("step `{full}`: {reason}")),
+                            |reason| {
+                                refuse(format!("{field}.when"), format!("step `{full}`: {reason}"))
+                            },
                         )?;
                     }
                     inside.extend(check_branch(
@@ -546,7 +564,10 @@ fn check_list(steps: &[StepSpec], scope: &mut Scope<'_>) -> Result<(), WorkflowE
             }
             StepKind::ForEach(each) => {
                 if scope.in_body {
-                    return Err(refuse(at("for_each"), "a for_each body holds action steps only"));
+                    return Err(refuse(
+                        at("for_each"),
+                        "a for_each body holds action steps only",
+                    ));
                 }
                 references(&each.items, "for_each.items", scope)?;
                 if let Some(max) = each.max_items
@@ -605,11 +626,7 @@ fn check_branch(
         counted: &mut *scope.counted,
     };
     check_list(steps, &mut branch)?;
-    Ok(branch
-        .earlier
-        .difference(&before)
-        .cloned()
-        .collect())
+    Ok(branch.earlier.difference(&before).cloned().collect())
 }
 
 fn check_action(action: &ActionStep, at: &dyn Fn(&str) -> String) -> Result<(), WorkflowError> {
@@ -763,7 +780,9 @@ fn check_reference(pointer: &str, earlier: &BTreeSet<String>, in_body: bool) -> 
     match tokens.first().map(String::as_str) {
         Some("trigger") => Ok(()),
         Some("item") if in_body => Ok(()),
-        Some("item") => Err(format!("`{pointer}`: `/item` is read inside a for_each body only")),
+        Some("item") => Err(format!(
+            "`{pointer}`: `/item` is read inside a for_each body only"
+        )),
         Some("steps") => match tokens.get(1) {
             Some(id) if earlier.contains(id.as_str()) => Ok(()),
             Some(id) => Err(format!(
@@ -820,9 +839,7 @@ fn build(template: &Value, context: Context<'_>) -> Result<Value, MappingError> 
             // Every step a reference may name ran before: one without an output was skipped
             // (or in a branch not taken).
             let skipped_step = tokens(pointer).and_then(|t| match t.as_slice() {
-                [root, id, ..] if root == "steps" && !context.steps.contains_key(id) => {
-                    Some(id.clone())
-                }
+                [root, id, ..] if root == "steps" && context.step(id).is_none() => Some(id.clone()),
                 _ => None,
             });
             Err(MappingError {
@@ -857,7 +874,7 @@ pub(crate) fn resolve_tokens<'a>(tokens: &[String], context: Context<'a>) -> Opt
     let (root, rest) = match tokens.first().map(String::as_str) {
         Some("trigger") => (context.trigger, &tokens[1..]),
         Some("item") => (context.item?, &tokens[1..]),
-        Some("steps") => (context.steps.get(tokens.get(1)?)?, tokens.get(2..)?),
+        Some("steps") => (context.step(tokens.get(1)?)?, tokens.get(2..)?),
         _ => return None,
     };
     rest.iter().try_fold(root, |value, token| match value {
@@ -881,6 +898,7 @@ pub(crate) fn resolve_tokens<'a>(tokens: &[String], context: Context<'a>) -> Opt
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     fn spec(steps: Value) -> WorkflowSpec {
         serde_json::from_value(json!({ "steps": steps })).unwrap()
@@ -923,7 +941,9 @@ mod tests {
         let trigger = json!({"repo": "airlock", "a/b~c": true});
         let outputs =
             BTreeMap::from([("first".to_owned(), json!({"items": [{"id": 1}, {"id": 2}]}))]);
-        let input = action(&s.steps[1]).build_input(Context::new(&trigger, &outputs)).unwrap();
+        let input = action(&s.steps[1])
+            .build_input(Context::new(&trigger, &outputs))
+            .unwrap();
         assert_eq!(
             input,
             json!({
@@ -1047,7 +1067,12 @@ mod tests {
             initial_backoff_ms: 5,
             max_backoff_ms: 7,
         });
-        assert_eq!(action(&s.steps[0]).retry_policy(Some(declared)).max_attempts, 2);
+        assert_eq!(
+            action(&s.steps[0])
+                .retry_policy(Some(declared))
+                .max_attempts,
+            2
+        );
         action_mut(&mut s.steps[0]).retry = Some(RetryPolicy {
             max_attempts: 0,
             initial_backoff_ms: 5,
@@ -1081,7 +1106,10 @@ mod tests {
                 {"id": "paid", "when": paid, "steps": [step("a", json!({}))]},
             ], "default": [step("c", json!({"x": {"$from": "/steps/route.paid.a"}}))]}},
         ]));
-        assert_eq!(sibling.field, "steps[0].switch.default[0].input/x", "{sibling}");
+        assert_eq!(
+            sibling.field, "steps[0].switch.default[0].input/x",
+            "{sibling}"
+        );
         let case_default = refused(json!([
             {"id": "r", "switch": {"cases": [{"id": "default", "when": true}]}},
         ]));
@@ -1090,9 +1118,14 @@ mod tests {
         assert_eq!(no_cases.field, "steps[0].switch.cases");
         // `/item` inside a body only; a body holds action steps only.
         let item_outside = refused(json!([step("a", json!({"x": {"$from": "/item"}}))]));
-        assert!(item_outside.reason.contains("for_each body"), "{item_outside}");
-        let body = |inner: Value| json!([{"id": "each", "for_each": {
-            "items": {"$from": "/trigger/list"}, "steps": [inner]}}]);
+        assert!(
+            item_outside.reason.contains("for_each body"),
+            "{item_outside}"
+        );
+        let body = |inner: Value| {
+            json!([{"id": "each", "for_each": {
+            "items": {"$from": "/trigger/list"}, "steps": [inner]}}])
+        };
         spec(body(step("send", json!({"to": {"$from": "/item/email"}}))))
             .validate()
             .unwrap();
@@ -1115,7 +1148,10 @@ mod tests {
             (json!({"ms": 1, "until": "x"}), "steps[0].sleep"),
             (json!({"ms": 0}), "steps[0].sleep.ms"),
             (json!({"ms": MAX_SLEEP_MS + 1}), "steps[0].sleep.ms"),
-            (json!({"until": {"$from": "/steps/nope"}}), "steps[0].sleep.until"),
+            (
+                json!({"until": {"$from": "/steps/nope"}}),
+                "steps[0].sleep.until",
+            ),
         ] {
             let error = refused(json!([{"id": "w", "sleep": sleep}]));
             assert_eq!(error.field, field, "{error}");
@@ -1131,7 +1167,9 @@ mod tests {
         }
         let error = spec(json!([inner])).validate().unwrap_err();
         assert!(error.reason.contains("nest"), "{error}");
-        let many: Vec<Value> = (0..MAX_STEPS).map(|i| step(&format!("s{i}"), json!({}))).collect();
+        let many: Vec<Value> = (0..MAX_STEPS)
+            .map(|i| step(&format!("s{i}"), json!({})))
+            .collect();
         let counted = spec(json!([{"id": "r", "switch": {"cases": [
             {"id": "c", "when": true, "steps": many}]}}]));
         let error = counted.validate().unwrap_err();
@@ -1143,8 +1181,14 @@ mod tests {
         for (bad, says) in [
             (json!({"id": "a"}), "a step is an action"),
             (json!({"id": "a", "connector": "c"}), "a step is an action"),
-            (json!({"id": "a", "sleep": {"ms": 1}, "switch": {"cases": []}}), "one kind"),
-            (json!({"id": "a", "sleep": {"ms": 1}, "input": {}}), "`input`"),
+            (
+                json!({"id": "a", "sleep": {"ms": 1}, "switch": {"cases": []}}),
+                "one kind",
+            ),
+            (
+                json!({"id": "a", "sleep": {"ms": 1}, "input": {}}),
+                "`input`",
+            ),
         ] {
             let error = serde_json::from_value::<WorkflowSpec>(json!({"steps": [bad]}))
                 .unwrap_err()

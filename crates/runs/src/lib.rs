@@ -141,8 +141,8 @@ impl Runs {
     /// an invocation without one does.
     pub async fn check(&self, tenant: &TenantId, spec: &WorkflowSpec) -> Result<(), RunsError> {
         spec.validate()?;
-        for (i, step) in spec.steps.iter().enumerate() {
-            let at = |field: &str| format!("steps[{i}].{field}");
+        for (path, step) in spec.actions() {
+            let at = |field: &str| format!("{path}.{field}");
             let invalid = |field: &str, detail: String| RunsError::Invalid {
                 field: at(field),
                 detail,
@@ -548,10 +548,11 @@ impl Runs {
         };
         let spec: WorkflowSpec = serde_json::from_str(&definition)
             .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
+        let program = airlock_model::Program::new(&spec);
         let from = match from_step {
             None => None,
             Some(step) => {
-                let index = spec.position(step).ok_or_else(|| RunsError::Invalid {
+                let index = program.position(step).ok_or_else(|| RunsError::Invalid {
                     field: "from_step".into(),
                     detail: format!("the workflow version it would run has no step `{step}`"),
                 })?;
@@ -569,8 +570,8 @@ impl Runs {
             for step in reused {
                 let same = usize::try_from(step.index)
                     .ok()
-                    .and_then(|i| spec.steps.get(i))
-                    .is_some_and(|s| s.id == step.step_id);
+                    .and_then(|i| program.nodes.get(i))
+                    .is_some_and(|node| node.id == step.step_id);
                 if !same {
                     return Err(RunsError::Invalid {
                         field: "workflow_version".into(),
@@ -581,7 +582,7 @@ impl Runs {
                     });
                 }
             }
-            if usize::try_from(start).map_or(true, |start| start >= spec.steps.len()) {
+            if usize::try_from(start).map_or(true, |start| start >= program.len()) {
                 return Err(RunsError::Invalid {
                     field: "workflow_version".into(),
                     detail: "the current version has no step where the replay would start; replay from an earlier step with `from_step`".into(),

@@ -471,10 +471,7 @@ impl Runs {
                 fields.insert("headers".into(), filter_headers(headers));
             }
             let steps = BTreeMap::new();
-            let context = airlock_model::predicate::Context {
-                trigger: &seen,
-                steps: &steps,
-            };
+            let context = airlock_model::predicate::Context::new(&seen, &steps);
             if !filter.eval(context) {
                 return Ok(Delivered {
                     run: None,

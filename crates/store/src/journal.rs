@@ -22,8 +22,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use super::claim::{db_now, release_slots};
 use super::json_rows::{JsonRows, Ty};
 use super::runs::{
-    AfterFailure, Cost, Finish, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost, bind_cost,
-    notify_runs,
+    AfterFailure, Cost, Finish, ItemResult, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost,
+    bind_cost, notify_runs,
 };
 use super::{DbKind, Store, StoreError, now_ms};
 
@@ -50,14 +50,25 @@ enum Write {
         lease: Lease,
         finish: Finish,
     },
+    Item {
+        lease: Lease,
+        item: ItemResult,
+    },
+    Sleep {
+        lease: Lease,
+        result: StepResult,
+        run_at: i64,
+    },
 }
 
 impl Write {
     fn lease(&self) -> &Lease {
         match self {
-            Write::Step { lease, .. } | Write::Failure { lease, .. } | Write::End { lease, .. } => {
-                lease
-            }
+            Write::Step { lease, .. }
+            | Write::Failure { lease, .. }
+            | Write::End { lease, .. }
+            | Write::Item { lease, .. }
+            | Write::Sleep { lease, .. } => lease,
         }
     }
 }
@@ -163,6 +174,44 @@ impl Store {
             after: after.clone(),
         };
         written(self.journal.submit(write).await?)
+    }
+
+    /// Journals one finished step of one `for_each` iteration, fenced (the run must still
+    /// be at the `for_each`), adding its cost to the run's and extending the lease.
+    pub async fn journal_item(
+        &self,
+        lease: &Lease,
+        item: &ItemResult,
+    ) -> Result<LeaseStatus, StoreError> {
+        let write = Write::Item {
+            lease: lease.clone(),
+            item: item.clone(),
+        };
+        match self.journal.submit(write).await? {
+            Outcome::Step(status) => Ok(status),
+            Outcome::Written(_) => Err(StoreError::Corrupt("journal outcome".into())),
+        }
+    }
+
+    /// Journals a `sleep` step and puts the run back in the queue until `run_at`, in one
+    /// fenced write: the wait holds no worker and no lease, and a crash cannot cut it short.
+    /// [`LeaseStatus::CancelRequested`]: a cancel was asked for meanwhile, and the same write
+    /// cancelled the run instead.
+    pub async fn journal_sleep(
+        &self,
+        lease: &Lease,
+        result: &StepResult,
+        run_at: i64,
+    ) -> Result<LeaseStatus, StoreError> {
+        let write = Write::Sleep {
+            lease: lease.clone(),
+            result: result.clone(),
+            run_at,
+        };
+        match self.journal.submit(write).await? {
+            Outcome::Step(status) => Ok(status),
+            Outcome::Written(_) => Err(StoreError::Corrupt("journal outcome".into())),
+        }
     }
 
     /// Ends the worker's hold on the run (see [`Finish`]), fenced. `false`: lease lost.
@@ -316,6 +365,14 @@ async fn apply_all(
             Write::End { lease: _, finish } => {
                 Outcome::Written(end(&mut tx, lease, finish, now).await?)
             }
+            Write::Item { lease: _, item } => {
+                Outcome::Step(journal_item(&mut tx, context.kind, lease, item, now).await?)
+            }
+            Write::Sleep {
+                lease: _,
+                result,
+                run_at,
+            } => Outcome::Step(sleep(&mut tx, lease, result, *run_at, now).await?),
         });
     }
     let outcomes: Vec<Outcome> = outcomes
@@ -331,6 +388,12 @@ async fn apply_all(
             }
             (Write::Failure { result, .. }, Outcome::Written(true)) => (true, Some(&result.cost)),
             (Write::End { .. }, Outcome::Written(true)) => (true, None),
+            (Write::Item { item, .. }, Outcome::Step(status)) if *status != LeaseStatus::Lost => {
+                (false, Some(&item.cost))
+            }
+            (Write::Sleep { .. }, Outcome::Step(status)) if *status != LeaseStatus::Lost => {
+                (true, None)
+            }
             _ => (false, None),
         };
         if left || cost.is_some() {
@@ -481,6 +544,7 @@ async fn journal_bulk(
         ("v_last", Ty::Int),
         ("v_output", Ty::Text),
         ("v_lease_ms", Ty::Int),
+        ("v_next", Ty::Int),
     ];
     let mut rows = JsonRows::new(COLUMNS);
     for step in steps {
@@ -498,12 +562,13 @@ async fn journal_bulk(
             Value::from(i64::from(step.finish.is_some())),
             Value::from(step.finish),
             Value::from(step.lease.lease_ms),
+            Value::from(step.result.next),
         ]);
     }
     // The values' columns are named apart from the runs' so the statement is unambiguous
     // in both databases (SQLite's RETURNING may not name the FROM table).
     let sql = format!(
-        "UPDATE runs SET next_step = v.v_index + 1, attempt = 0, updated_at = $2, \
+        "UPDATE runs SET next_step = v.v_next, attempt = 0, updated_at = $2, \
            fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
            peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
              THEN peak_memory_bytes ELSE v.v_memory END, \
@@ -636,7 +701,7 @@ async fn journal(
     now: i64,
 ) -> Result<LeaseStatus, StoreError> {
     let sql = format!(
-        "UPDATE runs SET next_step = $4 + 1, attempt = 0, updated_at = $5, {cost}, \
+        "UPDATE runs SET next_step = $14, attempt = 0, updated_at = $5, {cost}, \
            state = CASE WHEN $11 = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
              ELSE 'succeeded' END, \
            output = CASE WHEN $11 = 1 AND cancel_requested = 0 THEN $12 ELSE output END, \
@@ -659,6 +724,7 @@ async fn journal(
         .bind(i64::from(finish.is_some()))
         .bind(finish.as_deref())
         .bind(lease.lease_ms)
+        .bind(result.next)
         .fetch_optional(&mut **tx)
         .await?;
     let Some(fenced) = fenced else {
@@ -671,6 +737,109 @@ async fn journal(
     };
     write_step(tx, lease, result, Attempt::Succeeded, now).await?;
     Ok(status)
+}
+
+async fn journal_item(
+    tx: &mut Tx<'_>,
+    kind: DbKind,
+    lease: &Lease,
+    item: &ItemResult,
+    now: i64,
+) -> Result<LeaseStatus, StoreError> {
+    let sql = format!(
+        "UPDATE runs SET updated_at = $5, {cost}, lease_until = {clock} + $11 \
+         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+           AND next_step = $4 \
+         RETURNING cancel_requested",
+        cost = add_cost(6),
+        clock = db_now(kind),
+    );
+    let query = sqlx::query(&sql)
+        .bind(&lease.tenant_id)
+        .bind(&lease.run_id)
+        .bind(lease.epoch)
+        .bind(item.index)
+        .bind(now);
+    let fenced = bind_cost(query, &item.cost)
+        .bind(lease.lease_ms)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(fenced) = fenced else {
+        return Ok(LeaseStatus::Lost);
+    };
+    let cost = &item.cost;
+    sqlx::query(
+        "INSERT INTO run_items (tenant_id, run_id, step_index, item, body_index, step_id, \
+           status, output, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
+           outbound_bytes, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (tenant_id, run_id, step_index, item, body_index) DO UPDATE SET \
+           status = excluded.status, output = excluded.output, logs = excluded.logs, \
+           fuel_used = run_items.fuel_used + excluded.fuel_used, \
+           duration_us = run_items.duration_us + excluded.duration_us, \
+           peak_memory_bytes = excluded.peak_memory_bytes, \
+           outbound_requests = run_items.outbound_requests + excluded.outbound_requests, \
+           outbound_bytes = run_items.outbound_bytes + excluded.outbound_bytes, \
+           finished_at = excluded.finished_at",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(item.index)
+    .bind(item.item)
+    .bind(item.body_index)
+    .bind(&item.step_id)
+    .bind(if item.skipped { "skipped" } else { "succeeded" })
+    .bind(item.output.as_deref())
+    .bind(&item.logs)
+    .bind(cost.fuel_used)
+    .bind(cost.duration_us)
+    .bind(cost.peak_memory_bytes)
+    .bind(cost.outbound_requests)
+    .bind(cost.outbound_bytes)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
+        LeaseStatus::CancelRequested
+    } else {
+        LeaseStatus::Held
+    })
+}
+
+async fn sleep(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    result: &StepResult,
+    run_at: i64,
+    now: i64,
+) -> Result<LeaseStatus, StoreError> {
+    let fenced = sqlx::query(
+        "UPDATE runs SET next_step = $5, attempt = 0, run_at = $6, \
+           state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+           finished_at = CASE WHEN cancel_requested = 1 THEN $7 ELSE finished_at END, \
+           lease_owner = NULL, lease_until = NULL, updated_at = $7 \
+         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
+           AND next_step = $4 \
+         RETURNING cancel_requested",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(lease.epoch)
+    .bind(result.index)
+    .bind(result.next)
+    .bind(run_at)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(fenced) = fenced else {
+        return Ok(LeaseStatus::Lost);
+    };
+    write_step(tx, lease, result, Attempt::Succeeded, now).await?;
+    Ok(if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
+        LeaseStatus::CancelRequested
+    } else {
+        LeaseStatus::Held
+    })
 }
 
 async fn failure(

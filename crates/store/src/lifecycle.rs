@@ -51,6 +51,26 @@ const BLOB: &str = "the component's bytes; the digest names them";
 /// Every table with a `tenant_id` column. Delete removes their rows in this order.
 pub const TENANT_TABLES: &[TenantTable] = &[
     TenantTable {
+        name: "run_items",
+        columns: &[
+            Text("run_id"),
+            Int("step_index"),
+            Int("item"),
+            Int("body_index"),
+            Text("step_id"),
+            Text("status"),
+            Json("output"),
+            Json("logs"),
+            Int("fuel_used"),
+            Int("duration_us"),
+            Int("peak_memory_bytes"),
+            Int("outbound_requests"),
+            Int("outbound_bytes"),
+            Int("finished_at"),
+        ],
+        order: "run_id, step_index, item, body_index",
+    },
+    TenantTable {
         name: "run_steps",
         columns: &[
             Text("run_id"),

@@ -99,7 +99,11 @@ impl Store {
             return Ok(0);
         }
         let list = placeholders(ids.len());
-        for table_and_column in [("run_steps", "run_id"), ("runs", "id")] {
+        for table_and_column in [
+            ("run_items", "run_id"),
+            ("run_steps", "run_id"),
+            ("runs", "id"),
+        ] {
             let (table, column) = table_and_column;
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND {column} IN ({list})");
             let mut query = sqlx::query(&sql).bind(tenant_id);
@@ -122,7 +126,9 @@ impl Store {
         let pending = format!(
             "AND (input <> '{BLANK_INPUT}' OR output IS NOT NULL OR EXISTS (SELECT 1 FROM \
              run_steps s WHERE s.tenant_id = runs.tenant_id AND s.run_id = runs.id AND \
-             (s.output IS NOT NULL OR s.logs <> '{BLANK_LOGS}')))"
+             (s.output IS NOT NULL OR s.logs <> '{BLANK_LOGS}')) OR EXISTS (SELECT 1 FROM \
+             run_items i WHERE i.tenant_id = runs.tenant_id AND i.run_id = runs.id AND \
+             (i.output IS NOT NULL OR i.logs <> '{BLANK_LOGS}')))"
         );
         let ids = self
             .ids(&mut tx, tenant_id, before, &pending, batch)
@@ -138,6 +144,10 @@ impl Store {
             ),
             format!(
                 "UPDATE run_steps SET output = NULL, logs = '{BLANK_LOGS}' \
+                 WHERE tenant_id = $1 AND run_id IN ({list})"
+            ),
+            format!(
+                "UPDATE run_items SET output = NULL, logs = '{BLANK_LOGS}' \
                  WHERE tenant_id = $1 AND run_id IN ({list})"
             ),
         ];

@@ -254,6 +254,9 @@ pub enum LeaseStatus {
 #[derive(Debug, Clone)]
 pub struct StepResult {
     pub index: i64,
+    /// The step the run goes on at when this one is journaled (not always `index + 1`: a
+    /// `switch` jumps to its branch, a branch's last step past the switch).
+    pub next: i64,
     pub step_id: String,
     /// The step's `when` did not hold: journaled as `skipped`, with no output.
     pub skipped: bool,
@@ -261,6 +264,32 @@ pub struct StepResult {
     pub error: Option<String>,
     pub logs: String,
     pub cost: Cost,
+}
+
+/// One finished step of one `for_each` iteration, as the worker journals it.
+#[derive(Debug, Clone)]
+pub struct ItemResult {
+    /// The `for_each` step's index.
+    pub index: i64,
+    pub item: i64,
+    pub body_index: i64,
+    /// The body step's full id (`each.send`).
+    pub step_id: String,
+    pub skipped: bool,
+    pub output: Option<String>,
+    pub logs: String,
+    pub cost: Cost,
+}
+
+/// A journaled iteration step, as [`Store::run_items`] reads it.
+#[derive(Debug, Clone)]
+pub struct ItemRecord {
+    pub item: i64,
+    pub body_index: i64,
+    pub step_id: String,
+    pub status: String,
+    pub output: Option<String>,
+    pub finished_at: i64,
 }
 
 /// What follows a failed step attempt.
@@ -466,14 +495,16 @@ impl Store {
         if from > next_step || from < 0 {
             return Ok(Err(ReplayRefusal::NotReached { next_step }));
         }
-        sqlx::query(
-            "DELETE FROM run_steps WHERE tenant_id = $1 AND run_id = $2 AND step_index >= $3",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(from)
-        .execute(&mut *tx)
-        .await?;
+        for table in ["run_items", "run_steps"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND run_id = $2 AND step_index >= $3"
+            ))
+            .bind(tenant_id)
+            .bind(id)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        }
         let row = sqlx::query(&format!(
             "UPDATE runs SET state = 'queued', next_step = $3, attempt = 0, run_at = $4, \
                error = NULL, output = NULL, finished_at = NULL, cancel_requested = 0, \
@@ -560,6 +591,42 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(step).collect()
+    }
+
+    /// The journaled iteration steps of the `for_each` at `index` (every `for_each` of the
+    /// run: `None`), in order.
+    pub async fn run_items(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        index: Option<i64>,
+    ) -> Result<Vec<(i64, ItemRecord)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT step_index, item, body_index, step_id, status, output, finished_at \
+             FROM run_items WHERE tenant_id = $1 AND run_id = $2 \
+               AND ($3 < 0 OR step_index = $3) \
+             ORDER BY step_index, item, body_index",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(index.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("step_index")?,
+                    ItemRecord {
+                        item: row.try_get("item")?,
+                        body_index: row.try_get("body_index")?,
+                        step_id: row.try_get("step_id")?,
+                        status: row.try_get("status")?,
+                        output: row.try_get("output")?,
+                        finished_at: row.try_get("finished_at")?,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// The tenant's runs, newest first, one page.

@@ -24,14 +24,16 @@ use crate::api_support::{Db, PgDatabase, on_both_databases};
 
 on_both_databases!(
     killed_workers_lose_no_run_and_rerun_no_journaled_step,
+    a_killed_for_each_loses_no_item_and_repeats_no_journaled_one,
     a_stopped_worker_is_fenced_out,
     cron_ticks_fire_once_across_three_processes_with_one_killed
 );
 
 const API: &str = "api.example.test";
 
-/// Every request the fake upstream saw: (path, idempotency key), in arrival order.
-type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// Every request the fake upstream saw: (path, idempotency key, arrival in ms since the
+/// epoch), in arrival order.
+type Seen = Arc<Mutex<Vec<(String, Option<String>, i64)>>>;
 
 async fn upstream(delay: Duration) -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
@@ -46,10 +48,11 @@ async fn upstream(delay: Duration) -> (SocketAddr, Seen) {
                     .get("idempotency-key")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                record
-                    .lock()
-                    .expect("lock")
-                    .push((request.uri().path().to_owned(), key));
+                record.lock().expect("lock").push((
+                    request.uri().path().to_owned(),
+                    key,
+                    airlock::store::now_ms(),
+                ));
                 tokio::time::sleep(delay).await;
                 axum::Json(json!({"ok": true}))
             }
@@ -374,7 +377,7 @@ async fn wait_all(
 /// `{run}:{step}`), in arrival order.
 fn requests_by_run(seen: &Seen) -> BTreeMap<String, Vec<(String, String)>> {
     let mut by_run: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for (path, key) in seen.lock().expect("lock").iter() {
+    for (path, key, _) in seen.lock().expect("lock").iter() {
         let step = path
             .trim_start_matches('/')
             .split('/')
@@ -472,6 +475,144 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
         began.elapsed().as_secs_f64(),
         2 * runs_n,
         requests - 2 * runs_n,
+    );
+}
+
+/// A `for_each` of 100 items, 10 at a time, inside a `switch` branch, each item a request
+/// upstream, while the processes running it are killed and restarted: every item ends
+/// journaled once, and no item is requested again after it was journaled.
+async fn a_killed_for_each_loses_no_item_and_repeats_no_journaled_one(db: Db) {
+    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_FOR_EACH_RUNS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(2);
+    const ITEMS: usize = 100;
+    let began = std::time::Instant::now();
+    let (upstream, seen) = upstream(Duration::from_millis(400)).await;
+    let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
+        return;
+    };
+    cluster.start(0).await;
+    cluster.start(1).await;
+    let (admin, _) = set_up(&cluster, 16).await;
+    let port = cluster.upstream.port();
+    let fetch = |id: &str| {
+        json!({"id": id, "connector": "hostile", "action": "fetch",
+               "input": {"method": "POST", "url": format!("http://{API}:{port}/{id}"),
+                         "body": "{}"}})
+    };
+    let steps = json!([
+        {"id": "route", "switch": {"cases": [
+            {"id": "many", "when": {"gt": [{"$from": "/trigger/n"}, 0]}, "steps": [
+                {"id": "each", "for_each": {"items": {"$from": "/trigger/items"},
+                                             "concurrency": 10, "steps": [fetch("send")]}},
+            ]},
+        ]}},
+        fetch("done"),
+    ]);
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/workflows", cluster.base(0)),
+        &admin,
+        Some(
+            json!({"name": "fan-out", "steps": steps})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let workflow = body["id"].as_str().expect("id").to_owned();
+    let mut runs = Vec::new();
+    for _ in 0..runs_n {
+        let input = json!({"n": 1, "items": (0..ITEMS).collect::<Vec<_>>()});
+        let (status, body) = call(
+            reqwest::Method::POST,
+            format!("{}/v1/workflows/{workflow}/runs", cluster.base(0)),
+            &admin,
+            Some(json!({"input": input}).to_string().into_bytes()),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        runs.push(body["id"].as_str().expect("id").to_owned());
+    }
+    for k in 0..kills {
+        let before = seen.lock().expect("lock").len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().expect("lock").len() < before + 5
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pause = getrandom::u32().unwrap_or(0) % 300;
+        tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
+        let victim = k % 2;
+        cluster.kill(victim);
+        cluster.start(victim).await;
+    }
+    let done = wait_all(
+        &cluster,
+        0,
+        &admin,
+        &runs,
+        Duration::from_secs(120 + 60 * kills as u64),
+    )
+    .await;
+    let seen = seen.lock().expect("lock").clone();
+    let mut requests = 0;
+    for (run, body) in &done {
+        assert_eq!(body["state"], "succeeded", "{run}: {body}");
+        let ids: Vec<&str> = body["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["route", "route.many.each", "done"], "{body}");
+        assert_eq!(
+            body["steps"][1]["output"].as_array().map(Vec::len),
+            Some(ITEMS)
+        );
+        let journaled: BTreeMap<i64, i64> = body["iterations"]
+            .as_array()
+            .expect("iterations")
+            .iter()
+            .map(|i| {
+                (
+                    i["item"].as_i64().expect("item"),
+                    i["finished_at_ms"].as_i64().expect("finished"),
+                )
+            })
+            .collect();
+        assert_eq!(journaled.len(), ITEMS, "every item journaled once: {body}");
+        for item in 0..ITEMS {
+            let key = format!("{run}:route.many.each.send:{item}");
+            let arrivals: Vec<i64> = seen
+                .iter()
+                .filter(|(_, k, _)| k.as_deref() == Some(key.as_str()))
+                .map(|(_, _, at)| *at)
+                .collect();
+            assert!(!arrivals.is_empty(), "{key} never reached upstream");
+            let journaled_at = journaled[&i64::try_from(item).expect("item")];
+            assert!(
+                arrivals.iter().all(|at| *at <= journaled_at),
+                "{key} was requested again after it was journaled at {journaled_at}: {arrivals:?}"
+            );
+            requests += arrivals.len();
+        }
+    }
+    eprintln!(
+        "chaos ({db:?}): {runs_n} runs of a for_each of {ITEMS} items (concurrency 10) inside a \
+         branch, {kills} SIGKILLs with restarts, {:.1} s: all succeeded; {requests} item \
+         requests for {} items; none after its item was journaled",
+        began.elapsed().as_secs_f64(),
+        runs_n * ITEMS,
     );
 }
 

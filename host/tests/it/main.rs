@@ -24,6 +24,7 @@ mod cli;
 mod conditions;
 mod connection_update;
 mod connectors;
+mod control_flow;
 mod cron_locks;
 mod declarative;
 mod engine;

@@ -88,6 +88,7 @@ async fn enqueue(store: &Store, tenant: &str, id: &str) {
 fn step(index: i64, output: &str) -> StepResult {
     StepResult {
         index,
+        next: index + 1,
         step_id: format!("s{index}"),
         skipped: false,
         output: Some(output.to_owned()),

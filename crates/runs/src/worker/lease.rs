@@ -170,18 +170,10 @@ impl Hold {
         *self.status.borrow()
     }
 
-    /// Waits until the lease is lost or a cancel is asked for, and says which.
-    pub(super) async fn interrupted(&mut self) -> LeaseStatus {
-        loop {
-            let status = *self.status.borrow_and_update();
-            if status != LeaseStatus::Held {
-                return status;
-            }
-            if self.status.changed().await.is_err() {
-                // The keeper is gone (shutdown): nothing will interrupt any more.
-                std::future::pending::<()>().await;
-            }
-        }
+    /// A watch of the lease for one of several steps running at once (a `for_each`'s
+    /// iterations).
+    pub(super) fn watch(&self) -> Watch {
+        Watch(self.status.clone())
     }
 
     /// A journal write extended the lease (`asked`: before it was sent).
@@ -195,6 +187,25 @@ impl Hold {
             && entry.epoch == self.epoch
         {
             entry.status.send_replace(LeaseStatus::Lost);
+        }
+    }
+}
+
+/// Waits for what would stop a step: the lease lost or a cancel asked for.
+pub(super) struct Watch(watch::Receiver<LeaseStatus>);
+
+impl Watch {
+    /// Waits until the lease is lost or a cancel is asked for, and says which.
+    pub(super) async fn interrupted(&mut self) -> LeaseStatus {
+        loop {
+            let status = *self.0.borrow_and_update();
+            if status != LeaseStatus::Held {
+                return status;
+            }
+            if self.0.changed().await.is_err() {
+                // The keeper is gone (shutdown): nothing will interrupt any more.
+                std::future::pending::<()>().await;
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! process holds in one statement per heartbeat. Completion writes are group-committed by
 //! the store, so neither the claim nor the journal costs a commit per run.
 
+mod for_each;
 mod lease;
 mod log_budget;
 mod run;

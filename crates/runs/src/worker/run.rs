@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_core::{Charge, CoreError, Invocation};
-use airlock_model::{ConnectionId, TenantId, WorkflowSpec};
+use airlock_model::predicate::Context;
+use airlock_model::program::{Node, Op};
+use airlock_model::workflow::{MAX_SLEEP_MS, SleepStep, build_template};
+use airlock_model::{ActionStep, ConnectionId, MappingError, Program, TenantId, WorkflowSpec};
 use airlock_runtime::Call;
 use airlock_store::{
     AfterFailure, Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError,
@@ -22,7 +25,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Engine;
-use super::lease::Hold;
+use super::lease::{Hold, Watch};
 use super::log_budget::{LogBudget, RUN_LOG_BUDGET_BYTES};
 use crate::retry::{StepError, backoff_ms};
 
@@ -33,12 +36,12 @@ const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(2);
 /// Workflow versions kept parsed, at most (they are immutable: no invalidation).
 const MAX_DEFINITIONS: usize = 1_024;
 
-/// Parsed workflow versions by (tenant, workflow, version).
+/// Lowered workflow versions by (tenant, workflow, version).
 #[derive(Default)]
-pub(super) struct Definitions(Mutex<HashMap<(String, String, i64), Arc<WorkflowSpec>>>);
+pub(super) struct Definitions(Mutex<HashMap<(String, String, i64), Arc<Program>>>);
 
 impl Definitions {
-    fn get(&self, key: &(String, String, i64)) -> Option<Arc<WorkflowSpec>> {
+    fn get(&self, key: &(String, String, i64)) -> Option<Arc<Program>> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -46,7 +49,7 @@ impl Definitions {
             .cloned()
     }
 
-    fn put(&self, key: (String, String, i64), spec: Arc<WorkflowSpec>) {
+    fn put(&self, key: (String, String, i64), spec: Arc<Program>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_DEFINITIONS {
             map.clear();
@@ -65,6 +68,28 @@ enum Guarded {
     Aborted,
 }
 
+/// A claimed run's state, read from the database.
+struct Loaded {
+    program: Arc<Program>,
+    trigger: Value,
+    /// The journaled steps' outputs by step id.
+    outputs: BTreeMap<String, Value>,
+    /// Bytes of log the journaled steps hold (counted against the run's log budget).
+    logged: u64,
+    /// The output of the step journaled last (`null` if it was skipped, or none was).
+    last_output: Value,
+}
+
+/// The step a worker is at.
+pub(super) struct Step<'a> {
+    pub(super) run: &'a RunRecord,
+    pub(super) index: usize,
+    pub(super) node: &'a Node,
+    /// Failed attempts of this step so far.
+    pub(super) attempt_failures: i64,
+    pub(super) claim_span: Option<&'a airlock_telemetry::Span>,
+}
+
 /// Why a run could not be loaded.
 enum LoadError {
     /// The database failed: not the run's fault.
@@ -73,8 +98,55 @@ enum LoadError {
     Broken(&'static str),
 }
 
+/// What a step that ran produced, to journal.
+pub(super) struct Done {
+    pub(super) output: Value,
+    pub(super) cost: Cost,
+    pub(super) logs: String,
+}
+
+impl Done {
+    fn bare(output: Value) -> Done {
+        Done {
+            output,
+            cost: Cost::default(),
+            logs: no_logs(),
+        }
+    }
+}
+
+/// Why a step stopped without a result to journal, the most drastic first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Stop {
+    /// The lease is gone: write nothing.
+    Lost,
+    /// The lease ran out while the database did not answer: nothing to do.
+    Gone,
+    Cancel,
+    /// Shutting down: release the run.
+    Aborted,
+    /// The database failed before the guest ran: not the run's fault.
+    StoreDown,
+}
+
+/// One attempt of an action.
+pub(super) enum Attempt {
+    Ran {
+        result: Result<Value, StepError>,
+        cost: Cost,
+        logs: airlock_runtime::Logs,
+    },
+    Stopped(Stop),
+}
+
+/// Whether the run goes on after a journal write.
+enum Flow {
+    Next,
+    Stop,
+}
+
 impl Engine {
-    pub(super) async fn execute(&self, claimed: Claimed, mut hold: Hold) {
+    pub(super) async fn execute(&self, claimed: Claimed, hold: Hold) {
         let Claimed { lease, run } = claimed;
         let waited = airlock_store::now_ms().saturating_sub(run.run_at);
         self.metrics()
@@ -100,13 +172,11 @@ impl Engine {
             self.finish(&lease, &hold, Finish::Cancelled).await;
             return;
         }
-        let (spec, trigger, mut outputs, logged) = match self.load(&lease, &run).await {
+        let loaded = match self.load(&lease, &run).await {
             Ok(loaded) => loaded,
             Err(LoadError::Store(error)) => {
                 tracing::warn!(%error, "loading a run failed; it goes back to the queue");
-                let delay_ms = DEFER_MS + jitter_ms(DEFER_MS);
-                self.finish(&lease, &hold, Finish::Deferred { delay_ms })
-                    .await;
+                self.stopped(&lease, &hold, Stop::StoreDown).await;
                 return;
             }
             Err(LoadError::Broken(reason)) => {
@@ -115,11 +185,18 @@ impl Engine {
                 return;
             }
         };
+        let Loaded {
+            program,
+            trigger,
+            mut outputs,
+            logged,
+            last_output,
+        } = loaded;
         let mut log_budget = LogBudget::new(RUN_LOG_BUDGET_BYTES, logged);
         let first = usize::try_from(run.next_step).unwrap_or(usize::MAX);
         let mut attempt_failures = run.attempt;
-        let mut last_output = Value::Null;
-        for (index, step) in spec.steps.iter().enumerate().skip(first) {
+        let mut index = first;
+        while let Some(node) = program.nodes.get(index) {
             match hold.status() {
                 LeaseStatus::Held => {}
                 LeaseStatus::CancelRequested => {
@@ -136,205 +213,87 @@ impl Engine {
             if self.suspended(&lease.tenant_id).await {
                 // Back to the queue, no attempt counted: the claim passes over the tenant
                 // (its cap is 0) until the operator resumes it.
-                tracing::info!(step = %step.id, "the tenant is suspended; the run goes back to the queue");
+                tracing::info!(step = %node.id, "the tenant is suspended; the run goes back to the queue");
                 self.finish(&lease, &hold, Finish::Released).await;
                 return;
             }
-            if let Some(when) = &step.when {
-                let context = airlock_model::predicate::Context {
-                    trigger: &trigger,
-                    steps: &outputs,
+            let context = Context::new(&trigger, &outputs);
+            let mut next = node.next;
+            let done = if node.when.as_ref().is_some_and(|when| !when.eval(context)) {
+                None
+            } else {
+                let step = Step {
+                    run: &run,
+                    index,
+                    node,
+                    attempt_failures,
+                    claim_span: claim_span.as_ref(),
                 };
-                if !when.eval(context) {
-                    let last = index + 1 == spec.steps.len();
-                    match self.skip(&lease, &hold, index, &step.id, last).await {
-                        Some(LeaseStatus::Held | LeaseStatus::CancelRequested) if last => {
-                            self.ended(&lease, &hold, RunOutcome::Succeeded, None);
-                            return;
-                        }
-                        Some(LeaseStatus::Held) => {
-                            attempt_failures = 0;
-                            last_output = Value::Null;
-                            continue;
-                        }
-                        Some(LeaseStatus::CancelRequested) => {
-                            self.finish(&lease, &hold, Finish::Cancelled).await;
-                            return;
-                        }
-                        Some(LeaseStatus::Lost) => {
-                            hold.lost();
-                            tracing::info!(step = %step.id, "lease lost before the journal write; nothing written");
-                            return;
-                        }
-                        None => return,
+                let done = match &node.op {
+                    Op::Action(action) => {
+                        self.action(&lease, &hold, &step, action, context, &mut log_budget)
+                            .await
                     }
-                }
-            }
-            let input = match step.build_input(&trigger, &outputs) {
-                Ok(input) => input,
-                Err(error) => {
-                    // A reference into a skipped step has a name of its own: the workflow,
-                    // not the data, is at fault (give the reference a `default`).
-                    let kind = if error.skipped_step.is_some() {
-                        "skipped_step"
-                    } else {
-                        "invalid_input"
-                    };
-                    let error = StepError::new(kind, error.to_string(), false);
-                    self.record_failure(
-                        &lease,
-                        &hold,
-                        index,
-                        &step.id,
-                        &error,
-                        Cost::default(),
-                        no_logs(),
-                        &dead_after(&step.id, index, &error, &run),
-                    )
-                    .await;
-                    return;
-                }
-            };
-            let mut step_span = claim_span.as_ref().map(|claim| {
-                let mut span =
-                    self.metrics()
-                        .spans()
-                        .start("run.step", SpanKind::Internal, claim.context());
-                span.set("airlock.step", step.id.as_str());
-                span.set("airlock.step_index", index_i64(index));
-                span.set("airlock.attempt", attempt_failures.saturating_add(1));
-                span
-            });
-            let invocation = Invocation {
-                tenant: TenantId::new(&lease.tenant_id),
-                connector: Some(step.connector.clone()),
-                version: step.version.clone(),
-                connection: step.connection.as_deref().map(ConnectionId::new),
-                call: Call::Action {
-                    action: step.action.clone(),
-                    input: input.to_string(),
-                },
-                // The run was counted once, when it was created.
-                charge: Charge::Free,
-                timeout_ms: step.timeout_ms,
-                idempotency_key: Some(step_key(&lease.run_id, &step.id)),
-                trace_context: step_span.as_ref().map(|span| span.context().clone()),
-            };
-            let ran = match self.guarded(&mut hold, invocation).await {
-                Guarded::Done(ran) => *ran,
-                Guarded::Lost => {
-                    tracing::info!(step = %step.id, "lease lost; the guest was stopped and nothing written");
-                    return;
-                }
-                Guarded::Cancel => {
-                    self.finish(&lease, &hold, Finish::Cancelled).await;
-                    return;
-                }
-                Guarded::Aborted => {
-                    self.finish(&lease, &hold, Finish::Released).await;
-                    return;
-                }
-            };
-            let attempt_error = match &ran {
-                Ok(ran) => ran
-                    .outcome
-                    .result
-                    .as_ref()
-                    .err()
-                    .map(|e| e.kind.as_str().to_owned()),
-                Err(CoreError::Store(_)) => None,
-                Err(error) => Some(StepError::from_core(error).kind),
-            };
-            if !matches!(ran, Err(CoreError::Store(_))) {
-                self.metrics().step_attempt(attempt_error.as_deref());
-            }
-            let (output, error, cost, logs) = match ran {
-                Ok(ran) => {
-                    let outcome = ran.outcome;
-                    let cost = cost_of(&outcome.stats);
-                    let logs = log_budget.journal(&outcome.logs);
-                    match outcome.result {
-                        Ok(output) => (Some(output), None, cost, logs),
-                        Err(error) => (None, Some(StepError::from_guest(&error)), cost, logs),
+                    Op::Switch { cases, default } => {
+                        let chosen = cases.iter().find(|(_, when, _)| when.eval(context));
+                        let (branch, start) = match chosen {
+                            Some((id, _, start)) => (id.as_str(), *start),
+                            None => ("default", *default),
+                        };
+                        next = start.unwrap_or(node.next);
+                        Some(Done::bare(serde_json::json!({ "branch": branch })))
                     }
-                }
-                Err(CoreError::Store(error)) => {
-                    // The pipeline could not read what the step needs: the database's
-                    // failure, not the step's. No guest ran.
-                    tracing::warn!(%error, step = %step.id, "the database failed before the step ran; the run goes back to the queue");
-                    let delay_ms = DEFER_MS + jitter_ms(DEFER_MS);
-                    self.finish(&lease, &hold, Finish::Deferred { delay_ms })
-                        .await;
+                    Op::Sleep(sleep) => self.sleep(&lease, &hold, &step, sleep, context).await,
+                    Op::ForEach {
+                        items,
+                        max_items,
+                        concurrency,
+                        body,
+                    } => {
+                        let each = super::for_each::Iterate {
+                            items,
+                            max_items: *max_items,
+                            concurrency: *concurrency,
+                            body,
+                        };
+                        self.for_each(&lease, &hold, &step, &each, context, &mut log_budget)
+                            .await
+                    }
+                };
+                // `None`: the step ended the hold itself (failed, stopped, slept).
+                let Some(done) = done else {
                     return;
-                }
-                Err(error) => (
-                    None,
-                    Some(StepError::from_core(&error)),
-                    Cost::default(),
-                    no_logs(),
-                ),
+                };
+                Some(done)
             };
-            if let (Some(span), Some(error)) = (&mut step_span, &error) {
-                span.fail(error.kind.as_str());
-            }
-            drop(step_span);
-            if let Some(error) = error {
-                let mut run = run.clone();
-                run.attempt = attempt_failures;
-                self.fail_with_policy(&lease, &hold, &run, &spec, index, error, cost, logs)
-                    .await;
-                return;
-            }
-            let output = output.unwrap_or(Value::Null);
+            // A step whose `when` did not hold is journaled `skipped`, with no output.
+            let skipped = done.is_none();
+            let done = done.unwrap_or_else(|| Done::bare(Value::Null));
             let result = StepResult {
                 index: index_i64(index),
-                step_id: step.id.clone(),
-                skipped: false,
-                output: Some(output.to_string()),
+                next: index_i64(next),
+                step_id: node.id.clone(),
+                skipped,
+                output: (!skipped).then(|| done.output.to_string()),
                 error: None,
-                logs,
-                cost,
+                logs: done.logs,
+                cost: done.cost,
             };
-            // The last step's journal write ends the run too: one write instead of two.
-            let last = index + 1 == spec.steps.len();
-            let finish = last.then(|| output.to_string());
-            let written = self
-                .persist(&hold, "journaling a step", || {
-                    self.store()
-                        .journal_step(&lease, &result, finish.as_deref())
-                })
-                .await;
-            match written {
-                Some(LeaseStatus::Held | LeaseStatus::CancelRequested) if last => {
-                    self.ended(&lease, &hold, RunOutcome::Succeeded, None);
-                    return;
-                }
-                Some(LeaseStatus::Held) => {}
-                Some(LeaseStatus::CancelRequested) => {
-                    // Journaled; the rest of the run is cancelled.
-                    self.finish(&lease, &hold, Finish::Cancelled).await;
-                    return;
-                }
-                Some(LeaseStatus::Lost) => {
-                    hold.lost();
-                    tracing::info!(step = %step.id, "lease lost before the journal write; nothing written");
-                    return;
-                }
-                // The lease ran out while the database did not answer: the step runs again
-                // elsewhere, with the same idempotency key.
-                None => return,
+            match self
+                .advance(&lease, &hold, &program, &result, &done.output)
+                .await
+            {
+                Flow::Next => {}
+                Flow::Stop => return,
             }
             attempt_failures = 0;
-            outputs.insert(step.id.clone(), output.clone());
-            last_output = output;
+            if !skipped {
+                outputs.insert(node.id.clone(), done.output);
+            }
+            index = next;
         }
-        if first >= spec.steps.len()
-            && let Some(step) = spec.steps.last()
-        {
-            // Every step was journaled before this claim (a crash after the last journal
-            // write): the run's output is the last step's.
-            last_output = outputs.get(&step.id).cloned().unwrap_or(Value::Null);
-        }
+        // Every step was journaled before this claim (woken from a last `sleep`, or a crash
+        // after the last journal write): the run's output is its last journaled step's.
         self.finish(
             &lease,
             &hold,
@@ -345,30 +304,321 @@ impl Engine {
         .await;
     }
 
-    /// Journals step `index` as skipped (its `when` did not hold): no output, no cost; the
-    /// last step's write ends the run, as a succeeded step's does (its output `null`).
-    async fn skip(
+    /// Journals a finished (or skipped) step and moves the run on; the write that reaches the
+    /// end also ends the run. Says whether the run goes on in this hold.
+    async fn advance(
         &self,
         lease: &Lease,
         hold: &Hold,
-        index: usize,
+        program: &Program,
+        result: &StepResult,
+        output: &Value,
+    ) -> Flow {
+        let last = usize::try_from(result.next).map_or(true, |next| next >= program.len());
+        let finish = last.then(|| output.to_string());
+        let written = self
+            .persist(hold, "journaling a step", || {
+                self.store().journal_step(lease, result, finish.as_deref())
+            })
+            .await;
+        match written {
+            Some(LeaseStatus::Held | LeaseStatus::CancelRequested) if last => {
+                self.ended(lease, hold, RunOutcome::Succeeded, None);
+                Flow::Stop
+            }
+            Some(LeaseStatus::Held) => Flow::Next,
+            Some(LeaseStatus::CancelRequested) => {
+                // Journaled; the rest of the run is cancelled.
+                self.finish(lease, hold, Finish::Cancelled).await;
+                Flow::Stop
+            }
+            Some(LeaseStatus::Lost) => {
+                hold.lost();
+                tracing::info!(step = %result.step_id, "lease lost before the journal write; nothing written");
+                Flow::Stop
+            }
+            // The lease ran out while the database did not answer: the step runs again
+            // elsewhere, with the same idempotency key.
+            None => Flow::Stop,
+        }
+    }
+
+    /// Runs an action step once; `None` when the run does not go on in this hold (the
+    /// failure recorded, or the hold ended).
+    async fn action(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        step: &Step<'_>,
+        action: &ActionStep,
+        context: Context<'_>,
+        log_budget: &mut LogBudget,
+    ) -> Option<Done> {
+        let input = match action.build_input(context) {
+            Ok(input) => input,
+            Err(error) => {
+                let error = mapping_error(&error);
+                self.record_failure(
+                    lease,
+                    hold,
+                    step.index,
+                    &step.node.id,
+                    &error,
+                    Cost::default(),
+                    no_logs(),
+                    &dead_after(&step.node.id, step.index, None, &error, step.run),
+                )
+                .await;
+                return None;
+            }
+        };
+        let key = step_key(&lease.run_id, &step.node.id);
+        let attempt = self
+            .attempt(lease, hold, step, &step.node.id, None, action, input, key)
+            .await;
+        match attempt {
+            Attempt::Stopped(stop) => {
+                self.stopped(lease, hold, stop).await;
+                None
+            }
+            Attempt::Ran {
+                result: Ok(output),
+                cost,
+                logs,
+            } => Some(Done {
+                output,
+                cost,
+                logs: log_budget.journal(&logs),
+            }),
+            Attempt::Ran {
+                result: Err(error),
+                cost,
+                logs,
+            } => {
+                let logs = log_budget.journal(&logs);
+                self.fail_with_policy(
+                    lease,
+                    hold,
+                    step,
+                    action,
+                    &step.node.id,
+                    None,
+                    error,
+                    cost,
+                    logs,
+                )
+                .await;
+                None
+            }
+        }
+    }
+
+    /// One attempt of an action (a step, or a step of one iteration), in its span, stopped
+    /// when the lease is lost, a cancel is asked for, or shutdown's grace runs out.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn attempt(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        step: &Step<'_>,
         step_id: &str,
-        last: bool,
-    ) -> Option<LeaseStatus> {
+        item: Option<usize>,
+        action: &ActionStep,
+        input: Value,
+        idempotency_key: String,
+    ) -> Attempt {
+        let mut step_span = step.claim_span.map(|claim| {
+            let mut span =
+                self.metrics()
+                    .spans()
+                    .start("run.step", SpanKind::Internal, claim.context());
+            span.set("airlock.step", step_id);
+            span.set("airlock.step_index", index_i64(step.index));
+            if let Some(item) = item {
+                span.set("airlock.item", index_i64(item));
+            }
+            span.set("airlock.attempt", step.attempt_failures.saturating_add(1));
+            span
+        });
+        let invocation = Invocation {
+            tenant: TenantId::new(&lease.tenant_id),
+            connector: Some(action.connector.clone()),
+            version: action.version.clone(),
+            connection: action.connection.as_deref().map(ConnectionId::new),
+            call: Call::Action {
+                action: action.action.clone(),
+                input: input.to_string(),
+            },
+            // The run was counted once, when it was created.
+            charge: Charge::Free,
+            timeout_ms: action.timeout_ms,
+            idempotency_key: Some(idempotency_key),
+            trace_context: step_span.as_ref().map(|span| span.context().clone()),
+        };
+        let ran = match self.guarded(hold.watch(), invocation).await {
+            Guarded::Done(ran) => *ran,
+            Guarded::Lost => {
+                tracing::info!(
+                    step = step_id,
+                    "lease lost; the guest was stopped and nothing written"
+                );
+                return Attempt::Stopped(Stop::Lost);
+            }
+            Guarded::Cancel => return Attempt::Stopped(Stop::Cancel),
+            Guarded::Aborted => return Attempt::Stopped(Stop::Aborted),
+        };
+        let attempt_error = match &ran {
+            Ok(ran) => ran
+                .outcome
+                .result
+                .as_ref()
+                .err()
+                .map(|e| e.kind.as_str().to_owned()),
+            Err(CoreError::Store(_)) => None,
+            Err(error) => Some(StepError::from_core(error).kind),
+        };
+        if !matches!(ran, Err(CoreError::Store(_))) {
+            self.metrics().step_attempt(attempt_error.as_deref());
+        }
+        let attempt = match ran {
+            Ok(ran) => {
+                let outcome = ran.outcome;
+                Attempt::Ran {
+                    cost: cost_of(&outcome.stats),
+                    result: outcome
+                        .result
+                        .map_err(|error| StepError::from_guest(&error)),
+                    logs: outcome.logs,
+                }
+            }
+            Err(CoreError::Store(error)) => {
+                // The pipeline could not read what the step needs: the database's
+                // failure, not the step's. No guest ran.
+                tracing::warn!(%error, step = step_id, "the database failed before the step ran; the run goes back to the queue");
+                Attempt::Stopped(Stop::StoreDown)
+            }
+            Err(error) => Attempt::Ran {
+                result: Err(StepError::from_core(&error)),
+                cost: Cost::default(),
+                logs: airlock_runtime::Logs::default(),
+            },
+        };
+        if let (
+            Some(span),
+            Attempt::Ran {
+                result: Err(error), ..
+            },
+        ) = (&mut step_span, &attempt)
+        {
+            span.fail(error.kind.as_str());
+        }
+        attempt
+    }
+
+    /// Ends the hold of a run whose step stopped without a result.
+    pub(super) async fn stopped(&self, lease: &Lease, hold: &Hold, stop: Stop) {
+        match stop {
+            Stop::Lost | Stop::Gone => {}
+            Stop::Cancel => self.finish(lease, hold, Finish::Cancelled).await,
+            Stop::Aborted => self.finish(lease, hold, Finish::Released).await,
+            Stop::StoreDown => {
+                let delay_ms = DEFER_MS + jitter_ms(DEFER_MS);
+                self.finish(lease, hold, Finish::Deferred { delay_ms })
+                    .await;
+            }
+        }
+    }
+
+    /// A `sleep`: due already, it is done at once; otherwise it is journaled and the run
+    /// goes back to the queue until it is due, in one write (`None`).
+    async fn sleep(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        step: &Step<'_>,
+        sleep: &SleepStep,
+        context: Context<'_>,
+    ) -> Option<Done> {
+        let now = airlock_store::now_ms();
+        let until = match (sleep.ms, &sleep.until) {
+            (Some(ms), _) => Ok(now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))),
+            (None, Some(template)) => build_template(template, context)
+                .map_err(|error| mapping_error(&error))
+                .and_then(|until| {
+                    instant_of(&until).ok_or_else(|| {
+                        StepError::new(
+                            "invalid_input",
+                            "sleep `until`: not an RFC 3339 date-time or milliseconds since the epoch",
+                            false,
+                        )
+                    })
+                }),
+            (None, None) => Err(StepError::new("internal", "a sleep without a length", false)),
+        };
+        let latest = now.saturating_add(i64::try_from(MAX_SLEEP_MS).unwrap_or(i64::MAX));
+        let until = until.and_then(|until| {
+            if until > latest {
+                Err(StepError::new(
+                    "invalid_input",
+                    "sleep `until`: more than 30 days away",
+                    false,
+                ))
+            } else {
+                Ok(until)
+            }
+        });
+        let until = match until {
+            Ok(until) => until,
+            Err(error) => {
+                self.record_failure(
+                    lease,
+                    hold,
+                    step.index,
+                    &step.node.id,
+                    &error,
+                    Cost::default(),
+                    no_logs(),
+                    &dead_after(&step.node.id, step.index, None, &error, step.run),
+                )
+                .await;
+                return None;
+            }
+        };
+        let output = serde_json::json!({ "until_ms": until });
+        if until <= now {
+            return Some(Done::bare(output));
+        }
         let result = StepResult {
-            index: index_i64(index),
-            step_id: step_id.to_owned(),
-            skipped: true,
-            output: None,
+            index: index_i64(step.index),
+            next: index_i64(step.node.next),
+            step_id: step.node.id.clone(),
+            skipped: false,
+            output: Some(output.to_string()),
             error: None,
             logs: no_logs(),
             cost: Cost::default(),
         };
-        let finish = last.then(|| Value::Null.to_string());
-        self.persist(hold, "journaling a skipped step", || {
-            self.store().journal_step(lease, &result, finish.as_deref())
-        })
-        .await
+        let written = self
+            .persist(hold, "journaling a sleep", || {
+                self.store().journal_sleep(lease, &result, until)
+            })
+            .await;
+        match written {
+            Some(LeaseStatus::Lost) => hold.lost(),
+            // A cancel asked for meanwhile: the same write cancelled the run.
+            Some(LeaseStatus::CancelRequested) => {
+                self.ended(lease, hold, RunOutcome::Cancelled, None);
+            }
+            Some(LeaseStatus::Held) => tracing::info!(
+                tenant = %lease.tenant_id,
+                run = %lease.run_id,
+                step = %step.node.id,
+                until_ms = until,
+                "run sleeping"
+            ),
+            None => {}
+        }
+        None
     }
 
     /// Whether the run's tenant is suspended (the quota's cached second). A failed read is
@@ -379,19 +629,15 @@ impl Engine {
 
     /// The run's definition, trigger payload, the outputs of its journaled steps and the
     /// bytes of log those steps hold (counted against the run's log budget).
-    async fn load(
-        &self,
-        lease: &Lease,
-        run: &RunRecord,
-    ) -> Result<(Arc<WorkflowSpec>, Value, BTreeMap<String, Value>, u64), LoadError> {
+    async fn load(&self, lease: &Lease, run: &RunRecord) -> Result<Loaded, LoadError> {
         let store = self.store();
         let key = (
             lease.tenant_id.clone(),
             run.workflow_id.clone(),
             run.workflow_version,
         );
-        let spec = match self.definitions.get(&key) {
-            Some(spec) => spec,
+        let program = match self.definitions.get(&key) {
+            Some(program) => program,
             None => {
                 let definition = store
                     .workflow_definition(&lease.tenant_id, &run.workflow_id, run.workflow_version)
@@ -404,15 +650,16 @@ impl Engine {
                     })?;
                 let spec: WorkflowSpec = serde_json::from_str(&definition)
                     .map_err(|_| LoadError::Broken("the workflow version does not parse"))?;
-                let spec = Arc::new(spec);
-                self.definitions.put(key, spec.clone());
-                spec
+                let program = Arc::new(Program::new(&spec));
+                self.definitions.put(key, program.clone());
+                program
             }
         };
         let trigger: Value = serde_json::from_str(&run.input)
             .map_err(|_| LoadError::Broken("the run's input does not parse"))?;
         let mut outputs = BTreeMap::new();
         let mut logged = 0_u64;
+        let mut last_output = Value::Null;
         if run.next_step > 0 {
             for step in store
                 .run_steps(&lease.tenant_id, &lease.run_id)
@@ -420,8 +667,11 @@ impl Engine {
                 .map_err(LoadError::Store)?
             {
                 // The row of the step about to run is overwritten by its next attempt.
+                // Rows come in index order and a run only jumps forward: the last one before
+                // `next_step` is the step journaled last.
                 if step.index < run.next_step {
                     logged = logged.saturating_add(step.logs.len() as u64);
+                    last_output = Value::Null;
                 }
                 if step.status == "succeeded"
                     && step.index < run.next_step
@@ -429,23 +679,30 @@ impl Engine {
                 {
                     let output: Value = serde_json::from_str(output)
                         .map_err(|_| LoadError::Broken("a journaled output does not parse"))?;
+                    last_output = output.clone();
                     outputs.insert(step.step_id, output);
                 }
             }
         }
-        Ok((spec, trigger, outputs, logged))
+        Ok(Loaded {
+            program,
+            trigger,
+            outputs,
+            logged,
+            last_output,
+        })
     }
 
     /// Runs one step's invocation while the lease keeper holds the lease, and stops the
     /// guest (drops its future) when the lease is lost, a cancel is asked for, or shutdown's
     /// grace runs out.
-    async fn guarded(&self, hold: &mut Hold, invocation: Invocation) -> Guarded {
+    async fn guarded(&self, mut watch: Watch, invocation: Invocation) -> Guarded {
         let invoke = self.pipeline.invoke(invocation);
         tokio::pin!(invoke);
         tokio::select! {
             ran = &mut invoke => Guarded::Done(Box::new(ran)),
             _ = self.abort.cancelled() => Guarded::Aborted,
-            status = hold.interrupted() => match status {
+            status = watch.interrupted() => match status {
                 LeaseStatus::CancelRequested => Guarded::Cancel,
                 _ => Guarded::Lost,
             },
@@ -454,7 +711,7 @@ impl Engine {
 
     /// Tries a fenced write until it reaches the database, for as long as the lease surely
     /// holds. `None`: the lease ran out first.
-    async fn persist<T, F, Fut>(&self, hold: &Hold, what: &str, write: F) -> Option<T>
+    pub(super) async fn persist<T, F, Fut>(&self, hold: &Hold, what: &str, write: F) -> Option<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
@@ -481,35 +738,39 @@ impl Engine {
     }
 
     /// A failed step attempt: retried while the policy allows and the failure is
-    /// retryable, dead-lettered otherwise.
+    /// retryable, dead-lettered otherwise. `item`: the failed iteration of a `for_each`.
     #[allow(clippy::too_many_arguments)]
-    async fn fail_with_policy(
+    pub(super) async fn fail_with_policy(
         &self,
         lease: &Lease,
         hold: &Hold,
-        run: &RunRecord,
-        spec: &WorkflowSpec,
-        index: usize,
+        step: &Step<'_>,
+        action: &ActionStep,
+        failed_id: &str,
+        item: Option<usize>,
         error: StepError,
         cost: Cost,
         logs: String,
     ) {
-        let step = &spec.steps[index];
         let declared = match self
             .pipeline
-            .connector(&lease.tenant_id, &step.connector, step.version.as_deref())
+            .connector(
+                &lease.tenant_id,
+                &action.connector,
+                action.version.as_deref(),
+            )
             .await
         {
             Ok(record) => record
                 .manifest
                 .actions
                 .iter()
-                .find(|a| a.name == step.action)
+                .find(|a| a.name == action.action)
                 .and_then(|a| a.retry),
             Err(_) => None,
         };
-        let policy = step.retry_policy(declared);
-        let failures = u32::try_from(run.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+        let policy = action.retry_policy(declared);
+        let failures = u32::try_from(step.attempt_failures.saturating_add(1)).unwrap_or(u32::MAX);
         let after = if error.retryable && failures < policy.max_attempts {
             let wait = backoff_ms(&policy, failures, &error);
             AfterFailure::Retry {
@@ -518,18 +779,29 @@ impl Engine {
             }
         } else {
             AfterFailure::Dead {
-                error: dead_reason(&step.id, index, &error, failures),
+                error: dead_reason(failed_id, step.index, item, &error, failures),
             }
         };
-        self.record_failure(lease, hold, index, &step.id, &error, cost, logs, &after)
-            .await;
+        // The journal row is the node's (a `for_each`'s, for one of its items); the dead
+        // letter names the step that failed.
+        self.record_failure(
+            lease,
+            hold,
+            step.index,
+            &step.node.id,
+            &error,
+            cost,
+            logs,
+            &after,
+        )
+        .await;
     }
 
     /// A run that cannot go on (its definition or input unreadable): dead at once.
     async fn fail(&self, lease: &Lease, hold: &Hold, run: &RunRecord, error: StepError) {
         let index = usize::try_from(run.next_step).unwrap_or(0);
         let step_id = format!("#{index}");
-        let after = dead_after(&step_id, index, &error, run);
+        let after = dead_after(&step_id, index, None, &error, run);
         self.record_failure(
             lease,
             hold,
@@ -544,7 +816,7 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn record_failure(
+    pub(super) async fn record_failure(
         &self,
         lease: &Lease,
         hold: &Hold,
@@ -557,6 +829,7 @@ impl Engine {
     ) {
         let result = StepResult {
             index: index_i64(index),
+            next: index_i64(index),
             step_id: step_id.to_owned(),
             skipped: false,
             output: None,
@@ -648,10 +921,36 @@ impl Engine {
 }
 
 /// The dead letter of a run that cannot go on at step `index`.
-fn dead_after(step_id: &str, index: usize, error: &StepError, run: &RunRecord) -> AfterFailure {
+pub(super) fn dead_after(
+    step_id: &str,
+    index: usize,
+    item: Option<usize>,
+    error: &StepError,
+    run: &RunRecord,
+) -> AfterFailure {
     let failures = u32::try_from(run.attempt.saturating_add(1)).unwrap_or(u32::MAX);
     AfterFailure::Dead {
-        error: dead_reason(step_id, index, error, failures),
+        error: dead_reason(step_id, index, item, error, failures),
+    }
+}
+
+/// An input that could not be built. A reference into a skipped step has a name of its own:
+/// the workflow, not the data, is at fault (give the reference a `default`).
+pub(super) fn mapping_error(error: &MappingError) -> StepError {
+    let kind = if error.skipped_step.is_some() {
+        "skipped_step"
+    } else {
+        "invalid_input"
+    };
+    StepError::new(kind, error.to_string(), false)
+}
+
+/// A `sleep`'s `until`: an RFC 3339 date-time or milliseconds since the epoch.
+fn instant_of(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(text) => airlock_model::predicate::instant_ms(text),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
     }
 }
 
@@ -668,11 +967,11 @@ pub fn step_key(run_id: &str, step_id: &str) -> String {
 }
 
 /// The journal's logs of a step that never ran a guest: the shape of a run's logs, empty.
-fn no_logs() -> String {
+pub(super) fn no_logs() -> String {
     serde_json::to_string(&airlock_runtime::Logs::default()).unwrap_or_default()
 }
 
-fn index_i64(index: usize) -> i64 {
+pub(super) fn index_i64(index: usize) -> i64 {
     i64::try_from(index).unwrap_or(i64::MAX)
 }
 
@@ -689,8 +988,14 @@ fn cost_of(stats: &airlock_runtime::Stats) -> Cost {
     }
 }
 
-fn dead_reason(step_id: &str, index: usize, error: &StepError, attempts: u32) -> String {
-    serde_json::json!({
+fn dead_reason(
+    step_id: &str,
+    index: usize,
+    item: Option<usize>,
+    error: &StepError,
+    attempts: u32,
+) -> String {
+    let mut reason = serde_json::json!({
         "step": step_id,
         "step_index": index,
         "kind": error.kind,
@@ -698,6 +1003,9 @@ fn dead_reason(step_id: &str, index: usize, error: &StepError, attempts: u32) ->
         "connector_kind": error.connector_kind,
         "retryable": error.retryable,
         "attempts": attempts,
-    })
-    .to_string()
+    });
+    if let (Some(item), Some(object)) = (item, reason.as_object_mut()) {
+        object.insert("item".into(), item.into());
+    }
+    reason.to_string()
 }

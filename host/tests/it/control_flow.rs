@@ -1,0 +1,397 @@
+//! Workflows with control flow, against real guests and a real local upstream: a `switch`
+//! runs one branch, journals its choice, and a replay can start inside it; a `for_each`
+//! runs each item with its own idempotency key, resumes only the items not journaled after
+//! a failed attempt, and refuses more items than the tenant allows; a `sleep` gives its
+//! worker and its tenant's slot back until it is due. Both databases.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use crate::api_support::{Db, TestServer, on_both_databases};
+use crate::runs_support::{
+    create_workflow, ended, fast_workers, put_limits, start, start_run, tenant_with_hostile,
+    wait_for,
+};
+use crate::support::{Server, options_for_tls};
+
+on_both_databases!(
+    a_switch_takes_one_branch_and_a_replay_starts_inside_it,
+    a_for_each_runs_each_item_once_and_resumes_only_what_is_not_journaled,
+    a_for_each_reads_its_item_and_keys_each_iteration,
+    a_sleep_holds_no_worker_and_wakes_when_due,
+    malformed_control_flow_is_refused_where_it_is_wrong,
+);
+
+const API: &str = "api.example.test";
+
+/// Every request the upstream saw: (path, idempotency key).
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// An upstream that answers 503 to the first request for a path in `fail_once` (matched
+/// against the path, or the key's end for items), 200 with `{"ok": true}` otherwise.
+async fn upstream(fail_once: &'static [&'static str]) -> (Server, Seen) {
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let server = Server::start_tls(
+        Router::new().route(
+            "/{*path}",
+            any(move |request: Request| {
+                let record = record.clone();
+                async move {
+                    let path = request.uri().path().to_owned();
+                    let key = request
+                        .headers()
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let mut seen = record.lock().expect("lock");
+                    let first = !seen.iter().any(|(p, k)| *p == path && *k == key);
+                    seen.push((path.clone(), key.clone()));
+                    let fails = fail_once
+                        .iter()
+                        .any(|f| path == *f || key.ends_with(&format!(":{f}")));
+                    if first && fails {
+                        (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+                    } else {
+                        axum::Json(json!({"ok": true})).into_response()
+                    }
+                }
+            }),
+        ),
+        &[API],
+    )
+    .await;
+    (server, seen)
+}
+
+async fn server_with_http(db: Db, upstream: &Server) -> Option<(TestServer, String)> {
+    let mut options = options_for_tls(upstream, &[API]);
+    options.engine.pool_size = 8;
+    let server = TestServer::start_configured(db, options, fast_workers).await?;
+    let admin = server.tenant("acme").await;
+    let uploaded = server
+        .upload(&admin, airlock_test_artifacts::CONNECTOR_HTTP)
+        .await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
+    Some((server, admin))
+}
+
+/// A POST (so the gate sends the step's `Idempotency-Key`).
+fn request(id: &str, path: &str) -> Value {
+    json!({"id": id, "connector": "http", "action": "request",
+        "input": {"method": "POST", "url": format!("https://{API}{path}"), "json": {},
+                  "error_for_status": true}})
+}
+
+fn count(seen: &Seen, path: &str) -> usize {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .filter(|(p, _)| p == path)
+        .count()
+}
+
+fn ids(run: &Value) -> Vec<String> {
+    run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn a_switch_takes_one_branch_and_a_replay_starts_inside_it(db: Db) {
+    let (upstream, seen) = upstream(&["/flaky"]).await;
+    let Some((server, admin)) = server_with_http(db, &upstream).await else {
+        return;
+    };
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "routes",
+        json!([
+            request("check", "/check"),
+            {"id": "route", "switch": {
+                "cases": [
+                    {"id": "big", "when": {"gt": [{"$from": "/trigger/n"}, 10]},
+                     "steps": [request("call", "/flaky")]},
+                    {"id": "small", "when": {"le": [{"$from": "/trigger/n"}, 10]},
+                     "steps": [request("note", "/small")]},
+                ],
+                "default": [request("never", "/never")],
+            }},
+            request("after", "/after"),
+        ]),
+    )
+    .await;
+
+    // The small branch: its step runs, the others have no journal row.
+    let run = start_run(&server, &admin, &workflow, json!({"n": 5})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(ids(&done), ["check", "route", "route.small.note", "after"]);
+    assert_eq!(done["steps"][1]["output"], json!({"branch": "small"}));
+
+    // The big branch's step fails once (503, no retry): the run is dead inside the branch.
+    let run = start_run(&server, &admin, &workflow, json!({"n": 50})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["step"], "route.big.call", "{dead}");
+    assert_eq!(dead["steps"][1]["output"], json!({"branch": "big"}));
+    // Replayed from inside the branch: the steps before it keep their journal and are not
+    // run again; the branch is not decided again.
+    let replayed = server
+        .post(
+            &format!("/v1/runs/{run}/replay"),
+            &admin,
+            json!({"from_step": "route.big.call"}),
+        )
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(ids(&done), ["check", "route", "route.big.call", "after"]);
+    assert_eq!(count(&seen, "/check"), 2, "one per run, none on replay");
+    assert_eq!(count(&seen, "/flaky"), 2);
+    assert_eq!(count(&seen, "/small"), 1);
+    assert_eq!(count(&seen, "/never"), 0);
+    assert_eq!(count(&seen, "/after"), 2);
+}
+
+async fn a_for_each_runs_each_item_once_and_resumes_only_what_is_not_journaled(db: Db) {
+    // Item 5's first request fails: the for_each's attempt fails, the items already
+    // journaled stay, and the next attempt runs only the rest.
+    let (upstream, seen) = upstream(&["5"]).await;
+    let Some((server, admin)) = server_with_http(db, &upstream).await else {
+        return;
+    };
+    let mut call = request("call", "/item");
+    call["retry"] = json!({"max_attempts": 2, "initial_backoff_ms": 10, "max_backoff_ms": 10});
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "fan-out",
+        json!([
+            {"id": "each", "for_each": {"items": {"$from": "/trigger/items"}, "concurrency": 4,
+                                         "steps": [call]}},
+        ]),
+    )
+    .await;
+    let items: Vec<usize> = (0..12).collect();
+    let run = start_run(&server, &admin, &workflow, json!({"items": items})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"].as_array().map(Vec::len), Some(12), "{done}");
+    assert_eq!(
+        done["steps"][0]["attempts"], 2,
+        "one failed attempt: {done}"
+    );
+    let iterations = done["iterations"].as_array().expect("iterations");
+    assert_eq!(iterations.len(), 12, "{done}");
+    assert!(iterations.iter().all(|i| i["id"] == "each.call"));
+    let mut by_key: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, key) in seen.lock().expect("lock").iter() {
+        *by_key.entry(key.clone()).or_default() += 1;
+    }
+    for item in 0..12 {
+        let key = format!("{run}:each.call:{item}");
+        let expected = if item == 5 { 2 } else { 1 };
+        assert_eq!(by_key.get(&key), Some(&expected), "{key}: {by_key:?}");
+    }
+    assert_eq!(by_key.len(), 12, "{by_key:?}");
+
+    // More items than the tenant allows: dead before any item runs.
+    put_limits(&server, "acme", json!({"max_iterations": 5})).await;
+    let before = seen.lock().expect("lock").len();
+    let run = start_run(&server, &admin, &workflow, json!({"items": items})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["kind"], "too_many_items", "{dead}");
+    assert_eq!(seen.lock().expect("lock").len(), before);
+    // Items that are not an array: dead, named.
+    let run = start_run(&server, &admin, &workflow, json!({"items": 3})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["error"]["kind"], "invalid_input", "{dead}");
+    assert_eq!(seen.lock().expect("lock").len(), before);
+}
+
+async fn a_for_each_reads_its_item_and_keys_each_iteration(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "keys",
+        json!([
+            {"id": "each", "for_each": {"items": {"$from": "/trigger/users"}, "concurrency": 3,
+              "steps": [
+                {"id": "key", "connector": "hostile", "action": "step_key", "input": {}},
+                {"id": "echo", "connector": "hostile", "action": "echo",
+                 "when": {"ne": [{"$from": "/item/skip"}, true]},
+                 "input": {"n": 1, "name": {"$from": "/item/name"},
+                           "key": {"$from": "/steps/each.key/key"}}},
+              ]}},
+            {"id": "after", "connector": "hostile", "action": "echo",
+             "input": {"n": {"$from": "/steps/each/2/n"}, "all": {"$from": "/steps/each"}}},
+        ]),
+    )
+    .await;
+    let users = json!([{"name": "ada"}, {"name": "bob", "skip": true}, {"name": "cy"}]);
+    let run = start_run(&server, &admin, &workflow, json!({"users": users})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["output"]["all"],
+        json!([
+            {"n": 1, "name": "ada", "key": format!("{run}:each.key:0")},
+            null,
+            {"n": 1, "name": "cy", "key": format!("{run}:each.key:2")},
+        ]),
+        "{done}"
+    );
+    assert_eq!(done["output"]["n"], 1);
+    let skipped: Vec<&Value> = done["iterations"]
+        .as_array()
+        .expect("iterations")
+        .iter()
+        .filter(|i| i["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{done}");
+    assert_eq!(skipped[0]["item"], 1);
+    assert_eq!(skipped[0]["id"], "each.echo");
+}
+
+async fn a_sleep_holds_no_worker_and_wakes_when_due(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    put_limits(&server, "acme", json!({"max_concurrent_runs": 1})).await;
+    let echo = |id: &str, n: Value| json!({"id": id, "connector": "hostile", "action": "echo", "input": {"n": n}});
+    let sleeper = create_workflow(
+        &server,
+        &admin,
+        "sleeper",
+        json!([
+            echo("first", json!(1)),
+            {"id": "wait", "sleep": {"ms": 3000}},
+            echo("last", json!({"$from": "/steps/wait/until_ms"})),
+        ]),
+    )
+    .await;
+    let quick = create_workflow(&server, &admin, "quick", json!([echo("only", json!(2))])).await;
+    let run = start_run(&server, &admin, &sleeper, json!({})).await;
+    let sleeping = wait_for(&server, &admin, &run, |r| {
+        r["steps"].as_array().is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        sleeping["state"], "queued",
+        "a sleeping run holds no lease: {sleeping}"
+    );
+    let until = sleeping["steps"][1]["output"]["until_ms"]
+        .as_i64()
+        .expect("until_ms");
+    // The tenant's one slot is free while it sleeps.
+    let other = start_run(&server, &admin, &quick, json!({})).await;
+    let other = wait_for(&server, &admin, &other, ended).await;
+    assert_eq!(other["state"], "succeeded", "{other}");
+    let still = server.get(&format!("/v1/runs/{run}"), &admin).await;
+    assert_eq!(still.body["state"], "queued", "{}", still.text);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"]["n"], json!(until));
+    assert!(
+        done["steps"][2]["finished_at_ms"]
+            .as_i64()
+            .expect("finished")
+            >= until,
+        "woke before it was due: {done}"
+    );
+
+    // `until` from the trigger: a past instant does not wait; a bad one is a named error.
+    let at = create_workflow(
+        &server,
+        &admin,
+        "at",
+        json!([{"id": "wait", "sleep": {"until": {"$from": "/trigger/at"}}}, echo("last", json!(3))]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &at, json!({"at": "2020-01-01T00:00:00Z"})).await;
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["steps"][0]["output"]["until_ms"],
+        json!(1_577_836_800_000_i64)
+    );
+    for bad in [json!("tomorrow"), json!("2999-01-01T00:00:00Z")] {
+        let run = start_run(&server, &admin, &at, json!({"at": bad})).await;
+        let dead = wait_for(&server, &admin, &run, ended).await;
+        assert_eq!(dead["state"], "dead", "{dead}");
+        assert_eq!(dead["error"]["kind"], "invalid_input", "{dead}");
+        assert_eq!(dead["error"]["step"], "wait", "{dead}");
+    }
+}
+
+async fn malformed_control_flow_is_refused_where_it_is_wrong(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let echo = json!({"id": "e", "connector": "hostile", "action": "echo", "input": {"n": 1}});
+    for (steps, field) in [
+        (
+            json!([{"id": "r", "switch": {"cases": [{"id": "c", "when": {"eq": [1]}}]}}]),
+            "steps[0].switch.cases[0].when/eq",
+        ),
+        (
+            json!([{"id": "r", "switch": {"cases": [{"id": "c", "when": true,
+                "steps": [{"id": "x", "connector": "hostile", "action": "nope"}]}]}}]),
+            "steps[0].switch.cases[0].steps[0].action",
+        ),
+        (
+            json!([{"id": "each", "for_each": {"items": [1], "steps": [
+                {"id": "w", "sleep": {"ms": 1}}]}}]),
+            "steps[0].for_each.steps[0].sleep",
+        ),
+        (
+            json!([{"id": "each", "for_each": {"items": [1], "concurrency": 65, "steps": [echo]}}]),
+            "steps[0].for_each.concurrency",
+        ),
+        (
+            json!([{"id": "w", "sleep": {"ms": 1, "until": "2030-01-01T00:00:00Z"}}]),
+            "steps[0].sleep",
+        ),
+    ] {
+        let reply = server
+            .post(
+                "/v1/workflows",
+                &admin,
+                json!({"name": "bad", "steps": steps}),
+            )
+            .await;
+        assert_eq!(reply.status, 422, "{steps}: {}", reply.text);
+        assert_eq!(reply.body["field"], json!(field), "{steps}: {}", reply.text);
+    }
+    let reply = server
+        .post(
+            "/v1/workflows",
+            &admin,
+            json!({"name": "bad", "steps": [{"id": "two", "sleep": {"ms": 1}, "switch": {"cases": []}}]}),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(reply.text.contains("one kind"), "{}", reply.text);
+    let listed = server.get("/v1/workflows", &admin).await;
+    assert_eq!(listed.body, json!([]), "{}", listed.text);
+}
