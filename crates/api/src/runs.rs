@@ -92,6 +92,9 @@ pub struct Run {
     pub created_at_ms: i64,
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// For a failure-handler run (the workflow's `on_failure` steps): the dead run it
+    /// handles. Its key is `failure:<that run>:<n>`.
+    pub handles: Option<String>,
 }
 
 fn json_text(text: Option<&str>) -> Option<Value> {
@@ -119,6 +122,7 @@ impl Run {
             created_at_ms: run.created_at,
             started_at_ms: run.started_at,
             finished_at_ms: run.finished_at,
+            handles: run.handles,
         }
     }
 }

@@ -85,6 +85,11 @@ pub struct CreateWorkflow {
     /// bodies.
     #[schema(value_type = Vec<WorkflowStep>)]
     pub steps: Vec<Value>,
+    /// Steps run once when a run goes dead, in a run of their own (docs/api.md, "Failure
+    /// handlers"). Absent: none.
+    #[serde(default)]
+    #[schema(value_type = Vec<WorkflowStep>)]
+    pub on_failure: Vec<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,6 +100,11 @@ pub struct UpdateWorkflow {
     pub name: Option<String>,
     #[schema(value_type = Vec<WorkflowStep>)]
     pub steps: Vec<Value>,
+    /// Steps run once when a run goes dead, in a run of their own (docs/api.md, "Failure
+    /// handlers"). Absent: none.
+    #[serde(default)]
+    #[schema(value_type = Vec<WorkflowStep>)]
+    pub on_failure: Vec<Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,6 +115,8 @@ pub struct Workflow {
     pub version: i64,
     #[schema(value_type = Vec<Object>)]
     pub steps: Value,
+    #[schema(value_type = Vec<Object>)]
+    pub on_failure: Value,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -116,6 +128,7 @@ impl From<SavedWorkflow> for Workflow {
             name: saved.record.name,
             version: saved.record.version,
             steps: serde_json::to_value(&saved.spec.steps).unwrap_or(Value::Null),
+            on_failure: serde_json::to_value(&saved.spec.on_failure).unwrap_or(Value::Null),
             created_at_ms: saved.record.created_at,
             updated_at_ms: saved.record.updated_at,
         }
@@ -148,9 +161,10 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     super::names::check_name(name, "workflow")
 }
 
-fn parse_steps(steps: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
+fn parse_steps(steps: Vec<Value>, on_failure: Vec<Value>) -> Result<WorkflowSpec, ApiError> {
     check_conditions(&steps, "steps", 0)?;
-    serde_json::from_value(json!({ "steps": steps }))
+    check_conditions(&on_failure, "on_failure", 0)?;
+    serde_json::from_value(json!({ "steps": steps, "on_failure": on_failure }))
         .map_err(|e| ApiError::validation("steps", format!("invalid step: {e}")))
 }
 
@@ -212,7 +226,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Workflow>), ApiError> {
     let tenant = caller.tenant_id();
     let name = check_name(&body.name)?;
-    let spec = parse_steps(body.steps)?;
+    let spec = parse_steps(body.steps, body.on_failure)?;
     let saved = state.runs().create_workflow(&tenant, &name, &spec).await?;
     Ok((StatusCode::CREATED, Json(saved.into())))
 }
@@ -269,7 +283,7 @@ async fn update(
 ) -> Result<Json<Workflow>, ApiError> {
     let tenant = caller.tenant_id();
     let name = body.name.as_deref().map(check_name).transpose()?;
-    let spec = parse_steps(body.steps)?;
+    let spec = parse_steps(body.steps, body.on_failure)?;
     let saved = state
         .runs()
         .put_workflow(&tenant, &id, name.as_deref(), &spec)

@@ -58,10 +58,19 @@ pub struct BodyStep {
 }
 
 impl Program {
-    /// Lowers a definition (already validated).
+    /// Lowers a definition's steps (already validated).
     pub fn new(spec: &WorkflowSpec) -> Program {
+        Program::of(&spec.steps)
+    }
+
+    /// Lowers a definition's `on_failure` steps: what a failure-handler run runs.
+    pub fn handler(spec: &WorkflowSpec) -> Program {
+        Program::of(&spec.on_failure)
+    }
+
+    fn of(steps: &[StepSpec]) -> Program {
         let mut nodes = Vec::new();
-        let exits = lower(&spec.steps, "", &mut nodes);
+        let exits = lower(steps, "", &mut nodes);
         let end = nodes.len();
         for exit in exits {
             nodes[exit].next = end;

@@ -75,6 +75,11 @@ const LITERAL: &str = "$literal";
 #[serde(deny_unknown_fields)]
 pub struct WorkflowSpec {
     pub steps: Vec<StepSpec>,
+    /// Steps run once when a run of this workflow goes dead, in a run of their own whose
+    /// trigger is `{"run_id", "error", "failed_step", "trigger"}`. A handler's own death
+    /// runs no handler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<StepSpec>,
 }
 
 /// One step: an id, an optional condition, and what it does.
@@ -370,6 +375,16 @@ impl WorkflowSpec {
             counted: &mut counted,
         };
         check_list(&self.steps, &mut scope)?;
+        // The handler's steps read their own trigger (the dead run's facts) and each other.
+        let mut handler = Scope {
+            earlier: BTreeSet::new(),
+            in_body: false,
+            path: "on_failure".into(),
+            prefix: String::new(),
+            depth: 1,
+            counted: &mut counted,
+        };
+        check_list(&self.on_failure, &mut handler)?;
         Ok(())
     }
 
@@ -395,7 +410,7 @@ impl WorkflowSpec {
                 })
                 .sum()
         }
-        of(&self.steps)
+        of(&self.steps) + of(&self.on_failure)
     }
 
     /// Every action step with the field path it is at (`steps[1].switch.cases[0].steps[0]`),
@@ -425,6 +440,7 @@ impl WorkflowSpec {
         }
         let mut found = Vec::new();
         walk(&self.steps, "steps", &mut found);
+        walk(&self.on_failure, "on_failure", &mut found);
         found
     }
 }

@@ -22,8 +22,8 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use super::claim::{db_now, release_slots};
 use super::json_rows::{JsonRows, Ty};
 use super::runs::{
-    AfterFailure, Cost, Finish, ItemResult, Lease, LeaseStatus, RunState, StepResult, Tx, add_cost,
-    bind_cost, notify_runs,
+    AfterFailure, Cost, FailureHandler, Finish, ItemResult, Lease, LeaseStatus, RunState,
+    StepResult, Tx, add_cost, bind_cost, notify_runs,
 };
 use super::{DbKind, Store, StoreError, now_ms};
 
@@ -851,7 +851,7 @@ async fn failure(
 ) -> Result<bool, StoreError> {
     let (state, run_at, error, finished_at) = match after {
         AfterFailure::Retry { run_at } => (RunState::Retrying, *run_at, None, None),
-        AfterFailure::Dead { error } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
+        AfterFailure::Dead { error, .. } => (RunState::Dead, now, Some(error.as_str()), Some(now)),
     };
     let sql = format!(
         "UPDATE runs SET state = $5, attempt = attempt + 1, run_at = $6, error = $7, \
@@ -879,7 +879,48 @@ async fn failure(
     };
     let attempts: i64 = row.try_get("attempt")?;
     write_step(tx, lease, result, Attempt::Failed { attempts }, now).await?;
+    if let AfterFailure::Dead {
+        handler: Some(handler),
+        ..
+    } = after
+    {
+        queue_handler(tx, lease, handler, now).await?;
+    }
     Ok(true)
+}
+
+/// Queues a dead run's failure handler, once per death (its key names the lease epoch the
+/// run died under, so a write tried again queues nothing more).
+async fn queue_handler(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    handler: &FailureHandler,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO runs (tenant_id, id, workflow_id, workflow_version, state, input, \
+           idempotency_key, trace_id, trace_parent, run_at, created_at, updated_at, handles) \
+         SELECT tenant_id, $3, workflow_id, workflow_version, 'queued', $4, $5, trace_id, \
+           trace_parent, $6, $6, $6, id \
+         FROM runs WHERE tenant_id = $1 AND id = $2 \
+         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(&handler.id)
+    .bind(&handler.input)
+    .bind(format!("failure:{}:{}", lease.run_id, lease.epoch))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO run_tenants (tenant_id, last_turn) VALUES ($1, 0) \
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(&lease.tenant_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn end(

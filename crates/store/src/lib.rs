@@ -43,9 +43,9 @@ pub use lifecycle::{Column, Deleted, LifecycleRefusal, TENANT_TABLES, TenantTabl
 pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{
-    AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, Finish, ItemRecord,
-    ItemResult, Lease, LeaseStatus, NewRun, ReplayRefusal, RunFilter, RunRecord, RunState,
-    StepRecord, StepResult,
+    AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, FailureHandler,
+    Finish, ItemRecord, ItemResult, Lease, LeaseStatus, NewRun, ReplayRefusal, RunFilter,
+    RunRecord, RunState, StepRecord, StepResult,
 };
 pub use tenants::TenantRecord;
 pub use triggers::{Fired, TICK_RETENTION_MS, Tick, TickPlan, TriggerRecord};

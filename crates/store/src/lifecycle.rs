@@ -121,6 +121,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             Text("request_hash"),
             Text("trace_id"),
             Text("trace_parent"),
+            Text("handles"),
         ],
         order: "id",
     },

@@ -125,12 +125,14 @@ pub struct RunRecord {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
+    /// A failure-handler run: the dead run whose workflow's `on_failure` steps it runs.
+    pub handles: Option<String>,
 }
 
 pub(crate) const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, state, input, idempotency_key, \
     trigger_id, next_step, attempt, run_at, lease_epoch, cancel_requested, output, error, fuel_used, \
     duration_us, peak_memory_bytes, outbound_requests, outbound_bytes, created_at, started_at, \
-    finished_at, updated_at, request_hash, trace_id, trace_parent";
+    finished_at, updated_at, request_hash, trace_id, trace_parent, handles";
 
 pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
@@ -156,6 +158,7 @@ pub(crate) fn run(row: &AnyRow) -> Result<RunRecord, StoreError> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
+        handles: row.try_get("handles")?,
     })
 }
 
@@ -297,8 +300,21 @@ pub struct ItemRecord {
 pub enum AfterFailure {
     /// Attempt again at `run_at`.
     Retry { run_at: i64 },
-    /// Dead-letter the run with `error` (JSON text).
-    Dead { error: String },
+    /// Dead-letter the run with `error` (JSON text), and queue `handler` (the workflow's
+    /// `on_failure` steps) in the same transaction.
+    Dead {
+        error: String,
+        handler: Option<FailureHandler>,
+    },
+}
+
+/// The run a dead run's `on_failure` steps run in. It takes the dead run's workflow version
+/// and trace; its key, `failure:<run>:<lease epoch>`, makes one per death.
+#[derive(Debug, Clone)]
+pub struct FailureHandler {
+    pub id: String,
+    /// Its trigger payload (JSON text): the dead run's id, error, failed step and trigger.
+    pub input: String,
 }
 
 /// How a worker ends its hold on a run without a step failure.
@@ -1011,6 +1027,7 @@ impl RunRecord {
             started_at: None,
             finished_at: None,
             updated_at: now,
+            handles: None,
         }
     }
 }

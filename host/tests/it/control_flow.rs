@@ -2,7 +2,9 @@
 //! runs one branch, journals its choice, and a replay can start inside it; a `for_each`
 //! runs each item with its own idempotency key, resumes only the items not journaled after
 //! a failed attempt, and refuses more items than the tenant allows; a `sleep` gives its
-//! worker and its tenant's slot back until it is due. Both databases.
+//! worker and its tenant's slot back until it is due; a run that goes dead queues its
+//! workflow's `on_failure` steps once, and a handler's own death queues nothing. Both
+//! databases.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ on_both_databases!(
     a_for_each_reads_its_item_and_keys_each_iteration,
     a_sleep_holds_no_worker_and_wakes_when_due,
     malformed_control_flow_is_refused_where_it_is_wrong,
+    a_dead_run_queues_its_failure_handler_once_per_death,
 );
 
 const API: &str = "api.example.test";
@@ -394,4 +397,143 @@ async fn malformed_control_flow_is_refused_where_it_is_wrong(db: Db) {
     assert!(reply.text.contains("one kind"), "{}", reply.text);
     let listed = server.get("/v1/workflows", &admin).await;
     assert_eq!(listed.body, json!([]), "{}", listed.text);
+}
+
+async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let echo = |id: &str, input: Value| json!({"id": id, "connector": "hostile", "action": "echo", "input": input});
+    let create = |name: &str, on_failure: Value| {
+        let body = json!({"name": name, "steps": [
+            echo("ok", json!({"n": 1})),
+            // `echo` wants an integer `n`: dead at once, `invalid_input`.
+            echo("boom", json!({"n": "not a number"})),
+        ], "on_failure": on_failure});
+        let server = &server;
+        let admin = admin.clone();
+        async move {
+            let reply = server.post("/v1/workflows", &admin, body).await;
+            assert_eq!(reply.status, 201, "{}", reply.text);
+            reply.body["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let runs_of = |workflow: String| {
+        let server = &server;
+        let admin = admin.clone();
+        async move {
+            let listed = server
+                .get(&format!("/v1/runs?workflow={workflow}"), &admin)
+                .await;
+            assert_eq!(listed.status, 200, "{}", listed.text);
+            listed.body["runs"].as_array().expect("runs").clone()
+        }
+    };
+    let handlers = |runs: &[Value], of: &str| -> Vec<Value> {
+        runs.iter()
+            .filter(|r| r["handles"] == json!(of))
+            .cloned()
+            .collect()
+    };
+
+    let workflow = create(
+        "guarded",
+        json!([echo(
+            "tell",
+            json!({"n": 2, "kind": {"$from": "/trigger/error/kind"},
+            "step": {"$from": "/trigger/failed_step"}, "run": {"$from": "/trigger/run_id"},
+            "input": {"$from": "/trigger/trigger"}})
+        )]),
+    )
+    .await;
+    let shown = server
+        .get(&format!("/v1/workflows/{workflow}"), &admin)
+        .await;
+    assert_eq!(shown.body["on_failure"][0]["id"], "tell", "{}", shown.text);
+    let run = start_run(&server, &admin, &workflow, json!({"order": 7})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["handles"], Value::Null);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let handler = loop {
+        let found = handlers(&runs_of(workflow.clone()).await, &run);
+        if let Some(handler) = found.first()
+            && ended(handler)
+        {
+            assert_eq!(found.len(), 1, "{found:?}");
+            break handler.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no handler ran: {found:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(handler["state"], "succeeded", "{handler}");
+    assert_eq!(
+        handler["output"],
+        json!({"n": 2, "kind": "invalid_input", "step": "boom", "run": run, "input": {"order": 7}}),
+        "{handler}"
+    );
+    assert_eq!(
+        handler["trace_id"], dead["trace_id"],
+        "the handler joins the run's trace"
+    );
+
+    // A replay that dies again is a second death: a second handler, with its own key.
+    let replayed = server
+        .post(&format!("/v1/runs/{run}/replay"), &admin, json!({}))
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    let again = wait_for(&server, &admin, &run, |r| r["state"] == "dead").await;
+    assert_eq!(again["state"], "dead", "{again}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = handlers(&runs_of(workflow.clone()).await, &run);
+        if found.len() == 2 && found.iter().all(ended) {
+            let keys: Vec<&Value> = found.iter().map(|h| &h["idempotency_key"]).collect();
+            assert_ne!(keys[0], keys[1], "{found:?}");
+            break;
+        }
+        assert!(found.len() <= 2, "{found:?}");
+        assert!(std::time::Instant::now() < deadline, "{found:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A handler that dies is recorded dead, and queues no handler of its own.
+    let fragile = create("fragile", json!([echo("tell", json!({"n": "nope"}))])).await;
+    let run = start_run(&server, &admin, &fragile, json!({})).await;
+    wait_for(&server, &admin, &run, ended).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let handler = loop {
+        let found = handlers(&runs_of(fragile.clone()).await, &run);
+        if let Some(handler) = found.first()
+            && ended(handler)
+        {
+            break handler.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{found:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(handler["state"], "dead", "{handler}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = runs_of(fragile.clone()).await;
+    assert_eq!(all.len(), 2, "no handler of a handler: {all:?}");
+
+    // Handler steps read their own trigger, not the workflow's steps.
+    let reply = server
+        .post(
+            "/v1/workflows",
+            &admin,
+            json!({"name": "bad", "steps": [echo("ok", json!({"n": 1}))],
+                   "on_failure": [echo("tell", json!({"n": {"$from": "/steps/ok/n"}}))]}),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(
+        reply.body["field"], "on_failure[0].input/n",
+        "{}",
+        reply.text
+    );
 }

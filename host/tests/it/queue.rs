@@ -134,7 +134,10 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
             .expect("write"),
         LeaseStatus::Lost
     );
-    let failed = AfterFailure::Dead { error: "{}".into() };
+    let failed = AfterFailure::Dead {
+        error: "{}".into(),
+        handler: None,
+    };
     assert!(
         !store
             .fail_step(&old.lease, &step(0, "1"), &failed)
@@ -358,6 +361,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     failed.error = Some(r#"{"kind":"timeout"}"#.into());
     let dead = AfterFailure::Dead {
         error: r#"{"step":"s1"}"#.into(),
+        handler: None,
     };
     assert!(
         store

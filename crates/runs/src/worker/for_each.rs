@@ -433,7 +433,14 @@ impl Engine {
             error,
             Cost::default(),
             no_logs(),
-            &dead_after(&step.node.id, step.index, None, error, step.run),
+            &dead_after(
+                &step.node.id,
+                step.index,
+                None,
+                error,
+                step.run,
+                step.handled,
+            ),
         )
         .await;
     }

@@ -18,7 +18,8 @@ use airlock_model::workflow::{MAX_SLEEP_MS, SleepStep, build_template};
 use airlock_model::{ActionStep, ConnectionId, MappingError, Program, TenantId, WorkflowSpec};
 use airlock_runtime::Call;
 use airlock_store::{
-    AfterFailure, Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError,
+    AfterFailure, Claimed, Cost, FailureHandler, Finish, Lease, LeaseStatus, RunRecord, StepResult,
+    StoreError,
 };
 use airlock_telemetry::{RunOutcome, SpanKind, TraceContext};
 use serde_json::Value;
@@ -38,10 +39,16 @@ const MAX_DEFINITIONS: usize = 1_024;
 
 /// Lowered workflow versions by (tenant, workflow, version).
 #[derive(Default)]
-pub(super) struct Definitions(Mutex<HashMap<(String, String, i64), Arc<Program>>>);
+pub(super) struct Definitions(Mutex<HashMap<(String, String, i64), Arc<Programs>>>);
+
+/// A workflow version's two programs: its steps, and its `on_failure` steps.
+pub(super) struct Programs {
+    steps: Program,
+    on_failure: Program,
+}
 
 impl Definitions {
-    fn get(&self, key: &(String, String, i64)) -> Option<Arc<Program>> {
+    fn get(&self, key: &(String, String, i64)) -> Option<Arc<Programs>> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -49,7 +56,7 @@ impl Definitions {
             .cloned()
     }
 
-    fn put(&self, key: (String, String, i64), spec: Arc<Program>) {
+    fn put(&self, key: (String, String, i64), spec: Arc<Programs>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_DEFINITIONS {
             map.clear();
@@ -70,7 +77,7 @@ enum Guarded {
 
 /// A claimed run's state, read from the database.
 struct Loaded {
-    program: Arc<Program>,
+    programs: Arc<Programs>,
     trigger: Value,
     /// The journaled steps' outputs by step id.
     outputs: BTreeMap<String, Value>,
@@ -87,6 +94,8 @@ pub(super) struct Step<'a> {
     pub(super) node: &'a Node,
     /// Failed attempts of this step so far.
     pub(super) attempt_failures: i64,
+    /// A death of the run queues its workflow's failure handler.
+    pub(super) handled: bool,
     pub(super) claim_span: Option<&'a airlock_telemetry::Span>,
 }
 
@@ -186,12 +195,18 @@ impl Engine {
             }
         };
         let Loaded {
-            program,
+            programs,
             trigger,
             mut outputs,
             logged,
             last_output,
         } = loaded;
+        // A failure-handler run runs the `on_failure` steps; a death of any other run of a
+        // workflow that has them queues one.
+        let (program, handled) = match &run.handles {
+            Some(_) => (&programs.on_failure, false),
+            None => (&programs.steps, !programs.on_failure.is_empty()),
+        };
         let mut log_budget = LogBudget::new(RUN_LOG_BUDGET_BYTES, logged);
         let first = usize::try_from(run.next_step).unwrap_or(usize::MAX);
         let mut attempt_failures = run.attempt;
@@ -227,6 +242,7 @@ impl Engine {
                     index,
                     node,
                     attempt_failures,
+                    handled,
                     claim_span: claim_span.as_ref(),
                 };
                 let done = match &node.op {
@@ -280,7 +296,7 @@ impl Engine {
                 cost: done.cost,
             };
             match self
-                .advance(&lease, &hold, &program, &result, &done.output)
+                .advance(&lease, &hold, program, &result, &done.output)
                 .await
             {
                 Flow::Next => {}
@@ -366,7 +382,14 @@ impl Engine {
                     &error,
                     Cost::default(),
                     no_logs(),
-                    &dead_after(&step.node.id, step.index, None, &error, step.run),
+                    &dead_after(
+                        &step.node.id,
+                        step.index,
+                        None,
+                        &error,
+                        step.run,
+                        step.handled,
+                    ),
                 )
                 .await;
                 return None;
@@ -578,7 +601,14 @@ impl Engine {
                     &error,
                     Cost::default(),
                     no_logs(),
-                    &dead_after(&step.node.id, step.index, None, &error, step.run),
+                    &dead_after(
+                        &step.node.id,
+                        step.index,
+                        None,
+                        &error,
+                        step.run,
+                        step.handled,
+                    ),
                 )
                 .await;
                 return None;
@@ -636,8 +666,8 @@ impl Engine {
             run.workflow_id.clone(),
             run.workflow_version,
         );
-        let program = match self.definitions.get(&key) {
-            Some(program) => program,
+        let programs = match self.definitions.get(&key) {
+            Some(programs) => programs,
             None => {
                 let definition = store
                     .workflow_definition(&lease.tenant_id, &run.workflow_id, run.workflow_version)
@@ -650,9 +680,12 @@ impl Engine {
                     })?;
                 let spec: WorkflowSpec = serde_json::from_str(&definition)
                     .map_err(|_| LoadError::Broken("the workflow version does not parse"))?;
-                let program = Arc::new(Program::new(&spec));
-                self.definitions.put(key, program.clone());
-                program
+                let programs = Arc::new(Programs {
+                    steps: Program::new(&spec),
+                    on_failure: Program::handler(&spec),
+                });
+                self.definitions.put(key, programs.clone());
+                programs
             }
         };
         let trigger: Value = serde_json::from_str(&run.input)
@@ -685,7 +718,7 @@ impl Engine {
             }
         }
         Ok(Loaded {
-            program,
+            programs,
             trigger,
             outputs,
             logged,
@@ -778,9 +811,15 @@ impl Engine {
                     .saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)),
             }
         } else {
-            AfterFailure::Dead {
-                error: dead_reason(failed_id, step.index, item, &error, failures),
-            }
+            dead(
+                failed_id,
+                step.index,
+                item,
+                &error,
+                failures,
+                step.run,
+                step.handled,
+            )
         };
         // The journal row is the node's (a `for_each`'s, for one of its items); the dead
         // letter names the step that failed.
@@ -801,7 +840,8 @@ impl Engine {
     async fn fail(&self, lease: &Lease, hold: &Hold, run: &RunRecord, error: StepError) {
         let index = usize::try_from(run.next_step).unwrap_or(0);
         let step_id = format!("#{index}");
-        let after = dead_after(&step_id, index, None, &error, run);
+        // The definition could not be read: no failure handler either.
+        let after = dead_after(&step_id, index, None, &error, run, false);
         self.record_failure(
             lease,
             hold,
@@ -927,10 +967,42 @@ pub(super) fn dead_after(
     item: Option<usize>,
     error: &StepError,
     run: &RunRecord,
+    handled: bool,
 ) -> AfterFailure {
     let failures = u32::try_from(run.attempt.saturating_add(1)).unwrap_or(u32::MAX);
+    dead(step_id, index, item, error, failures, run, handled)
+}
+
+/// The dead letter, and when `handled` the failure-handler run queued with it: its trigger
+/// is the dead run's id, its dead letter, the step that failed and its trigger.
+fn dead(
+    step_id: &str,
+    index: usize,
+    item: Option<usize>,
+    error: &StepError,
+    failures: u32,
+    run: &RunRecord,
+    handled: bool,
+) -> AfterFailure {
+    let reason = dead_reason(step_id, index, item, error, failures);
+    let handler = (handled && run.handles.is_none()).then(|| {
+        let trigger: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
+        let error: Value = serde_json::from_str(&reason).unwrap_or(Value::Null);
+        FailureHandler {
+            id: format!("run_{}", uuid::Uuid::new_v4().simple()),
+            input: serde_json::json!({
+                "run_id": run.id,
+                "workflow_id": run.workflow_id,
+                "error": error,
+                "failed_step": step_id,
+                "trigger": trigger,
+            })
+            .to_string(),
+        }
+    });
     AfterFailure::Dead {
-        error: dead_reason(step_id, index, item, error, failures),
+        error: reason,
+        handler,
     }
 }
 
