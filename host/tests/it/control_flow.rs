@@ -272,6 +272,29 @@ async fn a_for_each_reads_its_item_and_keys_each_iteration(db: Db) {
     assert_eq!(skipped.len(), 1, "{done}");
     assert_eq!(skipped[0]["item"], 1);
     assert_eq!(skipped[0]["id"], "each.echo");
+
+    // The journal of a for_each is bounded whatever its item count: once its items'
+    // outputs pass 8 MiB together it is dead, and the items after are never run.
+    let big = create_workflow(
+        &server,
+        &admin,
+        "big",
+        json!([{"id": "each", "for_each": {"items": {"$from": "/trigger/items"}, "steps": [
+            {"id": "big", "connector": "hostile", "action": "big_output",
+             "input": {"bytes": 1_000_000}}]}}]),
+    )
+    .await;
+    let items: Vec<usize> = (0..12).collect();
+    let run = start_run(&server, &admin, &big, json!({"items": items})).await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{}", dead["error"]);
+    assert_eq!(
+        dead["error"]["kind"], "output_too_large",
+        "{}",
+        dead["error"]
+    );
+    assert_eq!(dead["error"]["item"], 8, "{}", dead["error"]);
+    assert_eq!(dead["iterations"].as_array().map(Vec::len), Some(8));
 }
 
 async fn a_sleep_holds_no_worker_and_wakes_when_due(db: Db) {

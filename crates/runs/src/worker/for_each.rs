@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airlock_model::predicate::Context;
@@ -57,6 +57,17 @@ enum ItemEnd {
         cost: Cost,
         logs: String,
     },
+}
+
+/// What the items of one `for_each` share in this hold.
+struct Shared<'b> {
+    /// Set by the first failure or stop: items not started yet do not start.
+    halt: AtomicBool,
+    budget: Mutex<&'b mut LogBudget>,
+    /// Bytes of output the `for_each`'s items have journaled: past
+    /// [`MAX_FOR_EACH_OUTPUT_BYTES`] it fails (`output_too_large`) at once, so its journal
+    /// stays bounded whatever its item count.
+    bytes: AtomicUsize,
 }
 
 /// What one item runs with.
@@ -134,7 +145,9 @@ impl Engine {
             }
         };
         let mut done: Vec<BTreeMap<usize, Option<Value>>> = vec![BTreeMap::new(); items.len()];
+        let mut bytes = 0_usize;
         for (_, row) in journaled {
+            bytes = bytes.saturating_add(row.output.as_deref().map_or(0, str::len));
             let (Ok(item), Ok(body_index)) =
                 (usize::try_from(row.item), usize::try_from(row.body_index))
             else {
@@ -154,8 +167,11 @@ impl Engine {
                 slot.insert(body_index, output);
             }
         }
-        let halt = AtomicBool::new(false);
-        let budget = Mutex::new(log_budget);
+        let shared = Shared {
+            halt: AtomicBool::new(false),
+            budget: Mutex::new(log_budget),
+            bytes: AtomicUsize::new(bytes),
+        };
         // Up to `concurrency` items at once, polled in this run's task: the guests' work
         // is the runtime's, each item waiting on its own invocation and journal write.
         let concurrency = usize::try_from(concurrency).unwrap_or(1);
@@ -172,9 +188,7 @@ impl Engine {
                     value,
                     journaled,
                 };
-                running.push(
-                    self.iteration(lease, hold, step, each.body, item, context, &halt, &budget),
-                );
+                running.push(self.iteration(lease, hold, step, each.body, item, context, &shared));
             }
             match running.next().await {
                 Some(end) => ends.push(end),
@@ -231,14 +245,7 @@ impl Engine {
         }
         let output = Value::Array(outputs);
         if output.to_string().len() > MAX_FOR_EACH_OUTPUT_BYTES {
-            let error = StepError::new(
-                "output_too_large",
-                format!(
-                    "the for_each's outputs are over {MAX_FOR_EACH_OUTPUT_BYTES} bytes together"
-                ),
-                false,
-            );
-            self.dead_now(lease, hold, step, &error).await;
+            self.dead_now(lease, hold, step, &too_large()).await;
             return None;
         }
         Some(Done {
@@ -258,13 +265,12 @@ impl Engine {
         body: &[BodyStep],
         item: Item<'_>,
         context: Context<'_>,
-        halt: &AtomicBool,
-        budget: &Mutex<&mut LogBudget>,
+        shared: &Shared<'_>,
     ) -> (usize, ItemEnd) {
         let index = item.index;
         (
             index,
-            self.iterate(lease, hold, step, body, item, context, halt, budget)
+            self.iterate(lease, hold, step, body, item, context, shared)
                 .await,
         )
     }
@@ -278,9 +284,9 @@ impl Engine {
         body: &[BodyStep],
         item: Item<'_>,
         context: Context<'_>,
-        halt: &AtomicBool,
-        budget: &Mutex<&mut LogBudget>,
+        shared: &Shared<'_>,
     ) -> ItemEnd {
+        let halt = &shared.halt;
         let mut locals = BTreeMap::new();
         let mut last = Value::Null;
         for (body_index, body_step) in body.iter().enumerate() {
@@ -359,7 +365,8 @@ impl Engine {
                     waited = (waited * 2).min(MAX_BUSY_WAIT);
                 };
                 let journal = |logs| {
-                    budget
+                    shared
+                        .budget
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .journal(logs)
@@ -387,8 +394,22 @@ impl Engine {
                         cost,
                         logs,
                     } => {
+                        let text = value.to_string();
+                        let total = shared
+                            .bytes
+                            .fetch_add(text.len(), Ordering::Relaxed)
+                            .saturating_add(text.len());
+                        if total > MAX_FOR_EACH_OUTPUT_BYTES {
+                            halt.store(true, Ordering::Relaxed);
+                            return ItemEnd::Failed {
+                                body_index,
+                                error: too_large(),
+                                cost,
+                                logs: journal(&logs),
+                            };
+                        }
                         result.skipped = false;
-                        result.output = Some(value.to_string());
+                        result.output = Some(text);
                         result.logs = journal(&logs);
                         result.cost = cost;
                         output = value;
@@ -444,6 +465,14 @@ impl Engine {
         )
         .await;
     }
+}
+
+fn too_large() -> StepError {
+    StepError::new(
+        "output_too_large",
+        format!("the for_each's outputs are over {MAX_FOR_EACH_OUTPUT_BYTES} bytes together"),
+        false,
+    )
 }
 
 /// The idempotency key of one item's body step: the same on every attempt, in every
