@@ -173,10 +173,16 @@ pub struct RunDetail {
     /// One per step the run reached, in order. A `switch` step's output names the branch
     /// taken (`{"branch": "paid"}`); steps of branches not taken have no entry.
     pub steps: Vec<Step>,
-    /// Each finished body step of each `for_each` item, by step index, item and body step.
-    /// A `for_each` still running shows here before its own step entry exists.
+    /// Each finished body step of each `for_each` item, by step index, item and body step:
+    /// the first 1,000. A `for_each` still running shows here before its own step entry
+    /// exists.
     pub iterations: Vec<Iteration>,
+    /// More iterations are journaled than `iterations` shows.
+    pub more_iterations: bool,
 }
+
+/// Iteration rows a run's document shows at most.
+const SHOWN_ITERATIONS: usize = 1_000;
 
 /// One body step of one `for_each` item.
 #[derive(Debug, Serialize, ToSchema)]
@@ -359,7 +365,12 @@ async fn show(
         .await
         .map_err(ApiError::or_not_found("run"))?;
     let steps = state.store().run_steps(tenant, &id).await?;
-    let iterations = state.store().run_items(tenant, &id, None).await?;
+    let mut iterations = state
+        .store()
+        .run_items(tenant, &id, None, Some(SHOWN_ITERATIONS as i64 + 1))
+        .await?;
+    let more_iterations = iterations.len() > SHOWN_ITERATIONS;
+    iterations.truncate(SHOWN_ITERATIONS);
     Ok(Json(RunDetail {
         run: Run::summary(run),
         steps: steps.into_iter().map(Step::from).collect(),
@@ -374,6 +385,7 @@ async fn show(
                 finished_at_ms: row.finished_at,
             })
             .collect(),
+        more_iterations,
     }))
 }
 

@@ -560,8 +560,6 @@ fn order(a: Read<'_>, b: Read<'_>) -> Option<Ordering> {
     }
 }
 
-/// An RFC 3339 date-time as (seconds since the epoch, nanoseconds): `2026-12-07T10:00:00Z`,
-/// `2026-12-07t10:00:00.5+01:00`.
 /// An RFC 3339 date-time as milliseconds since the epoch (its offset applied).
 pub fn instant_ms(text: &str) -> Option<i64> {
     let (seconds, nanos) = instant(text)?;
@@ -570,6 +568,8 @@ pub fn instant_ms(text: &str) -> Option<i64> {
         .checked_add(i64::from(nanos / 1_000_000))
 }
 
+/// An RFC 3339 date-time as (seconds since the epoch, nanoseconds): `2026-12-07T10:00:00Z`,
+/// `2026-12-07t10:00:00.5+01:00`.
 fn instant(text: &str) -> Option<(i64, u32)> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {

@@ -49,7 +49,7 @@ const DEPTH_TTL_MS: i64 = 1_000;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Idempotency keys only triggers give their runs.
-const RESERVED_KEY_PREFIXES: [&str; 2] = ["cron:", "hook:"];
+const RESERVED_KEY_PREFIXES: [&str; 3] = ["cron:", "hook:", "failure:"];
 /// How long an idempotency key holds its run, unless the operator says otherwise (Stripe's
 /// period).
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -324,7 +324,7 @@ impl Runs {
                 check_idempotency_key(key)?;
                 return Err(RunsError::Invalid {
                     field: "Idempotency-Key".into(),
-                    detail: "keys starting with `cron:` or `hook:` are reserved for triggers"
+                    detail: "keys starting with `cron:`, `hook:` or `failure:` are reserved for triggers and failure handlers"
                         .into(),
                 });
             }
@@ -548,7 +548,13 @@ impl Runs {
         };
         let spec: WorkflowSpec = serde_json::from_str(&definition)
             .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
-        let program = airlock_model::Program::new(&spec);
+        // A failure-handler run replays its `on_failure` steps.
+        let lower = |spec: &WorkflowSpec| match run.handles {
+            Some(_) => airlock_model::Program::handler(spec),
+            None => airlock_model::Program::new(spec),
+        };
+        let program = lower(&spec);
+        let kept = store.run_steps(t, run_id).await?;
         let from = match from_step {
             None => None,
             Some(step) => {
@@ -556,7 +562,19 @@ impl Runs {
                     field: "from_step".into(),
                     detail: format!("the workflow version it would run has no step `{step}`"),
                 })?;
-                Some(i64::try_from(index).unwrap_or(i64::MAX))
+                let index = i64::try_from(index).unwrap_or(i64::MAX);
+                // A replay starts on the path the run took: at a step it reached, or where
+                // it stopped. A step of a branch its journaled `switch` did not take would
+                // run what that decision ruled out.
+                if index != run.next_step && !kept.iter().any(|s| s.index == index) {
+                    return Err(RunsError::Invalid {
+                        field: "from_step".into(),
+                        detail: format!(
+                            "the run never reached step `{step}` (a branch it did not take, or past where it stopped); replay from a step it reached"
+                        ),
+                    });
+                }
+                Some(index)
             }
         };
         // With another version, the store is told where the replay starts, so the steps it
@@ -565,7 +583,6 @@ impl Runs {
         if version.is_some() {
             let start = from.unwrap_or(run.next_step);
             from = Some(start);
-            let kept = store.run_steps(t, run_id).await?;
             let reused = kept.iter().filter(|step| step.index < start);
             for step in reused {
                 let same = usize::try_from(step.index)
@@ -582,10 +599,24 @@ impl Runs {
                     });
                 }
             }
-            if usize::try_from(start).map_or(true, |start| start >= program.len()) {
+            // The step it starts at must be the one the run's own version has there: with
+            // branches, the same index may be another branch's step in the new version.
+            let ran = store
+                .workflow_definition(t, &run.workflow_id, run.workflow_version)
+                .await?;
+            let ran: WorkflowSpec = serde_json::from_str(&ran)
+                .map_err(|_| RunsError::Core(airlock_core::CoreError::Internal))?;
+            let at = |program: &airlock_model::Program| {
+                usize::try_from(start)
+                    .ok()
+                    .and_then(|i| program.nodes.get(i))
+                    .map(|node| node.id.clone())
+            };
+            let here = at(&program);
+            if here.is_none() || here != at(&lower(&ran)) {
                 return Err(RunsError::Invalid {
                     field: "workflow_version".into(),
-                    detail: "the current version has no step where the replay would start; replay from an earlier step with `from_step`".into(),
+                    detail: "the current version has no step where the replay would start, or another one; replay from an earlier step with `from_step`".into(),
                 });
             }
         }

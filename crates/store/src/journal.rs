@@ -177,7 +177,9 @@ impl Store {
     }
 
     /// Journals one finished step of one `for_each` iteration, fenced (the run must still
-    /// be at the `for_each`), adding its cost to the run's and extending the lease.
+    /// be at the `for_each`), adding its cost to the run's and extending the lease. An item
+    /// that moves on resets the `for_each`'s failed attempts: each item's failures count
+    /// against its body step's policy, not every item's together.
     pub async fn journal_item(
         &self,
         lease: &Lease,
@@ -747,7 +749,7 @@ async fn journal_item(
     now: i64,
 ) -> Result<LeaseStatus, StoreError> {
     let sql = format!(
-        "UPDATE runs SET updated_at = $5, {cost}, lease_until = {clock} + $11 \
+        "UPDATE runs SET updated_at = $5, {cost}, lease_until = {clock} + $11, attempt = 0 \
          WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
            AND next_step = $4 \
          RETURNING cancel_requested",

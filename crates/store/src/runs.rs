@@ -80,6 +80,19 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// Both costs together: counts and times add up, the memory peak is the higher one.
+    pub fn plus(self, other: Cost) -> Cost {
+        Cost {
+            fuel_used: self.fuel_used.saturating_add(other.fuel_used),
+            duration_us: self.duration_us.saturating_add(other.duration_us),
+            peak_memory_bytes: self.peak_memory_bytes.max(other.peak_memory_bytes),
+            outbound_requests: self
+                .outbound_requests
+                .saturating_add(other.outbound_requests),
+            outbound_bytes: self.outbound_bytes.saturating_add(other.outbound_bytes),
+        }
+    }
+
     fn read(row: &AnyRow) -> Result<Cost, StoreError> {
         Ok(Cost {
             fuel_used: row.try_get("fuel_used")?,
@@ -609,23 +622,39 @@ impl Store {
         rows.iter().map(step).collect()
     }
 
+    /// Bytes of log the run's journaled iteration steps hold (counted against the run's log
+    /// budget when it is claimed again).
+    pub async fn run_items_log_bytes(&self, tenant_id: &str, id: &str) -> Result<u64, StoreError> {
+        let bytes: Option<i64> = sqlx::query(
+            "SELECT SUM(LENGTH(logs)) AS n FROM run_items WHERE tenant_id = $1 AND run_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(u64::try_from(bytes.unwrap_or(0)).unwrap_or(0))
+    }
+
     /// The journaled iteration steps of the `for_each` at `index` (every `for_each` of the
-    /// run: `None`), in order.
+    /// run: `None`), in order, at most `limit`.
     pub async fn run_items(
         &self,
         tenant_id: &str,
         id: &str,
         index: Option<i64>,
+        limit: Option<i64>,
     ) -> Result<Vec<(i64, ItemRecord)>, StoreError> {
         let rows = sqlx::query(
             "SELECT step_index, item, body_index, step_id, status, output, finished_at \
              FROM run_items WHERE tenant_id = $1 AND run_id = $2 \
                AND ($3 < 0 OR step_index = $3) \
-             ORDER BY step_index, item, body_index",
+             ORDER BY step_index, item, body_index LIMIT $4",
         )
         .bind(tenant_id)
         .bind(id)
         .bind(index.unwrap_or(-1))
+        .bind(limit.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -699,14 +728,17 @@ impl Store {
         rows.iter().map(run).collect()
     }
 
-    /// Runs waiting in the queue, every tenant: the backpressure and readiness figure.
+    /// Runs due and waiting in the queue, every tenant: the backpressure and readiness
+    /// figure. A run waiting for a later time (a `sleep`, a retry's backoff) is not backlog:
+    /// counted, a tenant's long sleeps would fill the queue for every tenant.
     pub async fn queue_depth(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query(&format!("SELECT COUNT(*) AS n FROM runs WHERE {WAITING}"))
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("n")?,
-        )
+        Ok(sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM runs WHERE {WAITING} AND run_at <= $1"
+        ))
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
     }
 
     /// When the oldest run that is due and not claimed became due (ms), if one waits: how

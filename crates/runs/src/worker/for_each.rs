@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use airlock_model::predicate::Context;
-use airlock_model::program::BodyStep;
+use airlock_model::program::{BodyStep, Op};
 use airlock_model::workflow::build_template;
 use airlock_store::{Cost, ItemResult, Lease, LeaseStatus};
 use futures::StreamExt;
@@ -33,7 +33,8 @@ use crate::retry::StepError;
 /// The longest wait for a free invocation slot between two tries of an item's step.
 const MAX_BUSY_WAIT: Duration = Duration::from_millis(500);
 
-/// The largest output a `for_each` journals (the array of its iterations' outputs).
+/// The most output a `for_each`'s items journal together (every body step's), and so the
+/// most its own output (their array) can hold.
 pub const MAX_FOR_EACH_OUTPUT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A `for_each` node's parts.
@@ -68,6 +69,8 @@ struct Shared<'b> {
     /// [`MAX_FOR_EACH_OUTPUT_BYTES`] it fails (`output_too_large`) at once, so its journal
     /// stays bounded whatever its item count.
     bytes: AtomicUsize,
+    /// An item step was journaled in this hold: the run's failed attempts were reset.
+    progressed: AtomicBool,
 }
 
 /// What one item runs with.
@@ -106,12 +109,33 @@ impl Engine {
             }
         };
         let cap = each.max_items.unwrap_or(u32::MAX).min(quota.max_iterations);
+        // `max_iterations` bounds the run's items in all, its earlier for_eachs' included:
+        // one charged run cannot buy more invocations than that by repeating for_eachs.
+        let before: usize = step
+            .program
+            .nodes
+            .iter()
+            .take(step.index)
+            .filter(|node| matches!(node.op, Op::ForEach { .. }))
+            .filter_map(|node| context.steps.get(&node.id))
+            .map(|output| output.as_array().map_or(0, Vec::len))
+            .sum();
+        let run_cap = usize::try_from(quota.max_iterations).unwrap_or(usize::MAX);
         let items = items.and_then(|items| {
             if items.len() > usize::try_from(cap).unwrap_or(usize::MAX) {
                 Err(StepError::new(
                     "too_many_items",
                     format!(
                         "for_each has {} items; at most {cap} (the step's `max_items` and the tenant's `max_iterations`)",
+                        items.len()
+                    ),
+                    false,
+                ))
+            } else if before.saturating_add(items.len()) > run_cap {
+                Err(StepError::new(
+                    "too_many_items",
+                    format!(
+                        "for_each has {} items after {before} in the run's earlier for_eachs; a run has at most {run_cap} (the tenant's `max_iterations`)",
                         items.len()
                     ),
                     false,
@@ -134,7 +158,12 @@ impl Engine {
             .max(1);
         let journaled = match self
             .store()
-            .run_items(&lease.tenant_id, &lease.run_id, Some(index_i64(step.index)))
+            .run_items(
+                &lease.tenant_id,
+                &lease.run_id,
+                Some(index_i64(step.index)),
+                None,
+            )
             .await
         {
             Ok(rows) => rows,
@@ -171,6 +200,7 @@ impl Engine {
             halt: AtomicBool::new(false),
             budget: Mutex::new(log_budget),
             bytes: AtomicUsize::new(bytes),
+            progressed: AtomicBool::new(false),
         };
         // Up to `concurrency` items at once, polled in this run's task: the guests' work
         // is the runtime's, each item waiting on its own invocation and journal write.
@@ -214,9 +244,13 @@ impl Engine {
                     cost,
                     logs,
                 } => {
-                    if failed.as_ref().is_none_or(|(i, ..)| index < *i) {
-                        failed = Some((index, body_index, error, cost, logs));
-                    }
+                    // The lowest item's failure is the one recorded; every failed item's
+                    // cost is charged with it.
+                    failed = match failed {
+                        Some((i, b, e, c, l)) if i < index => Some((i, b, e, c.plus(cost), l)),
+                        Some((.., c, _)) => Some((index, body_index, error, c.plus(cost), logs)),
+                        None => Some((index, body_index, error, cost, logs)),
+                    };
                 }
             }
         }
@@ -229,10 +263,20 @@ impl Engine {
         }
         if let Some((item, body_index, error, cost, logs)) = failed {
             let body = &each.body[body_index];
+            // Items journaled in this hold reset the run's failed attempts (`journal_item`):
+            // this failure is the first since.
+            let fresh = Step {
+                attempt_failures: if shared.progressed.load(Ordering::Relaxed) {
+                    0
+                } else {
+                    step.attempt_failures
+                },
+                ..*step
+            };
             self.fail_with_policy(
                 lease,
                 hold,
-                step,
+                &fresh,
                 &body.action,
                 &body.id,
                 Some(item),
@@ -302,6 +346,11 @@ impl Engine {
             }
             if self.stop.is_cancelled() {
                 // Shutting down: the items not done are another process's.
+                halt.store(true, Ordering::Relaxed);
+                return ItemEnd::Stopped(Stop::Aborted);
+            }
+            if self.suspended(&lease.tenant_id).await {
+                // As between steps: back to the queue until the operator resumes the tenant.
                 halt.store(true, Ordering::Relaxed);
                 return ItemEnd::Stopped(Stop::Aborted);
             }
@@ -422,7 +471,7 @@ impl Engine {
                 })
                 .await;
             match written {
-                Some(LeaseStatus::Held) => {}
+                Some(LeaseStatus::Held) => shared.progressed.store(true, Ordering::Relaxed),
                 Some(LeaseStatus::CancelRequested) => {
                     halt.store(true, Ordering::Relaxed);
                     return ItemEnd::Stopped(Stop::Cancel);
@@ -470,7 +519,9 @@ impl Engine {
 fn too_large() -> StepError {
     StepError::new(
         "output_too_large",
-        format!("the for_each's outputs are over {MAX_FOR_EACH_OUTPUT_BYTES} bytes together"),
+        format!(
+            "the outputs the for_each's items journaled are over {MAX_FOR_EACH_OUTPUT_BYTES} bytes together"
+        ),
         false,
     )
 }

@@ -88,8 +88,10 @@ struct Loaded {
 }
 
 /// The step a worker is at.
+#[derive(Clone, Copy)]
 pub(super) struct Step<'a> {
     pub(super) run: &'a RunRecord,
+    pub(super) program: &'a Program,
     pub(super) index: usize,
     pub(super) node: &'a Node,
     /// Failed attempts of this step so far.
@@ -239,6 +241,7 @@ impl Engine {
             } else {
                 let step = Step {
                     run: &run,
+                    program,
                     index,
                     node,
                     attempt_failures,
@@ -653,7 +656,7 @@ impl Engine {
 
     /// Whether the run's tenant is suspended (the quota's cached second). A failed read is
     /// not a suspension: the step's own reads meet the same database.
-    async fn suspended(&self, tenant: &str) -> bool {
+    pub(super) async fn suspended(&self, tenant: &str) -> bool {
         matches!(self.pipeline.quota(tenant).await, Ok(quota) if quota.suspended)
     }
 
@@ -716,6 +719,20 @@ impl Engine {
                     outputs.insert(step.step_id, output);
                 }
             }
+        }
+        let iterates = |program: &Program| {
+            program
+                .nodes
+                .iter()
+                .any(|node| matches!(node.op, Op::ForEach { .. }))
+        };
+        if iterates(&programs.steps) || iterates(&programs.on_failure) {
+            // Its items' logs count too, whichever claim journaled them.
+            let items = store
+                .run_items_log_bytes(&lease.tenant_id, &lease.run_id)
+                .await
+                .map_err(LoadError::Store)?;
+            logged = logged.saturating_add(items);
         }
         Ok(Loaded {
             programs,
