@@ -320,6 +320,21 @@ async fn apply_all(
             bulk.push(at);
         }
     }
+    // Iteration steps, many per run in a busy `for_each`: one fenced update per run and
+    // one insert for all of them.
+    let items: Vec<(usize, &Lease, &ItemResult)> = writes
+        .iter()
+        .enumerate()
+        .filter_map(|(at, write)| match write {
+            Write::Item { lease, item } => Some((at, lease, item)),
+            _ => None,
+        })
+        .collect();
+    for chunk in items.chunks(BULK_ROWS) {
+        for (at, status) in journal_items_bulk(&mut tx, context.kind, chunk, now).await? {
+            outcomes[at] = Some(Outcome::Step(status));
+        }
+    }
     for chunk in bulk.chunks(BULK_ROWS) {
         let steps: Vec<BulkStep<'_>> = chunk
             .iter()
@@ -367,9 +382,8 @@ async fn apply_all(
             Write::End { lease: _, finish } => {
                 Outcome::Written(end(&mut tx, lease, finish, now).await?)
             }
-            Write::Item { lease: _, item } => {
-                Outcome::Step(journal_item(&mut tx, context.kind, lease, item, now).await?)
-            }
+            // Written in bulk above.
+            Write::Item { .. } => Outcome::Step(LeaseStatus::Lost),
             Write::Sleep {
                 lease: _,
                 result,
@@ -741,40 +755,144 @@ async fn journal(
     Ok(status)
 }
 
-async fn journal_item(
+/// Journals iteration steps (`(place in the batch, lease, item)`) in two statements: one
+/// fenced `UPDATE runs ... FROM` per run (its items' costs summed, its lease extended, its
+/// failed attempts reset), one `run_items` upsert for the items whose run's fence held.
+async fn journal_items_bulk(
     tx: &mut Tx<'_>,
     kind: DbKind,
-    lease: &Lease,
-    item: &ItemResult,
+    items: &[(usize, &Lease, &ItemResult)],
     now: i64,
-) -> Result<LeaseStatus, StoreError> {
+) -> Result<Vec<(usize, LeaseStatus)>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Per run and fence: the items' costs together.
+    let mut runs: BTreeMap<(&str, &str, i64, i64), (Cost, i64)> = BTreeMap::new();
+    for (_, lease, item) in items {
+        let key = (
+            lease.tenant_id.as_str(),
+            lease.run_id.as_str(),
+            lease.epoch,
+            item.index,
+        );
+        let entry = runs.entry(key).or_insert((Cost::default(), lease.lease_ms));
+        entry.0 = entry.0.plus(item.cost);
+    }
+    const RUN_COLUMNS: &[(&str, Ty)] = &[
+        ("v_tenant", Ty::Text),
+        ("v_run", Ty::Text),
+        ("v_epoch", Ty::Int),
+        ("v_index", Ty::Int),
+        ("v_fuel", Ty::Int),
+        ("v_duration", Ty::Int),
+        ("v_memory", Ty::Int),
+        ("v_requests", Ty::Int),
+        ("v_bytes", Ty::Int),
+        ("v_lease_ms", Ty::Int),
+    ];
+    let mut rows = JsonRows::new(RUN_COLUMNS);
+    for ((tenant, run, epoch, index), (cost, lease_ms)) in &runs {
+        rows.push([
+            Value::from(*tenant),
+            Value::from(*run),
+            Value::from(*epoch),
+            Value::from(*index),
+            Value::from(cost.fuel_used),
+            Value::from(cost.duration_us),
+            Value::from(cost.peak_memory_bytes),
+            Value::from(cost.outbound_requests),
+            Value::from(cost.outbound_bytes),
+            Value::from(*lease_ms),
+        ]);
+    }
     let sql = format!(
-        "UPDATE runs SET updated_at = $5, {cost}, lease_until = {clock} + $11, attempt = 0 \
-         WHERE tenant_id = $1 AND id = $2 AND lease_epoch = $3 AND state = 'running' \
-           AND next_step = $4 \
-         RETURNING cancel_requested",
-        cost = add_cost(6),
+        "UPDATE runs SET updated_at = $2, attempt = 0, \
+           fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
+           peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
+             THEN peak_memory_bytes ELSE v.v_memory END, \
+           outbound_requests = outbound_requests + v.v_requests, \
+           outbound_bytes = outbound_bytes + v.v_bytes, \
+           lease_until = {clock} + v.v_lease_ms \
+         FROM {v} \
+         WHERE runs.tenant_id = v.v_tenant AND runs.id = v.v_run AND runs.lease_epoch = v.v_epoch \
+           AND runs.state = 'running' AND runs.next_step = v.v_index \
+         RETURNING tenant_id, id, lease_epoch, cancel_requested",
+        v = rows.table(kind, 1, "v"),
         clock = db_now(kind),
     );
-    let query = sqlx::query(&sql)
-        .bind(&lease.tenant_id)
-        .bind(&lease.run_id)
-        .bind(lease.epoch)
-        .bind(item.index)
-        .bind(now);
-    let fenced = bind_cost(query, &item.cost)
-        .bind(lease.lease_ms)
-        .fetch_optional(&mut **tx)
+    let fenced_rows = sqlx::query(&sql)
+        .bind(rows.param()?)
+        .bind(now)
+        .fetch_all(&mut **tx)
         .await?;
-    let Some(fenced) = fenced else {
-        return Ok(LeaseStatus::Lost);
-    };
-    let cost = &item.cost;
-    sqlx::query(
+    let mut fenced = std::collections::HashMap::with_capacity(fenced_rows.len());
+    for row in &fenced_rows {
+        let tenant_id: String = row.try_get("tenant_id")?;
+        let run_id: String = row.try_get("id")?;
+        let epoch: i64 = row.try_get("lease_epoch")?;
+        let cancel: i64 = row.try_get("cancel_requested")?;
+        fenced.insert((tenant_id, run_id, epoch), cancel != 0);
+    }
+    const ITEM_COLUMNS: &[(&str, Ty)] = &[
+        ("v_tenant", Ty::Text),
+        ("v_run", Ty::Text),
+        ("v_index", Ty::Int),
+        ("v_item", Ty::Int),
+        ("v_body", Ty::Int),
+        ("v_step", Ty::Text),
+        ("v_status", Ty::Text),
+        ("v_output", Ty::Text),
+        ("v_logs", Ty::Text),
+        ("v_fuel", Ty::Int),
+        ("v_duration", Ty::Int),
+        ("v_memory", Ty::Int),
+        ("v_requests", Ty::Int),
+        ("v_bytes", Ty::Int),
+    ];
+    let mut held = JsonRows::new(ITEM_COLUMNS);
+    let mut statuses = Vec::with_capacity(items.len());
+    for (at, lease, item) in items {
+        let key = (lease.tenant_id.clone(), lease.run_id.clone(), lease.epoch);
+        let status = match fenced.get(&key) {
+            None => LeaseStatus::Lost,
+            Some(true) => LeaseStatus::CancelRequested,
+            Some(false) => LeaseStatus::Held,
+        };
+        statuses.push((*at, status));
+        if status == LeaseStatus::Lost {
+            continue;
+        }
+        let cost = &item.cost;
+        held.push([
+            Value::from(lease.tenant_id.as_str()),
+            Value::from(lease.run_id.as_str()),
+            Value::from(item.index),
+            Value::from(item.item),
+            Value::from(item.body_index),
+            Value::from(item.step_id.as_str()),
+            Value::from(if item.skipped { "skipped" } else { "succeeded" }),
+            Value::from(item.output.as_deref()),
+            Value::from(item.logs.as_str()),
+            Value::from(cost.fuel_used),
+            Value::from(cost.duration_us),
+            Value::from(cost.peak_memory_bytes),
+            Value::from(cost.outbound_requests),
+            Value::from(cost.outbound_bytes),
+        ]);
+    }
+    if held.is_empty() {
+        return Ok(statuses);
+    }
+    // `WHERE true`: SQLite reads `ON CONFLICT` after `INSERT ... SELECT ... FROM` as a
+    // join's constraint without it.
+    let sql = format!(
         "INSERT INTO run_items (tenant_id, run_id, step_index, item, body_index, step_id, \
            status, output, logs, fuel_used, duration_us, peak_memory_bytes, outbound_requests, \
            outbound_bytes, finished_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         SELECT v.v_tenant, v.v_run, v.v_index, v.v_item, v.v_body, v.v_step, v.v_status, \
+           v.v_output, v.v_logs, v.v_fuel, v.v_duration, v.v_memory, v.v_requests, v.v_bytes, $2 \
+         FROM {v} WHERE true \
          ON CONFLICT (tenant_id, run_id, step_index, item, body_index) DO UPDATE SET \
            status = excluded.status, output = excluded.output, logs = excluded.logs, \
            fuel_used = run_items.fuel_used + excluded.fuel_used, \
@@ -783,29 +901,14 @@ async fn journal_item(
            outbound_requests = run_items.outbound_requests + excluded.outbound_requests, \
            outbound_bytes = run_items.outbound_bytes + excluded.outbound_bytes, \
            finished_at = excluded.finished_at",
-    )
-    .bind(&lease.tenant_id)
-    .bind(&lease.run_id)
-    .bind(item.index)
-    .bind(item.item)
-    .bind(item.body_index)
-    .bind(&item.step_id)
-    .bind(if item.skipped { "skipped" } else { "succeeded" })
-    .bind(item.output.as_deref())
-    .bind(&item.logs)
-    .bind(cost.fuel_used)
-    .bind(cost.duration_us)
-    .bind(cost.peak_memory_bytes)
-    .bind(cost.outbound_requests)
-    .bind(cost.outbound_bytes)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(if fenced.try_get::<i64, _>("cancel_requested")? != 0 {
-        LeaseStatus::CancelRequested
-    } else {
-        LeaseStatus::Held
-    })
+        v = held.table(kind, 1, "v"),
+    );
+    sqlx::query(&sql)
+        .bind(held.param()?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(statuses)
 }
 
 async fn sleep(

@@ -46,6 +46,10 @@ impl JsonRows {
         self.rows.push(Value::Object(row));
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// The parameter to bind. An error, never an empty batch, if the rows do not serialize:
     /// an empty batch would read as every fenced write refused.
     pub(crate) fn param(&self) -> Result<String, StoreError> {
