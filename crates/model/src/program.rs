@@ -95,6 +95,34 @@ impl Program {
         })
     }
 
+    /// Whether a run whose journal records `visited` goes on at `start` in this program:
+    /// `visited` is each node it finished, in order, with the branch a `switch` took
+    /// (`None` for any other node, or a switch that was skipped). Following the journal's
+    /// decisions from the first node must pass exactly those nodes and arrive at `start`.
+    pub fn leads_to(&self, visited: &[(usize, Option<&str>)], start: usize) -> bool {
+        let mut at = 0;
+        for (index, branch) in visited {
+            let Some(node) = self.nodes.get(at).filter(|_| *index == at) else {
+                return false;
+            };
+            at = match (&node.op, branch) {
+                (Op::Switch { cases, default }, Some(branch)) => {
+                    let first = if *branch == "default" {
+                        *default
+                    } else {
+                        match cases.iter().find(|(id, ..)| id == branch) {
+                            Some((_, _, first)) => *first,
+                            None => return false,
+                        }
+                    };
+                    first.unwrap_or(node.next)
+                }
+                _ => node.next,
+            };
+        }
+        at == start
+    }
+
     /// Whether the run ends after node `index`.
     pub fn ends_after(&self, index: usize) -> bool {
         self.nodes
@@ -212,6 +240,27 @@ mod tests {
         assert!(program.ends_after(5));
         assert!(!program.ends_after(3));
         assert_eq!(program.position("route.paid.log"), Some(3));
+        // The journal's path: fetch, then the switch took `paid`.
+        let paid = [(0, None), (1, Some("paid"))];
+        assert!(program.leads_to(&paid, 2));
+        assert!(program.leads_to(&[(0, None), (1, Some("paid")), (2, None), (3, None)], 5));
+        assert!(
+            !program.leads_to(&paid, 4),
+            "the default branch was not taken"
+        );
+        assert!(
+            program.leads_to(&[(0, None), (1, Some("void"))], 5),
+            "an empty branch"
+        );
+        assert!(
+            program.leads_to(&[(0, None), (1, None)], 5),
+            "a skipped switch"
+        );
+        assert!(!program.leads_to(&[(0, None), (1, Some("gone"))], 2));
+        assert!(
+            !program.leads_to(&[(1, None)], 2),
+            "a journal that skips a node"
+        );
     }
 
     #[test]
