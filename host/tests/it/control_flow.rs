@@ -30,6 +30,7 @@ on_both_databases!(
     a_sleep_holds_no_worker_and_wakes_when_due,
     malformed_control_flow_is_refused_where_it_is_wrong,
     a_dead_run_queues_its_failure_handler_once_per_death,
+    a_suspended_tenants_for_each_goes_back_to_the_queue_between_items,
 );
 
 const API: &str = "api.example.test";
@@ -582,4 +583,72 @@ async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
         "{}",
         reply.text
     );
+}
+
+async fn a_suspended_tenants_for_each_goes_back_to_the_queue_between_items(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let operator = server.operator();
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "naps",
+        json!([{"id": "each", "for_each": {"items": {"$from": "/trigger/items"}, "steps": [
+            {"id": "nap", "connector": "hostile", "action": "sleep", "input": {"ms": 150}}]}}]),
+    )
+    .await;
+    let items: Vec<usize> = (0..60).collect();
+    let run = start_run(&server, &admin, &workflow, json!({"items": items})).await;
+    wait_for(&server, &admin, &run, |r| {
+        r["iterations"].as_array().is_some_and(|i| i.len() >= 3)
+    })
+    .await;
+    let suspended = server
+        .post("/v1/tenants/acme/suspend", &operator, Value::Null)
+        .await;
+    assert_eq!(suspended.status, 200, "{}", suspended.text);
+    // The tenant's tokens are refused now: the database says what the worker did.
+    let raw = server.raw_db().await;
+    let state = |raw: sqlx::AnyPool, run: String| async move {
+        let state: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = $1")
+            .bind(&run)
+            .fetch_one(&raw)
+            .await
+            .expect("state");
+        let items: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_items WHERE run_id = $1")
+            .bind(&run)
+            .fetch_one(&raw)
+            .await
+            .expect("items");
+        (state, items)
+    };
+    // 60 items of 150 ms would take 9 s: the run is back in the queue long before.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let journaled = loop {
+        let (now, items) = state(raw.clone(), run.clone()).await;
+        if now == "queued" {
+            break items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the suspended tenant's for_each went on: {now}, {items} items"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(journaled < 60, "{journaled}");
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        state(raw.clone(), run.clone()).await,
+        ("queued".to_owned(), journaled),
+        "nothing ran while suspended"
+    );
+    let resumed = server
+        .post("/v1/tenants/acme/resume", &operator, Value::Null)
+        .await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text);
+    let done = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(done["state"], "succeeded", "{}", done["error"]);
+    assert_eq!(done["output"].as_array().map(Vec::len), Some(60));
 }
