@@ -247,7 +247,29 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
     let mut refused = 0u64;
     let mut next_fire_at = due.next;
     let mut blocked = false;
+    // A filter the trigger was saved with (checked then); one that no longer parses
+    // filters nothing out.
+    let filter = trigger
+        .filter
+        .as_deref()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .and_then(|value| airlock_model::Predicate::parse(&value).ok());
+    let mut filtered = 0u64;
     for at in due.fire {
+        let input = json!({
+            "source": "cron",
+            "trigger_id": trigger.id,
+            "scheduled_at": at,
+        });
+        // A tick the filter does not match makes no run and costs nothing, like a
+        // delivery a webhook's filter drops; the schedule moves past it all the same.
+        if let Some(filter) = &filter {
+            let steps = std::collections::BTreeMap::new();
+            if !filter.eval(airlock_model::predicate::Context::new(&input, &steps)) {
+                filtered += 1;
+                continue;
+            }
+        }
         // A suspended tenant's ticks are refused, not kept for later: resuming does not
         // fire a burst of what came due meanwhile.
         if queue_full || blocked || quota.suspended {
@@ -293,12 +315,7 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
         ticks.push(Tick {
             scheduled_at: at,
             run_id,
-            input: json!({
-                "source": "cron",
-                "trigger_id": trigger.id,
-                "scheduled_at": at,
-            })
-            .to_string(),
+            input: input.to_string(),
             idempotency_key: format!("cron:{}:{at}", trigger.id),
             trace_id: Some(span.context().trace_id.to_string()),
             trace_parent: Some(span.context().stored_parent()),
@@ -330,6 +347,7 @@ async fn fire(runs: &Runs, trigger: &TriggerRecord, grace_ms: i64) -> Result<Cla
                 .saturating_add(plan.refused)
                 .saturating_add(fired.refused);
             metrics.cron_ticks(CronTick::Missed, missed);
+            metrics.cron_ticks(CronTick::Filtered, filtered);
             if plan.refused + fired.refused > 0 {
                 tracing::info!(trigger = %trigger.id, tenant = t, refused = plan.refused + fired.refused, "cron ticks refused (runs_per_hour, a full queue, or the tenant's waiting runs)");
             }

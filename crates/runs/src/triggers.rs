@@ -174,13 +174,6 @@ impl Runs {
                 detail: format!("`{pointer}`: a filter reads the delivery, /trigger/..."),
             });
         }
-        if filter.is_some() && matches!(spec, TriggerSpec::Cron { .. }) {
-            return Err(RunsError::Invalid {
-                field: "filter".into(),
-                detail: "filters are for webhook triggers (a cron schedule says when already)"
-                    .into(),
-            });
-        }
         let id = format!("trg_{}", uuid::Uuid::new_v4().simple());
         let now = airlock_store::now_ms();
         let mut record = TriggerRecord {

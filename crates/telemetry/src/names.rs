@@ -60,6 +60,8 @@ pub enum CronTick {
     Late,
     /// Not fired: past the catch-up window, or refused (quota, queue full).
     Missed,
+    /// Not fired: the trigger's filter did not match it (nothing charged).
+    Filtered,
 }
 
 impl CronTick {
@@ -68,6 +70,7 @@ impl CronTick {
             CronTick::Fired => "fired",
             CronTick::Late => "late",
             CronTick::Missed => "missed",
+            CronTick::Filtered => "filtered",
         }
     }
 }

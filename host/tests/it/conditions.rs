@@ -17,6 +17,7 @@ on_both_databases!(
     a_filter_acknowledges_what_it_does_not_match_and_it_costs_nothing,
     malformed_filters_are_refused_where_they_are_wrong,
     a_step_whose_condition_fails_is_skipped_and_journaled,
+    a_cron_filter_lets_only_the_ticks_it_matches_fire,
 );
 
 fn paid_filter() -> Value {
@@ -170,7 +171,7 @@ async fn malformed_filters_are_refused_where_they_are_wrong(db: Db) {
             "filter",
         ),
         (
-            json!({"kind": "cron", "expression": "* * * * *", "filter": true}),
+            json!({"kind": "cron", "expression": "* * * * *", "filter": {"exists": "/steps/x/y"}}),
             "filter",
         ),
     ] {
@@ -284,4 +285,56 @@ async fn a_step_whose_condition_fails_is_skipped_and_journaled(db: Db) {
             reply.text
         );
     }
+}
+
+/// A cron trigger's filter reads the tick (`/trigger/scheduled_at`): ticks it does not
+/// match make no run and are counted `filtered`; the schedule goes on past them.
+async fn a_cron_filter_lets_only_the_ticks_it_matches_fire(db: Db) {
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "ticks",
+        json!([{"id": "echo", "connector": "hostile", "action": "echo", "input": {"n": 1}}]),
+    )
+    .await;
+    let from = airlock::store::now_ms() + 2_500;
+    let created = server
+        .post(
+            &format!("/v1/workflows/{workflow}/triggers"),
+            &admin,
+            json!({"kind": "cron", "expression": "* * * * * *",
+                   "filter": {"ge": [{"$from": "/trigger/scheduled_at"}, from]}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let trigger = created.body["id"].as_str().expect("id").to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = loop {
+        let listed = server
+            .get(&format!("/v1/runs?workflow={workflow}"), &admin)
+            .await;
+        let runs = listed.body["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() >= 2 {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", listed.text);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let deleted = server
+        .delete(&format!("/v1/triggers/{trigger}"), &admin)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text);
+    for run in &runs {
+        let at = run["input"]["scheduled_at"].as_i64().expect("scheduled_at");
+        assert!(at >= from, "a tick before the filter's time fired: {run}");
+    }
+    let metrics = crate::metrics::scrape(&server).await;
+    assert!(
+        crate::metrics::value(&metrics, r#"airlock_cron_ticks_total{outcome="filtered"}"#) >= 1.0,
+        "{metrics}"
+    );
 }
