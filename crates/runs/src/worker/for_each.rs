@@ -25,9 +25,10 @@ use futures::stream::FuturesUnordered;
 use serde_json::Value;
 
 use super::Engine;
+use super::failure::{dead_after, mapping_error};
 use super::lease::Hold;
 use super::log_budget::LogBudget;
-use super::run::{Attempt, Done, Step, Stop, dead_after, index_i64, mapping_error, no_logs};
+use super::run::{Attempt, Done, Step, Stop, index_i64, no_logs};
 use crate::retry::StepError;
 
 /// The longest wait for a free invocation slot between two tries of an item's step.

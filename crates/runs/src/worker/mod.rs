@@ -9,11 +9,13 @@
 //! process holds in one statement per heartbeat. Completion writes are group-committed by
 //! the store, so neither the claim nor the journal costs a commit per run.
 
+mod failure;
 mod for_each;
 mod lease;
 mod log_budget;
 mod run;
 mod share;
+mod sleep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -14,21 +14,18 @@ use std::time::Duration;
 use airlock_core::{Charge, CoreError, Invocation};
 use airlock_model::predicate::Context;
 use airlock_model::program::{Node, Op};
-use airlock_model::workflow::{MAX_SLEEP_MS, SleepStep, build_template};
-use airlock_model::{ActionStep, ConnectionId, MappingError, Program, TenantId, WorkflowSpec};
+use airlock_model::{ActionStep, ConnectionId, Program, TenantId, WorkflowSpec};
 use airlock_runtime::Call;
-use airlock_store::{
-    AfterFailure, Claimed, Cost, FailureHandler, Finish, Lease, LeaseStatus, RunRecord, StepResult,
-    StoreError,
-};
+use airlock_store::{Claimed, Cost, Finish, Lease, LeaseStatus, RunRecord, StepResult, StoreError};
 use airlock_telemetry::{RunOutcome, SpanKind, TraceContext};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Engine;
+use super::failure::{dead_after, mapping_error};
 use super::lease::{Hold, Watch};
 use super::log_budget::{LogBudget, RUN_LOG_BUDGET_BYTES};
-use crate::retry::{StepError, backoff_ms};
+use crate::retry::StepError;
 
 /// How long a run waits in the queue after the database failed while loading it.
 const DEFER_MS: i64 = 1_000;
@@ -117,7 +114,7 @@ pub(super) struct Done {
 }
 
 impl Done {
-    fn bare(output: Value) -> Done {
+    pub(super) fn bare(output: Value) -> Done {
         Done {
             output,
             cost: Cost::default(),
@@ -555,105 +552,6 @@ impl Engine {
         }
     }
 
-    /// A `sleep`: due already, it is done at once; otherwise it is journaled and the run
-    /// goes back to the queue until it is due, in one write (`None`).
-    async fn sleep(
-        &self,
-        lease: &Lease,
-        hold: &Hold,
-        step: &Step<'_>,
-        sleep: &SleepStep,
-        context: Context<'_>,
-    ) -> Option<Done> {
-        let now = airlock_store::now_ms();
-        let until = match (sleep.ms, &sleep.until) {
-            (Some(ms), _) => Ok(now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))),
-            (None, Some(template)) => build_template(template, context)
-                .map_err(|error| mapping_error(&error))
-                .and_then(|until| {
-                    instant_of(&until).ok_or_else(|| {
-                        StepError::new(
-                            "invalid_input",
-                            "sleep `until`: not an RFC 3339 date-time or milliseconds since the epoch",
-                            false,
-                        )
-                    })
-                }),
-            (None, None) => Err(StepError::new("internal", "a sleep without a length", false)),
-        };
-        let latest = now.saturating_add(i64::try_from(MAX_SLEEP_MS).unwrap_or(i64::MAX));
-        let until = until.and_then(|until| {
-            if until > latest {
-                Err(StepError::new(
-                    "invalid_input",
-                    "sleep `until`: more than 30 days away",
-                    false,
-                ))
-            } else {
-                Ok(until)
-            }
-        });
-        let until = match until {
-            Ok(until) => until,
-            Err(error) => {
-                self.record_failure(
-                    lease,
-                    hold,
-                    step.index,
-                    &step.node.id,
-                    &error,
-                    Cost::default(),
-                    no_logs(),
-                    &dead_after(
-                        &step.node.id,
-                        step.index,
-                        None,
-                        &error,
-                        step.run,
-                        step.handled,
-                    ),
-                )
-                .await;
-                return None;
-            }
-        };
-        let output = serde_json::json!({ "until_ms": until });
-        if until <= now {
-            return Some(Done::bare(output));
-        }
-        let result = StepResult {
-            index: index_i64(step.index),
-            next: index_i64(step.node.next),
-            step_id: step.node.id.clone(),
-            skipped: false,
-            output: Some(output.to_string()),
-            error: None,
-            logs: no_logs(),
-            cost: Cost::default(),
-        };
-        let written = self
-            .persist(hold, "journaling a sleep", || {
-                self.store().journal_sleep(lease, &result, until)
-            })
-            .await;
-        match written {
-            Some(LeaseStatus::Lost) => hold.lost(),
-            // A cancel asked for meanwhile: the same write cancelled the run.
-            Some(LeaseStatus::CancelRequested) => {
-                self.ended(lease, hold, RunOutcome::Cancelled, None);
-            }
-            Some(LeaseStatus::Held) => tracing::info!(
-                tenant = %lease.tenant_id,
-                run = %lease.run_id,
-                step = %step.node.id,
-                until_ms = until,
-                "run sleeping"
-            ),
-            None => {}
-        }
-        None
-    }
-
     /// Whether the run's tenant is suspended (the quota's cached second). A failed read is
     /// not a suspension: the step's own reads meet the same database.
     pub(super) async fn suspended(&self, tenant: &str) -> bool {
@@ -787,146 +685,14 @@ impl Engine {
         }
     }
 
-    /// A failed step attempt: retried while the policy allows and the failure is
-    /// retryable, dead-lettered otherwise. `item`: the failed iteration of a `for_each`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn fail_with_policy(
-        &self,
-        lease: &Lease,
-        hold: &Hold,
-        step: &Step<'_>,
-        action: &ActionStep,
-        failed_id: &str,
-        item: Option<usize>,
-        error: StepError,
-        cost: Cost,
-        logs: String,
-    ) {
-        let declared = match self
-            .pipeline
-            .connector(
-                &lease.tenant_id,
-                &action.connector,
-                action.version.as_deref(),
-            )
-            .await
-        {
-            Ok(record) => record
-                .manifest
-                .actions
-                .iter()
-                .find(|a| a.name == action.action)
-                .and_then(|a| a.retry),
-            Err(_) => None,
-        };
-        let policy = action.retry_policy(declared);
-        let failures = u32::try_from(step.attempt_failures.saturating_add(1)).unwrap_or(u32::MAX);
-        let after = if error.retryable && failures < policy.max_attempts {
-            let wait = backoff_ms(&policy, failures, &error);
-            AfterFailure::Retry {
-                run_at: airlock_store::now_ms()
-                    .saturating_add(i64::try_from(wait).unwrap_or(i64::MAX)),
-            }
-        } else {
-            dead(
-                failed_id,
-                step.index,
-                item,
-                &error,
-                failures,
-                step.run,
-                step.handled,
-            )
-        };
-        // The journal row is the node's (a `for_each`'s, for one of its items); the dead
-        // letter names the step that failed.
-        self.record_failure(
-            lease,
-            hold,
-            step.index,
-            &step.node.id,
-            &error,
-            cost,
-            logs,
-            &after,
-        )
-        .await;
-    }
-
-    /// A run that cannot go on (its definition or input unreadable): dead at once.
-    async fn fail(&self, lease: &Lease, hold: &Hold, run: &RunRecord, error: StepError) {
-        let index = usize::try_from(run.next_step).unwrap_or(0);
-        let step_id = format!("#{index}");
-        // The definition could not be read: no failure handler either.
-        let after = dead_after(&step_id, index, None, &error, run, false);
-        self.record_failure(
-            lease,
-            hold,
-            index,
-            &step_id,
-            &error,
-            Cost::default(),
-            no_logs(),
-            &after,
-        )
-        .await;
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn record_failure(
-        &self,
-        lease: &Lease,
-        hold: &Hold,
-        index: usize,
-        step_id: &str,
-        error: &StepError,
-        cost: Cost,
-        logs: String,
-        after: &AfterFailure,
-    ) {
-        let result = StepResult {
-            index: index_i64(index),
-            next: index_i64(index),
-            step_id: step_id.to_owned(),
-            skipped: false,
-            output: None,
-            error: serde_json::to_string(error).ok(),
-            logs,
-            cost,
-        };
-        let written = self
-            .persist(hold, "recording a step failure", || {
-                self.store().fail_step(lease, &result, after)
-            })
-            .await;
-        match written {
-            Some(true) => match after {
-                AfterFailure::Retry { run_at } => {
-                    self.metrics().step_retry(&error.kind);
-                    tracing::info!(
-                        tenant = %lease.tenant_id,
-                        run = %lease.run_id,
-                        trace = %hold.trace_id,
-                        step = step_id,
-                        kind = %error.kind,
-                        next_attempt_at_ms = run_at,
-                        "run retrying"
-                    );
-                }
-                AfterFailure::Dead { .. } => {
-                    self.metrics().dead_letter(&error.kind);
-                    self.ended(lease, hold, RunOutcome::Dead, Some((step_id, &error.kind)));
-                }
-            },
-            Some(false) => {
-                tracing::info!("lease lost before recording a failure; nothing written");
-            }
-            None => {}
-        }
-    }
-
     /// Counts and logs a run that ended.
-    fn ended(&self, lease: &Lease, hold: &Hold, outcome: RunOutcome, failed: Option<(&str, &str)>) {
+    pub(super) fn ended(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        outcome: RunOutcome,
+        failed: Option<(&str, &str)>,
+    ) {
         let age = airlock_store::now_ms().saturating_sub(hold.created_at);
         self.metrics().run_finished(
             &lease.tenant_id,
@@ -952,11 +718,11 @@ impl Engine {
         }
     }
 
-    fn metrics(&self) -> &airlock_telemetry::Metrics {
+    pub(super) fn metrics(&self) -> &airlock_telemetry::Metrics {
         self.pipeline.runtime().metrics()
     }
 
-    async fn finish(&self, lease: &Lease, hold: &Hold, finish: Finish) {
+    pub(super) async fn finish(&self, lease: &Lease, hold: &Hold, finish: Finish) {
         let written = self
             .persist(hold, "finishing a run", || {
                 self.store().finish_run(lease, &finish)
@@ -974,72 +740,6 @@ impl Engine {
             }
             _ => {}
         }
-    }
-}
-
-/// The dead letter of a run that cannot go on at step `index`.
-pub(super) fn dead_after(
-    step_id: &str,
-    index: usize,
-    item: Option<usize>,
-    error: &StepError,
-    run: &RunRecord,
-    handled: bool,
-) -> AfterFailure {
-    let failures = u32::try_from(run.attempt.saturating_add(1)).unwrap_or(u32::MAX);
-    dead(step_id, index, item, error, failures, run, handled)
-}
-
-/// The dead letter, and when `handled` the failure-handler run queued with it: its trigger
-/// is the dead run's id, its dead letter, the step that failed and its trigger.
-fn dead(
-    step_id: &str,
-    index: usize,
-    item: Option<usize>,
-    error: &StepError,
-    failures: u32,
-    run: &RunRecord,
-    handled: bool,
-) -> AfterFailure {
-    let reason = dead_reason(step_id, index, item, error, failures);
-    let handler = (handled && run.handles.is_none()).then(|| {
-        let trigger: Value = serde_json::from_str(&run.input).unwrap_or(Value::Null);
-        let error: Value = serde_json::from_str(&reason).unwrap_or(Value::Null);
-        FailureHandler {
-            id: format!("run_{}", uuid::Uuid::new_v4().simple()),
-            input: serde_json::json!({
-                "run_id": run.id,
-                "workflow_id": run.workflow_id,
-                "error": error,
-                "failed_step": step_id,
-                "trigger": trigger,
-            })
-            .to_string(),
-        }
-    });
-    AfterFailure::Dead {
-        error: reason,
-        handler,
-    }
-}
-
-/// An input that could not be built. A reference into a skipped step has a name of its own:
-/// the workflow, not the data, is at fault (give the reference a `default`).
-pub(super) fn mapping_error(error: &MappingError) -> StepError {
-    let kind = if error.skipped_step.is_some() {
-        "skipped_step"
-    } else {
-        "invalid_input"
-    };
-    StepError::new(kind, error.to_string(), false)
-}
-
-/// A `sleep`'s `until`: an RFC 3339 date-time or milliseconds since the epoch.
-fn instant_of(value: &Value) -> Option<i64> {
-    match value {
-        Value::String(text) => airlock_model::predicate::instant_ms(text),
-        Value::Number(n) => n.as_i64(),
-        _ => None,
     }
 }
 
@@ -1075,26 +775,4 @@ fn cost_of(stats: &airlock_runtime::Stats) -> Cost {
             .outbound_bytes_out
             .saturating_add(stats.outbound_bytes_in)),
     }
-}
-
-fn dead_reason(
-    step_id: &str,
-    index: usize,
-    item: Option<usize>,
-    error: &StepError,
-    attempts: u32,
-) -> String {
-    let mut reason = serde_json::json!({
-        "step": step_id,
-        "step_index": index,
-        "kind": error.kind,
-        "message": error.message,
-        "connector_kind": error.connector_kind,
-        "retryable": error.retryable,
-        "attempts": attempts,
-    });
-    if let (Some(item), Some(object)) = (item, reason.as_object_mut()) {
-        object.insert("item".into(), item.into());
-    }
-    reason.to_string()
 }
