@@ -1,6 +1,8 @@
-//! One run's execution: its unfinished steps in order, each through the invocation
-//! pipeline while the lease keeper holds the lease; each finished step journaled (fenced,
-//! group-committed by the store); a failed one retried later or dead-lettered.
+//! One run's execution: the nodes of its workflow's program from `next_step`, each through
+//! the invocation pipeline while the lease keeper holds the lease (a `switch` picks the
+//! node it jumps to; a `for_each` and a `sleep` have modules of their own); each finished
+//! node journaled with the node it goes on at (fenced, group-committed by the store); a
+//! failed one retried later or dead-lettered (`failure.rs`).
 //!
 //! A failure of the database is never the run's fault: an error while loading the run
 //! releases it to the queue after a short delay, no attempt counted, and a journal write
