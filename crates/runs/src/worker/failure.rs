@@ -78,6 +78,35 @@ impl Engine {
         .await;
     }
 
+    /// Dead-letters the run at its step, at once: a failure no attempt could change (its
+    /// input, a `for_each`'s items or output, a `sleep`'s instant), no guest cost.
+    pub(super) async fn dead_now(
+        &self,
+        lease: &Lease,
+        hold: &Hold,
+        step: &Step<'_>,
+        error: &StepError,
+    ) {
+        self.record_failure(
+            lease,
+            hold,
+            step.index,
+            &step.node.id,
+            error,
+            Cost::default(),
+            no_logs(),
+            &dead_after(
+                &step.node.id,
+                step.index,
+                None,
+                error,
+                step.run,
+                step.handled,
+            ),
+        )
+        .await;
+    }
+
     /// A run that cannot go on (its definition or input unreadable): dead at once.
     pub(super) async fn fail(&self, lease: &Lease, hold: &Hold, run: &RunRecord, error: StepError) {
         let index = usize::try_from(run.next_step).unwrap_or(0);
@@ -152,7 +181,7 @@ impl Engine {
 }
 
 /// The dead letter of a run that cannot go on at step `index`.
-pub(super) fn dead_after(
+fn dead_after(
     step_id: &str,
     index: usize,
     item: Option<usize>,

@@ -25,7 +25,7 @@ use futures::stream::FuturesUnordered;
 use serde_json::Value;
 
 use super::Engine;
-use super::failure::{dead_after, mapping_error};
+use super::failure::mapping_error;
 use super::lease::Hold;
 use super::log_budget::LogBudget;
 use super::run::{Attempt, Done, Step, Stop, index_i64, no_logs};
@@ -492,28 +492,6 @@ impl Engine {
             last = output;
         }
         ItemEnd::Done(last)
-    }
-
-    /// Dead-letters the run at the `for_each` itself (its items or its output refused).
-    async fn dead_now(&self, lease: &Lease, hold: &Hold, step: &Step<'_>, error: &StepError) {
-        self.record_failure(
-            lease,
-            hold,
-            step.index,
-            &step.node.id,
-            error,
-            Cost::default(),
-            no_logs(),
-            &dead_after(
-                &step.node.id,
-                step.index,
-                None,
-                error,
-                step.run,
-                step.handled,
-            ),
-        )
-        .await;
     }
 }
 

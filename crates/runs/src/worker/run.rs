@@ -24,7 +24,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Engine;
-use super::failure::{dead_after, mapping_error};
+use super::failure::mapping_error;
 use super::lease::{Hold, Watch};
 use super::log_budget::{LogBudget, RUN_LOG_BUDGET_BYTES};
 use crate::retry::StepError;
@@ -376,24 +376,7 @@ impl Engine {
             Ok(input) => input,
             Err(error) => {
                 let error = mapping_error(&error);
-                self.record_failure(
-                    lease,
-                    hold,
-                    step.index,
-                    &step.node.id,
-                    &error,
-                    Cost::default(),
-                    no_logs(),
-                    &dead_after(
-                        &step.node.id,
-                        step.index,
-                        None,
-                        &error,
-                        step.run,
-                        step.handled,
-                    ),
-                )
-                .await;
+                self.dead_now(lease, hold, step, &error).await;
                 return None;
             }
         };

@@ -8,7 +8,7 @@ use airlock_telemetry::RunOutcome;
 use serde_json::Value;
 
 use super::Engine;
-use super::failure::{dead_after, mapping_error};
+use super::failure::mapping_error;
 use super::lease::Hold;
 use super::run::{Done, Step, index_i64, no_logs};
 use crate::retry::StepError;
@@ -55,24 +55,7 @@ impl Engine {
         let until = match until {
             Ok(until) => until,
             Err(error) => {
-                self.record_failure(
-                    lease,
-                    hold,
-                    step.index,
-                    &step.node.id,
-                    &error,
-                    Cost::default(),
-                    no_logs(),
-                    &dead_after(
-                        &step.node.id,
-                        step.index,
-                        None,
-                        &error,
-                        step.run,
-                        step.handled,
-                    ),
-                )
-                .await;
+                self.dead_now(lease, hold, step, &error).await;
                 return None;
             }
         };
