@@ -524,6 +524,15 @@ async fn add_usage_bulk(
     Ok(())
 }
 
+/// A bulk `UPDATE runs ... FROM v`'s cost columns: a row's cost (`v_fuel`, `v_duration`,
+/// `v_memory`, `v_requests`, `v_bytes`) added to the run's, the memory peak the higher.
+const ADD_ROW_COST: &str = "fuel_used = fuel_used + v.v_fuel, \
+    duration_us = duration_us + v.v_duration, \
+    peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
+      THEN peak_memory_bytes ELSE v.v_memory END, \
+    outbound_requests = outbound_requests + v.v_requests, \
+    outbound_bytes = outbound_bytes + v.v_bytes";
+
 /// Rows per bulk statement: bounds one statement's parameter and the rows it locks.
 const BULK_ROWS: usize = 256;
 
@@ -585,11 +594,7 @@ async fn journal_bulk(
     // in both databases (SQLite's RETURNING may not name the FROM table).
     let sql = format!(
         "UPDATE runs SET next_step = v.v_next, attempt = 0, updated_at = $2, \
-           fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
-           peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
-             THEN peak_memory_bytes ELSE v.v_memory END, \
-           outbound_requests = outbound_requests + v.v_requests, \
-           outbound_bytes = outbound_bytes + v.v_bytes, \
+           {add_cost}, \
            state = CASE WHEN v.v_last = 0 THEN state WHEN cancel_requested = 1 THEN 'cancelled' \
              ELSE 'succeeded' END, \
            output = CASE WHEN v.v_last = 1 AND cancel_requested = 0 THEN v.v_output \
@@ -603,6 +608,7 @@ async fn journal_bulk(
          RETURNING tenant_id, id, cancel_requested",
         v = rows.table(kind, 1, "v"),
         clock = db_now(kind),
+        add_cost = ADD_ROW_COST,
     );
     let rows = sqlx::query(&sql)
         .bind(rows.param()?)
@@ -808,11 +814,7 @@ async fn journal_items_bulk(
     }
     let sql = format!(
         "UPDATE runs SET updated_at = $2, attempt = 0, \
-           fuel_used = fuel_used + v.v_fuel, duration_us = duration_us + v.v_duration, \
-           peak_memory_bytes = CASE WHEN peak_memory_bytes > v.v_memory \
-             THEN peak_memory_bytes ELSE v.v_memory END, \
-           outbound_requests = outbound_requests + v.v_requests, \
-           outbound_bytes = outbound_bytes + v.v_bytes, \
+           {add_cost}, \
            lease_until = {clock} + v.v_lease_ms \
          FROM {v} \
          WHERE runs.tenant_id = v.v_tenant AND runs.id = v.v_run AND runs.lease_epoch = v.v_epoch \
@@ -820,6 +822,7 @@ async fn journal_items_bulk(
          RETURNING tenant_id, id, lease_epoch, cancel_requested",
         v = rows.table(kind, 1, "v"),
         clock = db_now(kind),
+        add_cost = ADD_ROW_COST,
     );
     let fenced_rows = sqlx::query(&sql)
         .bind(rows.param()?)
