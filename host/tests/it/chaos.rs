@@ -397,6 +397,32 @@ fn requests_by_run(seen: &Seen) -> BTreeMap<String, Vec<(String, String)>> {
     by_run
 }
 
+/// Kills nodes 0 and 1 in turn, `kills` times, each restarted at once. Each kill lands while
+/// work is going on: once the upstream has seen `new` requests since the last one (or
+/// `patience` passed), at a random moment within 300 ms.
+async fn kill_while_working(
+    cluster: &mut Cluster,
+    seen: &Seen,
+    kills: usize,
+    new: usize,
+    patience: Duration,
+) {
+    for k in 0..kills {
+        let before = seen.lock().expect("lock").len();
+        let deadline = tokio::time::Instant::now() + patience;
+        while seen.lock().expect("lock").len() < before + new
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pause = getrandom::u32().unwrap_or(0) % 300;
+        tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
+        let victim = k % 2;
+        cluster.kill(victim);
+        cluster.start(victim).await;
+    }
+}
+
 /// Kills a node every so often (the CI version: a few), then checks every guarantee.
 async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
     let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
@@ -423,20 +449,7 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
     }
     let (admin, workflow) = set_up(&cluster, 8).await;
     let runs = enqueue(&cluster, &admin, &workflow, runs_n).await;
-    for k in 0..kills {
-        // Kill while work is going on: after the upstream has seen new requests since the
-        // last kill, at a random moment.
-        let before = seen.lock().expect("lock").len();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while seen.lock().expect("lock").len() == before && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let pause = getrandom::u32().unwrap_or(0) % 300;
-        tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
-        let victim = k % 2;
-        cluster.kill(victim);
-        cluster.start(victim).await;
-    }
+    kill_while_working(&mut cluster, &seen, kills, 1, Duration::from_secs(30)).await;
     let done = wait_all(
         &cluster,
         0,
@@ -542,20 +555,7 @@ async fn a_killed_for_each_loses_no_item_and_repeats_no_journaled_one(db: Db) {
         assert_eq!(status, 202, "{body}");
         runs.push(body["id"].as_str().expect("id").to_owned());
     }
-    for k in 0..kills {
-        let before = seen.lock().expect("lock").len();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while seen.lock().expect("lock").len() < before + 5
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let pause = getrandom::u32().unwrap_or(0) % 300;
-        tokio::time::sleep(Duration::from_millis(u64::from(pause))).await;
-        let victim = k % 2;
-        cluster.kill(victim);
-        cluster.start(victim).await;
-    }
+    kill_while_working(&mut cluster, &seen, kills, 5, Duration::from_secs(10)).await;
     let done = wait_all(
         &cluster,
         0,

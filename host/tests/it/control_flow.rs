@@ -17,11 +17,11 @@ use axum::routing::any;
 use serde_json::{Value, json};
 
 use crate::api_support::{Db, TestServer, on_both_databases};
+use crate::retries::server_with_http;
 use crate::runs_support::{
-    create_workflow, ended, fast_workers, put_limits, start, start_run, tenant_with_hostile,
-    wait_for,
+    create_workflow, ended, put_limits, start, start_run, tenant_with_hostile, wait_for,
 };
-use crate::support::{Server, options_for_tls};
+use crate::support::Server;
 
 on_both_databases!(
     a_switch_takes_one_branch_and_a_replay_starts_inside_it,
@@ -74,18 +74,6 @@ async fn upstream(fail_once: &'static [&'static str]) -> (Server, Seen) {
     )
     .await;
     (server, seen)
-}
-
-async fn server_with_http(db: Db, upstream: &Server) -> Option<(TestServer, String)> {
-    let mut options = options_for_tls(upstream, &[API]);
-    options.engine.pool_size = 8;
-    let server = TestServer::start_configured(db, options, fast_workers).await?;
-    let admin = server.tenant("acme").await;
-    let uploaded = server
-        .upload(&admin, airlock_test_artifacts::CONNECTOR_HTTP)
-        .await;
-    assert_eq!(uploaded.status, 201, "{}", uploaded.text);
-    Some((server, admin))
 }
 
 /// A POST (so the gate sends the step's `Idempotency-Key`).
@@ -446,6 +434,40 @@ async fn malformed_control_flow_is_refused_where_it_is_wrong(db: Db) {
     assert_eq!(listed.body, json!([]), "{}", listed.text);
 }
 
+/// Waits until `n` failure-handler runs of `run` (a run of `workflow`) exist and have all
+/// ended, and returns them; there are never more than `n`.
+async fn ended_handlers(
+    server: &TestServer,
+    admin: &str,
+    workflow: &str,
+    run: &str,
+    n: usize,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = server
+            .get(&format!("/v1/runs?workflow={workflow}"), admin)
+            .await;
+        assert_eq!(listed.status, 200, "{}", listed.text);
+        let found: Vec<Value> = listed.body["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["handles"] == json!(run))
+            .cloned()
+            .collect();
+        assert!(found.len() <= n, "{found:?}");
+        if found.len() == n && found.iter().all(ended) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} handlers of {run} did not end: {found:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
     let Some(server) = start(db).await else {
         return;
@@ -477,12 +499,6 @@ async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
             listed.body["runs"].as_array().expect("runs").clone()
         }
     };
-    let handlers = |runs: &[Value], of: &str| -> Vec<Value> {
-        runs.iter()
-            .filter(|r| r["handles"] == json!(of))
-            .cloned()
-            .collect()
-    };
 
     let workflow = create(
         "guarded",
@@ -502,21 +518,9 @@ async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
     let dead = wait_for(&server, &admin, &run, ended).await;
     assert_eq!(dead["state"], "dead", "{dead}");
     assert_eq!(dead["handles"], Value::Null);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let handler = loop {
-        let found = handlers(&runs_of(workflow.clone()).await, &run);
-        if let Some(handler) = found.first()
-            && ended(handler)
-        {
-            assert_eq!(found.len(), 1, "{found:?}");
-            break handler.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no handler ran: {found:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let handler = ended_handlers(&server, &admin, &workflow, &run, 1)
+        .await
+        .remove(0);
     assert_eq!(handler["state"], "succeeded", "{handler}");
     assert_eq!(
         handler["output"],
@@ -535,34 +539,19 @@ async fn a_dead_run_queues_its_failure_handler_once_per_death(db: Db) {
     assert_eq!(replayed.status, 200, "{}", replayed.text);
     let again = wait_for(&server, &admin, &run, |r| r["state"] == "dead").await;
     assert_eq!(again["state"], "dead", "{again}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let found = handlers(&runs_of(workflow.clone()).await, &run);
-        if found.len() == 2 && found.iter().all(ended) {
-            let keys: Vec<&Value> = found.iter().map(|h| &h["idempotency_key"]).collect();
-            assert_ne!(keys[0], keys[1], "{found:?}");
-            break;
-        }
-        assert!(found.len() <= 2, "{found:?}");
-        assert!(std::time::Instant::now() < deadline, "{found:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let found = ended_handlers(&server, &admin, &workflow, &run, 2).await;
+    assert_ne!(
+        found[0]["idempotency_key"], found[1]["idempotency_key"],
+        "{found:?}"
+    );
 
     // A handler that dies is recorded dead, and queues no handler of its own.
     let fragile = create("fragile", json!([echo("tell", json!({"n": "nope"}))])).await;
     let run = start_run(&server, &admin, &fragile, json!({})).await;
     wait_for(&server, &admin, &run, ended).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let handler = loop {
-        let found = handlers(&runs_of(fragile.clone()).await, &run);
-        if let Some(handler) = found.first()
-            && ended(handler)
-        {
-            break handler.clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{found:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let handler = ended_handlers(&server, &admin, &fragile, &run, 1)
+        .await
+        .remove(0);
     assert_eq!(handler["state"], "dead", "{handler}");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let all = runs_of(fragile.clone()).await;

@@ -24,7 +24,7 @@ on_both_databases!(
 const API: &str = "api.example.test";
 
 /// A server whose tenant `acme` has the `http` connector; returns it with the admin token.
-async fn server_with_http(db: Db, upstream: &Server) -> Option<(TestServer, String)> {
+pub(crate) async fn server_with_http(db: Db, upstream: &Server) -> Option<(TestServer, String)> {
     let mut options = options_for_tls(upstream, &[API]);
     options.engine.pool_size = 8;
     let server = TestServer::start_configured(db, options, fast_workers).await?;
