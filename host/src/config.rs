@@ -211,6 +211,17 @@ pub struct Config {
     /// released to other processes.
     #[arg(long, env = "AIRLOCK_WORKER_GRACE", default_value = "10s", value_parser = crate::units::parse_timeout)]
     pub worker_grace: Duration,
+    /// How often an idle process looks for dead-letter notices due to tenants' webhooks.
+    #[arg(long, env = "AIRLOCK_DEAD_LETTER_POLL", default_value = "1s", value_parser = crate::units::parse_timeout)]
+    pub dead_letter_poll: Duration,
+    /// Wall-clock bound on one attempt to deliver a dead-letter notice.
+    #[arg(long, env = "AIRLOCK_DEAD_LETTER_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_timeout)]
+    pub dead_letter_timeout: Duration,
+    /// The waits between attempts to deliver a dead-letter notice (one more attempt than
+    /// waits; then the notice fails), comma-separated.
+    #[arg(long, env = "AIRLOCK_DEAD_LETTER_BACKOFF", value_delimiter = ',',
+        default_value = "5s,30s,2m,10m,30m,1h,2h,4h,8h", value_parser = crate::units::parse_timeout)]
+    pub dead_letter_backoff: Vec<Duration>,
     /// Runs one tenant may have waiting; more are refused with 429 (`max_queued_runs`).
     #[arg(long, env = "AIRLOCK_MAX_QUEUED_RUNS_PER_TENANT", default_value_t = airlock_runs::DEFAULT_MAX_QUEUED_PER_TENANT)]
     pub max_queued_runs_per_tenant: u64,
@@ -301,6 +312,9 @@ impl Config {
             run_poll: workers.poll,
             run_reap_every: workers.reap_every,
             worker_grace: workers.grace,
+            dead_letter_poll: workers.notices.poll,
+            dead_letter_timeout: workers.notices.timeout,
+            dead_letter_backoff: workers.notices.backoff.clone(),
             max_queued_runs_per_tenant: runs.max_queued_per_tenant,
             max_queue_depth: runs.max_queue_depth,
             idempotency_ttl: runs.idempotency_ttl,
@@ -325,6 +339,11 @@ impl Config {
             poll: self.run_poll,
             reap_every: self.run_reap_every,
             grace: self.worker_grace,
+            notices: airlock_runs::NoticeOptions {
+                poll: self.dead_letter_poll,
+                timeout: self.dead_letter_timeout,
+                backoff: self.dead_letter_backoff.clone(),
+            },
         }
     }
 

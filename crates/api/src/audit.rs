@@ -34,12 +34,13 @@ pub(crate) struct AuditedInTx;
 pub(crate) struct RequestId(pub String);
 
 /// State-changing routes that write no record, and why: they run a connector (its effects
-/// are the upstream's, and the run, not the call, is the record) and change no Airlock
-/// resource.
+/// are the upstream's, and the run, not the call, is the record), or send a test event, and
+/// change no Airlock resource.
 pub const UNAUDITED: &[(&str, &str)] = &[
     ("POST", "/v1/connectors/{name}/actions/{action}/invoke"),
     ("POST", "/v1/connectors/{name}/actions/{action}/test"),
     ("POST", "/v1/connections/{id}/test"),
+    ("POST", "/v1/dead-letters/webhook/test"),
 ];
 
 /// Largest response read back for the id it created (the API's answers are far smaller).

@@ -387,6 +387,13 @@ impl From<RunsError> for ApiError {
                 retry_after_s,
             },
             RunsError::Conflict(detail) => ApiError::Conflict(detail),
+            RunsError::RateLimited {
+                detail,
+                retry_after_s,
+            } => ApiError::TooManyRequests {
+                detail,
+                retry_after_s,
+            },
             // Only deliveries reach run creation with a suspended tenant: a token of it is
             // refused before any handler.
             RunsError::TenantSuspended(_) => ApiError::HookSuspended,

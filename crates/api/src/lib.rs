@@ -18,6 +18,7 @@ mod invoke;
 mod lifecycle;
 mod metrics;
 mod names;
+mod notices;
 pub mod oidc;
 mod openapi;
 mod otlp;
@@ -37,7 +38,8 @@ use std::sync::Arc;
 use airlock_core::fresh::FreshCache;
 use airlock_core::{Clock, Pipeline, PipelineOptions};
 use airlock_runs::{
-    KeyExpiry, Retention, Runs, RunsOptions, Scheduler, SchedulerOptions, WorkerOptions, Workers,
+    KeyExpiry, NoticeOptions, Notices, Retention, Runs, RunsOptions, Scheduler, SchedulerOptions,
+    WorkerOptions, Workers,
 };
 use airlock_runtime::{Runtime, RuntimeError, RuntimeOptions};
 use airlock_secrets::{Keyring, Secret};
@@ -82,6 +84,9 @@ struct Inner {
     metrics: MetricsExposure,
     /// Calls counted for the access history, flushed every few seconds.
     access: access::AccessLog,
+    /// How dead-letter notices are sent (the test send of `POST /v1/dead-letters/webhook/test`
+    /// uses its timeout).
+    notices: NoticeOptions,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,6 +140,10 @@ impl AppState {
         } else {
             Ok(())
         }
+    }
+
+    pub(crate) fn notice_options(&self) -> &NoticeOptions {
+        &self.inner.notices
     }
 
     pub fn runs(&self) -> &Runs {
@@ -251,6 +260,7 @@ impl Service {
                 compile_slots: compile_slots::CompileSlots::default(),
                 metrics: options.metrics,
                 access: access::AccessLog::default(),
+                notices: options.workers.notices.clone(),
             }),
         };
         Ok(Service {
@@ -314,6 +324,9 @@ impl Service {
                 workers.stop_claiming();
             })
         };
+        // A process that runs workers also sends the dead-letter notices.
+        let notices = (self.workers.workers > 0)
+            .then(|| Notices::start(self.state.runs().clone(), self.workers.notices.clone()));
         let scheduler = Scheduler::start(self.state.runs().clone(), self.scheduler.clone());
         let expiry = KeyExpiry::start(self.state.runs().clone());
         let retention = Retention::start(self.state.runs().clone(), self.retention_every);
@@ -330,6 +343,9 @@ impl Service {
         scheduler.shutdown().await;
         stop_claiming.abort();
         workers.shutdown().await;
+        if let Some(notices) = notices {
+            notices.shutdown().await;
+        }
         pipeline.shutdown().await;
         pipeline.store().close().await;
         if let Some(exporter) = exporter {
@@ -362,6 +378,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workflows::routes())
         .merge(triggers::routes())
         .merge(runs::routes())
+        .merge(notices::routes())
         .merge(access::routes());
     Router::new()
         .nest("/v1", v1)

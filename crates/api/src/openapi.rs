@@ -11,8 +11,8 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, Number, OpenApi};
 
 use super::{
-    access, auth, catalog, connections, connectors, error, health, invoke, lifecycle, names, runs,
-    tenants, triggers, workflows,
+    access, auth, catalog, connections, connectors, error, health, invoke, lifecycle, names,
+    notices, runs, tenants, triggers, workflows,
 };
 use airlock_model::LimitCaps;
 use airlock_model::TenantQuota;
@@ -143,6 +143,7 @@ pub mod problem {
         workflows::start_run,
         runs::list, runs::show, runs::cancel, runs::replay, runs::dead_letters, runs::replay_many,
         runs::audit, runs::daily_usage, access::history,
+        notices::put, notices::show, notices::remove, notices::notices, notices::test,
         triggers::create, triggers::list, triggers::show, triggers::pause, triggers::resume,
         triggers::rotate, triggers::remove, triggers::receive,
         health::healthz, health::readyz, health::openapi_json,
@@ -162,6 +163,8 @@ pub mod problem {
             runs::Run, runs::RunStats, runs::StateName, runs::Step, runs::RunDetail, runs::Iteration, runs::RunPage,
             runs::ReplayBody, runs::WorkflowVersion, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
             runs::AuditEntry, runs::DailyUsage, access::AccessEntry,
+            notices::PutWebhook, notices::Webhook, notices::NoticeCounts, notices::Notice,
+            notices::NoticeList, notices::TestResult,
             triggers::CreateTrigger, triggers::RotateSecret, triggers::Trigger, triggers::TriggerKind,
             triggers::WebhookDetails, triggers::CronDetails, triggers::HookReceipt,
             health::Health,

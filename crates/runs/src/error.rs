@@ -24,6 +24,9 @@ pub enum RunsError {
     /// The queue as a whole is deeper than the operator's threshold.
     #[error("the run queue is full ({depth} runs waiting); retry shortly")]
     QueueFull { depth: i64, retry_after_s: u64 },
+    /// Too many calls of this kind too quickly (a dead-letter webhook's test sends).
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after_s: u64 },
     /// The operator suspended the tenant: it creates no runs until resumed.
     #[error("the tenant `{0}` is suspended")]
     TenantSuspended(String),

@@ -13,6 +13,7 @@
 
 mod error;
 mod expiry;
+pub mod notices;
 mod rate;
 pub mod retention;
 pub mod retry;
@@ -32,6 +33,7 @@ use serde_json::Value;
 
 pub use error::RunsError;
 pub use expiry::KeyExpiry;
+pub use notices::{HookSpec, HookView, NoticeOptions, Notices, TestDelivery};
 pub use retention::{PruneReport, Retention};
 pub use scheduler::{Scheduler, SchedulerOptions};
 pub use triggers::{

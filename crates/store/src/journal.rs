@@ -988,13 +988,40 @@ async fn failure(
     let attempts: i64 = row.try_get("attempt")?;
     write_step(tx, lease, result, Attempt::Failed { attempts }, now).await?;
     if let AfterFailure::Dead {
-        handler: Some(handler),
-        ..
+        handler, notice, ..
     } = after
     {
-        queue_handler(tx, lease, handler, now).await?;
+        if let Some(handler) = handler {
+            queue_handler(tx, lease, handler, now).await?;
+        }
+        queue_notice(tx, lease, notice, now).await?;
     }
     Ok(true)
+}
+
+/// Queues the notice of a run's death for the tenant's dead-letter webhook, if it has one
+/// (see `notices.rs`); its id names the lease epoch, so a write tried again adds nothing.
+async fn queue_notice(
+    tx: &mut Tx<'_>,
+    lease: &Lease,
+    notice: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO dead_letter_notices (tenant_id, id, run_id, payload, state, attempts, \
+           next_at, created_at, updated_at) \
+         SELECT tenant_id, $3, $2, $4, 'pending', 0, $5, $5, $5 \
+         FROM dead_letter_hooks WHERE tenant_id = $1 \
+         ON CONFLICT (tenant_id, id) DO NOTHING",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(format!("dead_{}_{}", lease.run_id, lease.epoch))
+    .bind(notice)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Queues a dead run's failure handler, once per death (its key names the lease epoch the

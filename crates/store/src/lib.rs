@@ -16,6 +16,7 @@ mod enqueue;
 mod journal;
 mod json_rows;
 mod lifecycle;
+mod notices;
 mod retention;
 mod revocations;
 mod rotation;
@@ -40,6 +41,7 @@ pub use claim::{ClaimCandidate, HeldLease};
 pub use connections::{ConnectionChange, ConnectionRecord, NewConnection, NewCredential};
 pub use connectors::{CATALOG, ConnectorRecord, ConnectorSummary, PutOutcome, version_key};
 pub use lifecycle::{Column, Deleted, LifecycleRefusal, TENANT_TABLES, TenantTable};
+pub use notices::{DeadLetterHook, NoticeCounts, NoticeOutcome, NoticeRecord};
 pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{

@@ -51,6 +51,34 @@ const BLOB: &str = "the component's bytes; the digest names them";
 /// Every table with a `tenant_id` column. Delete removes their rows in this order.
 pub const TENANT_TABLES: &[TenantTable] = &[
     TenantTable {
+        name: "dead_letter_notices",
+        columns: &[
+            Text("id"),
+            Text("run_id"),
+            Json("payload"),
+            Text("state"),
+            Int("attempts"),
+            Int("next_at"),
+            Int("last_status"),
+            Text("last_error"),
+            Int("created_at"),
+            Int("updated_at"),
+        ],
+        order: "id",
+    },
+    TenantTable {
+        name: "dead_letter_hooks",
+        columns: &[
+            Text("id"),
+            Text("url"),
+            Withheld("secret", SEALED),
+            Int("previous_until"),
+            Int("created_at"),
+            Int("updated_at"),
+        ],
+        order: "id",
+    },
+    TenantTable {
         name: "run_items",
         columns: &[
             Text("run_id"),

@@ -2,9 +2,9 @@
 //!
 //! Two horizons per tenant: past the first, an ended run's data (its input, webhook bodies
 //! included; its output; each step's output and logs) is blanked; past the second, the run
-//! goes with its steps (its dead letter and its idempotency key with it). Each batch is one
-//! short transaction over at most `batch` runs, so no statement holds its locks for long and
-//! the workers' writes interleave.
+//! goes with its steps (its dead letter, its dead-letter notices and its idempotency key with
+//! it). Each batch is one short transaction over at most `batch` runs, so no statement holds
+//! its locks for long and the workers' writes interleave.
 
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,7 @@ impl Store {
         }
         let list = placeholders(ids.len());
         for table_and_column in [
+            ("dead_letter_notices", "run_id"),
             ("run_items", "run_id"),
             ("run_steps", "run_id"),
             ("runs", "id"),

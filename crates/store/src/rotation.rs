@@ -1,5 +1,5 @@
-//! Re-encrypting every stored envelope (connection credentials and webhook trigger secrets,
-//! each sealed to its tenant and row id) under the keyring's current key, tenant by tenant in
+//! Re-encrypting every stored envelope (connection credentials, webhook trigger secrets and
+//! dead-letter webhook secrets, each sealed to its tenant and row id) under the keyring's current key, tenant by tenant in
 //! pages, each row replaced with a compare-and-swap so a secret changed meanwhile is never
 //! overwritten. Runs while servers serve: old key ids still decrypt until retired. And
 //! counting the envelopes sealed under each key, so a key is retired only once nothing needs
@@ -23,10 +23,10 @@ pub struct RotationReport {
 
 /// The tables whose `secret` column holds an envelope sealed to `(tenant_id, id)`. Only these
 /// constant names are formatted into statements.
-const SEALED_TABLES: [&str; 2] = ["connections", "triggers"];
+const SEALED_TABLES: [&str; 3] = ["connections", "triggers", "dead_letter_hooks"];
 
-/// Re-encrypts, under `keyring.current()`, every connection credential and webhook trigger
-/// secret sealed under another key.
+/// Re-encrypts, under `keyring.current()`, every connection credential, webhook trigger
+/// secret and dead-letter webhook secret sealed under another key.
 pub async fn reencrypt_secrets(
     store: &Store,
     keyring: &Keyring,
@@ -125,8 +125,8 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// How many envelopes (connection credentials and webhook trigger secrets, deleted
-    /// triggers included: a key is retired only when nothing at all needs it) are sealed
+    /// How many envelopes (connection credentials, webhook trigger secrets and dead-letter
+    /// webhook secrets, deleted triggers included: a key is retired only when nothing at all needs it) are sealed
     /// under each of `key_ids` (in the same order), and how many there are at all (under any
     /// key, named in `key_ids` or not). One statement, so one consistent snapshot however
     /// many keys are asked about.
@@ -141,7 +141,8 @@ impl Store {
         }
         sql.push_str(
             " FROM (SELECT secret FROM connections WHERE secret IS NOT NULL \
-             UNION ALL SELECT secret FROM triggers WHERE secret IS NOT NULL) AS sealed_rows",
+             UNION ALL SELECT secret FROM triggers WHERE secret IS NOT NULL \
+             UNION ALL SELECT secret FROM dead_letter_hooks) AS sealed_rows",
         );
         let mut query = sqlx::query(&sql);
         for id in key_ids {

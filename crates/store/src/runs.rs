@@ -313,11 +313,13 @@ pub struct ItemRecord {
 pub enum AfterFailure {
     /// Attempt again at `run_at`.
     Retry { run_at: i64 },
-    /// Dead-letter the run with `error` (JSON text), and queue `handler` (the workflow's
-    /// `on_failure` steps) in the same transaction.
+    /// Dead-letter the run with `error` (JSON text), and in the same transaction queue
+    /// `handler` (the workflow's `on_failure` steps) and, when the tenant has a dead-letter
+    /// webhook, a notice whose event data is `notice` (JSON text).
     Dead {
         error: String,
         handler: Option<FailureHandler>,
+        notice: String,
     },
 }
 

@@ -25,7 +25,7 @@ use prometheus_client::registry::Registry;
 
 pub use cap::{OVERFLOW, TenantCap};
 pub use log_gate::LogGate;
-pub use names::{CronTick, RunOutcome, WebhookOutcome, kind_label, status_class};
+pub use names::{CronTick, NoticeAttempt, RunOutcome, WebhookOutcome, kind_label, status_class};
 pub use spans::{AttrValue, Span, SpanData, SpanId, SpanKind, SpanOptions, Spans, TraceContext};
 pub use trace::TraceId;
 
@@ -90,6 +90,7 @@ pub struct Metrics {
     outbound: Family<Labels, Counter>,
     webhooks: Family<Labels, Counter>,
     cron_ticks: Family<Labels, Counter>,
+    notices: Family<Labels, Counter>,
     pool_in_use: Gauge,
     pool_size: Gauge,
     admission_wait: Histogram,
@@ -153,6 +154,7 @@ impl Metrics {
             outbound: Family::default(),
             webhooks: Family::default(),
             cron_ticks: Family::default(),
+            notices: Family::default(),
             pool_in_use: Gauge::default(),
             pool_size: Gauge::default(),
             admission_wait: fast(),
@@ -277,6 +279,11 @@ impl Metrics {
             "cron_ticks",
             "Cron ticks by outcome (fired, late, missed)",
             self.cron_ticks.clone(),
+        );
+        r.register(
+            "dead_letter_notices",
+            "Attempts to deliver a dead-letter notice to a tenant's webhook, by outcome",
+            self.notices.clone(),
         );
         r.register(
             "pool_slots_in_use",
@@ -527,6 +534,16 @@ impl Metrics {
         self.cron_ticks
             .get_or_create(&vec![("outcome", tick.as_str().to_owned())])
             .inc_by(count);
+    }
+
+    /// One attempt to deliver a dead-letter notice.
+    pub fn notice_attempt(&self, attempt: NoticeAttempt) {
+        if !self.enabled {
+            return;
+        }
+        self.notices
+            .get_or_create(&vec![("outcome", attempt.as_str().to_owned())])
+            .inc();
     }
 
     pub fn set_pool(&self, in_use: usize, size: usize) {

@@ -75,6 +75,27 @@ impl CronTick {
     }
 }
 
+/// What one attempt to deliver a dead-letter notice came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeAttempt {
+    /// The tenant's webhook answered 2xx.
+    Delivered,
+    /// Not delivered; tried again later.
+    Retried,
+    /// Not delivered, and given up: out of attempts, or no webhook to send it to.
+    Failed,
+}
+
+impl NoticeAttempt {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeAttempt::Delivered => "delivered",
+            NoticeAttempt::Retried => "retried",
+            NoticeAttempt::Failed => "failed",
+        }
+    }
+}
+
 /// Error and limit kinds a label may name: the runtime's, the connectors', the pipeline's and
 /// the run engine's. Anything else (a kind a guest made up) is `other`.
 const KINDS: &[&str] = &[

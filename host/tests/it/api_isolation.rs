@@ -212,6 +212,23 @@ async fn tenant_a(server: &TestServer) -> Fixture {
         trigger.clone(),
         hook.body["secret"].as_str().expect("secret").to_owned(),
     ]);
+    // A's dead-letter webhook: its URL and secret never reach B.
+    let dead_letters = server
+        .put(
+            "/v1/dead-letters/webhook",
+            &admin,
+            json!({"url": format!("https://localhost/a-dead-letters-{tag}")}),
+        )
+        .await;
+    assert_eq!(dead_letters.status, 201, "{}", dead_letters.text);
+    markers.extend([
+        format!("a-dead-letters-{tag}"),
+        dead_letters.body["secret"]
+            .as_str()
+            .expect("secret")
+            .to_owned(),
+        dead_letters.body["id"].as_str().expect("id").to_owned(),
+    ]);
     // The run's id is not a marker: a batch replay echoes the ids its caller sent.
     markers.extend([
         workflow.clone(),
@@ -687,6 +704,48 @@ fn table(a: &Fixture) -> Vec<Route> {
             false,
             Payload::Json(json!({"run_ids": [a.run]})),
         ),
+        // B has a webhook of its own (set below): B's callers read and change it, never A's.
+        route(
+            Method::GET,
+            "/v1/dead-letters/webhook",
+            "/v1/dead-letters/webhook".into(),
+            Reader(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::PUT,
+            "/v1/dead-letters/webhook",
+            "/v1/dead-letters/webhook".into(),
+            Tenant(Role::Admin),
+            false,
+            Payload::Json(json!({"url": "https://localhost/b-dead-letters"})),
+        ),
+        route(
+            Method::GET,
+            "/v1/dead-letters/webhook/notices",
+            "/v1/dead-letters/webhook/notices".into(),
+            Reader(Role::Viewer),
+            false,
+            Payload::None,
+        ),
+        route(
+            Method::POST,
+            "/v1/dead-letters/webhook/test",
+            "/v1/dead-letters/webhook/test".into(),
+            Tenant(Role::Editor),
+            false,
+            Payload::None,
+        ),
+        // Last of the webhook's: B's admin removes B's.
+        route(
+            Method::DELETE,
+            "/v1/dead-letters/webhook",
+            "/v1/dead-letters/webhook".into(),
+            Tenant(Role::Admin),
+            false,
+            Payload::None,
+        ),
         route(
             Method::GET,
             "/v1/access",
@@ -799,6 +858,14 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
         .upload(&b_admin, airlock_test_artifacts::CONNECTOR_TRANSFORM)
         .await;
     assert_eq!(b_transform.status, 201, "{}", b_transform.text);
+    let b_hook = server
+        .put(
+            "/v1/dead-letters/webhook",
+            &b_admin,
+            json!({"url": "https://localhost/b-dead-letters"}),
+        )
+        .await;
+    assert_eq!(b_hook.status, 201, "{}", b_hook.text);
     let routes = table(&a);
 
     // (a) The table and the served document describe the same operations.

@@ -345,6 +345,44 @@ async fn every_change_writes_one_chained_record_and_verify_finds_tampering(db: D
         one("DELETE /v1/workflows/{id}"),
     )
     .await;
+    let hook = s
+        .change(
+            "PUT /v1/dead-letters/webhook",
+            (Method::PUT, "/v1/dead-letters/webhook".into()),
+            &alice,
+            a,
+            Body::Json(json!({"url": "https://localhost/acme-dead-letters"})),
+            one("PUT /v1/dead-letters/webhook"),
+        )
+        .await;
+    assert_eq!(records(&server).await[0]["target"], hook.body["id"]);
+    let rotated = s
+        .change(
+            "PUT /v1/dead-letters/webhook",
+            (Method::PUT, "/v1/dead-letters/webhook".into()),
+            &alice,
+            a,
+            Body::Json(
+                json!({"url": "https://localhost/acme-dead-letters", "rotate_secret": true}),
+            ),
+            one("PUT /v1/dead-letters/webhook"),
+        )
+        .await;
+    let record = &records(&server).await[0];
+    let hook_secret = rotated.body["secret"].as_str().expect("the new secret");
+    assert!(
+        !record.to_string().contains(hook_secret),
+        "no secret in the audit: {record}"
+    );
+    s.change(
+        "DELETE /v1/dead-letters/webhook",
+        (Method::DELETE, "/v1/dead-letters/webhook".into()),
+        &alice,
+        a,
+        Body::None,
+        one("DELETE /v1/dead-letters/webhook"),
+    )
+    .await;
 
     // The shared catalog is the platform's: its changes are in the platform's chain ("").
     let published = server

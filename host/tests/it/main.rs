@@ -26,6 +26,7 @@ mod connection_update;
 mod connectors;
 mod control_flow;
 mod cron_locks;
+mod dead_letter_webhook;
 mod declarative;
 mod engine;
 mod http_credentials;

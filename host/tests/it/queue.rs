@@ -137,6 +137,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing(db: Db) {
     let failed = AfterFailure::Dead {
         error: "{}".into(),
         handler: None,
+        notice: "{}".into(),
     };
     assert!(
         !store
@@ -362,6 +363,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     let dead = AfterFailure::Dead {
         error: r#"{"step":"s1"}"#.into(),
         handler: None,
+        notice: "{}".into(),
     };
     assert!(
         store

@@ -220,10 +220,30 @@ fn dead(
             .to_string(),
         }
     });
+    let notice = notice(run, step_id, &reason);
     AfterFailure::Dead {
         error: reason,
         handler,
+        notice,
     }
+}
+
+/// The `data` of the `run.dead` event the tenant's dead-letter webhook gets (when it has
+/// one): what a receiver needs to find the run and decide, not the run's trigger payload,
+/// which leaves the platform only through the tenant's own workflows.
+fn notice(run: &RunRecord, step_id: &str, reason: &str) -> String {
+    let error: Value = serde_json::from_str(reason).unwrap_or(Value::Null);
+    serde_json::json!({
+        "run_id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow_version": run.workflow_version,
+        "trigger_id": run.trigger_id,
+        "handles": run.handles,
+        "failed_step": step_id,
+        "error": error,
+        "trace_id": run.trace_id,
+    })
+    .to_string()
 }
 
 /// An input that could not be built. A reference into a skipped step has a name of its own:

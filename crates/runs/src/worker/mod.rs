@@ -51,6 +51,8 @@ pub struct WorkerOptions {
     /// At shutdown, how long running steps may take to finish before they are stopped and
     /// their runs released.
     pub grace: Duration,
+    /// Sending dead-letter notices to tenants' webhooks (a process with workers sends them).
+    pub notices: crate::NoticeOptions,
 }
 
 impl Default for WorkerOptions {
@@ -66,6 +68,7 @@ impl Default for WorkerOptions {
             poll: Duration::from_secs(1),
             reap_every: Duration::from_secs(5),
             grace: Duration::from_secs(10),
+            notices: crate::NoticeOptions::default(),
         }
     }
 }

@@ -272,6 +272,42 @@ impl Gate {
         self
     }
 
+    /// Checks a URL the host itself will call for a tenant (an OAuth2 token endpoint, a
+    /// dead-letter webhook) before any request: its scheme (`https`, or `http` where the
+    /// operator allows it), no `user:password@`, a host the tenant's policy allows, and no
+    /// literal address in a blocked range. A host name's addresses are checked again at
+    /// every connection, as for guests. The error says why, without the URL.
+    pub fn check_host_url(&self, url: &str, tenant_hosts: &[HostPattern]) -> Result<Url, String> {
+        let url = Url::parse(url).map_err(|_| "not a URL".to_owned())?;
+        match url.scheme() {
+            "https" => {}
+            "http" if self.inner.allow_http => {}
+            other => return Err(format!("scheme {other}: is not allowed; use https")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("it carries user:password@".to_owned());
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => None,
+            None => return Err("it has no host".to_owned()),
+        };
+        let Some(host) = RequestHost::of(&url) else {
+            return Err("it has no host".to_owned());
+        };
+        let declared = [HostPattern::Exact(host.name.clone())];
+        if let HostDecision::Denied(reason) = policy::decide(&declared, tenant_hosts, &host) {
+            return Err(reason);
+        }
+        if let Some(ip) = literal
+            && let Some(reason) = address::blocked_reason(ip, &self.inner.allowed_ranges)
+        {
+            return Err(format!("address {ip} is {reason}"));
+        }
+        Ok(url)
+    }
+
     /// Starts the session of one invocation.
     pub fn session(&self, grant: Grant) -> Session {
         let scrubber = Scrubber::new(credential::secret_forms(&grant.credential));

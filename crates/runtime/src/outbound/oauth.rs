@@ -23,7 +23,6 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,8 +34,7 @@ use url::Url;
 use url::form_urlencoded;
 use zeroize::Zeroizing;
 
-use super::{Gate, HostPattern, Scrubber, address, describe};
-use airlock_model::hosts::{self as policy, HostDecision, RequestHost};
+use super::{Gate, HostPattern, Scrubber, describe};
 use airlock_secrets::Secret;
 
 /// Largest token response read; a token response is a few hundred bytes.
@@ -151,39 +149,8 @@ impl Gate {
         token_url: &str,
         tenant_hosts: &[HostPattern],
     ) -> Result<Url, RefreshError> {
-        let url =
-            Url::parse(token_url).map_err(|_| RefreshError::Denied("not a URL".to_owned()))?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.inner.allow_http => {}
-            other => {
-                return Err(RefreshError::Denied(format!(
-                    "scheme {other}: is not allowed; use https"
-                )));
-            }
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(RefreshError::Denied("it carries user:password@".to_owned()));
-        }
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => None,
-            None => return Err(RefreshError::Denied("it has no host".to_owned())),
-        };
-        let Some(host) = RequestHost::of(&url) else {
-            return Err(RefreshError::Denied("it has no host".to_owned()));
-        };
-        let declared = [HostPattern::Exact(host.name.clone())];
-        if let HostDecision::Denied(reason) = policy::decide(&declared, tenant_hosts, &host) {
-            return Err(RefreshError::Denied(reason));
-        }
-        if let Some(ip) = literal
-            && let Some(reason) = address::blocked_reason(ip, &self.inner.allowed_ranges)
-        {
-            return Err(RefreshError::Denied(format!("address {ip} is {reason}")));
-        }
-        Ok(url)
+        self.check_host_url(token_url, tenant_hosts)
+            .map_err(RefreshError::Denied)
     }
 
     async fn send_refresh(
