@@ -25,14 +25,15 @@ use crate::api_support::{Db, PgDatabase, on_both_databases};
 on_both_databases!(
     killed_workers_lose_no_run_and_rerun_no_journaled_step,
     a_killed_for_each_loses_no_item_and_repeats_no_journaled_one,
+    killed_senders_lose_no_dead_letter_notice,
     a_stopped_worker_is_fenced_out,
     cron_ticks_fire_once_across_three_processes_with_one_killed
 );
 
 const API: &str = "api.example.test";
 
-/// Every request the fake upstream saw: (path, idempotency key, arrival in ms since the
-/// epoch), in arrival order.
+/// Every request the fake upstream saw: (path, idempotency key or, for a dead-letter
+/// notice, its `webhook-id`, arrival in ms since the epoch), in arrival order.
 type Seen = Arc<Mutex<Vec<(String, Option<String>, i64)>>>;
 
 async fn upstream(delay: Duration) -> (SocketAddr, Seen) {
@@ -43,9 +44,10 @@ async fn upstream(delay: Duration) -> (SocketAddr, Seen) {
         any(move |request: Request| {
             let record = record.clone();
             async move {
-                let key = request
-                    .headers()
+                let headers = request.headers();
+                let key = headers
                     .get("idempotency-key")
+                    .or_else(|| headers.get("webhook-id"))
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 record.lock().expect("lock").push((
@@ -131,6 +133,11 @@ impl Cluster {
             .args(["--run-lease", self.lease, "--run-heartbeat", "200ms"])
             .args(["--run-reap-every", "300ms", "--run-poll", "100ms"])
             .args(["--worker-grace", "1s", "--shutdown-grace", "1s"])
+            .args(["--dead-letter-poll", "100ms", "--dead-letter-timeout", "1s"])
+            .args([
+                "--dead-letter-backoff",
+                "300ms,300ms,300ms,300ms,300ms,300ms",
+            ])
             .args([
                 "--outbound-allow-http",
                 "--outbound-allow-private",
@@ -488,6 +495,122 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
         began.elapsed().as_secs_f64(),
         2 * runs_n,
         requests - 2 * runs_n,
+    );
+}
+
+/// Runs die (their second step's input finds nothing) while the processes working them, and
+/// sending their tenant's dead-letter notices, are killed and restarted: every death's
+/// notice reaches the webhook, under the one id of that death; a notice a killed process
+/// had claimed is sent again once its claim's lease (3 × `--dead-letter-timeout`) is over.
+async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
+    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3);
+    // At most 100: the notices are read in one listing.
+    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_NOTICE_RUNS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(24)
+        .min(100);
+    let began = std::time::Instant::now();
+    let (upstream, seen) = upstream(Duration::from_millis(150)).await;
+    let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
+        return;
+    };
+    cluster.start(0).await;
+    cluster.start(1).await;
+    let (admin, _) = set_up(&cluster, 8).await;
+    let port = cluster.upstream.port();
+    let base = cluster.base(0);
+    let (status, body) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/dead-letters/webhook"),
+        &admin,
+        Some(
+            json!({"url": format!("http://{API}:{port}/dead-letters")})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let steps = json!([
+        {"id": "reserve", "connector": "hostile", "action": "fetch",
+         "input": {"method": "POST", "url": format!("http://{API}:{port}/reserve"), "body": "{}"}},
+        {"id": "charge", "connector": "hostile", "action": "fetch",
+         "input": {"method": "POST", "url": {"$from": "/trigger/missing"}, "body": "{}"}},
+    ]);
+    let (status, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/v1/workflows"),
+        &admin,
+        Some(
+            json!({"name": "doomed", "steps": steps})
+                .to_string()
+                .into_bytes(),
+        ),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let workflow = body["id"].as_str().expect("id").to_owned();
+    let runs = enqueue(&cluster, &admin, &workflow, runs_n).await;
+    kill_while_working(&mut cluster, &seen, kills, 2, Duration::from_secs(30)).await;
+    let within = Duration::from_secs(120 + 10 * kills as u64);
+    let done = wait_all(&cluster, 0, &admin, &runs, within).await;
+    for (run, body) in &done {
+        assert_eq!(body["state"], "dead", "{run}: {body}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let notices = loop {
+        let (status, body) = call(
+            reqwest::Method::GET,
+            format!(
+                "{}/v1/dead-letters/webhook/notices?limit=100",
+                cluster.base(0)
+            ),
+            &admin,
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let notices = body["notices"].as_array().expect("notices").clone();
+        if notices.len() == runs_n && notices.iter().all(|n| n["state"] == "delivered") {
+            break notices;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every notice was delivered: {notices:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sent: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(path, _, _)| path == "/dead-letters")
+        .map(|(_, id, _)| id.clone().expect("a notice carries its webhook-id"))
+        .collect();
+    let mut notified = std::collections::BTreeSet::new();
+    for notice in &notices {
+        let id = notice["id"].as_str().expect("id");
+        let run = notice["run_id"].as_str().expect("run");
+        assert!(id.starts_with(&format!("dead_{run}_")), "{id}");
+        assert!(sent.iter().any(|s| s == id), "{id} was never sent");
+        notified.insert(run.to_owned());
+    }
+    let expected: std::collections::BTreeSet<String> = runs.iter().cloned().collect();
+    assert_eq!(notified, expected, "one notice for each dead run");
+    eprintln!(
+        "chaos ({db:?}): {runs_n} runs dead, {kills} SIGKILLs with restarts, {:.1} s: every \
+         death notified; {} notice requests for {runs_n} notices ({} sent again after a kill, \
+         each under its death's id)",
+        began.elapsed().as_secs_f64(),
+        sent.len(),
+        sent.len() - runs_n,
     );
 }
 
