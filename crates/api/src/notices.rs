@@ -51,6 +51,8 @@ pub struct NoticeCounts {
     pub pending: u64,
     pub delivered: u64,
     pub failed: u64,
+    /// The run died again before the notice was delivered; the later death's notice is sent.
+    pub superseded: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,6 +83,7 @@ impl From<HookView> for Webhook {
                 pending: view.counts.pending,
                 delivered: view.counts.delivered,
                 failed: view.counts.failed,
+                superseded: view.counts.superseded,
             },
             created_at_ms: r.created_at,
             updated_at_ms: r.updated_at,
@@ -93,7 +96,8 @@ pub struct Notice {
     /// The `webhook-id` it is sent with, the same on every attempt.
     pub id: String,
     pub run_id: String,
-    /// `pending`, `delivered` or `failed` (out of attempts, or the webhook was removed).
+    /// `pending`, `delivered`, `failed` (out of attempts, or the webhook was removed) or
+    /// `superseded` (the run died again before it was delivered: that death's is sent).
     pub state: String,
     pub attempts: i64,
     /// When a pending notice is due (its next attempt).
@@ -138,7 +142,7 @@ pub struct NoticeList {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct NoticeQuery {
-    /// `pending`, `delivered` or `failed`; absent: all.
+    /// `pending`, `delivered`, `failed` or `superseded`; absent: all.
     pub state: Option<String>,
     /// At most this many, newest first (1 to 100, default 50).
     #[param(minimum = 1, maximum = 100)]

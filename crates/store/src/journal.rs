@@ -1001,12 +1001,23 @@ async fn failure(
 
 /// Queues the notice of a run's death for the tenant's dead-letter webhook, if it has one
 /// (see `notices.rs`); its id names the lease epoch, so a write tried again adds nothing.
+/// The run's notice of an earlier death not yet delivered is superseded: a run has at most
+/// one pending, so replays that die again cannot pile them up.
 async fn queue_notice(
     tx: &mut Tx<'_>,
     lease: &Lease,
     notice: &str,
     now: i64,
 ) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE dead_letter_notices SET state = 'superseded', updated_at = $3 \
+         WHERE tenant_id = $1 AND run_id = $2 AND state = 'pending'",
+    )
+    .bind(&lease.tenant_id)
+    .bind(&lease.run_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query(
         "INSERT INTO dead_letter_notices (tenant_id, id, run_id, payload, state, attempts, \
            next_at, created_at, updated_at) \

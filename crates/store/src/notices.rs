@@ -24,6 +24,8 @@ pub struct DeadLetterHook {
     /// One sealed envelope: `current`, and `previous` while `previous_until` is ahead.
     pub secret: String,
     pub previous_until: Option<i64>,
+    /// One more at each change: what a change made from a read compares.
+    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -37,7 +39,7 @@ pub struct NoticeRecord {
     pub run_id: String,
     /// The event's `data` (JSON text).
     pub payload: String,
-    /// `pending`, `delivered` or `failed`.
+    /// `pending`, `delivered`, `failed` or `superseded` (the run died again first).
     pub state: String,
     /// Delivery attempts made (claimed) so far.
     pub attempts: i64,
@@ -55,6 +57,7 @@ pub struct NoticeCounts {
     pub pending: u64,
     pub delivered: u64,
     pub failed: u64,
+    pub superseded: u64,
 }
 
 /// What an attempt came to.
@@ -72,7 +75,8 @@ pub enum NoticeOutcome {
     Failed { status: Option<i64>, error: String },
 }
 
-const HOOK_COLUMNS: &str = "tenant_id, id, url, secret, previous_until, created_at, updated_at";
+const HOOK_COLUMNS: &str =
+    "tenant_id, id, url, secret, previous_until, version, created_at, updated_at";
 const NOTICE_COLUMNS: &str = "tenant_id, id, run_id, payload, state, attempts, next_at, \
      last_status, last_error, created_at, updated_at";
 
@@ -83,6 +87,7 @@ fn hook(row: &AnyRow) -> Result<DeadLetterHook, StoreError> {
         url: row.try_get("url")?,
         secret: row.try_get("secret")?,
         previous_until: row.try_get("previous_until")?,
+        version: row.try_get("version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -126,7 +131,8 @@ impl Store {
     ) -> Result<DeadLetterHook, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO dead_letter_hooks ({HOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) \
+            "INSERT INTO dead_letter_hooks ({HOOK_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
              RETURNING {HOOK_COLUMNS}"
         ))
         .bind(&record.tenant_id)
@@ -143,19 +149,18 @@ impl Store {
         Ok(saved)
     }
 
-    /// Changes the tenant's webhook, compare-and-swap on the sealed secret read
-    /// (`expected`): of two changes made at once from the same read, one wins and the other
-    /// is [`StoreError::Conflict`]; [`StoreError::NotFound`] when the hook is gone.
+    /// Changes the tenant's webhook, compare-and-swap on the version read (`record.version`):
+    /// of two changes made at once from the same read, one wins and the other is
+    /// [`StoreError::Conflict`]; [`StoreError::NotFound`] when the hook is gone.
     pub async fn update_dead_letter_hook(
         &self,
         record: &DeadLetterHook,
-        expected: &str,
     ) -> Result<DeadLetterHook, StoreError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(&format!(
             "UPDATE dead_letter_hooks SET url = $3, secret = $4, previous_until = $5, \
-               updated_at = $6 \
-             WHERE tenant_id = $1 AND id = $2 AND secret = $7 RETURNING {HOOK_COLUMNS}"
+               updated_at = $6, version = version + 1 \
+             WHERE tenant_id = $1 AND id = $2 AND version = $7 RETURNING {HOOK_COLUMNS}"
         ))
         .bind(&record.tenant_id)
         .bind(&record.id)
@@ -163,7 +168,7 @@ impl Store {
         .bind(&record.secret)
         .bind(record.previous_until)
         .bind(self.clock.now_ms())
-        .bind(expected)
+        .bind(record.version)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -201,7 +206,8 @@ impl Store {
         self.commit_change(tx, tenant_id, &id).await
     }
 
-    /// Claims up to `limit` due notices, at most `per_tenant` of any one tenant, oldest due
+    /// Claims up to `limit` due notices, at most `per_tenant` of any one tenant and none of
+    /// the tenants in `skip` (those whose notices this process is still sending), oldest due
     /// first: each is counted as one more attempt and not due again until `now + lease_ms`.
     pub async fn claim_notices(
         &self,
@@ -209,26 +215,38 @@ impl Store {
         lease_ms: i64,
         per_tenant: i64,
         limit: i64,
+        skip: &[&str],
     ) -> Result<Vec<NoticeRecord>, StoreError> {
+        // Placeholders only, one per skipped tenant (at most the sender's slots).
+        let skipped = if skip.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (5..5 + skip.len()).map(|i| format!("${i}")).collect();
+            format!("AND tenant_id NOT IN ({})", list.join(", "))
+        };
         // The outer `state` and `next_at` checks are evaluated again on the locked row
         // (PostgreSQL), so of two processes claiming at once only one gets a notice.
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "UPDATE dead_letter_notices SET attempts = attempts + 1, next_at = $2, \
                updated_at = $1 \
              WHERE state = 'pending' AND next_at <= $1 AND (tenant_id, id) IN ( \
                SELECT tenant_id, id FROM ( \
                  SELECT tenant_id, id, next_at, ROW_NUMBER() OVER ( \
                    PARTITION BY tenant_id ORDER BY next_at, id) AS turn \
-                 FROM dead_letter_notices WHERE state = 'pending' AND next_at <= $1) due \
+                 FROM dead_letter_notices \
+                 WHERE state = 'pending' AND next_at <= $1 {skipped}) due \
                WHERE turn <= $3 ORDER BY next_at, id LIMIT $4) \
              RETURNING {NOTICE_COLUMNS}"
-        ))
-        .bind(now)
-        .bind(now.saturating_add(lease_ms))
-        .bind(per_tenant)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(now)
+            .bind(now.saturating_add(lease_ms))
+            .bind(per_tenant)
+            .bind(limit);
+        for tenant in skip {
+            query = query.bind(*tenant);
+        }
+        let rows = query.fetch_all(&self.writer).await?;
         rows.iter().map(notice).collect()
     }
 
@@ -309,6 +327,7 @@ impl Store {
                 "pending" => counts.pending = n,
                 "delivered" => counts.delivered = n,
                 "failed" => counts.failed = n,
+                "superseded" => counts.superseded = n,
                 other => {
                     return Err(StoreError::Corrupt(format!("notice state {other:?}")));
                 }

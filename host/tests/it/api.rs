@@ -965,6 +965,15 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
         return;
     };
     let admin = server.tenant("acme").await;
+    // A dead-letter webhook's secret is sealed too, and re-encrypted with the rest.
+    let hook = server
+        .put(
+            "/v1/dead-letters/webhook",
+            &admin,
+            json!({"url": "https://localhost/acme-dead-letters"}),
+        )
+        .await;
+    assert_eq!(hook.status, 201, "{}", hook.text);
     // No host is allowed, so testing a connection never leaves the machine.
     let limits = json!({"allowed_hosts": []});
     assert_eq!(
@@ -1001,7 +1010,7 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
     let report = airlock::store::reencrypt_secrets(&store, &keyring, 1)
         .await
         .expect("pass");
-    assert_eq!((report.reencrypted, report.failed), (2, 0), "{report:?}");
+    assert_eq!((report.reencrypted, report.failed), (3, 0), "{report:?}");
     let again = airlock::store::reencrypt_secrets(&store, &keyring, 1)
         .await
         .expect("second pass");
@@ -1022,6 +1031,13 @@ async fn key_rotation_reencrypts_while_the_server_serves(db: Db) {
             .all(|s| s.starts_with(&Envelope::prefix(&new_key))),
         "{secrets:?}"
     );
+    let hook_secret: String = sqlx::query("SELECT secret FROM dead_letter_hooks")
+        .fetch_one(&pool)
+        .await
+        .expect("the hook")
+        .try_get("secret")
+        .expect("secret");
+    assert!(hook_secret.starts_with(&Envelope::prefix(&new_key)));
 
     // The server still holds the old keyring: it reloads the file on the new key id.
     clock.advance_ms(airlock::pipeline::HOT_ROW_TTL.as_millis() as i64);

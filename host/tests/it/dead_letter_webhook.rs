@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use airlock::store::NoticeOutcome;
+use airlock::store::{DeadLetterHook, NoticeOutcome, StoreError};
 use airlock::triggers::webhook::{self, Scheme};
 
 use crate::api_support::{Db, TestServer, assert_problem, on_both_databases};
@@ -24,6 +24,7 @@ on_both_databases!(
     the_webhook_is_held_to_the_tenants_host_policy_at_save_and_at_send,
     a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails_its_notices,
     notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per_claim,
+    a_slow_receiver_holds_a_few_slots_and_other_tenants_notices_go_on,
 );
 
 const API: &str = "api.example.test";
@@ -57,6 +58,24 @@ async fn receiver(refusals: usize) -> (Server, Received) {
         .route(
             "/fail",
             post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        // A redirect to a host the tenant allows, but not the webhook's.
+        .route(
+            "/elsewhere",
+            post(|| async {
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [("location", format!("https://{API}/dead"))],
+                )
+            }),
+        )
+        // A receiver that takes 8 s to answer (the attempt's timeout is 10 s).
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                StatusCode::NO_CONTENT
+            }),
         );
     (Server::start_tls(router, &[API, HOOKS]).await, received)
 }
@@ -229,7 +248,7 @@ async fn a_dead_run_is_posted_signed_once_and_retried_until_delivered(db: Db) {
     let counts = server.get("/v1/dead-letters/webhook", &admin).await;
     assert_eq!(
         counts.body["notices"],
-        json!({"pending": 0, "delivered": 1, "failed": 0})
+        json!({"pending": 0, "delivered": 1, "failed": 0, "superseded": 0})
     );
 
     // Viewers read; only admins set or remove the webhook.
@@ -305,7 +324,15 @@ async fn the_webhook_is_held_to_the_tenants_host_policy_at_save_and_at_send(db: 
     // Allowed when saved; the policy narrows after: the notice is refused at send, its
     // attempts spent, and nothing reaches the receiver.
     put_limits(&server, "acme", json!({"allowed_hosts": [API, HOOKS]})).await;
-    assert_eq!(put(format!("https://{HOOKS}/dead")).await.status, 201);
+    // A receiver that redirects elsewhere is not followed there, even to a host the tenant
+    // allows: a notice goes to the webhook's host only.
+    assert_eq!(put(format!("https://{HOOKS}/elsewhere")).await.status, 201);
+    let test = server
+        .post("/v1/dead-letters/webhook/test", &admin, json!({}))
+        .await;
+    assert_eq!(test.body["delivered"], false, "{}", test.text);
+    assert!(received.lock().expect("lock").is_empty(), "{}", test.text);
+    assert_eq!(put(format!("https://{HOOKS}/dead")).await.status, 200);
     put_limits(&server, "acme", json!({"allowed_hosts": [API]})).await;
     dead_run(&server, &admin).await;
     wait_until("the notice failed", async || {
@@ -403,29 +430,41 @@ async fn a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails
         assert_eq!(event["type"], "run.dead.test");
     }
 
+    // A one-second overlap: both sign, then only the newest.
     let newest = server
         .put(
             "/v1/dead-letters/webhook",
             &admin,
-            json!({"url": url, "rotate_secret": true, "overlap_seconds": 0}),
+            json!({"url": url, "rotate_secret": true, "overlap_seconds": 1}),
         )
         .await;
     let newest_secret = newest.body["secret"].as_str().expect("secret").to_owned();
-    server
-        .post("/v1/dead-letters/webhook/test", &admin, json!({}))
-        .await;
-    {
-        let seen = received.lock().expect("lock");
-        let (headers, body) = seen.last().expect("the test event");
-        assert!(verifies(&[&newest_secret], headers, body));
-        assert!(
-            !verifies(&[&new], headers, body),
-            "no overlap asked: the previous stops"
-        );
-    }
+    let last_signed = async || {
+        let reply = server
+            .post("/v1/dead-letters/webhook/test", &admin, json!({}))
+            .await;
+        assert_eq!(reply.body["delivered"], true, "{}", reply.text);
+        received
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("the test event")
+    };
+    let (headers, body) = last_signed().await;
+    assert!(verifies(&[&newest_secret], &headers, &body));
+    assert!(verifies(&[&new], &headers, &body), "within the overlap");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (headers, body) = last_signed().await;
+    assert!(verifies(&[&newest_secret], &headers, &body));
+    assert!(
+        !verifies(&[&new], &headers, &body),
+        "past the overlap, the previous stops"
+    );
+    assert!(!verifies(&[mine], &headers, &body));
     // Test sends are free to the tenant, so they are few: 6 a minute.
     let mut refused = None;
-    for _ in 0..6 {
+    for _ in 0..4 {
         let reply = server
             .post("/v1/dead-letters/webhook/test", &admin, json!({}))
             .await;
@@ -435,6 +474,7 @@ async fn a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails
         }
     }
     let refused = refused.expect("the seventh test send of a minute is refused");
+    // 3 sent above, 3 in the loop: the 7th (the loop's 4th) is refused.
     assert_problem(&refused, 429, "too-many-requests");
     assert!(
         refused.headers.contains_key("retry-after"),
@@ -453,7 +493,7 @@ async fn a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails
     // The policy no longer allows the receiver: a notice's first attempt is refused and it
     // waits for its next; then the hook goes.
     put_limits(&server, "acme", json!({"allowed_hosts": [API]})).await;
-    dead_run(&server, &admin).await;
+    let run = dead_run(&server, &admin).await;
     wait_until("a failed first attempt", async || {
         notices(&server, &admin)
             .await
@@ -461,6 +501,25 @@ async fn a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails
             .is_some_and(|n| n["attempts"] == 1 && n["state"] == "pending")
     })
     .await;
+    // The run is replayed and dies again before its notice got through: the later death's
+    // notice supersedes it (a run has one pending, however often it is replayed).
+    let replayed = server
+        .post(&format!("/v1/runs/{run}/replay"), &admin, json!({}))
+        .await;
+    assert!(replayed.status < 300, "{}", replayed.text);
+    wait_until("the second death's notice", async || {
+        notices(&server, &admin).await.len() == 2
+    })
+    .await;
+    let listed = notices(&server, &admin).await;
+    assert_eq!(listed[0]["state"], "pending", "{listed:?}");
+    assert_eq!(listed[1]["state"], "superseded", "{listed:?}");
+    assert_ne!(listed[0]["id"], listed[1]["id"], "one id per death");
+    assert!(listed.iter().all(|n| n["run_id"] == run.as_str()));
+    assert_eq!(
+        server.get("/v1/dead-letters/webhook", &admin).await.body["notices"]["superseded"],
+        1
+    );
     assert_eq!(
         server
             .delete("/v1/dead-letters/webhook", &admin)
@@ -524,8 +583,27 @@ async fn notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per
         }
     }
     let store = server.state.store();
+    // A change made from a stale read of the webhook is refused, whatever it changes.
+    let read = store.dead_letter_hook("acme").await.expect("hook");
+    let moved = DeadLetterHook {
+        url: format!("https://{HOOKS}/moved"),
+        ..read.clone()
+    };
+    let changed = store.update_dead_letter_hook(&moved).await.expect("change");
+    assert_eq!(changed.version, read.version + 1);
+    let stale = DeadLetterHook {
+        url: format!("https://{HOOKS}/other"),
+        ..read.clone()
+    };
+    assert!(matches!(
+        store.update_dead_letter_hook(&stale).await,
+        Err(StoreError::Conflict)
+    ));
     let now = airlock::store::now_ms();
-    let claimed = store.claim_notices(now, 1_000, 4, 32).await.expect("claim");
+    let claimed = store
+        .claim_notices(now, 1_000, 4, 32, &[])
+        .await
+        .expect("claim");
     let of = |tenant: &str| claimed.iter().filter(|n| n.tenant_id == tenant).count();
     assert_eq!(
         (of("acme"), of("zeta")),
@@ -535,7 +613,7 @@ async fn notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per
     assert!(claimed.iter().all(|n| n.attempts == 1));
     assert!(
         store
-            .claim_notices(now, 1_000, 32, 32)
+            .claim_notices(now, 1_000, 32, 32, &[])
             .await
             .expect("claim")
             .iter()
@@ -549,7 +627,7 @@ async fn notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per
     // Past the lease (the process that claimed was killed, say) the notice is due again,
     // and the first claim's outcome no longer writes.
     let later = store
-        .claim_notices(now + 1_001, 1_000, 32, 32)
+        .claim_notices(now + 1_001, 1_000, 32, 32, &[])
         .await
         .expect("claim");
     let again = later
@@ -590,4 +668,65 @@ async fn notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per
     let data: Value = serde_json::from_str(&payload).expect("JSON");
     assert_eq!(data["run_id"], run.as_str());
     assert_eq!(data["workflow_version"], 1);
+}
+
+/// Inserts `n` notices of `tenant`, due now, as the journal would have for `n` deaths.
+async fn due_notices(server: &TestServer, tenant: &str, n: usize) {
+    let pool = server.raw_db().await;
+    for i in 0..n {
+        sqlx::query(
+            "INSERT INTO dead_letter_notices (tenant_id, id, run_id, payload, state, \
+             attempts, next_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, '{}', 'pending', 0, 0, 0, 0)",
+        )
+        .bind(tenant)
+        .bind(format!("dead_run_{tenant}{i}_1"))
+        .bind(format!("run_{tenant}{i}"))
+        .execute(&pool)
+        .await
+        .expect("insert");
+    }
+}
+
+/// A tenant whose receiver takes 8 s per notice has 8 due: it holds 4 of the sender's
+/// slots, no more, and another tenant's notice is claimed and delivered meanwhile, not after.
+async fn a_slow_receiver_holds_a_few_slots_and_other_tenants_notices_go_on(db: Db) {
+    let (upstream, _received) = receiver(0).await;
+    let Some((server, admin)) = server(db, &upstream, &[300], 50).await else {
+        return;
+    };
+    let slow = server.tenant("slow").await;
+    for (token, path) in [(&slow, "slow"), (&admin, "dead")] {
+        let url = format!("https://{HOOKS}/{path}");
+        let put = server
+            .put("/v1/dead-letters/webhook", token, json!({"url": url}))
+            .await;
+        assert_eq!(put.status, 201, "{}", put.text);
+    }
+    due_notices(&server, "slow", 8).await;
+    let claimed = async || {
+        notices(&server, &slow)
+            .await
+            .iter()
+            .filter(|n| n["attempts"] == 1)
+            .count()
+    };
+    wait_until("the slow tenant's first claim", async || {
+        claimed().await > 0
+    })
+    .await;
+    dead_run(&server, &admin).await;
+    wait_until("acme's notice delivered", async || {
+        notices(&server, &admin)
+            .await
+            .first()
+            .is_some_and(|n| n["state"] == "delivered")
+    })
+    .await;
+    let held = notices(&server, &slow).await;
+    assert!(
+        held.iter().all(|n| n["state"] == "pending"),
+        "the slow receiver has answered nothing yet: {held:?}"
+    );
+    assert_eq!(claimed().await, 4, "a few slots, not all: {held:?}");
 }

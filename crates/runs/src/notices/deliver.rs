@@ -7,6 +7,8 @@
 //! schedule (5 s to 8 h, ±20% jitter, 10 attempts over about 16 hours), then the notice fails
 //! and stays listed with its last error.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airlock_model::hosts::{HostPattern, RequestHost};
@@ -16,14 +18,17 @@ use airlock_store::{DeadLetterHook, NoticeOutcome, NoticeRecord, StoreError};
 use airlock_telemetry::NoticeAttempt;
 use airlock_triggers::webhook::{self, Scheme, standard};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::{Runs, RunsError};
 
-/// Notices claimed in one round, at most, and of one tenant: a tenant with thousands of
-/// dead runs, or a receiver that hangs, takes a few slots of a round, never all of them.
-const ROUND: i64 = 32;
-const PER_TENANT: i64 = 4;
+/// Notices one process sends at once, and claims of one tenant at once: a tenant with
+/// thousands of dead runs, or a receiver that hangs, holds at most a few slots, and the others
+/// go on being claimed and sent as each slot frees.
+const SLOTS: usize = 32;
+const PER_TENANT: usize = 4;
 /// The largest response body read from a receiver (its body is not used).
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 /// Redirect hops a receiver may send a notice through (each checked like the first).
@@ -106,7 +111,7 @@ impl Notices {
         }
     }
 
-    /// Stops claiming; a round in flight finishes (each attempt is bounded by the timeout).
+    /// Stops claiming; the sends in flight finish (each bounded by the timeout).
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         if let Some(task) = self.task.take() {
@@ -115,26 +120,90 @@ impl Notices {
     }
 }
 
+/// Claims due notices into free slots and sends each in a task of its own, until `stop`;
+/// then waits for the sends in flight (each bounded by the timeout).
 async fn send_due(runs: Runs, options: NoticeOptions, stop: CancellationToken) {
+    let options = Arc::new(options);
+    let slots = Arc::new(Semaphore::new(SLOTS));
+    let sending: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let tasks = TaskTracker::new();
     loop {
-        let claimed = match runs.send_round(&options).await {
-            Ok(n) => n,
+        if stop.is_cancelled() {
+            break;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                permit = Arc::clone(&slots).acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        // Tenants with a claim's worth in flight wait for those; the rest are claimed.
+        let busy: Vec<String> = lock(&sending)
+            .iter()
+            .filter(|(_, n)| **n >= PER_TENANT)
+            .map(|(tenant, _)| tenant.clone())
+            .collect();
+        let skip: Vec<&str> = busy.iter().map(String::as_str).collect();
+        let now = runs.pipeline.clock().now_ms();
+        let claimed = runs
+            .pipeline
+            .store()
+            .claim_notices(
+                now,
+                options.lease_ms(),
+                PER_TENANT as i64,
+                free as i64,
+                &skip,
+            )
+            .await;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
             Err(error) => {
-                tracing::warn!(%error, "sending dead-letter notices failed");
-                0
+                tracing::warn!(%error, "claiming dead-letter notices failed");
+                Vec::new()
             }
         };
-        if stop.is_cancelled() {
-            return;
+        let full = claimed.len() >= free;
+        for notice in claimed {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                // Only this loop takes permits, and it claimed no more than were free.
+                break;
+            };
+            *lock(&sending).entry(notice.tenant_id.clone()).or_default() += 1;
+            let (runs, options, sending) =
+                (runs.clone(), Arc::clone(&options), Arc::clone(&sending));
+            tasks.spawn(async move {
+                runs.send_claimed(&notice, &options).await;
+                let mut sending = lock(&sending);
+                if let Some(n) = sending.get_mut(&notice.tenant_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        sending.remove(&notice.tenant_id);
+                    }
+                }
+                drop(permit);
+            });
         }
-        // A full round says more are due: go on at once.
-        if claimed < ROUND as usize {
+        // Slots left over say nothing more is due (for now): wait a poll.
+        if !full {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(options.poll) => {}
             }
         }
     }
+    tasks.close();
+    tasks.wait().await;
+}
+
+fn lock(
+    sending: &Mutex<HashMap<String, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    sending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A `run.dead` (or test) event as it is sent: the Standard Webhooks payload shape.
@@ -149,40 +218,33 @@ fn event(kind: &str, at_ms: i64, data: Value) -> Vec<u8> {
 }
 
 impl Runs {
-    /// Claims one round of due notices and sends them; returns how many it claimed.
-    pub async fn send_round(&self, options: &NoticeOptions) -> Result<usize, RunsError> {
-        let store = self.pipeline.store();
-        let now = self.pipeline.clock().now_ms();
-        let claimed = store
-            .claim_notices(now, options.lease_ms(), PER_TENANT, ROUND)
-            .await?;
-        let count = claimed.len();
-        let sends = claimed.into_iter().map(|notice| async move {
-            let outcome = self.attempt(&notice, options).await;
-            let attempt = match &outcome {
-                NoticeOutcome::Delivered { .. } => NoticeAttempt::Delivered,
-                NoticeOutcome::Retry { .. } => NoticeAttempt::Retried,
-                NoticeOutcome::Failed { .. } => NoticeAttempt::Failed,
-            };
-            self.metrics().notice_attempt(attempt);
-            if let NoticeOutcome::Failed { error, .. } = &outcome {
-                tracing::warn!(tenant = %notice.tenant_id, notice = %notice.id, %error, "dead-letter notice given up");
+    /// Sends one claimed notice and writes what the attempt came to.
+    async fn send_claimed(&self, notice: &NoticeRecord, options: &NoticeOptions) {
+        let outcome = self.attempt(notice, options).await;
+        let attempt = match &outcome {
+            NoticeOutcome::Delivered { .. } => NoticeAttempt::Delivered,
+            NoticeOutcome::Retry { .. } => NoticeAttempt::Retried,
+            NoticeOutcome::Failed { .. } => NoticeAttempt::Failed,
+        };
+        self.metrics().notice_attempt(attempt);
+        if let NoticeOutcome::Failed { error, .. } = &outcome {
+            tracing::warn!(tenant = %notice.tenant_id, notice = %notice.id, %error, "dead-letter notice given up");
+        }
+        let written = self
+            .pipeline
+            .store()
+            .finish_notice(&notice.tenant_id, &notice.id, notice.attempts, &outcome)
+            .await;
+        match written {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(notice = %notice.id, "a notice's claim ended (its lease ran out, or the run died again) before its outcome was written");
             }
-            match store
-                .finish_notice(&notice.tenant_id, &notice.id, notice.attempts, &outcome)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(notice = %notice.id, "a notice's claim ran out before its outcome was written");
-                }
-                Err(error) => {
-                    tracing::warn!(notice = %notice.id, %error, "writing a notice's outcome failed");
-                }
+            Err(error) => {
+                // The claim's lease brings the notice back: sent again, never lost.
+                tracing::warn!(notice = %notice.id, %error, "writing a notice's outcome failed");
             }
-        });
-        futures::future::join_all(sends).await;
-        Ok(count)
+        }
     }
 
     /// Sends a `run.dead.test` event to the tenant's webhook now, once, and says how it

@@ -103,6 +103,7 @@ impl Runs {
                 id,
                 url: spec.url,
                 previous_until: None,
+                version: 1,
                 created_at: now,
                 updated_at: now,
             };
@@ -121,7 +122,11 @@ impl Runs {
         };
         let (sealed, previous_until, shown) = if spec.secret.is_some() || spec.rotate_secret {
             let secret = fresh();
-            let opened = self.open_hook(&old)?;
+            // A secret that no longer opens (its key retired) is replaced, not kept signing.
+            let opened = self.open_hook(&old).unwrap_or_else(|error| {
+                tracing::warn!(tenant = t, %error, "the dead-letter webhook's previous secret does not open; it stops signing");
+                BTreeMap::new()
+            });
             let previous = opened.get("current").filter(|_| overlap > 0);
             let until = previous.map(|_| {
                 now.saturating_add(
@@ -145,7 +150,7 @@ impl Runs {
             updated_at: now,
             ..old.clone()
         };
-        let saved = match store.update_dead_letter_hook(&record, &old.secret).await {
+        let saved = match store.update_dead_letter_hook(&record).await {
             Err(StoreError::Conflict) => {
                 return Err(RunsError::Conflict(
                     "the dead-letter webhook was changed by another request meanwhile; read it \
@@ -192,11 +197,11 @@ impl Runs {
         limit: i64,
     ) -> Result<Vec<NoticeRecord>, RunsError> {
         if let Some(state) = state
-            && !["pending", "delivered", "failed"].contains(&state)
+            && !["pending", "delivered", "failed", "superseded"].contains(&state)
         {
             return Err(RunsError::Invalid {
                 field: "state".into(),
-                detail: "one of `pending`, `delivered`, `failed`".into(),
+                detail: "one of `pending`, `delivered`, `failed`, `superseded`".into(),
             });
         }
         if !(1..=MAX_LISTED).contains(&limit) {
