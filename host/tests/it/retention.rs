@@ -79,7 +79,31 @@ async fn ended_runs_lose_their_data_then_go_at_each_tenants_horizons(db: Db) {
     let again = server.state.runs().prune().await.expect("prune");
     assert_eq!((again.blanked, again.removed), (0, 0));
 
-    // Past acme's run horizon: gone, with their steps; the other tenant keeps its run.
+    // Each tenant has a dead-letter notice of one of its runs (as if it had died).
+    let pool = server.raw_db().await;
+    for (tenant, run) in [("acme", &acme_runs[0]), ("other", &their_run)] {
+        sqlx::query(
+            "INSERT INTO dead_letter_notices (tenant_id, id, run_id, payload, state, \
+             attempts, next_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, '{}', 'delivered', 1, 0, 0, 0)",
+        )
+        .bind(tenant)
+        .bind(format!("dead_{run}_1"))
+        .bind(run)
+        .execute(&pool)
+        .await
+        .expect("notice");
+    }
+    let notices = async |tenant: &str| -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM dead_letter_notices WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+
+    // Past acme's run horizon: gone, with their steps and notices; the other tenant keeps
+    // its run.
     clock.advance_ms(3 * DAY_MS);
     let report = server.state.runs().prune().await.expect("prune");
     assert_eq!(report.removed, 3, "{report:?}");
@@ -87,7 +111,7 @@ async fn ended_runs_lose_their_data_then_go_at_each_tenants_horizons(db: Db) {
         let read = server.get(&format!("/v1/runs/{run}"), &acme).await;
         assert_eq!(read.status, 404, "{}", read.text);
     }
-    let pool = server.raw_db().await;
+    assert_eq!((notices("acme").await, notices("other").await), (0, 1));
     let steps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_steps WHERE tenant_id = 'acme'")
         .fetch_one(&pool)
         .await
