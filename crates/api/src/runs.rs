@@ -416,8 +416,13 @@ async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     /// The step (id) to start from; steps before it keep their journaled outputs and are not
-    /// run again. Default: the step that failed.
+    /// run again. Default: the step that failed (in a `for_each`: its items not done run,
+    /// the journaled ones are kept). A `for_each`'s id: every item runs again; one of its
+    /// body steps (`each.send`): every item runs again from that step.
     pub from_step: Option<String>,
+    /// With a `for_each` (the default start, its id or a body step's): only this item (its
+    /// index in the items) runs again; the others keep what they journaled.
+    pub from_item: Option<u32>,
     /// `as_ran` (the default): the workflow version the run started with. `current`: the
     /// workflow's current version, once its steps before the one the replay starts from are
     /// the run's (422 otherwise). Either way each step uses its connection's current
@@ -468,6 +473,7 @@ async fn replay(
             &tenant,
             &id,
             body.from_step.as_deref(),
+            body.from_item,
             body.workflow_version.into(),
             &caller.principal.subject,
         )
@@ -531,6 +537,7 @@ async fn replay_many(
                 &tenant,
                 &id,
                 body.from_step.as_deref(),
+                None,
                 body.workflow_version.into(),
                 &caller.principal.subject,
             )

@@ -95,6 +95,29 @@ impl Program {
         })
     }
 
+    /// The `for_each` node and the body index of body step `id` (`each.send`); `None` for
+    /// any other id.
+    pub fn body_position(&self, id: &str) -> Option<(usize, usize)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .find_map(|(index, node)| match &node.op {
+                Op::ForEach { body, .. } => body
+                    .iter()
+                    .position(|b| b.id == id)
+                    .map(|body_index| (index, body_index)),
+                _ => None,
+            })
+    }
+
+    /// The body of the `for_each` at `index`, if that node is one.
+    pub fn body(&self, index: usize) -> Option<&[BodyStep]> {
+        match &self.nodes.get(index)?.op {
+            Op::ForEach { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
     /// Whether a run whose journal records `visited` goes on at `start` in this program:
     /// `visited` is each node it finished, in order, with the branch a `switch` took
     /// (`None` for any other node, or a switch that was skipped). Following the journal's

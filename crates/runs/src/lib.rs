@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
-use airlock_store::{Cancelled, Enqueued, NewRun, ReplayRefusal, RunRecord, WorkflowRecord};
+use airlock_store::{
+    Cancelled, Enqueued, KeptItems, NewRun, ReplayRefusal, RunRecord, WorkflowRecord,
+};
 use airlock_telemetry::{SpanKind, TraceContext};
 use serde_json::Value;
 
@@ -518,6 +520,7 @@ impl Runs {
         tenant: &TenantId,
         run_id: &str,
         from_step: Option<&str>,
+        from_item: Option<u32>,
         version: ReplayVersion,
         actor: &str,
     ) -> Result<RunRecord, RunsError> {
@@ -567,6 +570,12 @@ impl Runs {
                 Some(i64::try_from(index).unwrap_or(i64::MAX))
             }
         };
+        let items = kept_items(
+            &program,
+            from_step,
+            from.unwrap_or(run.next_step),
+            from_item,
+        )?;
         // A replay starts on the path the run took: following the journal's decisions in
         // the program that will run must lead to the step it starts at. A step of a branch
         // the journaled `switch` did not take (or, in another version, a step now where
@@ -638,7 +647,14 @@ impl Runs {
                 });
             }
         }
-        match store.replay_run(t, run_id, from, version, actor).await? {
+        if version.is_some() && items != KeptItems::None {
+            self.check_kept_items(t, run_id, &program, start, items)
+                .await?;
+        }
+        match store
+            .replay_run(t, run_id, from, items, version, actor)
+            .await?
+        {
             Ok(run) => {
                 self.metrics().run_created("replay");
                 tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");
@@ -652,6 +668,95 @@ impl Runs {
                 ),
             }),
         }
+    }
+}
+
+/// Which of a `for_each`'s journaled iterations a replay starting at `start` keeps: all of
+/// them when the replay goes on where the run stopped (only the items not done run), none
+/// when it starts from the `for_each` itself, and from a body step (`each.send`) those
+/// before it; `from_item` narrows a replay from the `for_each` or a body step to one item.
+fn kept_items(
+    program: &airlock_model::Program,
+    from_step: Option<&str>,
+    start: i64,
+    from_item: Option<u32>,
+) -> Result<KeptItems, RunsError> {
+    let start = usize::try_from(start).unwrap_or(usize::MAX);
+    let item = from_item.map(i64::from);
+    let kept = match from_step {
+        Some(step) => match program.body_position(step) {
+            Some((_, body_index)) => KeptItems::From {
+                body_index: i64::try_from(body_index).unwrap_or(i64::MAX),
+                item,
+            },
+            None if program.body(start).is_some() && item.is_some() => KeptItems::From {
+                body_index: 0,
+                item,
+            },
+            None => KeptItems::None,
+        },
+        None if program.body(start).is_some() => match item {
+            Some(_) => KeptItems::From {
+                body_index: 0,
+                item,
+            },
+            None => KeptItems::All,
+        },
+        None => KeptItems::None,
+    };
+    if item.is_some() && program.body(start).is_none() {
+        return Err(RunsError::Invalid {
+            field: "from_item".into(),
+            detail: "names an item of a for_each: replay from a for_each or one of its body \
+                     steps"
+                .into(),
+        });
+    }
+    Ok(kept)
+}
+
+impl Runs {
+    /// With another workflow version, the iterations a replay keeps must be of the same body
+    /// steps in it: an item's journaled outputs stand for those steps.
+    async fn check_kept_items(
+        &self,
+        tenant: &str,
+        run_id: &str,
+        program: &airlock_model::Program,
+        start: i64,
+        items: KeptItems,
+    ) -> Result<(), RunsError> {
+        let Some(body) = usize::try_from(start).ok().and_then(|s| program.body(s)) else {
+            return Ok(());
+        };
+        let journaled = self
+            .pipeline
+            .store()
+            .run_items(tenant, run_id, Some(start), None)
+            .await?;
+        for (_, row) in journaled {
+            let kept = match items {
+                KeptItems::None => false,
+                KeptItems::All => true,
+                KeptItems::From { body_index, item } => {
+                    row.body_index < body_index || item.is_some_and(|i| i != row.item)
+                }
+            };
+            let same = usize::try_from(row.body_index)
+                .ok()
+                .and_then(|i| body.get(i))
+                .is_some_and(|step| step.id == row.step_id);
+            if kept && !same {
+                return Err(RunsError::Invalid {
+                    field: "workflow_version".into(),
+                    detail: format!(
+                        "the current version's for_each body is not the one its kept iterations ran (`{}` of item {}); replay from the for_each itself to run every item again",
+                        row.step_id, row.item
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

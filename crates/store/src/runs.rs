@@ -308,6 +308,31 @@ pub struct ItemRecord {
     pub finished_at: i64,
 }
 
+/// Which journaled iterations of a `for_each` a replay starting at it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptItems {
+    /// None: every item runs again (a replay from the `for_each` itself).
+    None,
+    /// All: only the items not done run (a replay of a run that stopped inside it).
+    All,
+    /// The body steps before `body_index` of every item, or with `item` of that one item
+    /// only (the others keep all theirs): the rest runs again.
+    From { body_index: i64, item: Option<i64> },
+}
+
+impl KeptItems {
+    /// For the audit record.
+    fn describe(self) -> serde_json::Value {
+        match self {
+            KeptItems::None => serde_json::json!("rerun"),
+            KeptItems::All => serde_json::json!("kept"),
+            KeptItems::From { body_index, item } => {
+                serde_json::json!({"from_body_step": body_index, "item": item})
+            }
+        }
+    }
+}
+
 /// What follows a failed step attempt.
 #[derive(Debug, Clone)]
 pub enum AfterFailure {
@@ -494,14 +519,16 @@ impl Store {
     }
 
     /// Puts a dead or cancelled run back in the queue from step `from` (default: the step
-    /// that failed); journaled steps before it keep their outputs and are not run again.
-    /// `version`: the workflow version to run from now on (the caller checked that its steps
-    /// before `from` are the journaled ones); `None` keeps the run's.
+    /// that failed); journaled steps before it keep their outputs and are not run again, and
+    /// of a `for_each` at `from` the iterations `items` says (each kept one is not run
+    /// again). `version`: the workflow version to run from now on (the caller checked that
+    /// its steps before `from` are the journaled ones); `None` keeps the run's.
     pub async fn replay_run(
         &self,
         tenant_id: &str,
         id: &str,
         from: Option<i64>,
+        items: KeptItems,
         version: Option<i64>,
         actor: &str,
     ) -> Result<Result<RunRecord, ReplayRefusal>, StoreError> {
@@ -528,11 +555,39 @@ impl Store {
         }
         for table in ["run_items", "run_steps"] {
             sqlx::query(&format!(
-                "DELETE FROM {table} WHERE tenant_id = $1 AND run_id = $2 AND step_index >= $3"
+                "DELETE FROM {table} WHERE tenant_id = $1 AND run_id = $2 AND step_index > $3"
             ))
             .bind(tenant_id)
             .bind(id)
             .bind(from)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "DELETE FROM run_steps WHERE tenant_id = $1 AND run_id = $2 AND step_index = $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        // The iterations of a `for_each` at `from` that run again: none, all, or those from
+        // a body step on (of every item, or of one).
+        let (body_from, item) = match items {
+            KeptItems::All => (None, None),
+            KeptItems::None => (Some(0), None),
+            KeptItems::From { body_index, item } => (Some(body_index), item),
+        };
+        if let Some(body_from) = body_from {
+            sqlx::query(
+                "DELETE FROM run_items WHERE tenant_id = $1 AND run_id = $2 AND step_index = $3 \
+                 AND body_index >= $4 AND ($5 IS NULL OR item = $5)",
+            )
+            .bind(tenant_id)
+            .bind(id)
+            .bind(from)
+            .bind(body_from)
+            .bind(item)
             .execute(&mut *tx)
             .await?;
         }
@@ -552,6 +607,7 @@ impl Store {
         let detail = serde_json::json!({
             "previous_state": state.as_str(),
             "from_step": from,
+            "iterations": items.describe(),
             "workflow_version": { "ran": ran_version, "now": version.unwrap_or(ran_version) },
             "previous_error": error.and_then(|e| serde_json::from_str::<serde_json::Value>(&e).ok()),
         });

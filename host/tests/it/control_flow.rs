@@ -1,7 +1,8 @@
 //! Workflows with control flow, against real guests and a real local upstream: a `switch`
 //! runs one branch, journals its choice, and a replay can start inside it; a `for_each`
 //! runs each item with its own idempotency key, resumes only the items not journaled after
-//! a failed attempt, and refuses more items than the tenant allows; a `sleep` gives its
+//! a failed attempt, and refuses more items than the tenant allows; a replay of a dead
+//! `for_each` keeps the iterations it journaled, or runs again the ones it names; a `sleep` gives its
 //! worker and its tenant's slot back until it is due; a run that goes dead queues its
 //! workflow's `on_failure` steps once, and a handler's own death queues nothing. Both
 //! databases.
@@ -26,6 +27,7 @@ use crate::support::Server;
 on_both_databases!(
     a_switch_takes_one_branch_and_a_replay_starts_inside_it,
     a_for_each_runs_each_item_once_and_resumes_only_what_is_not_journaled,
+    a_replay_of_a_for_each_keeps_its_journaled_iterations_or_reruns_what_it_names,
     a_for_each_reads_its_item_and_keys_each_iteration,
     a_sleep_holds_no_worker_and_wakes_when_due,
     malformed_control_flow_is_refused_where_it_is_wrong,
@@ -222,6 +224,150 @@ async fn a_for_each_runs_each_item_once_and_resumes_only_what_is_not_journaled(d
     let dead = wait_for(&server, &admin, &run, ended).await;
     assert_eq!(dead["error"]["kind"], "invalid_input", "{dead}");
     assert_eq!(seen.lock().expect("lock").len(), before);
+}
+
+/// Requests upstream per idempotency key.
+fn by_key(seen: &Seen) -> BTreeMap<String, usize> {
+    let mut by_key = BTreeMap::new();
+    for (_, key) in seen.lock().expect("lock").iter() {
+        *by_key.entry(key.clone()).or_default() += 1;
+    }
+    by_key
+}
+
+async fn replay(server: &TestServer, admin: &str, run: &str, body: Value) -> Value {
+    let replayed = server
+        .post(&format!("/v1/runs/{run}/replay"), admin, body)
+        .await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    wait_for(server, admin, run, ended).await
+}
+
+async fn a_replay_of_a_for_each_keeps_its_journaled_iterations_or_reruns_what_it_names(db: Db) {
+    // Item 3's first request of each body step fails (503, no retry): the run dies in it.
+    let (upstream, seen) = upstream(&["3"]).await;
+    let Some((server, admin)) = server_with_http(db, &upstream).await else {
+        return;
+    };
+    let each = |note: &str| {
+        json!({"id": "each", "for_each": {"items": {"$from": "/trigger/items"},
+            "concurrency": 1, "steps": [request("call", "/call"), request(note, "/note")]}})
+    };
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "fan-out",
+        json!([request("first", "/first"), each("note")]),
+    )
+    .await;
+    let count = |run: &str, step: &str, item: usize| {
+        by_key(&seen)
+            .get(&format!("{run}:each.{step}:{item}"))
+            .copied()
+            .unwrap_or(0)
+    };
+
+    let run = start_run(
+        &server,
+        &admin,
+        &workflow,
+        json!({"items": [0, 1, 2, 3, 4, 5]}),
+    )
+    .await;
+    let dead = wait_for(&server, &admin, &run, ended).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!((count(&run, "call", 3), count(&run, "note", 2)), (1, 1));
+    // Replayed where it stopped: items 0-2 are kept; item 3 runs again, gets through `call`
+    // and dies in `note`.
+    let dead = replay(&server, &admin, &run, json!({})).await;
+    assert_eq!(dead["state"], "dead", "{dead}");
+    assert_eq!(dead["error"]["step"], "each.note", "{dead}");
+    assert_eq!(dead["error"]["item"], 3, "{dead}");
+    assert_eq!((count(&run, "call", 3), count(&run, "note", 3)), (2, 1));
+    // From `each.note`, item 3 only: its `call` is kept; the items not done run.
+    let done = replay(
+        &server,
+        &admin,
+        &run,
+        json!({"from_step": "each.note", "from_item": 3}),
+    )
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["output"].as_array().map(Vec::len), Some(6), "{done}");
+    for item in 0..6 {
+        let twice = usize::from(item == 3) + 1;
+        assert_eq!(
+            count(&run, "call", item),
+            twice,
+            "call {item}: {:?}",
+            by_key(&seen)
+        );
+        assert_eq!(
+            count(&run, "note", item),
+            twice,
+            "note {item}: {:?}",
+            by_key(&seen)
+        );
+    }
+    assert_eq!(
+        by_key(&seen).get(&format!("{run}:first")),
+        Some(&1),
+        "before the for_each"
+    );
+
+    // Another run dies in item 3; replayed from the `for_each` itself, every item runs again.
+    let run = start_run(&server, &admin, &workflow, json!({"items": [0, 1, 2, 3]})).await;
+    assert_eq!(
+        wait_for(&server, &admin, &run, ended).await["state"],
+        "dead"
+    );
+    let dead = replay(&server, &admin, &run, json!({"from_step": "each"})).await;
+    assert_eq!(dead["state"], "dead", "item 3's `note` fails once: {dead}");
+    assert_eq!((count(&run, "call", 0), count(&run, "note", 0)), (2, 2));
+    assert_eq!((count(&run, "call", 3), count(&run, "note", 3)), (2, 1));
+
+    // An item only names an item of a for_each.
+    let refused = server
+        .post(
+            &format!("/v1/runs/{run}/replay"),
+            &admin,
+            json!({"from_step": "first", "from_item": 1}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(refused.body["field"], "from_item", "{}", refused.text);
+    // A new version whose body is not the one the kept iterations ran: refused unless the
+    // replay runs every item again.
+    let changed = server
+        .put(
+            &format!("/v1/workflows/{workflow}"),
+            &admin,
+            json!({"steps": [request("first", "/first"), each("notify")]}),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.text);
+    let refused = server
+        .post(
+            &format!("/v1/runs/{run}/replay"),
+            &admin,
+            json!({"workflow_version": "current"}),
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(
+        refused.body["field"], "workflow_version",
+        "{}",
+        refused.text
+    );
+    let again = replay(
+        &server,
+        &admin,
+        &run,
+        json!({"from_step": "each", "workflow_version": "current"}),
+    )
+    .await;
+    assert_eq!(again["workflow_version"], 2, "{again}");
+    assert_eq!((count(&run, "call", 0), count(&run, "notify", 0)), (3, 1));
 }
 
 async fn a_for_each_reads_its_item_and_keys_each_iteration(db: Db) {

@@ -4,8 +4,8 @@
 
 use airlock::quota::TenantQuota;
 use airlock::store::{
-    AfterFailure, Claimed, Cost, Enqueued, Finish, LeaseStatus, NewRun, RunFilter, RunState,
-    StepResult, Store, StoreError, StoreOptions,
+    AfterFailure, Claimed, Cost, Enqueued, Finish, KeptItems, LeaseStatus, NewRun, RunFilter,
+    RunState, StepResult, Store, StoreError, StoreOptions,
 };
 
 use crate::api_support::{Db, PgDatabase, on_both_databases};
@@ -379,13 +379,13 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Replaying past the step that failed would skip it: refused.
     assert!(
         store
-            .replay_run("t1", "run_r", Some(2), None, "alice")
+            .replay_run("t1", "run_r", Some(2), KeptItems::None, None, "alice")
             .await
             .expect("replay")
             .is_err()
     );
     let replayed = store
-        .replay_run("t1", "run_r", None, None, "alice")
+        .replay_run("t1", "run_r", None, KeptItems::All, None, "alice")
         .await
         .expect("replay")
         .expect("replayable");
@@ -402,7 +402,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Only dead and cancelled runs replay.
     assert!(
         store
-            .replay_run("t1", "run_r", None, None, "alice")
+            .replay_run("t1", "run_r", None, KeptItems::All, None, "alice")
             .await
             .expect("replay")
             .is_err()
