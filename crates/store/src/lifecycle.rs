@@ -73,6 +73,7 @@ pub const TENANT_TABLES: &[TenantTable] = &[
             Text("url"),
             Withheld("secret", SEALED),
             Int("previous_until"),
+            Int("version"),
             Int("created_at"),
             Int("updated_at"),
         ],
