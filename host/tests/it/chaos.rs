@@ -25,7 +25,7 @@ use crate::api_support::{Db, PgDatabase, on_both_databases};
 on_both_databases!(
     killed_workers_lose_no_run_and_rerun_no_journaled_step,
     a_killed_for_each_loses_no_item_and_repeats_no_journaled_one,
-    killed_senders_lose_no_dead_letter_notice,
+    dying_runs_under_kills_get_one_handler_and_one_notice_each,
     a_stopped_worker_is_fenced_out,
     cron_ticks_fire_once_across_three_processes_with_one_killed
 );
@@ -498,11 +498,14 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
     );
 }
 
-/// Runs die (their second step's input finds nothing) while the processes working them, and
-/// sending their tenant's dead-letter notices, are killed and restarted: every death's
-/// notice reaches the webhook, under the one id of that death; a notice a killed process
-/// had claimed is sent again once its claim's lease (3 × `--dead-letter-timeout`) is over.
-async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
+/// Runs go through a request, a `sleep`, a step whose `when` is false and a step that dies
+/// (its input finds nothing) while the processes working them, running their failure
+/// handlers and sending their tenant's dead-letter notices are killed and restarted: each
+/// run's sleep and skip are journaled once, each death queues one handler run (which
+/// succeeds) and one notice, which reaches the webhook under the one id of that death; a
+/// notice a killed process had claimed is sent again once its claim's lease (3 ×
+/// `--dead-letter-timeout`) is over.
+async fn dying_runs_under_kills_get_one_handler_and_one_notice_each(db: Db) {
     let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -536,9 +539,17 @@ async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    let fetch = |id: &str| {
+        json!({"id": id, "connector": "hostile", "action": "fetch",
+               "input": {"method": "POST", "url": format!("http://{API}:{port}/{id}"),
+                         "body": "{}"}})
+    };
+    let mut never = fetch("never");
+    never["when"] = json!({"eq": [1, 2]});
     let steps = json!([
-        {"id": "reserve", "connector": "hostile", "action": "fetch",
-         "input": {"method": "POST", "url": format!("http://{API}:{port}/reserve"), "body": "{}"}},
+        fetch("reserve"),
+        {"id": "nap", "sleep": {"ms": 200}},
+        never,
         {"id": "charge", "connector": "hostile", "action": "fetch",
          "input": {"method": "POST", "url": {"$from": "/trigger/missing"}, "body": "{}"}},
     ]);
@@ -547,7 +558,7 @@ async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
         format!("{base}/v1/workflows"),
         &admin,
         Some(
-            json!({"name": "doomed", "steps": steps})
+            json!({"name": "doomed", "steps": steps, "on_failure": [fetch("tell")]})
                 .to_string()
                 .into_bytes(),
         ),
@@ -562,7 +573,35 @@ async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
     let done = wait_all(&cluster, 0, &admin, &runs, within).await;
     for (run, body) in &done {
         assert_eq!(body["state"], "dead", "{run}: {body}");
+        assert_eq!(body["error"]["step"], "charge", "{run}: {body}");
+        let statuses: Vec<&str> = body["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["status"].as_str())
+            .collect();
+        assert_eq!(
+            statuses[..3],
+            ["succeeded", "succeeded", "skipped"],
+            "{body}"
+        );
     }
+    // One handler run per death, each ended well.
+    let handlers = wait_handlers(&cluster, &admin, runs_n, within).await;
+    let handled: std::collections::BTreeSet<String> = handlers
+        .iter()
+        .map(|h| h["handles"].as_str().expect("handles").to_owned())
+        .collect();
+    let expected: std::collections::BTreeSet<String> = runs.iter().cloned().collect();
+    assert_eq!(handled, expected, "one handler for each dead run");
+    assert!(
+        !seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(path, _, _)| path == "/never"),
+        "a skipped step is never run"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let notices = loop {
         let (status, body) = call(
@@ -602,16 +641,50 @@ async fn killed_senders_lose_no_dead_letter_notice(db: Db) {
         assert!(sent.iter().any(|s| s == id), "{id} was never sent");
         notified.insert(run.to_owned());
     }
-    let expected: std::collections::BTreeSet<String> = runs.iter().cloned().collect();
     assert_eq!(notified, expected, "one notice for each dead run");
     eprintln!(
-        "chaos ({db:?}): {runs_n} runs dead, {kills} SIGKILLs with restarts, {:.1} s: every \
-         death notified; {} notice requests for {runs_n} notices ({} sent again after a kill, \
-         each under its death's id)",
+        "chaos ({db:?}): {runs_n} runs slept, skipped and died, {kills} SIGKILLs with \
+         restarts, {:.1} s: one handler run per death, every death notified; {} notice \
+         requests for {runs_n} notices ({} sent again after a kill, each under its death's id)",
         began.elapsed().as_secs_f64(),
         sent.len(),
         sent.len() - runs_n,
     );
+}
+
+/// Polls until `n` failure-handler runs have ended, each succeeded; returns them.
+async fn wait_handlers(cluster: &Cluster, admin: &str, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, body) = call(
+            reqwest::Method::GET,
+            format!("{}/v1/runs?limit=500", cluster.base(0)),
+            admin,
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let handlers: Vec<Value> = body["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter(|r| r["handles"].is_string())
+            .cloned()
+            .collect();
+        assert!(
+            handlers.len() <= n,
+            "more handler runs than deaths: {handlers:#?}"
+        );
+        if handlers.len() == n && handlers.iter().all(|h| h["state"] == "succeeded") {
+            return handlers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "handlers: {handlers:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A `for_each` of 100 items, 10 at a time, inside a `switch` branch, each item a request
