@@ -138,12 +138,33 @@ pub struct NoticeList {
     pub notices: Vec<Notice>,
 }
 
+/// A notice's state, as the filter names it.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeState {
+    Pending,
+    Delivered,
+    Failed,
+    Superseded,
+}
+
+impl NoticeState {
+    fn as_str(self) -> &'static str {
+        match self {
+            NoticeState::Pending => "pending",
+            NoticeState::Delivered => "delivered",
+            NoticeState::Failed => "failed",
+            NoticeState::Superseded => "superseded",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct NoticeQuery {
-    /// `pending`, `delivered`, `failed` or `superseded`; absent: all.
-    pub state: Option<String>,
+    /// Only notices in this state; absent: all.
+    pub state: Option<NoticeState>,
     /// At most this many, newest first (1 to 100, default 50).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
@@ -235,7 +256,8 @@ async fn remove(
 #[utoipa::path(get, path = "/v1/dead-letters/webhook/notices", tag = "runs", params(NoticeQuery),
     responses((status = 200, body = NoticeList),
         (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden), (status = 422, response = problem::Unprocessable),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable),
         (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn notices(
@@ -246,7 +268,11 @@ async fn notices(
     let tenant = TenantId::new(caller.tenant());
     let listed = state
         .runs()
-        .dead_letter_notices(&tenant, query.state.as_deref(), query.limit.unwrap_or(50))
+        .dead_letter_notices(
+            &tenant,
+            query.state.map(NoticeState::as_str),
+            query.limit.unwrap_or(50),
+        )
         .await?;
     Ok(Json(NoticeList {
         notices: listed.into_iter().map(Notice::from).collect(),

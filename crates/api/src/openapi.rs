@@ -164,7 +164,7 @@ pub mod problem {
             runs::ReplayBody, runs::WorkflowVersion, runs::ReplayMany, runs::ReplayRefused, runs::ReplayReport,
             runs::AuditEntry, runs::DailyUsage, access::AccessEntry,
             notices::PutWebhook, notices::Webhook, notices::NoticeCounts, notices::Notice,
-            notices::NoticeList, notices::TestResult,
+            notices::NoticeList, notices::NoticeState, notices::TestResult,
             triggers::CreateTrigger, triggers::RotateSecret, triggers::Trigger, triggers::TriggerKind,
             triggers::WebhookDetails, triggers::CronDetails, triggers::HookReceipt,
             health::Health,

@@ -360,7 +360,11 @@ async fn the_webhook_is_held_to_the_tenants_host_policy_at_save_and_at_send(db: 
         )
         .await;
     assert_eq!(failed.body["notices"].as_array().map(Vec::len), Some(1));
-    for bad in ["?state=lost", "?limit=0", "?limit=101"] {
+    let unknown = server
+        .get("/v1/dead-letters/webhook/notices?state=lost", &admin)
+        .await;
+    assert_problem(&unknown, 400, "bad-request");
+    for bad in ["?limit=0", "?limit=101"] {
         let reply = server
             .get(&format!("/v1/dead-letters/webhook/notices{bad}"), &admin)
             .await;
