@@ -16,12 +16,13 @@ use super::auth::{Member, ReadScope, Reader, TenantQuery, at_least};
 use super::error::{ApiError, Json};
 use super::openapi::problem;
 use airlock_runs::ReplayVersion;
-use airlock_store::{Cost, RunFilter, RunRecord, RunState, StepRecord};
+use airlock_store::{Cost, ItemRecord, RunFilter, RunRecord, RunState, StepRecord};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/runs", get(list))
         .route("/runs/{id}", get(show))
+        .route("/runs/{id}/iterations", get(iterations))
         .route("/runs/{id}/cancel", post(cancel))
         .route("/runs/{id}/replay", post(replay))
         .route("/dead-letters", get(dead_letters))
@@ -174,8 +175,8 @@ pub struct RunDetail {
     /// taken (`{"branch": "paid"}`); steps of branches not taken have no entry.
     pub steps: Vec<Step>,
     /// Each finished body step of each `for_each` item, by step index, item and body step:
-    /// the first 1,000. A `for_each` still running shows here before its own step entry
-    /// exists.
+    /// the first 1,000, without their logs (`GET /v1/runs/{id}/iterations` pages them all,
+    /// with logs). A `for_each` still running shows here before its own step entry exists.
     pub iterations: Vec<Iteration>,
     /// More iterations are journaled than `iterations` shows.
     pub more_iterations: bool,
@@ -183,6 +184,9 @@ pub struct RunDetail {
 
 /// Iteration rows a run's document shows at most.
 const SHOWN_ITERATIONS: usize = 1_000;
+/// Iteration rows per page of `GET /v1/runs/{id}/iterations`.
+const DEFAULT_ITERATION_PAGE: i64 = 100;
+const MAX_ITERATION_PAGE: i64 = 1_000;
 
 /// One body step of one `for_each` item.
 #[derive(Debug, Serialize, ToSchema)]
@@ -197,6 +201,48 @@ pub struct Iteration {
     #[schema(value_type = Value, required = true)]
     pub output: Option<Value>,
     pub finished_at_ms: i64,
+    /// Its logs (as a step's), in `GET /v1/runs/{id}/iterations` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub logs: Option<Value>,
+}
+
+impl Iteration {
+    fn of(step_index: i64, row: ItemRecord, logs: Option<&str>) -> Iteration {
+        Iteration {
+            step_index,
+            item: row.item,
+            id: row.step_id,
+            status: row.status,
+            output: json_text(row.output.as_deref()),
+            finished_at_ms: row.finished_at,
+            logs: logs.map(|text| serde_json::from_str(text).unwrap_or(Value::Null)),
+        }
+    }
+}
+
+/// A page of a run's iterations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IterationPage {
+    pub iterations: Vec<Iteration>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IterationQuery {
+    /// From a previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]{1,18}[.][0-9]{1,18}[.][0-9]{1,18}$")]
+    pub cursor: Option<String>,
+    /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// An operator: the tenant whose run to read (required). A member: its own.
+    #[allow(dead_code)] // Read by the `Reader` extractor; here for the document and the
+    // unknown-field check.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -376,16 +422,69 @@ async fn show(
         steps: steps.into_iter().map(Step::from).collect(),
         iterations: iterations
             .into_iter()
-            .map(|(step_index, row)| Iteration {
-                step_index,
-                item: row.item,
-                id: row.step_id,
-                status: row.status,
-                output: json_text(row.output.as_deref()),
-                finished_at_ms: row.finished_at,
-            })
+            .map(|(step_index, row)| Iteration::of(step_index, row, None))
             .collect(),
         more_iterations,
+    }))
+}
+
+/// Every journaled iteration of the run's `for_each` steps, with its logs, in pages, in order
+/// (step index, item, body step): what `GET /v1/runs/{id}` shows the first 1,000 of.
+#[utoipa::path(get, path = "/v1/runs/{id}/iterations", tag = "runs",
+    params(("id" = String, Path), IterationQuery),
+    responses((status = 200, body = IterationPage),
+        (status = 400, response = problem::BadRequest), (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
+        (status = 422, response = problem::Unprocessable), (status = 503, response = problem::Unavailable)),
+    security(("bearer" = [])))]
+async fn iterations(
+    State(state): State<AppState>,
+    caller: Reader,
+    Path(id): Path<String>,
+    Query(query): Query<IterationQuery>,
+) -> Result<Json<IterationPage>, ApiError> {
+    let tenant = caller.tenant();
+    let limit = query.limit.unwrap_or(DEFAULT_ITERATION_PAGE);
+    if !(1..=MAX_ITERATION_PAGE).contains(&limit) {
+        return Err(ApiError::validation("limit", "limit is 1-1000"));
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            let mut parts = cursor.split('.').map(str::parse::<i64>);
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(Ok(s)), Some(Ok(i)), Some(Ok(b)), None) if s >= 0 && i >= 0 && b >= 0 => {
+                    Ok((s, i, b))
+                }
+                _ => Err(ApiError::validation(
+                    "cursor",
+                    "not a cursor this route gave (`<step>.<item>.<body step>`)",
+                )),
+            }
+        })
+        .transpose()?;
+    state
+        .store()
+        .run(tenant, &id)
+        .await
+        .map_err(ApiError::or_not_found("run"))?;
+    let mut rows = state
+        .store()
+        .run_item_page(tenant, &id, after, limit + 1)
+        .await?;
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| rows.last())
+        .flatten()
+        .map(|(s, row, _)| format!("{s}.{}.{}", row.item, row.body_index));
+    Ok(Json(IterationPage {
+        iterations: rows
+            .into_iter()
+            .map(|(step_index, row, logs)| Iteration::of(step_index, row, Some(&logs)))
+            .collect(),
+        next_cursor,
     }))
 }
 

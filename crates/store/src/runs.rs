@@ -694,6 +694,49 @@ impl Store {
         Ok(u64::try_from(bytes.unwrap_or(0)).unwrap_or(0))
     }
 
+    /// One page of the run's journaled iteration steps with their logs, in order (step
+    /// index, item, body index), after the row `after` names; at most `limit`.
+    pub async fn run_item_page(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        after: Option<(i64, i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, ItemRecord, String)>, StoreError> {
+        findable(&[tenant_id, id])?;
+        let (s, i, b) = after.unwrap_or((-1, -1, -1));
+        let rows = sqlx::query(
+            "SELECT step_index, item, body_index, step_id, status, output, logs, finished_at \
+             FROM run_items WHERE tenant_id = $1 AND run_id = $2 \
+               AND (step_index, item, body_index) > ($3, $4, $5) \
+             ORDER BY step_index, item, body_index LIMIT $6",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(s)
+        .bind(i)
+        .bind(b)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("step_index")?,
+                    ItemRecord {
+                        item: row.try_get("item")?,
+                        body_index: row.try_get("body_index")?,
+                        step_id: row.try_get("step_id")?,
+                        status: row.try_get("status")?,
+                        output: row.try_get("output")?,
+                        finished_at: row.try_get("finished_at")?,
+                    },
+                    row.try_get("logs")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The journaled iteration steps of the `for_each` at `index` (every `for_each` of the
     /// run: `None`), in order, at most `limit`.
     pub async fn run_items(

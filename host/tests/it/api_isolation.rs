@@ -669,6 +669,14 @@ fn table(a: &Fixture) -> Vec<Route> {
             true,
             Payload::None,
         ),
+        route(
+            Method::GET,
+            "/v1/runs/{id}/iterations",
+            format!("/v1/runs/{}/iterations", a.run),
+            Reader(Role::Viewer),
+            true,
+            Payload::None,
+        ),
         // Cancel before replay: A's editor cancels the queued run, then replays it.
         route(
             Method::POST,

@@ -210,6 +210,49 @@ async fn a_for_each_runs_each_item_once_and_resumes_only_what_is_not_journaled(d
         assert_eq!(by_key.get(&key), Some(&expected), "{key}: {by_key:?}");
     }
     assert_eq!(by_key.len(), 12, "{by_key:?}");
+    // Every iteration, with its logs, page by page.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = server
+            .get(
+                &format!("/v1/runs/{run}/iterations?limit=5{cursor}"),
+                &admin,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let rows = page.body["iterations"].as_array().expect("iterations");
+        assert!(rows.len() <= 5);
+        assert!(
+            rows.iter().all(|r| r["logs"]["lines"].is_array()),
+            "{}",
+            page.text
+        );
+        paged.extend(rows.iter().map(|r| r["item"].as_i64().expect("item")));
+        match page.body["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, (0..12).collect::<Vec<i64>>());
+    assert!(
+        iterations.iter().all(|i| i.get("logs").is_none()),
+        "not in the run's document"
+    );
+    for bad in [
+        "cursor=1.2",
+        "cursor=a.b.c",
+        "cursor=-1.0.0",
+        "limit=0",
+        "limit=1001",
+    ] {
+        let reply = server
+            .get(&format!("/v1/runs/{run}/iterations?{bad}"), &admin)
+            .await;
+        assert_eq!(reply.status, 422, "{bad}: {}", reply.text);
+    }
+    let missing = server.get("/v1/runs/run_nope/iterations", &admin).await;
+    assert_eq!(missing.status, 404, "{}", missing.text);
 
     // More items than the tenant allows: dead before any item runs.
     put_limits(&server, "acme", json!({"max_iterations": 5})).await;
