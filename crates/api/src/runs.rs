@@ -549,7 +549,8 @@ impl From<WorkflowVersion> for ReplayVersion {
 }
 
 /// Replays a dead or cancelled run: back to the queue, from the failed step or `from_step`.
-/// Audited. 409 for a run in another state.
+/// Counts as a run against `runs_per_hour` (429 when it is used up). Audited. 409 for a run
+/// in another state.
 #[utoipa::path(post, path = "/v1/runs/{id}/replay", tag = "runs", params(("id" = String, Path)),
     request_body = ReplayBody,
     responses((status = 200, body = Run),
@@ -557,6 +558,7 @@ impl From<WorkflowVersion> for ReplayVersion {
         (status = 403, response = problem::Forbidden), (status = 404, response = problem::NotFound),
         (status = 409, response = problem::Conflict), (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType), (status = 422, response = problem::Unprocessable),
+        (status = 429, response = problem::TooManyRequests),
         (status = 503, response = problem::Unavailable)),
     security(("bearer" = [])))]
 async fn replay(

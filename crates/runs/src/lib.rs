@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use airlock_core::Pipeline;
+use airlock_core::{Charge, Pipeline};
 use airlock_model::{TenantId, WorkflowSpec};
 use airlock_store::{
-    Cancelled, Enqueued, KeptItems, NewRun, ReplayRefusal, RunRecord, WorkflowRecord,
+    Cancelled, Enqueued, KeptItems, NewRun, ReplayRefusal, RunRecord, RunState, WorkflowRecord,
 };
 use airlock_telemetry::{SpanKind, TraceContext};
 use serde_json::Value;
@@ -651,10 +651,29 @@ impl Runs {
             self.check_kept_items(t, run_id, &program, start, items)
                 .await?;
         }
-        match store
+        // A replay runs the workflow again: it is a run to the queue and to the hour's
+        // quota, or a loop of replays would be runs for nothing.
+        let depth = self.queue_depth().await?;
+        if depth >= self.options.max_queue_depth {
+            return Err(RunsError::QueueFull {
+                depth,
+                retry_after_s: 5,
+            });
+        }
+        // Refused before the charge when it plainly cannot be replayed (the store checks
+        // again under its lock).
+        if !matches!(run.state, RunState::Dead | RunState::Cancelled) {
+            return Err(RunsError::state("replay", run.state));
+        }
+        let quota = self.pipeline.quota(t).await?;
+        let charged = self.pipeline.charge(t, &quota, Charge::Run).await?;
+        let replayed = store
             .replay_run(t, run_id, from, items, version, actor)
-            .await?
-        {
+            .await;
+        if !matches!(replayed, Ok(Ok(_))) {
+            self.pipeline.refund(t, charged);
+        }
+        match replayed? {
             Ok(run) => {
                 self.metrics().run_created("replay");
                 tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::api_support::{Db, TestServer, assert_problem, on_both_databases};
 use crate::runs_support::{
-    create_workflow, ended, fast_workers, in_state, put_limits, runs_this_hour, start, start_run,
-    tenant_with_hostile, wait_for,
+    away_from_hour_turn, create_workflow, ended, fast_workers, in_state, put_limits,
+    runs_this_hour, start, start_run, tenant_with_hostile, wait_for,
 };
 use crate::support::{Server, options, options_for_tls};
 
@@ -26,6 +26,7 @@ on_both_databases!(
     an_idempotency_key_makes_one_run,
     retryable_failures_retry_then_dead_letter_and_replay_resumes,
     hopeless_failures_go_straight_to_the_dead_letters,
+    a_replay_counts_against_runs_per_hour,
     cancel_stops_a_running_guest,
     steps_send_their_idempotency_key_upstream,
     a_step_reads_its_idempotency_key_through_the_contract,
@@ -377,8 +378,8 @@ async fn retryable_failures_retry_then_dead_letter_and_replay_resumes(db: Db) {
     assert_eq!(audit.body[0]["actor"], "test");
     assert_eq!(
         runs_this_hour(&server, &admin).await,
-        1,
-        "retries are not new runs"
+        2,
+        "the run and its replay; retries are not new runs"
     );
 }
 
@@ -412,6 +413,81 @@ async fn hopeless_failures_go_straight_to_the_dead_letters(db: Db) {
             .expect("message")
             .contains("/trigger/n"),
         "{dead}"
+    );
+}
+
+/// A replay runs the workflow again: it counts as a run against `runs_per_hour`, and one the
+/// hour cannot pay for is refused and changes nothing, alone or in a batch.
+async fn a_replay_counts_against_runs_per_hour(db: Db) {
+    away_from_hour_turn().await;
+    let Some(server) = start(db).await else {
+        return;
+    };
+    let admin = tenant_with_hostile(&server, "acme").await;
+    put_limits(&server, "acme", json!({"runs_per_hour": 2})).await;
+    let workflow = create_workflow(
+        &server,
+        &admin,
+        "hopeless",
+        json!([{"id": "bad", "connector": "hostile", "action": "echo",
+                "input": {"n": {"$from": "/trigger/n"}}}]),
+    )
+    .await;
+    let run = start_run(&server, &admin, &workflow, json!({"n": "seven"})).await;
+    assert_eq!(
+        wait_for(&server, &admin, &run, ended).await["state"],
+        "dead"
+    );
+    assert_eq!(runs_this_hour(&server, &admin).await, 1);
+    let path = format!("/v1/runs/{run}/replay");
+    let replayed = server.post(&path, &admin, json!({})).await;
+    assert_eq!(replayed.status, 200, "{}", replayed.text);
+    assert_eq!(replayed.body["state"], "queued", "{}", replayed.text);
+    // The replay was committed before its answer: the run is queued, running or dead again.
+    assert_eq!(
+        wait_for(&server, &admin, &run, ended).await["state"],
+        "dead"
+    );
+    assert_eq!(runs_this_hour(&server, &admin).await, 2);
+
+    let refused = server.post(&path, &admin, json!({})).await;
+    assert_problem(&refused, 429, "quota-exceeded");
+    assert!(
+        refused.headers.contains_key("retry-after"),
+        "{:?}",
+        refused.headers
+    );
+    let batch = server
+        .post("/v1/dead-letters/replay", &admin, json!({"run_ids": [run]}))
+        .await;
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    assert_eq!(batch.body["replayed"], json!([]), "{}", batch.text);
+    assert!(
+        batch.body["refused"][0]["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("quota-exceeded")),
+        "{}",
+        batch.text
+    );
+    let still = server.get(&format!("/v1/runs/{run}"), &admin).await;
+    assert_eq!(
+        still.body["state"], "dead",
+        "nothing replayed: {}",
+        still.text
+    );
+    assert_eq!(runs_this_hour(&server, &admin).await, 2);
+    let audit = server.get("/v1/audit", &admin).await;
+    let replays = audit
+        .body
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter(|r| r["action"] == "replay")
+        .count();
+    assert_eq!(
+        replays, 1,
+        "a refused replay writes no record: {}",
+        audit.text
     );
 }
 
