@@ -1111,9 +1111,10 @@ async fn every_openapi_route_keeps_tenants_apart_and_enforces_roles(db: Db) {
         );
     }
     // The fixture's run, the table's run, the table's invocation and its testAction (a
-    // testAction runs the action, so it counts as one).
+    // testAction runs the action, so it counts as one), and A's replay (a replay is a run;
+    // B's refused replays count nothing).
     let usage = server.get("/v1/usage", &a_admin).await;
-    assert_eq!(usage.body["runs_this_hour"], json!(4), "{}", usage.text);
+    assert_eq!(usage.body["runs_this_hour"], json!(5), "{}", usage.text);
     let audit = server.get("/v1/audit", &a_admin).await;
     let actions: Vec<&str> = audit
         .body
