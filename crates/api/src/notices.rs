@@ -179,7 +179,7 @@ pub struct TestResult {
     /// Whether the webhook answered 2xx.
     pub delivered: bool,
     /// The `webhook-id` the test event was sent with.
-    pub id: String,
+    pub webhook_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,7 +297,7 @@ async fn test(
         .await?;
     Ok(Json(TestResult {
         delivered: sent.error.is_none(),
-        id: sent.id,
+        webhook_id: sent.id,
         status: sent.status,
         error: sent.error,
     }))

@@ -424,7 +424,10 @@ async fn a_rotated_secret_signs_beside_the_previous_one_and_a_removed_hook_fails
     {
         let seen = received.lock().expect("lock");
         let (headers, body) = seen.last().expect("the test event");
-        assert_eq!(headers["webhook-id"], test.body["id"].as_str().expect("id"));
+        assert_eq!(
+            headers["webhook-id"],
+            test.body["webhook_id"].as_str().expect("id")
+        );
         assert!(verifies(&[&new], headers, body), "the new secret signs");
         assert!(
             verifies(&[mine], headers, body),
