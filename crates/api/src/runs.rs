@@ -646,8 +646,11 @@ async fn replay_many(
         {
             Ok(run) => report.replayed.push(Run::summary(run)),
             Err(error) => {
+                // A full queue refuses this run and the rest; those replayed stay replayed,
+                // so the report says which.
+                let full = matches!(error, airlock_runs::RunsError::QueueFull { .. });
                 let problem = ApiError::from(error).problem();
-                if problem.status >= 500 {
+                if problem.status >= 500 && !full {
                     return Err(ApiError::Unavailable);
                 }
                 report.refused.push(ReplayRefused {

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use airlock_core::{Charge, Pipeline};
+use airlock_core::Pipeline;
 use airlock_model::{TenantId, WorkflowSpec};
 use airlock_store::{
-    Cancelled, Enqueued, KeptItems, NewRun, ReplayRefusal, RunRecord, RunState, WorkflowRecord,
+    Cancelled, Enqueued, KeptItems, NewRun, ReplayAdmission, ReplayRefusal, RunRecord,
+    WorkflowRecord,
 };
 use airlock_telemetry::{SpanKind, TraceContext};
 use serde_json::Value;
@@ -647,7 +648,7 @@ impl Runs {
                 });
             }
         }
-        if version.is_some() && items != KeptItems::None {
+        if version.is_some() {
             self.check_kept_items(t, run_id, &program, start, items)
                 .await?;
         }
@@ -660,20 +661,16 @@ impl Runs {
                 retry_after_s: 5,
             });
         }
-        // Refused before the charge when it plainly cannot be replayed (the store checks
-        // again under its lock).
-        if !matches!(run.state, RunState::Dead | RunState::Cancelled) {
-            return Err(RunsError::state("replay", run.state));
-        }
+        // Counted with the replay, in its transaction, as a new run is with its insert.
         let quota = self.pipeline.quota(t).await?;
-        let charged = self.pipeline.charge(t, &quota, Charge::Run).await?;
-        let replayed = store
-            .replay_run(t, run_id, from, items, version, actor)
-            .await;
-        if !matches!(replayed, Ok(Ok(_))) {
-            self.pipeline.refund(t, charged);
-        }
-        match replayed? {
+        let admit = ReplayAdmission {
+            runs_per_hour: quota.runs_per_hour,
+            max_queued: self.options.max_queued_per_tenant,
+        };
+        match store
+            .replay_run(t, run_id, from, items, version, admit, actor)
+            .await?
+        {
             Ok(run) => {
                 self.metrics().run_created("replay");
                 tracing::info!(tenant = t, run = %run.id, actor, from_step = ?from, "run replayed");
@@ -736,7 +733,8 @@ fn kept_items(
 
 impl Runs {
     /// With another workflow version, the iterations a replay keeps must be of the same body
-    /// steps in it: an item's journaled outputs stand for those steps.
+    /// steps in it: an item's journaled outputs stand for those steps. Those are every
+    /// iteration of a `for_each` before the start, and those `items` keeps of one at it.
     async fn check_kept_items(
         &self,
         tenant: &str,
@@ -745,25 +743,28 @@ impl Runs {
         start: i64,
         items: KeptItems,
     ) -> Result<(), RunsError> {
-        let Some(body) = usize::try_from(start).ok().and_then(|s| program.body(s)) else {
-            return Ok(());
-        };
         let journaled = self
             .pipeline
             .store()
-            .run_items(tenant, run_id, Some(start), None)
+            .run_items(tenant, run_id, None, None)
             .await?;
-        for (_, row) in journaled {
-            let kept = match items {
-                KeptItems::None => false,
-                KeptItems::All => true,
-                KeptItems::From { body_index, item } => {
-                    row.body_index < body_index || item.is_some_and(|i| i != row.item)
-                }
+        for (step_index, row) in journaled {
+            let kept = match step_index.cmp(&start) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => match items {
+                    KeptItems::None => false,
+                    KeptItems::All => true,
+                    KeptItems::From { body_index, item } => {
+                        row.body_index < body_index || item.is_some_and(|i| i != row.item)
+                    }
+                },
             };
-            let same = usize::try_from(row.body_index)
+            let same = usize::try_from(step_index)
                 .ok()
-                .and_then(|i| body.get(i))
+                .and_then(|index| program.body(index))
+                .zip(usize::try_from(row.body_index).ok())
+                .and_then(|(body, i)| body.get(i))
                 .is_some_and(|step| step.id == row.step_id);
             if kept && !same {
                 return Err(RunsError::Invalid {

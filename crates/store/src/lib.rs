@@ -46,8 +46,8 @@ pub use retention::Pruned;
 pub use rotation::{RotationReport, reencrypt_secrets};
 pub use runs::{
     AfterFailure, AuditRecord, Cancelled, Claimed, Cost, DayUsage, Enqueued, FailureHandler,
-    Finish, ItemRecord, ItemResult, KeptItems, Lease, LeaseStatus, NewRun, ReplayRefusal,
-    RunFilter, RunRecord, RunState, StepRecord, StepResult,
+    Finish, ItemRecord, ItemResult, KeptItems, Lease, LeaseStatus, NewRun, ReplayAdmission,
+    ReplayRefusal, RunFilter, RunRecord, RunState, StepRecord, StepResult,
 };
 pub use tenants::TenantRecord;
 pub use triggers::{Fired, TICK_RETENTION_MS, Tick, TickPlan, TriggerRecord};

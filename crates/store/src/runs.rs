@@ -308,6 +308,13 @@ pub struct ItemRecord {
     pub finished_at: i64,
 }
 
+/// The tenant's limits a replay is held to, as a new run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayAdmission {
+    pub runs_per_hour: u32,
+    pub max_queued: u64,
+}
+
 /// Which journaled iterations of a `for_each` a replay starting at it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeptItems {
@@ -523,6 +530,11 @@ impl Store {
     /// of a `for_each` at `from` the iterations `items` says (each kept one is not run
     /// again). `version`: the workflow version to run from now on (the caller checked that
     /// its steps before `from` are the journaled ones); `None` keeps the run's.
+    ///
+    /// A replay is a run to the tenant's limits, checked and counted in this transaction:
+    /// [`StoreError::LimitReached`] past `admit.max_queued` waiting runs, and
+    /// [`StoreError::OverQuota`] past `admit.runs_per_hour` (nothing is written either way).
+    #[allow(clippy::too_many_arguments)]
     pub async fn replay_run(
         &self,
         tenant_id: &str,
@@ -530,6 +542,7 @@ impl Store {
         from: Option<i64>,
         items: KeptItems,
         version: Option<i64>,
+        admit: ReplayAdmission,
         actor: &str,
     ) -> Result<Result<RunRecord, ReplayRefusal>, StoreError> {
         findable(&[tenant_id, id])?;
@@ -553,6 +566,21 @@ impl Store {
         if from > next_step || from < 0 {
             return Ok(Err(ReplayRefusal::NotReached { next_step }));
         }
+        let waiting: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM runs WHERE tenant_id = $1 AND {WAITING}"
+        ))
+        .bind(tenant_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if waiting >= i64::try_from(admit.max_queued).unwrap_or(i64::MAX) {
+            return Err(StoreError::LimitReached {
+                quota: "max_queued_runs",
+                limit: admit.max_queued,
+            });
+        }
+        super::usage::count_run(&mut tx, tenant_id, admit.runs_per_hour, self.clock.now_ms())
+            .await?;
         for table in ["run_items", "run_steps"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND run_id = $2 AND step_index > $3"

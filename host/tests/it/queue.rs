@@ -4,8 +4,14 @@
 
 use airlock::quota::TenantQuota;
 use airlock::store::{
-    AfterFailure, Claimed, Cost, Enqueued, Finish, KeptItems, LeaseStatus, NewRun, RunFilter,
-    RunState, StepResult, Store, StoreError, StoreOptions,
+    AfterFailure, Claimed, Cost, Enqueued, Finish, KeptItems, LeaseStatus, NewRun, ReplayAdmission,
+    RunFilter, RunState, StepResult, Store, StoreError, StoreOptions,
+};
+
+/// Limits no replay here reaches.
+const ADMIT: ReplayAdmission = ReplayAdmission {
+    runs_per_hour: 1_000,
+    max_queued: 1_000,
 };
 
 use crate::api_support::{Db, PgDatabase, on_both_databases};
@@ -379,13 +385,53 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Replaying past the step that failed would skip it: refused.
     assert!(
         store
-            .replay_run("t1", "run_r", Some(2), KeptItems::None, None, "alice")
+            .replay_run(
+                "t1",
+                "run_r",
+                Some(2),
+                KeptItems::None,
+                None,
+                ADMIT,
+                "alice"
+            )
             .await
             .expect("replay")
             .is_err()
     );
+    // A replay is held to the tenant's limits as a new run is, and refused writes nothing.
+    for (admit, refused) in [
+        (
+            ReplayAdmission {
+                max_queued: 0,
+                ..ADMIT
+            },
+            "max_queued_runs",
+        ),
+        (
+            ReplayAdmission {
+                runs_per_hour: 0,
+                ..ADMIT
+            },
+            "runs_per_hour",
+        ),
+    ] {
+        let outcome = store
+            .replay_run("t1", "run_r", None, KeptItems::All, None, admit, "alice")
+            .await;
+        match (refused, outcome) {
+            ("max_queued_runs", Err(StoreError::LimitReached { quota, .. })) => {
+                assert_eq!(quota, "max_queued_runs");
+            }
+            ("runs_per_hour", Err(StoreError::OverQuota { .. })) => {}
+            (_, other) => panic!("{refused}: {other:?}"),
+        }
+        assert_eq!(
+            store.run("t1", "run_r").await.expect("run").state,
+            RunState::Dead
+        );
+    }
     let replayed = store
-        .replay_run("t1", "run_r", None, KeptItems::All, None, "alice")
+        .replay_run("t1", "run_r", None, KeptItems::All, None, ADMIT, "alice")
         .await
         .expect("replay")
         .expect("replayable");
@@ -402,7 +448,7 @@ async fn replay_keeps_earlier_steps_and_is_audited(db: Db) {
     // Only dead and cancelled runs replay.
     assert!(
         store
-            .replay_run("t1", "run_r", None, KeptItems::All, None, "alice")
+            .replay_run("t1", "run_r", None, KeptItems::All, None, ADMIT, "alice")
             .await
             .expect("replay")
             .is_err()
