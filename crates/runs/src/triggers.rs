@@ -587,7 +587,9 @@ impl Runs {
         }
     }
 
-    fn seal_secrets(
+    /// One envelope sealed to `(tenant, id)` holding `current` and, during a rotation's
+    /// overlap, `previous`: a webhook trigger's secrets, and a dead-letter webhook's.
+    pub(crate) fn seal_secrets(
         &self,
         tenant: &str,
         id: &str,
@@ -602,7 +604,7 @@ impl Runs {
         Ok(self.pipeline.credentials().seal(tenant, id, &secrets)?)
     }
 
-    fn open_secrets(
+    pub(crate) fn open_secrets(
         &self,
         tenant: &str,
         id: &str,

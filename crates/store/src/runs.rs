@@ -751,14 +751,7 @@ impl Store {
             .map(|row| {
                 Ok((
                     row.try_get("step_index")?,
-                    ItemRecord {
-                        item: row.try_get("item")?,
-                        body_index: row.try_get("body_index")?,
-                        step_id: row.try_get("step_id")?,
-                        status: row.try_get("status")?,
-                        output: row.try_get("output")?,
-                        finished_at: row.try_get("finished_at")?,
-                    },
+                    item_record(row)?,
                     row.try_get("logs")?,
                 ))
             })
@@ -787,19 +780,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("step_index")?,
-                    ItemRecord {
-                        item: row.try_get("item")?,
-                        body_index: row.try_get("body_index")?,
-                        step_id: row.try_get("step_id")?,
-                        status: row.try_get("status")?,
-                        output: row.try_get("output")?,
-                        finished_at: row.try_get("finished_at")?,
-                    },
-                ))
-            })
+            .map(|row| Ok((row.try_get("step_index")?, item_record(row)?)))
             .collect()
     }
 
@@ -1327,4 +1308,15 @@ async fn audit(
     };
     crate::audit::append(tx, (kind, at), &draft, run_id).await?;
     Ok(())
+}
+
+fn item_record(row: &AnyRow) -> Result<ItemRecord, StoreError> {
+    Ok(ItemRecord {
+        item: row.try_get("item")?,
+        body_index: row.try_get("body_index")?,
+        step_id: row.try_get("step_id")?,
+        status: row.try_get("status")?,
+        output: row.try_get("output")?,
+        finished_at: row.try_get("finished_at")?,
+    })
 }

@@ -574,21 +574,8 @@ async fn notices_are_claimed_a_few_per_tenant_under_a_lease_and_written_once_per
     let run = dead_run(&server, &admin).await;
     let pool = server.raw_db().await;
     // Ten more of acme's, and one of another tenant's, due now.
-    for (tenant, n) in [("acme", 10), ("zeta", 1)] {
-        for i in 0..n {
-            sqlx::query(
-                "INSERT INTO dead_letter_notices (tenant_id, id, run_id, payload, state, \
-                 attempts, next_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, '{}', 'pending', 0, 0, 0, 0)",
-            )
-            .bind(tenant)
-            .bind(format!("dead_run_x{i}_1"))
-            .bind(format!("run_x{i}"))
-            .execute(&pool)
-            .await
-            .expect("insert");
-        }
-    }
+    due_notices(&server, "acme", 10).await;
+    due_notices(&server, "zeta", 1).await;
     let store = server.state.store();
     // A change made from a stale read of the webhook is refused, whatever it changes.
     let read = store.dead_letter_hook("acme").await.expect("hook");

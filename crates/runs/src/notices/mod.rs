@@ -99,7 +99,7 @@ impl Runs {
             let secret = fresh();
             let record = DeadLetterHook {
                 tenant_id: t.to_owned(),
-                secret: self.seal_hook(t, &id, &secret, None)?,
+                secret: self.seal_secrets(t, &id, &secret, None)?,
                 id,
                 url: spec.url,
                 previous_until: None,
@@ -136,7 +136,7 @@ impl Runs {
                 )
             });
             (
-                self.seal_hook(t, &old.id, &secret, previous)?,
+                self.seal_secrets(t, &old.id, &secret, previous)?,
                 until,
                 Some(secret),
             )
@@ -252,29 +252,11 @@ impl Runs {
         })
     }
 
-    fn seal_hook(
-        &self,
-        tenant: &str,
-        id: &str,
-        current: &Secret,
-        previous: Option<&Secret>,
-    ) -> Result<String, RunsError> {
-        let mut secrets = BTreeMap::new();
-        secrets.insert("current".to_owned(), current.clone());
-        if let Some(previous) = previous {
-            secrets.insert("previous".to_owned(), previous.clone());
-        }
-        Ok(self.pipeline.credentials().seal(tenant, id, &secrets)?)
-    }
-
     pub(crate) fn open_hook(
         &self,
         hook: &DeadLetterHook,
     ) -> Result<BTreeMap<String, Secret>, RunsError> {
-        Ok(self
-            .pipeline
-            .credentials()
-            .open_sealed(&hook.tenant_id, &hook.id, &hook.secret)?)
+        self.open_secrets(&hook.tenant_id, &hook.id, &hook.secret)
     }
 }
 
