@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::Runs;
+use crate::background::Task;
 
 /// The sweep's period: a fraction of the lifetime (so a key outlives it by at most that),
 /// between these bounds.
@@ -18,10 +19,7 @@ const MIN_PERIOD: Duration = Duration::from_millis(100);
 const MAX_PERIOD: Duration = Duration::from_secs(60);
 
 /// The running sweep of this process.
-pub struct KeyExpiry {
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct KeyExpiry(Task);
 
 impl std::fmt::Debug for KeyExpiry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,20 +29,12 @@ impl std::fmt::Debug for KeyExpiry {
 
 impl KeyExpiry {
     pub fn start(runs: Runs) -> KeyExpiry {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(sweep(runs, stop.clone()));
-        KeyExpiry {
-            stop,
-            task: Some(task),
-        }
+        KeyExpiry(Task::spawn(|stop| sweep(runs, stop)))
     }
 
     /// Stops after the statement in hand.
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.0.stop().await;
     }
 }
 

@@ -11,6 +11,7 @@
 //! The queue itself (claiming, fencing, the journal) is `airlock-store`'s `runs` module; the
 //! definition format is `airlock-model`'s `workflow`.
 
+mod background;
 mod error;
 mod expiry;
 pub mod notices;

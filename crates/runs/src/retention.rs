@@ -13,6 +13,7 @@ use airlock_model::quota::DEFAULT_AUDIT_DAYS;
 use airlock_store::{AuditPruned, Pruned};
 use tokio_util::sync::CancellationToken;
 
+use crate::background::Task;
 use crate::{Runs, RunsError};
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -119,10 +120,7 @@ impl PruneReport {
 }
 
 /// The running pruner of this process.
-pub struct Retention {
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct Retention(Task);
 
 impl std::fmt::Debug for Retention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,20 +130,12 @@ impl std::fmt::Debug for Retention {
 
 impl Retention {
     pub fn start(runs: Runs, period: Duration) -> Retention {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(prune_every(runs, period, stop.clone()));
-        Retention {
-            stop,
-            task: Some(task),
-        }
+        Retention(Task::spawn(|stop| prune_every(runs, period, stop)))
     }
 
     /// Stops after the batch in hand.
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.0.stop().await;
     }
 }
 

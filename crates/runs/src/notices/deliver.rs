@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::background::Task;
 use crate::{Runs, RunsError};
 
 /// Notices one process sends at once, and claims of one tenant at once: a tenant with
@@ -90,10 +91,7 @@ pub struct TestDelivery {
 }
 
 /// The running sender of this process.
-pub struct Notices {
-    stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
+pub struct Notices(Task);
 
 impl std::fmt::Debug for Notices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,20 +101,12 @@ impl std::fmt::Debug for Notices {
 
 impl Notices {
     pub fn start(runs: Runs, options: NoticeOptions) -> Notices {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(send_due(runs, options, stop.clone()));
-        Notices {
-            stop,
-            task: Some(task),
-        }
+        Notices(Task::spawn(|stop| send_due(runs, options, stop)))
     }
 
     /// Stops claiming; the sends in flight finish (each bounded by the timeout).
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.0.stop().await;
     }
 }
 
