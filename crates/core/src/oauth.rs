@@ -335,17 +335,7 @@ impl Pipeline {
                     .into(),
             ));
         };
-        let tenant_hosts = self
-            .inner
-            .store
-            .tenant_quota(tenant)
-            .await?
-            .runtime
-            .host_patterns()
-            .map_err(|err| {
-                tracing::error!(error = %err, "a stored tenant policy does not parse");
-                CoreError::Internal
-            })?;
+        let tenant_hosts = self.tenant_hosts(tenant).await?;
         let client_id = record
             .fields
             .get("client_id")

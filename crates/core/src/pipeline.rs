@@ -163,6 +163,19 @@ impl Pipeline {
         self.inner.clock.now_ms()
     }
 
+    /// The tenant's outbound host policy, as stored now: what the host's own requests for
+    /// it (an OAuth2 refresh, a dead-letter notice) are held to.
+    pub async fn tenant_hosts(
+        &self,
+        tenant: &str,
+    ) -> Result<Vec<airlock_model::HostPattern>, CoreError> {
+        let quota = self.inner.store.tenant_quota(tenant).await?;
+        quota.runtime.host_patterns().map_err(|error| {
+            tracing::error!(%error, tenant, "a stored tenant policy does not parse");
+            CoreError::Internal
+        })
+    }
+
     /// The clock behind quotas and cache freshness (a test's manual clock, or the system's).
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()

@@ -358,7 +358,7 @@ impl Runs {
             status: None,
             error,
         };
-        let hosts = match self.tenant_hosts(&hook.tenant_id).await {
+        let hosts = match self.pipeline.tenant_hosts(&hook.tenant_id).await {
             Ok(hosts) => hosts,
             Err(error) => return not_delivered(format!("reading the tenant's policy: {error}")),
         };

@@ -65,7 +65,7 @@ impl Runs {
         spec: HookSpec,
     ) -> Result<(HookView, bool), RunsError> {
         let t = tenant.as_str();
-        let hosts = self.tenant_hosts(t).await?;
+        let hosts = self.pipeline.tenant_hosts(t).await?;
         check_url(self, &spec.url, &hosts)?;
         let overlap = spec.overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
         if overlap > MAX_OVERLAP_SECONDS {
@@ -240,15 +240,6 @@ impl Runs {
             record,
             secret,
             counts,
-        })
-    }
-
-    /// The tenant's outbound host policy.
-    pub(crate) async fn tenant_hosts(&self, tenant: &str) -> Result<Vec<HostPattern>, RunsError> {
-        let quota = self.pipeline.store().tenant_quota(tenant).await?;
-        quota.runtime.host_patterns().map_err(|error| {
-            tracing::error!(%error, tenant, "a stored tenant policy does not parse");
-            RunsError::Core(airlock_core::CoreError::Internal)
         })
     }
 
