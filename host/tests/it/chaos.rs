@@ -404,6 +404,14 @@ fn requests_by_run(seen: &Seen) -> BTreeMap<String, Vec<(String, String)>> {
     by_run
 }
 
+/// A figure of the long runs (`scripts/chaos`) from the environment, else the CI version's.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Kills nodes 0 and 1 in turn, `kills` times, each restarted at once. Each kill lands while
 /// work is going on: once the upstream has seen `new` requests since the last one (or
 /// `patience` passed), at a random moment within 300 ms.
@@ -432,18 +440,9 @@ async fn kill_while_working(
 
 /// Kills a node every so often (the CI version: a few), then checks every guarantee.
 async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
-    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(3);
-    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_RUNS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(24);
-    let delay_ms: u64 = std::env::var("AIRLOCK_CHAOS_DELAY_MS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(400);
+    let kills: usize = env_or("AIRLOCK_CHAOS_KILLS", 3);
+    let runs_n: usize = env_or("AIRLOCK_CHAOS_RUNS", 24);
+    let delay_ms: u64 = env_or("AIRLOCK_CHAOS_DELAY_MS", 400);
     let began = std::time::Instant::now();
     let (upstream, seen) = upstream(Duration::from_millis(delay_ms)).await;
     let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
@@ -506,16 +505,9 @@ async fn killed_workers_lose_no_run_and_rerun_no_journaled_step(db: Db) {
 /// notice a killed process had claimed is sent again once its claim's lease (3 ×
 /// `--dead-letter-timeout`) is over.
 async fn dying_runs_under_kills_get_one_handler_and_one_notice_each(db: Db) {
-    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(3);
+    let kills: usize = env_or("AIRLOCK_CHAOS_KILLS", 3);
     // At most 100: the notices are read in one listing.
-    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_NOTICE_RUNS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(24)
-        .min(100);
+    let runs_n: usize = env_or("AIRLOCK_CHAOS_NOTICE_RUNS", 24).min(100);
     let began = std::time::Instant::now();
     let (upstream, seen) = upstream(Duration::from_millis(150)).await;
     let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
@@ -691,14 +683,8 @@ async fn wait_handlers(cluster: &Cluster, admin: &str, n: usize, within: Duratio
 /// upstream, while the processes running it are killed and restarted: every item ends
 /// journaled once, and no item is requested again after it was journaled.
 async fn a_killed_for_each_loses_no_item_and_repeats_no_journaled_one(db: Db) {
-    let kills: usize = std::env::var("AIRLOCK_CHAOS_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(3);
-    let runs_n: usize = std::env::var("AIRLOCK_CHAOS_FOR_EACH_RUNS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(2);
+    let kills: usize = env_or("AIRLOCK_CHAOS_KILLS", 3);
+    let runs_n: usize = env_or("AIRLOCK_CHAOS_FOR_EACH_RUNS", 2);
     const ITEMS: usize = 100;
     let began = std::time::Instant::now();
     let (upstream, seen) = upstream(Duration::from_millis(400)).await;
@@ -872,10 +858,7 @@ async fn a_stopped_worker_is_fenced_out(db: Db) {
 /// Three processes fire one every-second cron trigger for a minute (`AIRLOCK_CHAOS_CRON_SECONDS`)
 /// while one of them is killed and restarted: every tick of the window made exactly one run.
 async fn cron_ticks_fire_once_across_three_processes_with_one_killed(db: Db) {
-    let seconds: u64 = std::env::var("AIRLOCK_CHAOS_CRON_SECONDS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(60);
+    let seconds: u64 = env_or("AIRLOCK_CHAOS_CRON_SECONDS", 60);
     let (upstream, _seen) = upstream(Duration::ZERO).await;
     let Some(mut cluster) = Cluster::new(db, upstream, "2s").await else {
         return;
